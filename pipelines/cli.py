@@ -1,0 +1,165 @@
+"""Command line: replay days into the landing folder, and materialize the graph over them.
+
+    flightline replay --start 2013-01-01 --end 2013-01-14
+    flightline run    --start 2013-01-01 --end 2013-01-14   (replay, then materialize everything)
+"""
+
+import argparse
+import logging
+import sys
+import time
+from datetime import date
+
+import dagster as dg
+
+from pipelines.lib.replay import replay_days
+from pipelines.lib.settings import DataPaths
+
+DEFAULT_START = "2013-01-01"
+DEFAULT_END = "2013-01-31"
+# Dagster's own console logger prints every event; the progress logger prints one line per step.
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "ERROR"}}, "progress": {}}}
+
+
+def _parse_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from exc
+
+
+class ProgressPrinter(logging.Handler):
+    """Turns Dagster's event stream into one line per step and per asset built or checked."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.started = time.perf_counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = getattr(record, "dagster_meta", {}).get("dagster_event")
+        if event is None:
+            return
+        elapsed = f"[{time.perf_counter() - self.started:6.1f}s]"
+        kind = event.event_type_value
+        if kind == "STEP_START":
+            print(f"{elapsed} ... {event.step_key}", flush=True)
+        elif kind == "STEP_FAILURE":
+            error = event.step_failure_data.error
+            print(f"{elapsed} FAILED {event.step_key}: {error.message.strip() if error else ''}", flush=True)
+        elif kind == "ASSET_MATERIALIZATION":
+            mat = event.step_materialization_data.materialization
+            rows = mat.metadata.get("dagster/row_count")
+            part = f" [{mat.partition}]" if mat.partition else ""
+            shown = f" {rows.value} rows" if rows is not None else ""
+            if not mat.partition or rows is not None:
+                print(f"{elapsed}  built {mat.asset_key.to_user_string()}{part}{shown}", flush=True)
+        elif kind == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            if not data.passed:
+                print(f"{elapsed}  CHECK FAILED {data.asset_key.to_user_string()}.{data.check_name}: {data.description}", flush=True)
+
+
+def _progress_logger() -> dg.LoggerDefinition:
+    @dg.logger
+    def progress(_init_context):
+        log = logging.getLogger("flightline.progress")
+        log.handlers = [ProgressPrinter()]
+        log.setLevel(logging.DEBUG)
+        log.propagate = False
+        return log
+
+    return progress
+
+
+def materialize_window(start: date, end: date, instance: dg.DagsterInstance) -> list[dg.ExecuteInProcessResult]:
+    """Materialize the unpartitioned assets, then every partitioned asset over [start, end] as one run."""
+    from pipelines.definitions import defs
+
+    definitions = defs()
+    graph = definitions.resolve_asset_graph()
+    all_assets = list(definitions.assets or [])
+    unpartitioned = [k for k in graph.materializable_asset_keys if graph.get(k).partitions_def is None]
+    partitioned = [k for k in graph.materializable_asset_keys if graph.get(k).partitions_def is not None]
+    loggers = {"progress": _progress_logger(), "console": dg.colored_console_logger}
+    results = []
+    for keys, tags in (
+        (unpartitioned, {}),
+        (partitioned, {"dagster/asset_partition_range_start": start.isoformat(), "dagster/asset_partition_range_end": end.isoformat()}),
+    ):
+        selection = dg.AssetSelection.assets(*keys)
+        job = dg.define_asset_job("make_run", selection=selection, tags=tags)
+        job_def = dg.Definitions(assets=all_assets, asset_checks=list(definitions.asset_checks or []), jobs=[job], resources=definitions.resources, loggers=loggers).resolve_job_def("make_run")
+        result = job_def.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=QUIET_CONSOLE)
+        results.append(result)
+        if not result.success:
+            break
+    return results
+
+
+def _summary(results: list[dg.ExecuteInProcessResult], paths: DataPaths, started: float) -> str:
+    lines = ["", "=" * 72, "Summary"]
+    built: dict[str, int] = {}
+    partitions: dict[str, set] = {}
+    failed_checks, passed_checks = [], 0
+    for result in results:
+        for event in result.all_events:
+            if event.event_type_value == "ASSET_MATERIALIZATION":
+                mat = event.step_materialization_data.materialization
+                key = mat.asset_key.to_user_string()
+                rows = mat.metadata.get("dagster/row_count")
+                if rows is not None:
+                    built[key] = int(rows.value)
+                else:
+                    built.setdefault(key, -1)
+                if mat.partition:
+                    partitions.setdefault(key, set()).add(mat.partition)
+            elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+                data = event.event_specific_data
+                if data.passed:
+                    passed_checks += 1
+                else:
+                    failed_checks.append(f"{data.asset_key.to_user_string()}.{data.check_name}")
+    for key in sorted(built):
+        days = partitions.get(key)
+        span = f"{min(days)}..{max(days)} ({len(days)} days)" if days else "unpartitioned"
+        rows = f"{built[key]:>9,} rows" if built[key] >= 0 else " " * 14
+        lines.append(f"  {key:<28}{rows}  {span}")
+    lines.append(f"  checks: {passed_checks} passed, {len(failed_checks)} failed {failed_checks or ''}")
+    ok = all(r.success for r in results)
+    lines += [
+        f"  status: {'SUCCESS' if ok else 'FAILED (see the lines marked FAILED above)'} in {time.perf_counter() - started:.0f}s",
+        f"  lake (Parquet):      {paths.lake}",
+        f"  landing / archive:   {paths.landing} / {paths.root / 'archive'}",
+        f"  Feast registry:      {paths.feast_registry}",
+        f"  Feast online store:  {paths.feast_online_store}",
+        "  open the UI:         make ui   (then http://127.0.0.1:3000)",
+        "=" * 72,
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flightline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("replay", "drop day files of a 2013 range into the landing folder"), ("run", "replay, then materialize the graph over the range")):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("--start", type=_parse_day, default=_parse_day(DEFAULT_START))
+        cmd.add_argument("--end", type=_parse_day, default=_parse_day(DEFAULT_END))
+    args = parser.parse_args(argv)
+    paths = DataPaths.from_env()
+    started = time.perf_counter()
+    try:
+        landed = replay_days(paths.landing, args.start, args.end)
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(f"replayed {args.start}..{args.end}: {len(landed)} day files ({sum(f.rows for f in landed):,} rows) into {paths.landing}")
+    if args.command == "replay":
+        return 0
+    instance = dg.DagsterInstance.get()
+    results = materialize_window(args.start, args.end, instance)
+    print(_summary(results, paths, started))
+    return 0 if all(r.success for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

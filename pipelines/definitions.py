@@ -1,0 +1,15 @@
+"""The Dagster code location: every definition under defs/, bound to the configured resources."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines.resources_config import embedded_resources
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions.merge(
+        dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
+        dg.Definitions(resources=embedded_resources()),
+    )

@@ -1,0 +1,29 @@
+"""Where the platform keeps its files; every location can be moved by an environment variable."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """The embedded default keeps everything under one data root (default `<project>/data`)."""
+
+    root: Path
+    landing: Path
+    lake: str  # a local path now; a pyarrow-understood URI (s3://, gs://) later
+    feast_registry: Path
+    feast_online_store: Path
+
+    @classmethod
+    def from_env(cls) -> "DataPaths":
+        root = Path(os.environ.get("FLIGHTLINE_DATA_ROOT", PROJECT_ROOT / "data")).resolve()
+        return cls(
+            root=root,
+            landing=Path(os.environ.get("FLIGHTLINE_LANDING_DIR", root / "landing")),
+            lake=os.environ.get("FLIGHTLINE_LAKE_ROOT", str(root / "lake")),
+            feast_registry=root / "feast" / "registry.db",
+            feast_online_store=root / "feast" / "online_store.db",
+        )

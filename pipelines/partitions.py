@@ -1,0 +1,19 @@
+"""The replayed calendar: one partition per local day of 2013."""
+
+import dagster as dg
+
+daily_partitions = dg.DailyPartitionsDefinition(
+    start_date="2013-01-01", end_date="2014-01-01", timezone="America/New_York"
+)
+
+# A range of days (a backfill, or `make run`) executes as one run over all its days: per-day runs
+# would re-pay Dagster's per-run cost 365 times for a year.
+single_run_backfill = dg.BackfillPolicy.single_run()
+
+
+def partition_keys(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[str]:
+    """The days a run covers (one for a partition run, many for a ranged backfill)."""
+    ctx = context.op_execution_context if isinstance(context, dg.AssetCheckExecutionContext) else context
+    if not ctx.has_partition_key_range:
+        return []
+    return list(ctx.partition_keys)

@@ -1,0 +1,93 @@
+"""Typed resources. Their defaults are the embedded profile; every field is set by configuration."""
+
+from functools import cached_property
+
+import dagster as dg
+import pandas as pd
+from feast import FeatureStore
+from pydantic import PrivateAttr
+
+from pipelines.lib.feature_store import FeastLocation, open_store
+from pipelines.lib.lake import PARTITION_COLUMN, Lake
+from pipelines.lib.landing import LandedDay, archive_landed_file, read_landed_day
+
+class LakeIOManager(dg.ConfigurableIOManager):
+    """Stores each asset as Parquet under the lake root, one file per partition (day).
+
+    A ranged run hands over one frame for many days; it is split on its `partition_date` column.
+    Inputs may set `allow_missing_partitions` in their metadata to read what exists of a window.
+    """
+
+    lake_root: str
+
+    @property
+    def lake(self) -> Lake:
+        return Lake(self.lake_root)
+
+    def _table(self, context: dg.OutputContext | dg.InputContext) -> str:
+        return "/".join(context.asset_key.path)
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+        if obj is None:
+            return
+        table = self._table(context)
+        if context.has_asset_partitions:
+            keys = list(context.asset_partition_keys)
+            if PARTITION_COLUMN not in obj.columns:
+                raise ValueError(f"{table}: a partitioned frame needs a {PARTITION_COLUMN!r} column")
+            stray = set(obj[PARTITION_COLUMN].unique()) - set(keys)
+            if stray:
+                raise ValueError(f"{table}: rows for days outside this run: {sorted(stray)[:5]}")
+            rows = self.lake.write_partitions(table, obj, keys)
+            context.add_output_metadata({"dagster/row_count": sum(rows.values()), "path": self.lake.glob(table)})
+        else:
+            path = self.lake.write(table, obj)
+            context.add_output_metadata({"dagster/row_count": len(obj), "path": path})
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        table = self._table(context)
+        if context.has_asset_partitions:
+            allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
+            return self.lake.read_partitions(table, context.asset_partition_keys, allow_missing=allow_missing)
+        return self.lake.read(table)
+
+class LakeResource(dg.ConfigurableResource):
+    """Read-only access to the lake for what is not an asset input (e.g. footers for row counts)."""
+
+    lake_root: str
+
+    @property
+    def lake(self) -> Lake:
+        return Lake(self.lake_root)
+
+class LandingZone(dg.ConfigurableResource):
+    """The folder where day files arrive, and the archive that keeps every version that landed."""
+
+    landing_dir: str
+    archive_dir: str
+
+    def read_day(self, table: str, day: str) -> LandedDay:
+        return read_landed_day(self.landing_dir, table, day)
+
+    def archive(self, landed: LandedDay) -> str:
+        return str(archive_landed_file(landed, self.archive_dir))
+
+class FeastResource(dg.ConfigurableResource):
+    """The Feast feature store: local registry, DuckDB offline store over the lake, SQLite online."""
+
+    project: str = "flightline"
+    registry_path: str
+    online_store_path: str
+    lake_root: str
+    repo_path: str
+
+    _store: FeatureStore | None = PrivateAttr(default=None)
+
+    @property
+    def location(self) -> FeastLocation:
+        return FeastLocation(self.project, self.registry_path, self.online_store_path, self.lake_root, self.repo_path)
+
+    def store(self) -> FeatureStore:
+        if self._store is None:
+            self._store = open_store(self.location)
+        return self._store

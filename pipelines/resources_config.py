@@ -1,0 +1,19 @@
+"""Binds resources to their locations: the embedded default, or what the environment says."""
+
+from pipelines.lib.settings import PROJECT_ROOT, DataPaths
+from pipelines.resources import FeastResource, LakeIOManager, LakeResource, LandingZone
+
+
+def embedded_resources(paths: DataPaths | None = None) -> dict:
+    paths = paths or DataPaths.from_env()
+    return {
+        "io_manager": LakeIOManager(lake_root=paths.lake),
+        "lake": LakeResource(lake_root=paths.lake),
+        "landing": LandingZone(landing_dir=str(paths.landing), archive_dir=str(paths.root / "archive")),
+        "feast": FeastResource(
+            registry_path=str(paths.feast_registry),
+            online_store_path=str(paths.feast_online_store),
+            lake_root=paths.lake,
+            repo_path=str(PROJECT_ROOT / "feature_repo"),
+        ),
+    }
