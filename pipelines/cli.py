@@ -34,6 +34,7 @@ class ProgressPrinter(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
         self.started = time.perf_counter()
+        self.reported: set[str] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
         event = getattr(record, "dagster_meta", {}).get("dagster_event")
@@ -48,15 +49,24 @@ class ProgressPrinter(logging.Handler):
             print(f"{elapsed} FAILED {event.step_key}: {error.message.strip() if error else ''}", flush=True)
         elif kind == "ASSET_MATERIALIZATION":
             mat = event.step_materialization_data.materialization
-            rows = mat.metadata.get("dagster/row_count")
-            part = f" [{mat.partition}]" if mat.partition else ""
-            shown = f" {rows.value} rows" if rows is not None else ""
-            if not mat.partition or rows is not None:
-                print(f"{elapsed}  built {mat.asset_key.to_user_string()}{part}{shown}", flush=True)
+            key = mat.asset_key.to_user_string()
+            if key in self.reported:  # a ranged run reports each of its days; one line is enough
+                return
+            self.reported.add(key)
+            rows = _rows(mat.metadata)
+            shown = f" {rows:,} rows" if rows is not None else ""
+            print(f"{elapsed}  built {key}{shown}", flush=True)
         elif kind == "ASSET_CHECK_EVALUATION":
             data = event.event_specific_data
             if not data.passed:
                 print(f"{elapsed}  CHECK FAILED {data.asset_key.to_user_string()}.{data.check_name}: {data.description}", flush=True)
+
+
+def _rows(metadata) -> int | None:
+    for name in ("dagster/row_count", "rows_in_run"):
+        if name in metadata:
+            return int(metadata[name].value)
+    return None
 
 
 def _progress_logger() -> dg.LoggerDefinition:
@@ -106,9 +116,9 @@ def _summary(results: list[dg.ExecuteInProcessResult], paths: DataPaths, started
             if event.event_type_value == "ASSET_MATERIALIZATION":
                 mat = event.step_materialization_data.materialization
                 key = mat.asset_key.to_user_string()
-                rows = mat.metadata.get("dagster/row_count")
+                rows = _rows(mat.metadata)
                 if rows is not None:
-                    built[key] = int(rows.value)
+                    built[key] = rows
                 else:
                     built.setdefault(key, -1)
                 if mat.partition:

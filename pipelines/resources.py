@@ -39,7 +39,10 @@ class LakeIOManager(dg.ConfigurableIOManager):
             if stray:
                 raise ValueError(f"{table}: rows for days outside this run: {sorted(stray)[:5]}")
             rows = self.lake.write_partitions(table, obj, keys)
-            context.add_output_metadata({"dagster/row_count": sum(rows.values()), "path": self.lake.glob(table)})
+            # Metadata of a ranged run is shared by all its partitions: a per-partition row count
+            # would be wrong there, so ranges record the total and the count of each day.
+            counts = {"dagster/row_count": len(obj)} if len(keys) == 1 else {"rows_in_run": len(obj), "rows_by_day": dg.MetadataValue.json(rows)}
+            context.add_output_metadata({**counts, "path": self.lake.glob(table)})
         else:
             path = self.lake.write(table, obj)
             context.add_output_metadata({"dagster/row_count": len(obj), "path": path})

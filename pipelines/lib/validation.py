@@ -187,9 +187,12 @@ def with_derived_columns(frame: pd.DataFrame, contract: TableContract) -> pd.Dat
 def _gx():
     # GX is slow to import and noisy; load it once per process.
     import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    return gx, gx.get_context(mode="ephemeral")
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return gx, context
 
 
 def build_expectations(frame: pd.DataFrame, contract: TableContract, days: Sequence[str]) -> list:

@@ -3,6 +3,7 @@
 import dagster as dg
 import pandas as pd
 
+from pipelines.defs.validation.guard import assert_partitions_validated
 from pipelines.lib import features as F
 from pipelines.lib.feature_store import apply_definitions, materialize_up_to
 from pipelines.lib.flights import day_start_utc, flight_timeline as build_timeline
@@ -28,6 +29,7 @@ def _summary(frame: pd.DataFrame, key: str) -> dict:
 @dg.asset(**PARTITIONED, kinds={"pandas"}, code_version="1")
 def flight_timeline(context: dg.AssetExecutionContext, raw_flights: pd.DataFrame) -> pd.DataFrame:
     """Each flight with typed keys, the times its departure and arrival became known, and its label."""
+    assert_partitions_validated(context, dg.AssetKey("raw_flights"), partition_keys(context))
     timeline = build_timeline(raw_flights)
     context.add_output_metadata(
         {
@@ -43,6 +45,7 @@ def flight_timeline(context: dg.AssetExecutionContext, raw_flights: pd.DataFrame
 @dg.asset(**PARTITIONED, kinds={"pandas", "feast"}, code_version="1")
 def weather_features(context: dg.AssetExecutionContext, raw_weather: pd.DataFrame) -> pd.DataFrame:
     """Hourly weather per origin airport, stamped at observation time."""
+    assert_partitions_validated(context, dg.AssetKey("raw_weather"), partition_keys(context))
     table = F.weather_features(raw_weather)
     context.add_output_metadata(_summary(table, "origin"))
     return table

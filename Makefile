@@ -1,0 +1,54 @@
+# The README's two commands: `make run` (set up, replay, materialize) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := $(PYTHON) -m uv
+DATA_ROOT ?= $(CURDIR)/data
+START ?= 2013-01-01
+END ?= 2013-01-31
+
+export FLIGHTLINE_DATA_ROOT := $(DATA_ROOT)
+export DAGSTER_HOME := $(DATA_ROOT)/dagster_home
+export UV_LINK_MODE := copy
+
+.PHONY: setup run replay ui test lint format benchmark clean
+
+setup: .venv/.synced $(DAGSTER_HOME)/dagster.yaml
+
+# uv installs the locked set; torch's CPU wheel comes from the machine's local wheel folder
+# (pyproject's find-links), never the multi-GB CUDA build.
+.venv/.synced: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) sync --frozen
+	@touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	@mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+run: setup
+	$(UV) run --frozen flightline run --start $(START) --end $(END)
+
+replay: setup
+	$(UV) run --frozen flightline replay --start $(START) --end $(END)
+
+ui: setup
+	$(UV) run --frozen dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+test: setup
+	$(UV) run --frozen pytest
+
+lint: setup
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+format: setup
+	$(UV) run --frozen ruff check --fix .
+	$(UV) run --frozen ruff format .
+
+benchmark: setup
+	$(UV) run --frozen python benchmarks/pipeline_overhead.py
+	$(UV) run --frozen python benchmarks/online_materialization.py
+
+clean:
+	rm -rf $(DATA_ROOT)
