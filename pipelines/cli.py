@@ -81,24 +81,31 @@ def _progress_logger() -> dg.LoggerDefinition:
     return progress
 
 
-def materialize_window(start: date, end: date, instance: dg.DagsterInstance) -> list[dg.ExecuteInProcessResult]:
-    """Materialize the unpartitioned assets, then every partitioned asset over [start, end] as one run."""
+def materialize_window(
+    start: date, end: date, instance: dg.DagsterInstance, only: set[str] | None = None
+) -> list[dg.ExecuteInProcessResult]:
+    """Materialize the unpartitioned assets, then every partitioned asset over [start, end] as one
+    run (`only` narrows both to some asset names)."""
     from pipelines.definitions import defs
 
     definitions = defs()
     graph = definitions.resolve_asset_graph()
-    all_assets = list(definitions.assets or [])
-    unpartitioned = [k for k in graph.materializable_asset_keys if graph.get(k).partitions_def is None]
-    partitioned = [k for k in graph.materializable_asset_keys if graph.get(k).partitions_def is not None]
-    loggers = {"progress": _progress_logger(), "console": dg.colored_console_logger}
+    keys = [k for k in graph.materializable_asset_keys if only is None or k.to_user_string() in only]
+    unpartitioned = [k for k in keys if graph.get(k).partitions_def is None]
+    partitioned = [k for k in keys if graph.get(k).partitions_def is not None]
+    range_tags = {"dagster/asset_partition_range_start": start.isoformat(), "dagster/asset_partition_range_end": end.isoformat()}
     results = []
-    for keys, tags in (
-        (unpartitioned, {}),
-        (partitioned, {"dagster/asset_partition_range_start": start.isoformat(), "dagster/asset_partition_range_end": end.isoformat()}),
-    ):
-        selection = dg.AssetSelection.assets(*keys)
-        job = dg.define_asset_job("make_run", selection=selection, tags=tags)
-        job_def = dg.Definitions(assets=all_assets, asset_checks=list(definitions.asset_checks or []), jobs=[job], resources=definitions.resources, loggers=loggers).resolve_job_def("make_run")
+    for selected, tags in ((unpartitioned, {}), (partitioned, range_tags)):
+        if not selected:
+            continue
+        job = dg.define_asset_job("make_run", selection=dg.AssetSelection.assets(*selected), tags=tags)
+        job_def = dg.Definitions(
+            assets=list(definitions.assets or []),
+            asset_checks=list(definitions.asset_checks or []),
+            jobs=[job],
+            resources=definitions.resources,
+            loggers={"progress": _progress_logger(), "console": dg.colored_console_logger},
+        ).resolve_job_def("make_run")
         result = job_def.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=QUIET_CONSOLE)
         results.append(result)
         if not result.success:

@@ -1,0 +1,41 @@
+"""Shared fixtures: every test gets its own data root, so nothing touches ./data."""
+
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from pipelines.lib.replay import replay_days
+from pipelines.lib.settings import DataPaths
+from pipelines.lib.source import day_key, read_table
+
+
+@pytest.fixture
+def data_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DataPaths:
+    monkeypatch.setenv("FLIGHTLINE_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.delenv("FLIGHTLINE_LAKE_ROOT", raising=False)
+    monkeypatch.delenv("FLIGHTLINE_LANDING_DIR", raising=False)
+    return DataPaths.from_env()
+
+
+@pytest.fixture
+def instance(tmp_path: Path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as inst:
+        yield inst
+
+
+@pytest.fixture
+def replay(data_paths: DataPaths):
+    def _replay(start: str, end: str):
+        return replay_days(data_paths.landing, date.fromisoformat(start), date.fromisoformat(end))
+
+    return _replay
+
+
+def source_day(table: str, day: str) -> pd.DataFrame:
+    frame = read_table(table)
+    return frame[day_key(frame) == day].reset_index(drop=True).copy()

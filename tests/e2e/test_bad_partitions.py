@@ -1,0 +1,91 @@
+"""A bad day file fails clearly, nothing downstream consumes it, the file stays, and a corrected
+file can be re-landed and re-materialized."""
+
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from pipelines.cli import materialize_window
+from pipelines.lib.replay import replay_days
+from tests.conftest import source_day
+
+DAY = "2013-01-03"
+D = date.fromisoformat(DAY)
+
+
+@pytest.fixture
+def landed(data_paths, instance):
+    replay_days(data_paths.landing, date(2013, 1, 1), D)
+    # the two days before, so the row-count check has history
+    assert all(r.success for r in materialize_window(date(2013, 1, 1), date(2013, 1, 2), instance, only={"raw_flights", "raw_weather"}))
+    return data_paths, instance
+
+
+def _flights_file(paths) -> Path:
+    return Path(paths.landing) / "flights" / f"{DAY}.csv"
+
+
+def _check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.event_specific_data.check_name: e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+
+
+def test_duplicated_flights_block_downstream_and_a_correction_recovers(landed):
+    paths, instance = landed
+    good = source_day("flights", DAY)
+    pd.concat([good, good.head(3)]).to_csv(_flights_file(paths), index=False, na_rep="NA")
+
+    [result] = materialize_window(D, D, instance, only={"raw_flights", "flight_timeline"})
+    assert not result.success
+    evaluation = _check_evaluations(result)["raw_flights_unique_rows"]
+    assert not evaluation.passed
+    failures = evaluation.metadata["failures"].value
+    assert failures[0]["rows"] == 6 and len(failures[0]["sample"]) == 5
+    assert "expect_compound_columns_to_be_unique" in failures[0]["expectation"]
+    assert DAY not in instance.get_materialized_partitions(dg.AssetKey("flight_timeline"))
+    assert _flights_file(paths).exists()  # the raw file is kept
+
+    # a later run of the consumer alone still refuses the bad day
+    [again] = materialize_window(D, D, instance, only={"flight_timeline"})
+    assert not again.success
+    failure = next(e for e in again.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "raw_flights_unique_rows failed" in failure.step_failure_data.error.message
+
+    # re-land the corrected file: the day goes through
+    good.to_csv(_flights_file(paths), index=False, na_rep="NA")
+    [fixed] = materialize_window(D, D, instance, only={"raw_flights", "flight_timeline"})
+    assert fixed.success
+    assert DAY in instance.get_materialized_partitions(dg.AssetKey("flight_timeline"))
+    archived = list((Path(paths.root) / "archive" / "flights" / DAY).iterdir())
+    assert len(archived) == 2  # both versions that landed are kept
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "is empty"), (bytes(range(256)) * 8, "not a readable CSV file")],
+    ids=["empty-file", "not-a-csv"],
+)
+def test_unreadable_files_fail_the_ingestion_with_the_reason(landed, content, message):
+    paths, instance = landed
+    _flights_file(paths).write_bytes(content)
+    [result] = materialize_window(D, D, instance, only={"raw_flights", "flight_timeline"})
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_key == "raw_flights" and message in failure.step_failure_data.error.message
+    assert DAY not in instance.get_materialized_partitions(dg.AssetKey("flight_timeline"))
+    assert _flights_file(paths).read_bytes() == content
+
+
+def test_wrong_day_rows_and_low_row_count_are_named(landed):
+    paths, instance = landed
+    day = source_day("flights", DAY).head(40)
+    day.loc[day.index[:2], "day"] = 4
+    day.to_csv(_flights_file(paths), index=False, na_rep="NA")
+    [result] = materialize_window(D, D, instance, only={"raw_flights", "flight_timeline"})
+    evaluations = _check_evaluations(result)
+    assert not evaluations["raw_flights_on_partition_day"].passed
+    assert not evaluations["raw_flights_row_count"].passed
+    assert evaluations["raw_flights_schema"].passed
+    assert DAY not in instance.get_materialized_partitions(dg.AssetKey("flight_timeline"))

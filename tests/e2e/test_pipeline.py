@@ -1,0 +1,114 @@
+"""ingestion -> training_set materialized in-process on real days, then checked point-in-time."""
+
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from pipelines.cli import materialize_window
+from pipelines.lib.features import EVENT_TIMESTAMP
+from pipelines.lib.flights import PredictionTiming
+from pipelines.lib.lake import Lake
+from pipelines.lib.replay import replay_days
+from pipelines.lib.settings import DataPaths
+from pipelines.resources_config import embedded_resources
+
+START, END = "2013-01-01", "2013-01-09"
+DAYS = [d.strftime("%Y-%m-%d") for d in pd.date_range(START, END)]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    (root / "dagster_home").mkdir()
+    with pytest.MonkeyPatch.context() as mp, dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+        mp.setenv("FLIGHTLINE_DATA_ROOT", str(root / "data"))
+        paths = DataPaths.from_env()
+        replay_days(paths.landing, date.fromisoformat(START), date.fromisoformat(END))
+        results = materialize_window(date.fromisoformat(START), date.fromisoformat(END), instance)
+        yield paths, instance, results
+
+
+def _read(paths: DataPaths, table: str) -> pd.DataFrame:
+    return Lake(paths.lake).read_partitions(table, DAYS)
+
+
+def test_every_asset_is_materialized_for_every_day(built):
+    paths, instance, results = built
+    assert all(r.success for r in results)
+    for key in ("raw_flights", "raw_weather", "flight_timeline", "weather_features", "carrier_delay_stats", "online_features", "training_set"):
+        materialized = instance.get_materialized_partitions(dg.AssetKey(key))
+        assert materialized == set(DAYS), key
+    for key in ("planes", "plane_features", "feast_definitions"):
+        assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None
+
+
+def test_training_set_holds_every_labelled_flight_once(built):
+    paths, _, _ = built
+    timeline = _read(paths, "flight_timeline")
+    training = _read(paths, "training_set")
+    labelled = timeline[timeline["label"].notna()]
+    assert len(training) == len(labelled) and training["flight_id"].is_unique
+    assert set(training["label"].unique()) <= {0, 1}
+    assert 0.1 < training["label"].mean() < 0.5
+
+
+def _asof(rows: pd.DataFrame, table: pd.DataFrame, key: str, column: str, ttl: pd.Timedelta) -> pd.Series:
+    """The value of `column` an honest point-in-time join gives each row (independent of Feast)."""
+    left = rows[["flight_id", key, EVENT_TIMESTAMP]].sort_values(EVENT_TIMESTAMP)
+    right = table[[key, EVENT_TIMESTAMP, column]].rename(columns={EVENT_TIMESTAMP: "feature_ts"}).sort_values("feature_ts")
+    joined = pd.merge_asof(left, right, left_on=EVENT_TIMESTAMP, right_on="feature_ts", by=key, direction="backward")
+    joined.loc[joined[EVENT_TIMESTAMP] - joined["feature_ts"] > ttl, column] = float("nan")
+    return joined.set_index("flight_id")[column]
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "column", "ttl"),
+    [
+        ("aircraft_last_arrival", "tailnum", "tail_prev_arr_delay", pd.Timedelta(hours=24)),
+        ("origin_recent_departures", "origin", "origin_dep_delay_mean_2h", pd.Timedelta(hours=2)),
+        ("weather_features", "origin", "weather_temp", pd.Timedelta(hours=3)),
+        ("route_delay_stats", "route", "route_delay_rate_7d", pd.Timedelta(days=2)),
+    ],
+)
+def test_features_are_the_latest_known_at_prediction_time(built, table, key, column, ttl):
+    paths, _, _ = built
+    training = _read(paths, "training_set")
+    expected = _asof(training, _read(paths, table), key, column, ttl)
+    got = training.set_index("flight_id")[column]
+    pd.testing.assert_series_equal(got.sort_index(), expected.reindex(got.index).sort_index(), check_names=False, check_dtype=False)
+
+
+def test_no_feature_row_from_after_the_prediction_reaches_a_training_row(built):
+    paths, _, _ = built
+    training = _read(paths, "training_set")
+    assert (training[EVENT_TIMESTAMP] == training["sched_dep_ts"] - pd.Timedelta(minutes=PredictionTiming().lead_minutes)).all()
+    arrivals = _read(paths, "aircraft_last_arrival")
+    # the leg a row uses must have landed before the prediction: find it and compare times
+    used = training.dropna(subset=["tail_prev_arr_delay"]).merge(arrivals, on=["tailnum", "tail_prev_arr_delay"], suffixes=("", "_leg"))
+    used = used[used[f"{EVENT_TIMESTAMP}_leg"] <= used[EVENT_TIMESTAMP]]
+    assert set(used["flight_id"]) == set(training.dropna(subset=["tail_prev_arr_delay"])["flight_id"])
+    # the flight's own arrival never feeds its row: its own leg lands after its departure
+    own = training.merge(arrivals, left_on=["tailnum", "sched_dep_ts"], right_on=["tailnum", EVENT_TIMESTAMP], how="inner")
+    assert own.empty
+
+
+def test_online_store_serves_the_latest_values(built):
+    paths, _, _ = built
+    store = embedded_resources(paths)["feast"].store()
+    online = store.get_online_features(
+        features=["weather_hourly:weather_temp", "carrier_delay_stats:carrier_delay_rate_7d"],
+        entity_rows=[{"origin": "JFK", "carrier": "AA"}],
+    ).to_dict()
+    weather = _read(paths, "weather_features")
+    latest = weather[weather["origin"] == "JFK"].sort_values(EVENT_TIMESTAMP).iloc[-1]["weather_temp"]
+    assert online["weather_temp"] == [latest]
+    assert online["carrier_delay_rate_7d"][0] is not None
+
+
+def test_landing_files_are_kept(built):
+    paths, _, _ = built
+    assert len(list(Path(paths.landing, "flights").glob("*.csv"))) == len(DAYS)
+    assert len(list(Path(paths.root, "archive", "flights").rglob("*.csv"))) == len(DAYS)

@@ -1,0 +1,118 @@
+"""Point-in-time rules of the feature tables, on small hand-made timelines."""
+
+import pandas as pd
+import pytest
+
+from pipelines.lib import features as F
+from pipelines.lib.flights import ARRIVAL_REPORT_LAG, PredictionTiming, flight_timeline, local_to_utc
+from pipelines.lib.lake import PARTITION_COLUMN
+from tests.conftest import source_day
+
+
+
+def _raw(rows):
+    """Raw flight rows with only the fields the timeline needs."""
+    base = {"year": 2013, "month": 1, "flight": 1, "carrier": "AA", "origin": "JFK", "dest": "MIA", "distance": 1089, "air_time": 150.0, "tailnum": "N1"}
+    frame = pd.DataFrame([{**base, **r} for r in rows])
+    frame[PARTITION_COLUMN] = frame.apply(lambda r: f"2013-01-{int(r['day']):02d}", axis=1)
+    frame["flight"] = range(1, len(frame) + 1)
+    return frame
+
+
+def test_timeline_times_and_labels():
+    raw = _raw(
+        [
+            {"day": 2, "sched_dep_time": 900, "dep_delay": 30.0, "arr_delay": 40.0, "tailnum": "N1"},
+            {"day": 2, "sched_dep_time": 1000, "dep_delay": None, "arr_delay": None, "air_time": None, "tailnum": None},
+            {"day": 2, "sched_dep_time": 1100, "dep_delay": 5.0, "arr_delay": None, "air_time": None, "tailnum": "N2"},
+        ]
+    )
+    t = flight_timeline(raw)
+    first = t.iloc[0]
+    assert first["sched_dep_ts"] == pd.Timestamp("2013-01-02 14:00", tz="UTC")  # 09:00 EST
+    assert first["dep_known_at"] == pd.Timestamp("2013-01-02 14:30", tz="UTC")
+    assert first["arr_known_at"] == pd.Timestamp("2013-01-02 14:30", tz="UTC") + pd.Timedelta(minutes=150) + ARRIVAL_REPORT_LAG
+    assert first["label"] == 1.0
+    cancelled, diverted = t.iloc[1], t.iloc[2]
+    assert cancelled["cancelled"] and pd.isna(cancelled["label"]) and cancelled["tailnum"] == "UNKNOWN"
+    assert diverted["diverted"] and pd.isna(diverted["label"]) and pd.isna(diverted["arr_known_at"])
+
+
+def test_local_times_follow_daylight_saving():
+    summer = local_to_utc([2013], [7], [1], [900]).iloc[0]
+    winter = local_to_utc([2013], [1], [1], [900]).iloc[0]
+    assert summer.hour == 13 and winter.hour == 14
+
+
+def test_trailing_stats_only_use_labels_known_before_midnight():
+    raw = _raw(
+        [
+            # lands the same evening: known before midnight of day 3
+            {"day": 2, "sched_dep_time": 1200, "dep_delay": 60.0, "arr_delay": 70.0},
+            # scheduled on day 2 but lands after midnight: not known at the day-3 snapshot
+            {"day": 2, "sched_dep_time": 2300, "dep_delay": 0.0, "arr_delay": 0.0},
+        ]
+    )
+    t = flight_timeline(raw)
+    stats = F.trailing_delay_stats(t, ["2013-01-03", "2013-01-04"], "carrier", "carrier").set_index(PARTITION_COLUMN)
+    assert stats.loc["2013-01-03", "carrier_flights_7d"] == 1
+    assert stats.loc["2013-01-03", "carrier_delay_rate_7d"] == 1.0
+    assert stats.loc["2013-01-04", "carrier_flights_7d"] == 2
+    assert stats.loc["2013-01-04", "carrier_delay_rate_7d"] == 0.5
+    # stamped at local midnight starting the day, never later than the flights it serves
+    assert stats.loc["2013-01-03", F.EVENT_TIMESTAMP] == pd.Timestamp("2013-01-03 05:00", tz="UTC")
+
+
+def test_trailing_window_forgets_old_labels():
+    raw = _raw([{"day": 1, "sched_dep_time": 800, "dep_delay": 0.0, "arr_delay": 0.0}])
+    t = flight_timeline(raw)
+    stats = F.trailing_delay_stats(t, ["2013-01-09"], "carrier", "carrier").set_index(PARTITION_COLUMN)
+    assert stats.loc["2013-01-09", "carrier_flights_7d"] == 0
+    assert stats.loc["2013-01-09", "carrier_flights_28d"] == 1
+
+
+def test_recent_departures_are_stamped_at_the_departure_and_look_back_two_hours():
+    raw = _raw(
+        [
+            {"day": 2, "sched_dep_time": 800, "dep_delay": 10.0, "arr_delay": 0.0},
+            {"day": 2, "sched_dep_time": 900, "dep_delay": 30.0, "arr_delay": 0.0},
+            {"day": 2, "sched_dep_time": 1200, "dep_delay": 50.0, "arr_delay": 0.0},
+        ]
+    )
+    recent = F.origin_recent_departures(flight_timeline(raw))
+    assert list(recent[F.EVENT_TIMESTAMP]) == list(flight_timeline(raw)["dep_known_at"])
+    assert list(recent["origin_departures_2h"]) == [1, 2, 1]
+    assert list(recent["origin_dep_delay_mean_2h"]) == [10.0, 20.0, 50.0]
+
+
+def test_aircraft_last_arrival_is_stamped_when_it_landed():
+    raw = _raw([{"day": 2, "sched_dep_time": 800, "dep_delay": 10.0, "arr_delay": 25.0, "tailnum": "N9"}])
+    t = flight_timeline(raw)
+    last = F.aircraft_last_arrival(t)
+    assert last.iloc[0][F.EVENT_TIMESTAMP] == t.iloc[0]["arr_known_at"]
+    assert last.iloc[0]["tail_prev_arr_delay"] == 25.0
+
+
+def test_scheduled_traffic_is_published_the_day_before():
+    raw = _raw([{"day": 2, "sched_dep_time": 800, "dep_delay": 0.0, "arr_delay": 0.0}, {"day": 2, "sched_dep_time": 830, "dep_delay": 0.0, "arr_delay": 0.0}])
+    traffic = F.scheduled_traffic(flight_timeline(raw))
+    assert traffic.iloc[0]["origin_hour_scheduled"] == 2
+    assert traffic.iloc[0][F.EVENT_TIMESTAMP] == pd.Timestamp("2013-01-01 05:00", tz="UTC")
+    timing = PredictionTiming(lead_minutes=60)
+    assert (traffic[F.EVENT_TIMESTAMP] <= timing.prediction_time(flight_timeline(raw)["sched_dep_ts"]).min()).all()
+
+
+def test_weather_glitch_is_removed_from_features():
+    weather = source_day("weather", "2013-02-12").assign(**{PARTITION_COLUMN: "2013-02-12"})
+    table = F.weather_features(weather)
+    assert table["weather_wind_speed"].max() < F.PLAUSIBLE_WIND_SPEED
+    assert str(table[F.EVENT_TIMESTAMP].dtype) == "datetime64[us, UTC]"
+
+
+@pytest.mark.parametrize("lead", [30, 60, 180])
+def test_entity_rows_are_stamped_at_prediction_time(lead):
+    raw = _raw([{"day": 2, "sched_dep_time": 800, "dep_delay": 0.0, "arr_delay": 0.0, "tailnum": "N1"}])
+    t = flight_timeline(raw)
+    rows = F.entity_rows(t, PredictionTiming(lead))
+    assert (t["sched_dep_ts"] - rows[F.EVENT_TIMESTAMP]).iloc[0] == pd.Timedelta(minutes=lead)
+    assert rows["route"].iloc[0] == "JFK-MIA" and rows["dep_hour"].iloc[0] == "2013-01-02T08"
