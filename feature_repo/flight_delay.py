@@ -10,16 +10,39 @@ from datetime import timedelta
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, Int64, String
 
+from pipelines.lib.features import WEATHER_COLUMNS
 from pipelines.lib.lake import Lake
 from pipelines.lib.settings import DataPaths
 
 TIMESTAMP = "event_timestamp"
 
-origin_airport = Entity(name="origin_airport", join_keys=["origin"], value_type=ValueType.STRING, description="Departure airport (FAA code)")
-plane = Entity(name="plane", join_keys=["tailnum"], value_type=ValueType.STRING, description="Aircraft tail number")
-carrier = Entity(name="carrier", join_keys=["carrier"], value_type=ValueType.STRING, description="Two-letter carrier code")
-route = Entity(name="route", join_keys=["route"], value_type=ValueType.STRING, description="ORIGIN-DEST")
-departure_hour = Entity(name="departure_hour", join_keys=["dep_hour"], value_type=ValueType.STRING, description="Local scheduled departure hour, YYYY-MM-DDTHH")
+origin_airport = Entity(
+    name="origin_airport",
+    join_keys=["origin"],
+    value_type=ValueType.STRING,
+    description="Departure airport (FAA code)",
+)
+plane = Entity(
+    name="plane",
+    join_keys=["tailnum"],
+    value_type=ValueType.STRING,
+    description="Aircraft tail number",
+)
+carrier = Entity(
+    name="carrier",
+    join_keys=["carrier"],
+    value_type=ValueType.STRING,
+    description="Two-letter carrier code",
+)
+route = Entity(
+    name="route", join_keys=["route"], value_type=ValueType.STRING, description="ORIGIN-DEST"
+)
+departure_hour = Entity(
+    name="departure_hour",
+    join_keys=["dep_hour"],
+    value_type=ValueType.STRING,
+    description="Local scheduled departure hour, YYYY-MM-DDTHH",
+)
 
 
 ENTITIES = [origin_airport, plane, carrier, route, departure_hour]
@@ -44,6 +67,18 @@ def _trailing_stats(prefix: str) -> list[Field]:
     return fields
 
 
+def _delay_stats_view(lake: Lake, entity: Entity) -> FeatureView:
+    prefix = entity.join_key
+    return FeatureView(
+        name=f"{prefix}_delay_stats",
+        entities=[entity],
+        ttl=timedelta(days=2),
+        schema=_trailing_stats(prefix),
+        source=_source(lake, f"{prefix}_delay_stats"),
+        description=f"Trailing delay statistics of the {prefix}, from labels known by local midnight",
+    )
+
+
 def feature_definitions(lake_root: str) -> dict:
     """Every Feast object of the task, with sources in the lake at `lake_root`, by name."""
     lake = Lake(lake_root)
@@ -51,7 +86,7 @@ def feature_definitions(lake_root: str) -> dict:
         name="weather_hourly",
         entities=[origin_airport],
         ttl=timedelta(hours=3),
-        schema=_floats(*(f"weather_{c}" for c in ("temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"))),
+        schema=_floats(*(f"weather_{c}" for c in WEATHER_COLUMNS)),
         source=_source(lake, "weather_features"),
         description="Hourly METAR observations at the origin, stamped at observation time",
     )
@@ -73,7 +108,10 @@ def feature_definitions(lake_root: str) -> dict:
         name="scheduled_traffic",
         entities=[origin_airport, departure_hour],
         ttl=timedelta(days=2),
-        schema=[Field(name="origin_hour_scheduled", dtype=Int64), Field(name="origin_day_scheduled", dtype=Int64)],
+        schema=[
+            Field(name="origin_hour_scheduled", dtype=Int64),
+            Field(name="origin_day_scheduled", dtype=Int64),
+        ],
         source=_source(lake, "scheduled_traffic"),
         description="Scheduled departures at the origin in the flight's hour and day; published the day before",
     )
@@ -82,7 +120,9 @@ def feature_definitions(lake_root: str) -> dict:
         name="origin_recent_departures",
         entities=[origin_airport],
         ttl=timedelta(hours=2),
-        schema=_floats("origin_dep_delay_mean_2h", "origin_dep_delayed_share_2h", "origin_departures_2h"),
+        schema=_floats(
+            "origin_dep_delay_mean_2h", "origin_dep_delayed_share_2h", "origin_departures_2h"
+        ),
         source=_source(lake, "origin_recent_departures"),
         description="Departure delays at the origin over the 2 hours before; stamped when each departure happened",
     )
@@ -96,20 +136,8 @@ def feature_definitions(lake_root: str) -> dict:
         description="The aircraft's previous leg; stamped when it landed",
     )
 
-    carrier_delay_stats = FeatureView(
-        name="carrier_delay_stats", entities=[carrier], ttl=timedelta(days=2),
-        schema=_trailing_stats("carrier"), source=_source(lake, "carrier_delay_stats"),
-        description="Trailing delay statistics of the carrier, from labels known by local midnight",
-    )
-    route_delay_stats = FeatureView(
-        name="route_delay_stats", entities=[route], ttl=timedelta(days=2),
-        schema=_trailing_stats("route"), source=_source(lake, "route_delay_stats"),
-        description="Trailing delay statistics of the route, from labels known by local midnight",
-    )
-    origin_delay_stats = FeatureView(
-        name="origin_delay_stats", entities=[origin_airport], ttl=timedelta(days=2),
-        schema=_trailing_stats("origin"), source=_source(lake, "origin_delay_stats"),
-        description="Trailing delay statistics of the origin, from labels known by local midnight",
+    carrier_delay_stats, route_delay_stats, origin_delay_stats = (
+        _delay_stats_view(lake, entity) for entity in (carrier, route, origin_airport)
     )
 
     flight_delay_v1 = FeatureService(

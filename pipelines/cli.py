@@ -1,7 +1,7 @@
 """Command line: replay days into the landing folder, and materialize the graph over them.
 
-    flightline replay --start 2013-01-01 --end 2013-01-14
-    flightline run    --start 2013-01-01 --end 2013-01-14   (replay, then materialize everything)
+flightline replay --start 2013-01-01 --end 2013-01-14
+flightline run    --start 2013-01-01 --end 2013-01-14   (replay, then materialize everything)
 """
 
 import argparse
@@ -46,7 +46,10 @@ class ProgressPrinter(logging.Handler):
             print(f"{elapsed} ... {event.step_key}", flush=True)
         elif kind == "STEP_FAILURE":
             error = event.step_failure_data.error
-            print(f"{elapsed} FAILED {event.step_key}: {error.message.strip() if error else ''}", flush=True)
+            print(
+                f"{elapsed} FAILED {event.step_key}: {error.message.strip() if error else ''}",
+                flush=True,
+            )
         elif kind == "ASSET_MATERIALIZATION":
             mat = event.step_materialization_data.materialization
             key = mat.asset_key.to_user_string()
@@ -59,7 +62,10 @@ class ProgressPrinter(logging.Handler):
         elif kind == "ASSET_CHECK_EVALUATION":
             data = event.event_specific_data
             if not data.passed:
-                print(f"{elapsed}  CHECK FAILED {data.asset_key.to_user_string()}.{data.check_name}: {data.description}", flush=True)
+                print(
+                    f"{elapsed}  CHECK FAILED {data.asset_key.to_user_string()}.{data.check_name}: {data.description}",
+                    flush=True,
+                )
 
 
 def _rows(metadata) -> int | None:
@@ -90,15 +96,22 @@ def materialize_window(
 
     definitions = defs()
     graph = definitions.resolve_asset_graph()
-    keys = [k for k in graph.materializable_asset_keys if only is None or k.to_user_string() in only]
+    keys = [
+        k for k in graph.materializable_asset_keys if only is None or k.to_user_string() in only
+    ]
     unpartitioned = [k for k in keys if graph.get(k).partitions_def is None]
     partitioned = [k for k in keys if graph.get(k).partitions_def is not None]
-    range_tags = {"dagster/asset_partition_range_start": start.isoformat(), "dagster/asset_partition_range_end": end.isoformat()}
+    range_tags = {
+        "dagster/asset_partition_range_start": start.isoformat(),
+        "dagster/asset_partition_range_end": end.isoformat(),
+    }
     results = []
     for selected, tags in ((unpartitioned, {}), (partitioned, range_tags)):
         if not selected:
             continue
-        job = dg.define_asset_job("make_run", selection=dg.AssetSelection.assets(*selected), tags=tags)
+        job = dg.define_asset_job(
+            "make_run", selection=dg.AssetSelection.assets(*selected), tags=tags
+        )
         job_def = dg.Definitions(
             assets=list(definitions.assets or []),
             asset_checks=list(definitions.asset_checks or []),
@@ -106,7 +119,9 @@ def materialize_window(
             resources=definitions.resources,
             loggers={"progress": _progress_logger(), "console": dg.colored_console_logger},
         ).resolve_job_def("make_run")
-        result = job_def.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=QUIET_CONSOLE)
+        result = job_def.execute_in_process(
+            instance=instance, raise_on_error=False, tags=tags, run_config=QUIET_CONSOLE
+        )
         results.append(result)
         if not result.success:
             break
@@ -141,7 +156,9 @@ def _summary(results: list[dg.ExecuteInProcessResult], paths: DataPaths, started
         span = f"{min(days)}..{max(days)} ({len(days)} days)" if days else "unpartitioned"
         rows = f"{built[key]:>9,} rows" if built[key] >= 0 else " " * 14
         lines.append(f"  {key:<28}{rows}  {span}")
-    lines.append(f"  checks: {passed_checks} passed, {len(failed_checks)} failed {failed_checks or ''}")
+    lines.append(
+        f"  checks: {passed_checks} passed, {len(failed_checks)} failed {failed_checks or ''}"
+    )
     ok = all(r.success for r in results)
     lines += [
         f"  status: {'SUCCESS' if ok else 'FAILED (see the lines marked FAILED above)'} in {time.perf_counter() - started:.0f}s",
@@ -156,9 +173,14 @@ def _summary(results: list[dg.ExecuteInProcessResult], paths: DataPaths, started
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="flightline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="flightline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("replay", "drop day files of a 2013 range into the landing folder"), ("run", "replay, then materialize the graph over the range")):
+    for name, help_text in (
+        ("replay", "drop day files of a 2013 range into the landing folder"),
+        ("run", "replay, then materialize the graph over the range"),
+    ):
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--start", type=_parse_day, default=_parse_day(DEFAULT_START))
         cmd.add_argument("--end", type=_parse_day, default=_parse_day(DEFAULT_END))
@@ -169,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         landed = replay_days(paths.landing, args.start, args.end)
     except ValueError as exc:
         parser.error(str(exc))
-    print(f"replayed {args.start}..{args.end}: {len(landed)} day files ({sum(f.rows for f in landed):,} rows) into {paths.landing}")
+    print(
+        f"replayed {args.start}..{args.end}: {len(landed)} day files ({sum(f.rows for f in landed):,} rows) into {paths.landing}"
+    )
     if args.command == "replay":
         return 0
     instance = dg.DagsterInstance.get()

@@ -13,7 +13,11 @@ single_run_backfill = dg.BackfillPolicy.single_run()
 
 def partition_keys(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[str]:
     """The days a run covers (one for a partition run, many for a ranged backfill)."""
-    ctx = context.op_execution_context if isinstance(context, dg.AssetCheckExecutionContext) else context
+    ctx = (
+        context.op_execution_context
+        if isinstance(context, dg.AssetCheckExecutionContext)
+        else context
+    )
     if not ctx.has_partition_key_range:
         return []
     return list(ctx.partition_keys)

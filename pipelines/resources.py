@@ -1,7 +1,5 @@
 """Typed resources. Their defaults are the embedded profile; every field is set by configuration."""
 
-from functools import cached_property
-
 import dagster as dg
 import pandas as pd
 from feast import FeatureStore
@@ -10,6 +8,7 @@ from pydantic import PrivateAttr
 from pipelines.lib.feature_store import FeastLocation, open_store
 from pipelines.lib.lake import PARTITION_COLUMN, Lake
 from pipelines.lib.landing import LandedDay, archive_landed_file, read_landed_day
+
 
 class LakeIOManager(dg.ConfigurableIOManager):
     """Stores each asset as Parquet under the lake root, one file per partition (day).
@@ -34,14 +33,20 @@ class LakeIOManager(dg.ConfigurableIOManager):
         if context.has_asset_partitions:
             keys = list(context.asset_partition_keys)
             if PARTITION_COLUMN not in obj.columns:
-                raise ValueError(f"{table}: a partitioned frame needs a {PARTITION_COLUMN!r} column")
+                raise ValueError(
+                    f"{table}: a partitioned frame needs a {PARTITION_COLUMN!r} column"
+                )
             stray = set(obj[PARTITION_COLUMN].unique()) - set(keys)
             if stray:
                 raise ValueError(f"{table}: rows for days outside this run: {sorted(stray)[:5]}")
             rows = self.lake.write_partitions(table, obj, keys)
             # Metadata of a ranged run is shared by all its partitions: a per-partition row count
             # would be wrong there, so ranges record the total and the count of each day.
-            counts = {"dagster/row_count": len(obj)} if len(keys) == 1 else {"rows_in_run": len(obj), "rows_by_day": dg.MetadataValue.json(rows)}
+            counts = (
+                {"dagster/row_count": len(obj)}
+                if len(keys) == 1
+                else {"rows_in_run": len(obj), "rows_by_day": dg.MetadataValue.json(rows)}
+            )
             context.add_output_metadata({**counts, "path": self.lake.glob(table)})
         else:
             path = self.lake.write(table, obj)
@@ -50,9 +55,14 @@ class LakeIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         table = self._table(context)
         if context.has_asset_partitions:
-            allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
-            return self.lake.read_partitions(table, context.asset_partition_keys, allow_missing=allow_missing)
+            allow_missing = bool(
+                (context.definition_metadata or {}).get("allow_missing_partitions")
+            )
+            return self.lake.read_partitions(
+                table, context.asset_partition_keys, allow_missing=allow_missing
+            )
         return self.lake.read(table)
+
 
 class LakeResource(dg.ConfigurableResource):
     """Read-only access to the lake for what is not an asset input (e.g. footers for row counts)."""
@@ -62,6 +72,7 @@ class LakeResource(dg.ConfigurableResource):
     @property
     def lake(self) -> Lake:
         return Lake(self.lake_root)
+
 
 class LandingZone(dg.ConfigurableResource):
     """The folder where day files arrive, and the archive that keeps every version that landed."""
@@ -74,6 +85,7 @@ class LandingZone(dg.ConfigurableResource):
 
     def archive(self, landed: LandedDay) -> str:
         return str(archive_landed_file(landed, self.archive_dir))
+
 
 class FeastResource(dg.ConfigurableResource):
     """The Feast feature store: local registry, DuckDB offline store over the lake, SQLite online."""
@@ -88,7 +100,9 @@ class FeastResource(dg.ConfigurableResource):
 
     @property
     def location(self) -> FeastLocation:
-        return FeastLocation(self.project, self.registry_path, self.online_store_path, self.lake_root, self.repo_path)
+        return FeastLocation(
+            self.project, self.registry_path, self.online_store_path, self.lake_root, self.repo_path
+        )
 
     def store(self) -> FeatureStore:
         if self._store is None:

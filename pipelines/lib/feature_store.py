@@ -56,16 +56,29 @@ def apply_definitions(store: FeatureStore, lake_root: str) -> dict[str, list[str
 
 def service_feature_names(store: FeatureStore, service: str) -> list[str]:
     fs = store.get_feature_service(service)
-    return [f"{proj.name}:{feature.name}" for proj in fs.feature_view_projections for feature in proj.features]
+    return [
+        f"{proj.name}:{feature.name}"
+        for proj in fs.feature_view_projections
+        for feature in proj.features
+    ]
 
 
-def historical_features(store: FeatureStore, entity_rows: pd.DataFrame, service: str) -> pd.DataFrame:
+def historical_features(
+    store: FeatureStore, entity_rows: pd.DataFrame, service: str
+) -> pd.DataFrame:
     """Point-in-time join: each row gets, per view, the latest values at or before its timestamp
     (within the view's TTL). Rows come back in the entity frame's order."""
-    job = store.get_historical_features(entity_df=entity_rows, features=store.get_feature_service(service))
+    job = store.get_historical_features(
+        entity_df=entity_rows, features=store.get_feature_service(service)
+    )
     joined = job.to_df()
     order = entity_rows[["flight_id"]].reset_index(drop=True).reset_index(names="_row")
-    return order.merge(joined, on="flight_id", how="left").sort_values("_row").drop(columns="_row").reset_index(drop=True)
+    return (
+        order.merge(joined, on="flight_id", how="left")
+        .sort_values("_row")
+        .drop(columns="_row")
+        .reset_index(drop=True)
+    )
 
 
 @dataclass

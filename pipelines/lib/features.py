@@ -12,7 +12,17 @@ RECENT_DEPARTURES_WINDOW = "2h"
 TRAILING_WINDOWS_DAYS = (7, 28)
 # Post-departure facts: they never enter a feature view (the leakage test holds us to this).
 POST_DEPARTURE_COLUMNS = ("dep_time", "dep_delay", "arr_time", "arr_delay", "air_time", "label")
-WEATHER_COLUMNS = ("temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib")
+WEATHER_COLUMNS = (
+    "temp",
+    "dewp",
+    "humid",
+    "wind_dir",
+    "wind_speed",
+    "wind_gust",
+    "precip",
+    "pressure",
+    "visib",
+)
 PLAUSIBLE_WIND_SPEED = 150.0
 
 
@@ -22,7 +32,12 @@ def _utc(series: pd.Series) -> pd.Series:
 
 def weather_features(raw_weather: pd.DataFrame) -> pd.DataFrame:
     """Hourly weather by origin, stamped at the observation hour (a METAR is known when observed)."""
-    out = pd.DataFrame({"origin": raw_weather["origin"].astype(str), EVENT_TIMESTAMP: _utc(raw_weather["time_hour"])})
+    out = pd.DataFrame(
+        {
+            "origin": raw_weather["origin"].astype(str),
+            EVENT_TIMESTAMP: _utc(raw_weather["time_hour"]),
+        }
+    )
     for column in WEATHER_COLUMNS:
         out[f"weather_{column}"] = raw_weather[column].astype("float64")
     # A sensor glitch (1048 mph in the 2013 source) is reported by validation and removed here.
@@ -36,7 +51,9 @@ def plane_features(planes: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "tailnum": planes["tailnum"].astype(str),
-            EVENT_TIMESTAMP: pd.Series(STATIC_FEATURES_SINCE, index=planes.index).astype("datetime64[us, UTC]"),
+            EVENT_TIMESTAMP: pd.Series(STATIC_FEATURES_SINCE, index=planes.index).astype(
+                "datetime64[us, UTC]"
+            ),
             "plane_year": planes["year"].astype("float64"),
             "plane_seats": planes["seats"].astype("float64"),
             "plane_engines": planes["engines"].astype("float64"),
@@ -56,11 +73,27 @@ def scheduled_traffic(timeline: pd.DataFrame) -> pd.DataFrame:
     frame = timeline.assign(dep_hour=departure_hour_key(timeline["sched_dep_ts"]))
     hourly = frame.groupby(["origin", "dep_hour", PARTITION_COLUMN], as_index=False).size()
     hourly = hourly.rename(columns={"size": "origin_hour_scheduled"})
-    daily = frame.groupby(["origin", PARTITION_COLUMN]).size().rename("origin_day_scheduled").reset_index()
+    daily = (
+        frame.groupby(["origin", PARTITION_COLUMN])
+        .size()
+        .rename("origin_day_scheduled")
+        .reset_index()
+    )
     out = hourly.merge(daily, on=["origin", PARTITION_COLUMN])
     out[EVENT_TIMESTAMP] = day_start_utc(out[PARTITION_COLUMN]) - pd.Timedelta(days=1)
-    out[["origin_hour_scheduled", "origin_day_scheduled"]] = out[["origin_hour_scheduled", "origin_day_scheduled"]].astype("int64")
-    return out[["origin", "dep_hour", EVENT_TIMESTAMP, "origin_hour_scheduled", "origin_day_scheduled", PARTITION_COLUMN]]
+    out[["origin_hour_scheduled", "origin_day_scheduled"]] = out[
+        ["origin_hour_scheduled", "origin_day_scheduled"]
+    ].astype("int64")
+    return out[
+        [
+            "origin",
+            "dep_hour",
+            EVENT_TIMESTAMP,
+            "origin_hour_scheduled",
+            "origin_day_scheduled",
+            PARTITION_COLUMN,
+        ]
+    ]
 
 
 def origin_recent_departures(timeline: pd.DataFrame) -> pd.DataFrame:
@@ -69,7 +102,9 @@ def origin_recent_departures(timeline: pd.DataFrame) -> pd.DataFrame:
     Stamped at the departure itself, when its delay became known; a prediction picks the latest
     row at or before its own time.
     """
-    departed = timeline.loc[timeline["dep_known_at"].notna(), ["origin", "dep_known_at", "dep_delay", PARTITION_COLUMN]]
+    departed = timeline.loc[
+        timeline["dep_known_at"].notna(), ["origin", "dep_known_at", "dep_delay", PARTITION_COLUMN]
+    ]
     departed = departed.sort_values(["origin", "dep_known_at"], kind="stable")
     rows = []
     for origin, group in departed.groupby("origin", sort=False):
@@ -80,14 +115,29 @@ def origin_recent_departures(timeline: pd.DataFrame) -> pd.DataFrame:
                 "origin": origin,
                 EVENT_TIMESTAMP: group["dep_known_at"].values,
                 "origin_dep_delay_mean_2h": rolling.mean().values,
-                "origin_dep_delayed_share_2h": (series["dep_delay"] > 15).astype("float64").rolling(RECENT_DEPARTURES_WINDOW).mean().values,
+                "origin_dep_delayed_share_2h": (series["dep_delay"] > 15)
+                .astype("float64")
+                .rolling(RECENT_DEPARTURES_WINDOW)
+                .mean()
+                .values,
                 "origin_departures_2h": rolling.count().values,
                 PARTITION_COLUMN: group[PARTITION_COLUMN].values,
             }
         )
         rows.append(stats)
-    out = pd.concat(rows, ignore_index=True) if rows else _empty(
-        ["origin", EVENT_TIMESTAMP, "origin_dep_delay_mean_2h", "origin_dep_delayed_share_2h", "origin_departures_2h", PARTITION_COLUMN]
+    out = (
+        pd.concat(rows, ignore_index=True)
+        if rows
+        else _empty(
+            [
+                "origin",
+                EVENT_TIMESTAMP,
+                "origin_dep_delay_mean_2h",
+                "origin_dep_delayed_share_2h",
+                "origin_departures_2h",
+                PARTITION_COLUMN,
+            ]
+        )
     )
     out[EVENT_TIMESTAMP] = _utc(out[EVENT_TIMESTAMP])
     # Several departures in the same minute: the last row of that minute holds them all.
@@ -107,10 +157,16 @@ def aircraft_last_arrival(timeline: pd.DataFrame) -> pd.DataFrame:
         }
     )
     out[EVENT_TIMESTAMP] = _utc(out[EVENT_TIMESTAMP])
-    return out.sort_values(EVENT_TIMESTAMP).drop_duplicates(["tailnum", EVENT_TIMESTAMP], keep="last").reset_index(drop=True)
+    return (
+        out.sort_values(EVENT_TIMESTAMP)
+        .drop_duplicates(["tailnum", EVENT_TIMESTAMP], keep="last")
+        .reset_index(drop=True)
+    )
 
 
-def trailing_delay_stats(history: pd.DataFrame, days: list[str], entity: str, prefix: str) -> pd.DataFrame:
+def trailing_delay_stats(
+    history: pd.DataFrame, days: list[str], entity: str, prefix: str
+) -> pd.DataFrame:
     """Delay statistics per entity over the trailing 7 and 28 days, one row per day in `days`.
 
     A row for day D is stamped at local midnight starting D and uses only flights whose label
@@ -121,24 +177,46 @@ def trailing_delay_stats(history: pd.DataFrame, days: list[str], entity: str, pr
     daily = (
         labelled.assign(known_day=known_day)
         .groupby([entity, "known_day"])
-        .agg(flights=("label", "size"), delayed=("label", "sum"), arr_delay_sum=("arr_delay", "sum"))
+        .agg(
+            flights=("label", "size"), delayed=("label", "sum"), arr_delay_sum=("arr_delay", "sum")
+        )
     )
-    columns = [entity, EVENT_TIMESTAMP] + [
-        f"{prefix}_{name}_{w}d" for w in TRAILING_WINDOWS_DAYS for name in ("flights", "delay_rate", "mean_arr_delay")
-    ] + [PARTITION_COLUMN]
+    columns = (
+        [entity, EVENT_TIMESTAMP]
+        + [
+            f"{prefix}_{name}_{w}d"
+            for w in TRAILING_WINDOWS_DAYS
+            for name in ("flights", "delay_rate", "mean_arr_delay")
+        ]
+        + [PARTITION_COLUMN]
+    )
     if daily.empty:
         return _empty(columns)
-    first = min(pd.Timestamp(min(days)) - pd.Timedelta(days=max(TRAILING_WINDOWS_DAYS)), pd.Timestamp(min(daily.index.get_level_values(1))))
+    first = min(
+        pd.Timestamp(min(days)) - pd.Timedelta(days=max(TRAILING_WINDOWS_DAYS)),
+        pd.Timestamp(min(daily.index.get_level_values(1))),
+    )
     calendar = pd.date_range(first, pd.Timestamp(max(days)), freq="D").strftime("%Y-%m-%d")
     # entity x known-day matrices; a day-D snapshot sums the window of days strictly before D
-    wide = {name: daily[name].unstack(entity).reindex(calendar).fillna(0.0) for name in ("flights", "delayed", "arr_delay_sum")}
+    wide = {
+        name: daily[name].unstack(entity).reindex(calendar).fillna(0.0)
+        for name in ("flights", "delayed", "arr_delay_sum")
+    }
     out = []
     for window in TRAILING_WINDOWS_DAYS:
         sums = {name: m.rolling(window, min_periods=1).sum().shift(1) for name, m in wide.items()}
         snap = {name: s.loc[sorted(days)] for name, s in sums.items()}
         flights = snap["flights"].stack(future_stack=True).rename(f"{prefix}_flights_{window}d")
-        rate = (snap["delayed"] / snap["flights"].where(snap["flights"] > 0)).stack(future_stack=True).rename(f"{prefix}_delay_rate_{window}d")
-        mean = (snap["arr_delay_sum"] / snap["flights"].where(snap["flights"] > 0)).stack(future_stack=True).rename(f"{prefix}_mean_arr_delay_{window}d")
+        rate = (
+            (snap["delayed"] / snap["flights"].where(snap["flights"] > 0))
+            .stack(future_stack=True)
+            .rename(f"{prefix}_delay_rate_{window}d")
+        )
+        mean = (
+            (snap["arr_delay_sum"] / snap["flights"].where(snap["flights"] > 0))
+            .stack(future_stack=True)
+            .rename(f"{prefix}_mean_arr_delay_{window}d")
+        )
         out.append(pd.concat([flights, rate, mean], axis=1))
     table = pd.concat(out, axis=1)
     table = table[table[f"{prefix}_flights_{max(TRAILING_WINDOWS_DAYS)}d"] > 0].reset_index()
@@ -181,7 +259,9 @@ def entity_rows(timeline: pd.DataFrame, timing: PredictionTiming) -> pd.DataFram
             "carrier": timeline["carrier"],
             "route": timeline["route"],
             "dep_hour": departure_hour_key(timeline["sched_dep_ts"]),
-            EVENT_TIMESTAMP: timing.prediction_time(timeline["sched_dep_ts"]).astype("datetime64[us, UTC]"),
+            EVENT_TIMESTAMP: timing.prediction_time(timeline["sched_dep_ts"]).astype(
+                "datetime64[us, UTC]"
+            ),
         },
         index=timeline.index,
     )

@@ -37,15 +37,26 @@ def local_to_utc(year, month, day, hhmm) -> pd.Series:
     """Local New York wall-clock times (hhmm integers) to UTC timestamps."""
     hhmm = pd.Series(hhmm).astype("int64")
     local = pd.to_datetime(
-        pd.DataFrame({"year": year, "month": month, "day": day, "hour": hhmm // 100, "minute": hhmm % 100})
+        pd.DataFrame(
+            {"year": year, "month": month, "day": day, "hour": hhmm // 100, "minute": hhmm % 100}
+        )
     )
     # No flight is scheduled in the repeated or skipped DST hour; shift rather than fail if one is.
-    return local.dt.tz_localize(LOCAL_TZ, ambiguous=False, nonexistent="shift_forward").dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    return (
+        local.dt.tz_localize(LOCAL_TZ, ambiguous=False, nonexistent="shift_forward")
+        .dt.tz_convert("UTC")
+        .astype("datetime64[us, UTC]")
+    )
 
 
 def day_start_utc(days: pd.Series) -> pd.Series:
     """Local midnight of each YYYY-MM-DD day, in UTC."""
-    return pd.to_datetime(days).dt.tz_localize(LOCAL_TZ).dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    return (
+        pd.to_datetime(days)
+        .dt.tz_localize(LOCAL_TZ)
+        .dt.tz_convert("UTC")
+        .astype("datetime64[us, UTC]")
+    )
 
 
 def flight_timeline(raw: pd.DataFrame) -> pd.DataFrame:
@@ -54,17 +65,32 @@ def flight_timeline(raw: pd.DataFrame) -> pd.DataFrame:
     dep_delay = raw["dep_delay"].astype("float64")
     arr_delay = raw["arr_delay"].astype("float64")
     dep_known_at = sched_dep + pd.to_timedelta(dep_delay, unit="min")
-    arr_known_at = dep_known_at + pd.to_timedelta(raw["air_time"].astype("float64"), unit="min") + ARRIVAL_REPORT_LAG
+    arr_known_at = (
+        dep_known_at
+        + pd.to_timedelta(raw["air_time"].astype("float64"), unit="min")
+        + ARRIVAL_REPORT_LAG
+    )
     arr_known_at = arr_known_at.where(arr_delay.notna())
     cancelled = dep_delay.isna()
-    date = raw[PARTITION_COLUMN].astype(str) if PARTITION_COLUMN in raw else sched_dep.dt.tz_convert(LOCAL_TZ).dt.strftime("%Y-%m-%d")
+    date = (
+        raw[PARTITION_COLUMN].astype(str)
+        if PARTITION_COLUMN in raw
+        else sched_dep.dt.tz_convert(LOCAL_TZ).dt.strftime("%Y-%m-%d")
+    )
     carrier = raw["carrier"].astype(str)
     origin = raw["origin"].astype(str)
     dest = raw["dest"].astype(str)
     sched_hhmm = raw["sched_dep_time"].astype("int64")
     timeline = pd.DataFrame(
         {
-            "flight_id": carrier + raw["flight"].astype("int64").astype(str) + "-" + origin + "-" + date + "-" + sched_hhmm.astype(str).str.zfill(4),
+            "flight_id": carrier
+            + raw["flight"].astype("int64").astype(str)
+            + "-"
+            + origin
+            + "-"
+            + date
+            + "-"
+            + sched_hhmm.astype(str).str.zfill(4),
             "carrier": carrier,
             "flight": raw["flight"].astype("int64"),
             "tailnum": raw["tailnum"].fillna(UNKNOWN_TAILNUM).astype(str),
@@ -80,7 +106,9 @@ def flight_timeline(raw: pd.DataFrame) -> pd.DataFrame:
             "arr_known_at": arr_known_at,
             "cancelled": cancelled,
             "diverted": ~cancelled & arr_delay.isna(),
-            "label": np.where(arr_delay.isna(), np.nan, (arr_delay > DELAY_THRESHOLD_MINUTES).astype("float64")),
+            "label": np.where(
+                arr_delay.isna(), np.nan, (arr_delay > DELAY_THRESHOLD_MINUTES).astype("float64")
+            ),
             PARTITION_COLUMN: date,
         }
     )

@@ -36,11 +36,15 @@ class Lake:
         self._fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         tmp = f"{path}.tmp"
         arrow = _strings_for_nulls(pa.Table.from_pandas(frame, preserve_index=False))
-        pq.write_table(arrow, tmp, filesystem=self._fs, coerce_timestamps="us", allow_truncated_timestamps=True)
+        pq.write_table(
+            arrow, tmp, filesystem=self._fs, coerce_timestamps="us", allow_truncated_timestamps=True
+        )
         self._fs.move(tmp, path)  # readers never see a half-written partition
         return path
 
-    def write_partitions(self, table: str, frame: pd.DataFrame, partitions: Iterable[str]) -> dict[str, int]:
+    def write_partitions(
+        self, table: str, frame: pd.DataFrame, partitions: Iterable[str]
+    ) -> dict[str, int]:
         """Split a frame on its partition column; a partition with no rows still gets its (empty) file."""
         rows = {}
         groups = dict(tuple(frame.groupby(PARTITION_COLUMN, sort=False))) if len(frame) else {}
@@ -60,10 +64,14 @@ class Lake:
     def read(self, table: str, partition: str | None = None) -> pd.DataFrame:
         if not self.exists(table, partition):
             where = f" partition {partition}" if partition else ""
-            raise MissingPartitionError(f"{table}{where} is not in the lake at {self.path(table, partition)}")
+            raise MissingPartitionError(
+                f"{table}{where} is not in the lake at {self.path(table, partition)}"
+            )
         return pq.read_table(self.path(table, partition), filesystem=self._fs).to_pandas()
 
-    def read_partitions(self, table: str, partitions: Iterable[str], allow_missing: bool = False) -> pd.DataFrame:
+    def read_partitions(
+        self, table: str, partitions: Iterable[str], allow_missing: bool = False
+    ) -> pd.DataFrame:
         frames, missing = [], []
         for partition in partitions:
             if self.exists(table, partition):
@@ -83,7 +91,9 @@ def _strings_for_nulls(table: pa.Table) -> pa.Table:
     # (DuckDB) would then guess a numeric type for it. Text is what such columns hold here.
     for i, f in enumerate(table.schema):
         if pa.types.is_null(f.type):
-            table = table.set_column(i, pa.field(f.name, pa.string()), table.column(i).cast(pa.string()))
+            table = table.set_column(
+                i, pa.field(f.name, pa.string()), table.column(i).cast(pa.string())
+            )
     return table
 
 

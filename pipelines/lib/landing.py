@@ -49,7 +49,12 @@ def read_day_file(path: Path) -> pd.DataFrame:
         if path.suffix == ".parquet":
             return pq.read_table(path).to_pandas()
         return pd.read_csv(path, na_values=["NA"], keep_default_na=True, low_memory=False)
-    except (pa.ArrowInvalid, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (
+        pa.ArrowInvalid,
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+    ) as exc:
         kind = "Parquet" if path.suffix == ".parquet" else "CSV"
         raise LandingError(f"{path} is not a readable {kind} file: {exc}") from exc
 
@@ -72,7 +77,9 @@ def archive_landed_file(landed: LandedDay, archive_dir: Path) -> Path:
 
     A corrected file re-landed for the same day never overwrites what was ingested before.
     """
-    target = Path(archive_dir) / landed.table / landed.day / f"{landed.sha256[:16]}{landed.path.suffix}"
+    target = (
+        Path(archive_dir) / landed.table / landed.day / f"{landed.sha256[:16]}{landed.path.suffix}"
+    )
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(landed.path, target)

@@ -5,6 +5,7 @@ batch feeds several Dagster asset checks, each saying which expectation failed, 
 rows, with a sample of the offending rows.
 """
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +52,14 @@ class TableContract:
         return [c.name for c in self.columns if c.key]
 
 
-CHECKS = ("schema", "keys_not_null", "values_in_range", "unique_rows", "on_partition_day", "row_count")
+CHECKS = (
+    "schema",
+    "keys_not_null",
+    "values_in_range",
+    "unique_rows",
+    "on_partition_day",
+    "row_count",
+)
 
 INT_DTYPES = ["int8", "int16", "int32", "int64", "Int8", "Int16", "Int32", "Int64"]
 NUMBER_DTYPES = [*INT_DTYPES, "float16", "float32", "float64", "Float32", "Float64"]
@@ -163,23 +171,23 @@ class CheckOutcome:
     def describe(self) -> str:
         if self.passed:
             return f"{self.evaluated} expectation(s) met"
-        return "; ".join(f["expectation"] + (f" ({f['rows']} rows)" if f.get("rows") else "") for f in self.failures)
+        return "; ".join(
+            f["expectation"] + (f" ({f['rows']} rows)" if f.get("rows") else "")
+            for f in self.failures
+        )
 
 
 def with_derived_columns(frame: pd.DataFrame, contract: TableContract) -> pd.DataFrame:
     out = frame.copy()
+    # inputs missing or not numeric: no derived column, and the schema check reports why
     for name, fn in contract.derived.items():
-        try:
+        with contextlib.suppress(KeyError, TypeError):
             out[name] = fn(frame)
-        except (KeyError, TypeError):
-            pass  # inputs missing or not numeric: the schema check reports it
     if {"year", "month", "day"} <= set(frame.columns):
-        try:
+        with contextlib.suppress(TypeError, ValueError):
             out[DAY_COLUMN] = pd.to_datetime(
                 frame[["year", "month", "day"]].astype("Int64").astype("float"), errors="coerce"
             ).dt.strftime("%Y-%m-%d")
-        except (TypeError, ValueError):
-            pass
     return out
 
 
@@ -202,7 +210,9 @@ def build_expectations(frame: pd.DataFrame, contract: TableContract, days: Seque
     present = set(frame.columns)
     expectations = [
         E.ExpectTableColumnsToMatchSet(
-            column_set=[c.name for c in contract.columns], exact_match=False, meta={"check": "schema"}
+            column_set=[c.name for c in contract.columns],
+            exact_match=False,
+            meta={"check": "schema"},
         )
     ]
     for column in contract.columns:
@@ -214,10 +224,14 @@ def build_expectations(frame: pd.DataFrame, contract: TableContract, days: Seque
             )
         )
         if column.key:
-            expectations.append(E.ExpectColumnValuesToNotBeNull(column=column.name, meta={"check": "keys_not_null"}))
+            expectations.append(
+                E.ExpectColumnValuesToNotBeNull(column=column.name, meta={"check": "keys_not_null"})
+            )
     numeric = {c.name for c in contract.columns if c.kind != "str"} | set(contract.derived)
     for rule in contract.ranges:
-        if rule.column in present and (rule.column not in numeric or pd.api.types.is_numeric_dtype(frame[rule.column])):
+        if rule.column in present and (
+            rule.column not in numeric or pd.api.types.is_numeric_dtype(frame[rule.column])
+        ):
             expectations.append(
                 E.ExpectColumnValuesToBeBetween(
                     column=rule.column,
@@ -230,7 +244,9 @@ def build_expectations(frame: pd.DataFrame, contract: TableContract, days: Seque
     for column, values in contract.allowed_values.items():
         if column in present:
             expectations.append(
-                E.ExpectColumnValuesToBeInSet(column=column, value_set=list(values), meta={"check": "values_in_range"})
+                E.ExpectColumnValuesToBeInSet(
+                    column=column, value_set=list(values), meta={"check": "values_in_range"}
+                )
             )
     if set(contract.unique_together) <= present:
         expectations.append(
@@ -241,28 +257,44 @@ def build_expectations(frame: pd.DataFrame, contract: TableContract, days: Seque
     if DAY_COLUMN in present and PARTITION_COLUMN in present:
         # each row against the day of the file it came from
         expectations.append(
-            E.ExpectColumnPairValuesToBeEqual(column_A=DAY_COLUMN, column_B=PARTITION_COLUMN, meta={"check": "on_partition_day"})
+            E.ExpectColumnPairValuesToBeEqual(
+                column_A=DAY_COLUMN, column_B=PARTITION_COLUMN, meta={"check": "on_partition_day"}
+            )
         )
     elif DAY_COLUMN in present:
         expectations.append(
-            E.ExpectColumnValuesToBeInSet(column=DAY_COLUMN, value_set=list(days), meta={"check": "on_partition_day"})
+            E.ExpectColumnValuesToBeInSet(
+                column=DAY_COLUMN, value_set=list(days), meta={"check": "on_partition_day"}
+            )
         )
     return expectations
 
 
-def validate(frame: pd.DataFrame, contract: TableContract, days: Sequence[str]) -> dict[str, CheckOutcome]:
+def validate(
+    frame: pd.DataFrame, contract: TableContract, days: Sequence[str]
+) -> dict[str, CheckOutcome]:
     """Run the contract's expectations on a batch holding the given days (row count excluded)."""
-    gx, context = _gx()
+    _, context = _gx()
     batch_frame = with_derived_columns(frame, contract).reset_index(drop=True)
     outcomes = {name: CheckOutcome(name, True) for name in CHECKS if name != "row_count"}
     if DAY_COLUMN not in batch_frame.columns:
         outcomes["on_partition_day"] = CheckOutcome(
-            "on_partition_day", False, [{"expectation": "year, month and day columns present and numeric", "rows": len(frame)}]
+            "on_partition_day",
+            False,
+            [
+                {
+                    "expectation": "year, month and day columns present and numeric",
+                    "rows": len(frame),
+                }
+            ],
         )
     expectations = build_expectations(batch_frame, contract, days)
     batch = _batch(context, batch_frame)
     for expectation in expectations:
-        result = batch.validate(expectation, result_format={"result_format": "COMPLETE", "partial_unexpected_count": SAMPLE_ROWS})
+        result = batch.validate(
+            expectation,
+            result_format={"result_format": "COMPLETE", "partial_unexpected_count": SAMPLE_ROWS},
+        )
         outcome = outcomes[expectation.meta["check"]]
         outcome.evaluated += 1
         if result.success:
@@ -289,7 +321,9 @@ def _batch(context, frame: pd.DataFrame):
     return definition.get_batch(batch_parameters={"dataframe": frame})
 
 
-def _describe_failure(expectation, result, batch_frame: pd.DataFrame, raw: pd.DataFrame) -> dict[str, Any]:
+def _describe_failure(
+    expectation, result, batch_frame: pd.DataFrame, raw: pd.DataFrame
+) -> dict[str, Any]:
     config = expectation.configuration.kwargs
     detail = {k: v for k, v in config.items() if k not in ("batch_id", "result_format", "meta")}
     failure: dict[str, Any] = {"expectation": f"{expectation.expectation_type}({_short(detail)})"}
@@ -339,7 +373,11 @@ def row_count_outcome(
     for day, rows in sorted(counts.items()):
         outcome.evaluated += 1
         previous = history[history.index < day].tail(rule.trailing_days)
-        floor = max(rule.min_rows, rule.min_ratio * previous.median()) if len(previous) else rule.min_rows
+        floor = (
+            max(rule.min_rows, rule.min_ratio * previous.median())
+            if len(previous)
+            else rule.min_rows
+        )
         if rows < floor:
             outcome.passed = False
             outcome.failures.append(

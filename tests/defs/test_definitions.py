@@ -19,14 +19,28 @@ def test_one_graph_with_a_group_per_stage():
     assert groups == {"ingestion", "features", "training"}
     training_set = dg.AssetKey("training_set")
     upstream = graph.get(training_set).parent_keys
-    assert {dg.AssetKey("flight_timeline"), dg.AssetKey("feast_definitions"), dg.AssetKey("weather_features")} <= upstream
+    assert {
+        dg.AssetKey("flight_timeline"),
+        dg.AssetKey("feast_definitions"),
+        dg.AssetKey("weather_features"),
+    } <= upstream
 
 
 def test_raw_assets_have_blocking_checks_for_every_property():
     graph = _graph()
     for table in ("raw_flights", "raw_weather"):
         checks = {k.name for k in graph.asset_check_keys if k.asset_key == dg.AssetKey(table)}
-        assert checks == {f"{table}_{c}" for c in ("schema", "keys_not_null", "values_in_range", "unique_rows", "on_partition_day", "row_count")}
+        assert checks == {
+            f"{table}_{c}"
+            for c in (
+                "schema",
+                "keys_not_null",
+                "values_in_range",
+                "unique_rows",
+                "on_partition_day",
+                "row_count",
+            )
+        }
     specs = [spec for ad in defs().asset_checks for spec in ad.check_specs]
     assert specs and all(spec.blocking for spec in specs)
 
@@ -42,7 +56,10 @@ def test_daily_partitions_cover_2013_and_ranges_run_once():
 def test_dagster_cli_validates_the_code_location():
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Validation successful" in result.stdout + result.stderr

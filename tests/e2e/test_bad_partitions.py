@@ -20,7 +20,12 @@ D = date.fromisoformat(DAY)
 def landed(data_paths, instance):
     replay_days(data_paths.landing, date(2013, 1, 1), D)
     # the two days before, so the row-count check has history
-    assert all(r.success for r in materialize_window(date(2013, 1, 1), date(2013, 1, 2), instance, only={"raw_flights", "raw_weather"}))
+    assert all(
+        r.success
+        for r in materialize_window(
+            date(2013, 1, 1), date(2013, 1, 2), instance, only={"raw_flights", "raw_weather"}
+        )
+    )
     return data_paths, instance
 
 
@@ -29,7 +34,11 @@ def _flights_file(paths) -> Path:
 
 
 def _check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
-    return {e.event_specific_data.check_name: e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    return {
+        e.event_specific_data.check_name: e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
 
 
 def test_duplicated_flights_block_downstream_and_a_correction_recovers(landed):

@@ -23,7 +23,10 @@ DAYS = [d.strftime("%Y-%m-%d") for d in pd.date_range(START, END)]
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     (root / "dagster_home").mkdir()
-    with pytest.MonkeyPatch.context() as mp, dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance,
+    ):
         mp.setenv("FLIGHTLINE_DATA_ROOT", str(root / "data"))
         paths = DataPaths.from_env()
         replay_days(paths.landing, date.fromisoformat(START), date.fromisoformat(END))
@@ -36,9 +39,17 @@ def _read(paths: DataPaths, table: str) -> pd.DataFrame:
 
 
 def test_every_asset_is_materialized_for_every_day(built):
-    paths, instance, results = built
+    _, instance, results = built
     assert all(r.success for r in results)
-    for key in ("raw_flights", "raw_weather", "flight_timeline", "weather_features", "carrier_delay_stats", "online_features", "training_set"):
+    for key in (
+        "raw_flights",
+        "raw_weather",
+        "flight_timeline",
+        "weather_features",
+        "carrier_delay_stats",
+        "online_features",
+        "training_set",
+    ):
         materialized = instance.get_materialized_partitions(dg.AssetKey(key))
         assert materialized == set(DAYS), key
     for key in ("planes", "plane_features", "feast_definitions"):
@@ -55,11 +66,19 @@ def test_training_set_holds_every_labelled_flight_once(built):
     assert 0.1 < training["label"].mean() < 0.5
 
 
-def _asof(rows: pd.DataFrame, table: pd.DataFrame, key: str, column: str, ttl: pd.Timedelta) -> pd.Series:
+def _asof(
+    rows: pd.DataFrame, table: pd.DataFrame, key: str, column: str, ttl: pd.Timedelta
+) -> pd.Series:
     """The value of `column` an honest point-in-time join gives each row (independent of Feast)."""
     left = rows[["flight_id", key, EVENT_TIMESTAMP]].sort_values(EVENT_TIMESTAMP)
-    right = table[[key, EVENT_TIMESTAMP, column]].rename(columns={EVENT_TIMESTAMP: "feature_ts"}).sort_values("feature_ts")
-    joined = pd.merge_asof(left, right, left_on=EVENT_TIMESTAMP, right_on="feature_ts", by=key, direction="backward")
+    right = (
+        table[[key, EVENT_TIMESTAMP, column]]
+        .rename(columns={EVENT_TIMESTAMP: "feature_ts"})
+        .sort_values("feature_ts")
+    )
+    joined = pd.merge_asof(
+        left, right, left_on=EVENT_TIMESTAMP, right_on="feature_ts", by=key, direction="backward"
+    )
     joined.loc[joined[EVENT_TIMESTAMP] - joined["feature_ts"] > ttl, column] = float("nan")
     return joined.set_index("flight_id")[column]
 
@@ -78,20 +97,37 @@ def test_features_are_the_latest_known_at_prediction_time(built, table, key, col
     training = _read(paths, "training_set")
     expected = _asof(training, _read(paths, table), key, column, ttl)
     got = training.set_index("flight_id")[column]
-    pd.testing.assert_series_equal(got.sort_index(), expected.reindex(got.index).sort_index(), check_names=False, check_dtype=False)
+    pd.testing.assert_series_equal(
+        got.sort_index(),
+        expected.reindex(got.index).sort_index(),
+        check_names=False,
+        check_dtype=False,
+    )
 
 
 def test_no_feature_row_from_after_the_prediction_reaches_a_training_row(built):
     paths, _, _ = built
     training = _read(paths, "training_set")
-    assert (training[EVENT_TIMESTAMP] == training["sched_dep_ts"] - pd.Timedelta(minutes=PredictionTiming().lead_minutes)).all()
+    assert (
+        training[EVENT_TIMESTAMP]
+        == training["sched_dep_ts"] - pd.Timedelta(minutes=PredictionTiming().lead_minutes)
+    ).all()
     arrivals = _read(paths, "aircraft_last_arrival")
     # the leg a row uses must have landed before the prediction: find it and compare times
-    used = training.dropna(subset=["tail_prev_arr_delay"]).merge(arrivals, on=["tailnum", "tail_prev_arr_delay"], suffixes=("", "_leg"))
+    used = training.dropna(subset=["tail_prev_arr_delay"]).merge(
+        arrivals, on=["tailnum", "tail_prev_arr_delay"], suffixes=("", "_leg")
+    )
     used = used[used[f"{EVENT_TIMESTAMP}_leg"] <= used[EVENT_TIMESTAMP]]
-    assert set(used["flight_id"]) == set(training.dropna(subset=["tail_prev_arr_delay"])["flight_id"])
+    assert set(used["flight_id"]) == set(
+        training.dropna(subset=["tail_prev_arr_delay"])["flight_id"]
+    )
     # the flight's own arrival never feeds its row: its own leg lands after its departure
-    own = training.merge(arrivals, left_on=["tailnum", "sched_dep_ts"], right_on=["tailnum", EVENT_TIMESTAMP], how="inner")
+    own = training.merge(
+        arrivals,
+        left_on=["tailnum", "sched_dep_ts"],
+        right_on=["tailnum", EVENT_TIMESTAMP],
+        how="inner",
+    )
     assert own.empty
 
 
@@ -103,7 +139,9 @@ def test_online_store_serves_the_latest_values(built):
         entity_rows=[{"origin": "JFK", "carrier": "AA"}],
     ).to_dict()
     weather = _read(paths, "weather_features")
-    latest = weather[weather["origin"] == "JFK"].sort_values(EVENT_TIMESTAMP).iloc[-1]["weather_temp"]
+    latest = (
+        weather[weather["origin"] == "JFK"].sort_values(EVENT_TIMESTAMP).iloc[-1]["weather_temp"]
+    )
     assert online["weather_temp"] == [latest]
     assert online["carrier_delay_rate_7d"][0] is not None
 

@@ -4,15 +4,29 @@ import pandas as pd
 import pytest
 
 from pipelines.lib import features as F
-from pipelines.lib.flights import ARRIVAL_REPORT_LAG, PredictionTiming, flight_timeline, local_to_utc
+from pipelines.lib.flights import (
+    ARRIVAL_REPORT_LAG,
+    PredictionTiming,
+    flight_timeline,
+    local_to_utc,
+)
 from pipelines.lib.lake import PARTITION_COLUMN
 from tests.conftest import source_day
 
 
-
 def _raw(rows):
     """Raw flight rows with only the fields the timeline needs."""
-    base = {"year": 2013, "month": 1, "flight": 1, "carrier": "AA", "origin": "JFK", "dest": "MIA", "distance": 1089, "air_time": 150.0, "tailnum": "N1"}
+    base = {
+        "year": 2013,
+        "month": 1,
+        "flight": 1,
+        "carrier": "AA",
+        "origin": "JFK",
+        "dest": "MIA",
+        "distance": 1089,
+        "air_time": 150.0,
+        "tailnum": "N1",
+    }
     frame = pd.DataFrame([{**base, **r} for r in rows])
     frame[PARTITION_COLUMN] = frame.apply(lambda r: f"2013-01-{int(r['day']):02d}", axis=1)
     frame["flight"] = range(1, len(frame) + 1)
@@ -22,19 +36,46 @@ def _raw(rows):
 def test_timeline_times_and_labels():
     raw = _raw(
         [
-            {"day": 2, "sched_dep_time": 900, "dep_delay": 30.0, "arr_delay": 40.0, "tailnum": "N1"},
-            {"day": 2, "sched_dep_time": 1000, "dep_delay": None, "arr_delay": None, "air_time": None, "tailnum": None},
-            {"day": 2, "sched_dep_time": 1100, "dep_delay": 5.0, "arr_delay": None, "air_time": None, "tailnum": "N2"},
+            {
+                "day": 2,
+                "sched_dep_time": 900,
+                "dep_delay": 30.0,
+                "arr_delay": 40.0,
+                "tailnum": "N1",
+            },
+            {
+                "day": 2,
+                "sched_dep_time": 1000,
+                "dep_delay": None,
+                "arr_delay": None,
+                "air_time": None,
+                "tailnum": None,
+            },
+            {
+                "day": 2,
+                "sched_dep_time": 1100,
+                "dep_delay": 5.0,
+                "arr_delay": None,
+                "air_time": None,
+                "tailnum": "N2",
+            },
         ]
     )
     t = flight_timeline(raw)
     first = t.iloc[0]
     assert first["sched_dep_ts"] == pd.Timestamp("2013-01-02 14:00", tz="UTC")  # 09:00 EST
     assert first["dep_known_at"] == pd.Timestamp("2013-01-02 14:30", tz="UTC")
-    assert first["arr_known_at"] == pd.Timestamp("2013-01-02 14:30", tz="UTC") + pd.Timedelta(minutes=150) + ARRIVAL_REPORT_LAG
+    assert (
+        first["arr_known_at"]
+        == pd.Timestamp("2013-01-02 14:30", tz="UTC")
+        + pd.Timedelta(minutes=150)
+        + ARRIVAL_REPORT_LAG
+    )
     assert first["label"] == 1.0
     cancelled, diverted = t.iloc[1], t.iloc[2]
-    assert cancelled["cancelled"] and pd.isna(cancelled["label"]) and cancelled["tailnum"] == "UNKNOWN"
+    assert (
+        cancelled["cancelled"] and pd.isna(cancelled["label"]) and cancelled["tailnum"] == "UNKNOWN"
+    )
     assert diverted["diverted"] and pd.isna(diverted["label"]) and pd.isna(diverted["arr_known_at"])
 
 
@@ -54,7 +95,9 @@ def test_trailing_stats_only_use_labels_known_before_midnight():
         ]
     )
     t = flight_timeline(raw)
-    stats = F.trailing_delay_stats(t, ["2013-01-03", "2013-01-04"], "carrier", "carrier").set_index(PARTITION_COLUMN)
+    stats = F.trailing_delay_stats(t, ["2013-01-03", "2013-01-04"], "carrier", "carrier").set_index(
+        PARTITION_COLUMN
+    )
     assert stats.loc["2013-01-03", "carrier_flights_7d"] == 1
     assert stats.loc["2013-01-03", "carrier_delay_rate_7d"] == 1.0
     assert stats.loc["2013-01-04", "carrier_flights_7d"] == 2
@@ -66,7 +109,9 @@ def test_trailing_stats_only_use_labels_known_before_midnight():
 def test_trailing_window_forgets_old_labels():
     raw = _raw([{"day": 1, "sched_dep_time": 800, "dep_delay": 0.0, "arr_delay": 0.0}])
     t = flight_timeline(raw)
-    stats = F.trailing_delay_stats(t, ["2013-01-09"], "carrier", "carrier").set_index(PARTITION_COLUMN)
+    stats = F.trailing_delay_stats(t, ["2013-01-09"], "carrier", "carrier").set_index(
+        PARTITION_COLUMN
+    )
     assert stats.loc["2013-01-09", "carrier_flights_7d"] == 0
     assert stats.loc["2013-01-09", "carrier_flights_28d"] == 1
 
@@ -86,7 +131,9 @@ def test_recent_departures_are_stamped_at_the_departure_and_look_back_two_hours(
 
 
 def test_aircraft_last_arrival_is_stamped_when_it_landed():
-    raw = _raw([{"day": 2, "sched_dep_time": 800, "dep_delay": 10.0, "arr_delay": 25.0, "tailnum": "N9"}])
+    raw = _raw(
+        [{"day": 2, "sched_dep_time": 800, "dep_delay": 10.0, "arr_delay": 25.0, "tailnum": "N9"}]
+    )
     t = flight_timeline(raw)
     last = F.aircraft_last_arrival(t)
     assert last.iloc[0][F.EVENT_TIMESTAMP] == t.iloc[0]["arr_known_at"]
@@ -94,12 +141,20 @@ def test_aircraft_last_arrival_is_stamped_when_it_landed():
 
 
 def test_scheduled_traffic_is_published_the_day_before():
-    raw = _raw([{"day": 2, "sched_dep_time": 800, "dep_delay": 0.0, "arr_delay": 0.0}, {"day": 2, "sched_dep_time": 830, "dep_delay": 0.0, "arr_delay": 0.0}])
+    raw = _raw(
+        [
+            {"day": 2, "sched_dep_time": 800, "dep_delay": 0.0, "arr_delay": 0.0},
+            {"day": 2, "sched_dep_time": 830, "dep_delay": 0.0, "arr_delay": 0.0},
+        ]
+    )
     traffic = F.scheduled_traffic(flight_timeline(raw))
     assert traffic.iloc[0]["origin_hour_scheduled"] == 2
     assert traffic.iloc[0][F.EVENT_TIMESTAMP] == pd.Timestamp("2013-01-01 05:00", tz="UTC")
     timing = PredictionTiming(lead_minutes=60)
-    assert (traffic[F.EVENT_TIMESTAMP] <= timing.prediction_time(flight_timeline(raw)["sched_dep_ts"]).min()).all()
+    assert (
+        traffic[F.EVENT_TIMESTAMP]
+        <= timing.prediction_time(flight_timeline(raw)["sched_dep_ts"]).min()
+    ).all()
 
 
 def test_weather_glitch_is_removed_from_features():
@@ -111,7 +166,9 @@ def test_weather_glitch_is_removed_from_features():
 
 @pytest.mark.parametrize("lead", [30, 60, 180])
 def test_entity_rows_are_stamped_at_prediction_time(lead):
-    raw = _raw([{"day": 2, "sched_dep_time": 800, "dep_delay": 0.0, "arr_delay": 0.0, "tailnum": "N1"}])
+    raw = _raw(
+        [{"day": 2, "sched_dep_time": 800, "dep_delay": 0.0, "arr_delay": 0.0, "tailnum": "N1"}]
+    )
     t = flight_timeline(raw)
     rows = F.entity_rows(t, PredictionTiming(lead))
     assert (t["sched_dep_ts"] - rows[F.EVENT_TIMESTAMP]).iloc[0] == pd.Timedelta(minutes=lead)

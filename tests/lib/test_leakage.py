@@ -5,7 +5,18 @@ from pipelines.lib.features import POST_DEPARTURE_COLUMNS, request_features
 from pipelines.lib.flights import flight_timeline
 from tests.lib.test_features import _raw
 
-FORBIDDEN = {"dep_time", "dep_delay", "arr_time", "arr_delay", "air_time", "label", "cancelled", "diverted", "dep_known_at", "arr_known_at"}
+FORBIDDEN = {
+    "dep_time",
+    "dep_delay",
+    "arr_time",
+    "arr_delay",
+    "air_time",
+    "label",
+    "cancelled",
+    "diverted",
+    "dep_known_at",
+    "arr_known_at",
+}
 
 
 def _service_features():
@@ -21,9 +32,13 @@ def test_no_post_departure_column_is_a_feature():
 
 
 def test_request_features_come_from_the_schedule_only():
-    raw = _raw([{"day": 2, "sched_dep_time": 800, "dep_delay": 99.0, "arr_delay": 99.0, "tailnum": "N1"}])
+    raw = _raw(
+        [{"day": 2, "sched_dep_time": 800, "dep_delay": 99.0, "arr_delay": 99.0, "tailnum": "N1"}]
+    )
     timeline = flight_timeline(raw)
-    altered = timeline.assign(dep_delay=0.0, arr_delay=0.0, label=0.0, dep_known_at=timeline["sched_dep_ts"])
+    altered = timeline.assign(
+        dep_delay=0.0, arr_delay=0.0, label=0.0, dep_known_at=timeline["sched_dep_ts"]
+    )
     assert request_features(timeline).equals(request_features(altered))
     assert not set(request_features(timeline).columns) & FORBIDDEN
 

@@ -21,7 +21,10 @@ def test_unknown_table_is_refused():
 
 def test_replay_writes_one_file_per_day_and_table(tmp_path):
     landed = replay_days(tmp_path, date(2013, 3, 1), date(2013, 3, 2))
-    assert sorted(p.path.name for p in landed if p.table == "flights") == ["2013-03-01.csv", "2013-03-02.csv"]
+    assert sorted(p.path.name for p in landed if p.table == "flights") == [
+        "2013-03-01.csv",
+        "2013-03-02.csv",
+    ]
     flights = read_table("flights")
     expected = int((day_key(flights) == "2013-03-01").sum())
     assert len(pd.read_csv(tmp_path / "flights" / "2013-03-01.csv")) == expected
@@ -35,7 +38,14 @@ def test_replay_is_idempotent(tmp_path):
     assert path.stat().st_mtime_ns == before
 
 
-@pytest.mark.parametrize(("start", "end"), [(date(2013, 2, 1), date(2013, 1, 1)), (date(2012, 12, 31), date(2013, 1, 1)), (date(2013, 12, 31), date(2014, 1, 1))])
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (date(2013, 2, 1), date(2013, 1, 1)),
+        (date(2012, 12, 31), date(2013, 1, 1)),
+        (date(2013, 12, 31), date(2014, 1, 1)),
+    ],
+)
 def test_replay_rejects_ranges_outside_2013(tmp_path, start, end):
     with pytest.raises(ValueError):
         replay_days(tmp_path, start, end)

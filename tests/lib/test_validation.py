@@ -60,7 +60,13 @@ def test_null_keys(flights_day):
 
 @pytest.mark.parametrize(
     ("column", "value"),
-    [("sched_dep_time", 2575), ("sched_dep_time", 1261), ("distance", -5), ("dep_delay", 4000.0), ("origin", "XXX")],
+    [
+        ("sched_dep_time", 2575),
+        ("sched_dep_time", 1261),
+        ("distance", -5),
+        ("dep_delay", 4000.0),
+        ("origin", "XXX"),
+    ],
 )
 def test_out_of_range_values(flights_day, column, value):
     bad = flights_day.copy()

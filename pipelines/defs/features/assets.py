@@ -6,16 +6,23 @@ import pandas as pd
 from pipelines.defs.validation.guard import assert_partitions_validated
 from pipelines.lib import features as F
 from pipelines.lib.feature_store import apply_definitions, materialize_up_to
-from pipelines.lib.flights import day_start_utc, flight_timeline as build_timeline
+from pipelines.lib.flights import day_start_utc
+from pipelines.lib.flights import flight_timeline as build_timeline
 from pipelines.lib.lake import PARTITION_COLUMN
 from pipelines.partitions import daily_partitions, partition_keys, single_run_backfill
 from pipelines.resources import FeastResource
 
 FEATURE_GROUP = "features"
-PARTITIONED = {"partitions_def": daily_partitions, "backfill_policy": single_run_backfill, "group_name": FEATURE_GROUP}
+PARTITIONED = {
+    "partitions_def": daily_partitions,
+    "backfill_policy": single_run_backfill,
+    "group_name": FEATURE_GROUP,
+}
 # Trailing statistics for day D read the 28 days before it; days not in the lake yet (the start
 # of a replay) are skipped and the statistics say how many flights they rest on.
-TRAILING_WINDOW = dg.TimeWindowPartitionMapping(start_offset=-28, end_offset=0, allow_nonexistent_upstream_partitions=True)
+TRAILING_WINDOW = dg.TimeWindowPartitionMapping(
+    start_offset=-28, end_offset=0, allow_nonexistent_upstream_partitions=True
+)
 
 
 def _summary(frame: pd.DataFrame, key: str) -> dict:
@@ -36,7 +43,9 @@ def flight_timeline(context: dg.AssetExecutionContext, raw_flights: pd.DataFrame
             "flights": len(timeline),
             "cancelled": int(timeline["cancelled"].sum()),
             "diverted": int(timeline["diverted"].sum()),
-            "delay_rate": float(timeline["label"].mean()) if timeline["label"].notna().any() else float("nan"),
+            "delay_rate": float(timeline["label"].mean())
+            if timeline["label"].notna().any()
+            else float("nan"),
         }
     )
     return timeline
@@ -59,37 +68,62 @@ def plane_features(context: dg.AssetExecutionContext, planes: pd.DataFrame) -> p
     return table
 
 
-@dg.asset(**PARTITIONED, kinds={"pandas", "feast"}, code_version="1")
-def scheduled_traffic(context: dg.AssetExecutionContext, flight_timeline: pd.DataFrame) -> pd.DataFrame:
-    """Scheduled departures per origin and hour, known from the day before."""
-    table = F.scheduled_traffic(flight_timeline)
-    context.add_output_metadata(_summary(table, "origin"))
-    return table
+def _timeline_feature_table(name: str, build, entity: str, description: str) -> dg.AssetsDefinition:
+    """A feature table computed from the flight timeline of the same days."""
+
+    @dg.asset(
+        name=name,
+        **PARTITIONED,
+        kinds={"pandas", "feast"},
+        code_version="1",
+        description=description,
+    )
+    def _table(context: dg.AssetExecutionContext, flight_timeline: pd.DataFrame) -> pd.DataFrame:
+        table = build(flight_timeline)
+        context.add_output_metadata(_summary(table, entity))
+        return table
+
+    return _table
 
 
-@dg.asset(**PARTITIONED, kinds={"pandas", "feast"}, code_version="1")
-def origin_recent_departures(context: dg.AssetExecutionContext, flight_timeline: pd.DataFrame) -> pd.DataFrame:
-    """Fresh operational feature: departure delays at the origin over the last 2 hours."""
-    table = F.origin_recent_departures(flight_timeline)
-    context.add_output_metadata(_summary(table, "origin"))
-    return table
+scheduled_traffic = _timeline_feature_table(
+    "scheduled_traffic",
+    F.scheduled_traffic,
+    "origin",
+    "Scheduled departures per origin and hour, known from the day before.",
+)
+origin_recent_departures = _timeline_feature_table(
+    "origin_recent_departures",
+    F.origin_recent_departures,
+    "origin",
+    "Fresh operational feature: departure delays at the origin over the 2 hours before, stamped at each departure.",
+)
+aircraft_last_arrival = _timeline_feature_table(
+    "aircraft_last_arrival",
+    F.aircraft_last_arrival,
+    "tailnum",
+    "Fresh operational feature: each aircraft's previous leg, stamped when it landed.",
+)
 
 
-@dg.asset(**PARTITIONED, kinds={"pandas", "feast"}, code_version="1")
-def aircraft_last_arrival(context: dg.AssetExecutionContext, flight_timeline: pd.DataFrame) -> pd.DataFrame:
-    """Fresh operational feature: each aircraft's previous leg, from the moment it landed."""
-    table = F.aircraft_last_arrival(flight_timeline)
-    context.add_output_metadata(_summary(table, "tailnum"))
-    return table
-
-
-DELAY_STATS = {"carrier_delay_stats": "carrier", "route_delay_stats": "route", "origin_delay_stats": "origin"}
+DELAY_STATS = {
+    "carrier_delay_stats": "carrier",
+    "route_delay_stats": "route",
+    "origin_delay_stats": "origin",
+}
 
 
 @dg.multi_asset(
-    outs={name: dg.AssetOut(kinds={"pandas", "feast"}, code_version="1", group_name=FEATURE_GROUP) for name in DELAY_STATS},
+    outs={
+        name: dg.AssetOut(kinds={"pandas", "feast"}, code_version="1", group_name=FEATURE_GROUP)
+        for name in DELAY_STATS
+    },
     ins={
-        "history": dg.AssetIn("flight_timeline", partition_mapping=TRAILING_WINDOW, metadata={"allow_missing_partitions": True}),
+        "history": dg.AssetIn(
+            "flight_timeline",
+            partition_mapping=TRAILING_WINDOW,
+            metadata={"allow_missing_partitions": True},
+        ),
     },
     partitions_def=daily_partitions,
     backfill_policy=single_run_backfill,
@@ -99,19 +133,34 @@ def trailing_delay_stats(context: dg.AssetExecutionContext, history: pd.DataFram
     days = partition_keys(context)
     present = set(history[PARTITION_COLUMN].unique()) if len(history) else set()
     if not set(days) <= present:
-        raise dg.Failure(f"flight_timeline is missing for {sorted(set(days) - present)}: materialize it first")
+        raise dg.Failure(
+            f"flight_timeline is missing for {sorted(set(days) - present)}: materialize it first"
+        )
     window_days = sorted(present - set(days))
     context.log.info(f"trailing window rests on {len(window_days)} earlier day(s) in the lake")
     for name, entity in DELAY_STATS.items():
         table = F.trailing_delay_stats(history, days, entity, entity)
-        yield dg.Output(table, output_name=name, metadata={**_summary(table, entity), "history_days": len(window_days)})
+        yield dg.Output(
+            table,
+            output_name=name,
+            metadata={**_summary(table, entity), "history_days": len(window_days)},
+        )
 
 
-FEATURE_TABLES = [weather_features, plane_features, scheduled_traffic, origin_recent_departures, aircraft_last_arrival, *[dg.AssetKey(n) for n in DELAY_STATS]]
+FEATURE_TABLES = [
+    weather_features,
+    plane_features,
+    scheduled_traffic,
+    origin_recent_departures,
+    aircraft_last_arrival,
+    *[dg.AssetKey(n) for n in DELAY_STATS],
+]
 
 
 @dg.asset(group_name=FEATURE_GROUP, kinds={"feast"}, code_version="1", deps=[plane_features])
-def feast_definitions(context: dg.AssetExecutionContext, feast: FeastResource) -> dg.MaterializeResult:
+def feast_definitions(
+    context: dg.AssetExecutionContext, feast: FeastResource
+) -> dg.MaterializeResult:
     """Entities, feature views and the versioned FeatureService registered in Feast's registry."""
     registered = apply_definitions(feast.store(), feast.lake_root)
     return dg.MaterializeResult(
@@ -128,7 +177,9 @@ def feast_definitions(context: dg.AssetExecutionContext, feast: FeastResource) -
     code_version="1",
     deps=[feast_definitions, *FEATURE_TABLES],
 )
-def online_features(context: dg.AssetExecutionContext, feast: FeastResource) -> dg.MaterializeResult:
+def online_features(
+    context: dg.AssetExecutionContext, feast: FeastResource
+) -> dg.MaterializeResult:
     """Latest feature values in the online store, materialized incrementally up to the run's last day."""
     days = partition_keys(context)
     end = day_start_utc(pd.Series([max(days)])).iloc[0] + pd.Timedelta(days=1)

@@ -3,7 +3,7 @@
 import dagster as dg
 import pandas as pd
 
-from pipelines.defs.features.assets import feast_definitions, FEATURE_TABLES
+from pipelines.defs.features.assets import FEATURE_TABLES, feast_definitions
 from pipelines.lib.feature_store import historical_features
 from pipelines.lib.features import entity_rows, request_features
 from pipelines.lib.flights import PredictionTiming
@@ -30,7 +30,10 @@ class TrainingSetConfig(dg.Config):
     deps=[feast_definitions, *FEATURE_TABLES],
 )
 def training_set(
-    context: dg.AssetExecutionContext, config: TrainingSetConfig, flight_timeline: pd.DataFrame, feast: FeastResource
+    context: dg.AssetExecutionContext,
+    config: TrainingSetConfig,
+    flight_timeline: pd.DataFrame,
+    feast: FeastResource,
 ) -> pd.DataFrame:
     """Labelled flights (cancelled and diverted ones have no label and are left out) with the
     features known at prediction time, retrieved through the versioned FeatureService."""
@@ -57,7 +60,9 @@ def training_set(
             "delay_rate": float(table["label"].mean()) if len(table) else float("nan"),
             "feature_service": config.feature_service,
             "lead_minutes": config.lead_minutes,
-            "feature_coverage": dg.MetadataValue.md(coverage.rename("non-null share").to_frame().to_markdown()),
+            "feature_coverage": dg.MetadataValue.md(
+                coverage.rename("non-null share").to_frame().to_markdown()
+            ),
         }
     )
     return table

@@ -37,7 +37,9 @@ def _json_safe(value):
     return value
 
 
-def _check_result(asset: dg.AssetsDefinition, outcome: validation.CheckOutcome) -> dg.AssetCheckResult:
+def _check_result(
+    asset: dg.AssetsDefinition, outcome: validation.CheckOutcome
+) -> dg.AssetCheckResult:
     metadata = {"expectations_evaluated": outcome.evaluated, "summary": outcome.describe()}
     if not outcome.passed:
         metadata["failed_rows"] = outcome.failed_rows
@@ -51,27 +53,46 @@ def _check_result(asset: dg.AssetsDefinition, outcome: validation.CheckOutcome) 
     )
 
 
-def _trailing_counts(lake: LakeResource, table: str, days: Sequence[str], trailing_days: int) -> dict[str, int]:
+def _trailing_counts(
+    lake: LakeResource, table: str, days: Sequence[str], trailing_days: int
+) -> dict[str, int]:
     """Row counts of the days before the run's first day that are already in the lake."""
     first = pd.Timestamp(min(days))
-    before = [(first - pd.Timedelta(days=i)).strftime("%Y-%m-%d") for i in range(trailing_days, 0, -1)]
+    before = [
+        (first - pd.Timedelta(days=i)).strftime("%Y-%m-%d") for i in range(trailing_days, 0, -1)
+    ]
     return {day: lake.lake.row_count(table, day) for day in before if lake.lake.exists(table, day)}
 
 
-def raw_table_checks(asset: dg.AssetsDefinition, contract: validation.TableContract) -> dg.AssetChecksDefinition:
+def raw_table_checks(
+    asset: dg.AssetsDefinition, contract: validation.TableContract
+) -> dg.AssetChecksDefinition:
     name = asset.key.path[-1]
     specs = [
-        dg.AssetCheckSpec(f"{name}_{check}", asset=asset, blocking=True, description=CHECK_DESCRIPTIONS[check], partitions_def=daily_partitions)
+        dg.AssetCheckSpec(
+            f"{name}_{check}",
+            asset=asset,
+            blocking=True,
+            description=CHECK_DESCRIPTIONS[check],
+            partitions_def=daily_partitions,
+        )
         for check in validation.CHECKS
     ]
 
-    @dg.multi_asset_check(specs=specs, name=f"validate_{name}", ins={"raw": dg.AssetIn(asset.key)}, compute_kind="great_expectations")
+    @dg.multi_asset_check(
+        specs=specs,
+        name=f"validate_{name}",
+        ins={"raw": dg.AssetIn(asset.key)},
+        compute_kind="great_expectations",
+    )
     def _checks(context: dg.AssetCheckExecutionContext, raw: pd.DataFrame, lake: LakeResource):
         days = partition_keys(context)
         outcomes = validation.validate(raw, contract, days)
         counts = raw.groupby(PARTITION_COLUMN).size().reindex(days, fill_value=0).to_dict()
         rule = validation.RowCountRule()
-        outcomes["row_count"] = validation.row_count_outcome(counts, _trailing_counts(lake, name, days, rule.trailing_days), rule)
+        outcomes["row_count"] = validation.row_count_outcome(
+            counts, _trailing_counts(lake, name, days, rule.trailing_days), rule
+        )
         for check in validation.CHECKS:
             yield _check_result(asset, outcomes[check])
 

@@ -20,19 +20,31 @@ from pipelines.lib.validation import CHECKS
 HISTORY_LIMIT = 5000
 
 
-def _latest_materialization_runs(instance: dg.DagsterInstance, asset_key: dg.AssetKey, days: Sequence[str]) -> dict[str, str]:
+def _latest_materialization_runs(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, days: Sequence[str]
+) -> dict[str, str]:
     runs: dict[str, str] = {}
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=list(days)), limit=HISTORY_LIMIT).records
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=list(days)), limit=HISTORY_LIMIT
+    ).records
     for record in records:  # newest first
         runs.setdefault(record.partition_key, record.run_id)
     return runs
 
 
-def _check_status_by_target_run(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey) -> dict[tuple[str, str | None], AssetCheckExecutionRecordStatus]:
+def _check_status_by_target_run(
+    instance: dg.DagsterInstance, check_key: dg.AssetCheckKey
+) -> dict[tuple[str, str | None], AssetCheckExecutionRecordStatus]:
     """(run of the targeted materialization, partition or None) -> status of the newest evaluation."""
     status = {}
-    for record in instance.event_log_storage.get_asset_check_execution_history(check_key, limit=HISTORY_LIMIT):
-        evaluation = record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event else None
+    for record in instance.event_log_storage.get_asset_check_execution_history(
+        check_key, limit=HISTORY_LIMIT
+    ):
+        evaluation = (
+            record.event.dagster_event.event_specific_data
+            if record.event and record.event.dagster_event
+            else None
+        )
         target = getattr(evaluation, "target_materialization_data", None)
         if target is None or record.status == AssetCheckExecutionRecordStatus.PLANNED:
             continue
@@ -40,7 +52,9 @@ def _check_status_by_target_run(instance: dg.DagsterInstance, check_key: dg.Asse
     return status
 
 
-def assert_partitions_validated(context: dg.AssetExecutionContext, asset_key: dg.AssetKey, days: Sequence[str]) -> None:
+def assert_partitions_validated(
+    context: dg.AssetExecutionContext, asset_key: dg.AssetKey, days: Sequence[str]
+) -> None:
     instance = context.instance
     runs = _latest_materialization_runs(instance, asset_key, days)
     problems = []
@@ -53,11 +67,17 @@ def assert_partitions_validated(context: dg.AssetExecutionContext, asset_key: dg
             if run is None:
                 problems.append(f"{day}: {asset_key.to_user_string()} has not been materialized")
             elif outcome is None:
-                problems.append(f"{day}: {check_key.name} has not run on the latest {asset_key.to_user_string()}")
+                problems.append(
+                    f"{day}: {check_key.name} has not run on the latest {asset_key.to_user_string()}"
+                )
             elif outcome == AssetCheckExecutionRecordStatus.FAILED:
                 problems.append(f"{day}: {check_key.name} failed")
     if problems:
-        shown = problems if len(problems) <= 10 else [*problems[:10], f"... and {len(problems) - 10} more"]
+        shown = (
+            problems
+            if len(problems) <= 10
+            else [*problems[:10], f"... and {len(problems) - 10} more"]
+        )
         raise dg.Failure(
             description=f"{asset_key.to_user_string()} is not validated for every day of this run; "
             "re-land a corrected file and re-materialize it:\n" + "\n".join(shown),
