@@ -16,27 +16,42 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import fresh_data_root, median  # noqa: E402
-from pipelines.lib import features as F  # noqa: E402
-from pipelines.lib.feature_store import FeastLocation, apply_definitions, materialize_up_to, open_store  # noqa: E402
-from pipelines.lib.flights import day_start_utc, flight_timeline  # noqa: E402
-from pipelines.lib.lake import PARTITION_COLUMN, Lake  # noqa: E402
-from pipelines.lib.settings import PROJECT_ROOT  # noqa: E402
-from pipelines.lib.source import day_key, read_table  # noqa: E402
+from benchmarks.common import fresh_data_root, median
+from pipelines.lib import features as F
+from pipelines.lib.feature_store import (
+    FeastLocation,
+    apply_definitions,
+    materialize_up_to,
+    open_store,
+)
+from pipelines.lib.flights import day_start_utc, flight_timeline
+from pipelines.lib.lake import PARTITION_COLUMN, Lake
+from pipelines.lib.settings import PROJECT_ROOT
+from pipelines.lib.source import day_key, read_table
 
 
 def build_feature_tables(lake: Lake, days: list[str]) -> None:
     flights = read_table("flights")
-    flights = flights[day_key(flights).isin(days)].assign(**{PARTITION_COLUMN: lambda f: day_key(f)})
+    flights = flights[day_key(flights).isin(days)].assign(
+        **{PARTITION_COLUMN: lambda f: day_key(f)}
+    )
     weather = read_table("weather")
-    weather = weather[day_key(weather).isin(days)].assign(**{PARTITION_COLUMN: lambda f: day_key(f)})
+    weather = weather[day_key(weather).isin(days)].assign(
+        **{PARTITION_COLUMN: lambda f: day_key(f)}
+    )
     timeline = flight_timeline(flights)
     lake.write("plane_features", F.plane_features(read_table("planes")))
     lake.write_partitions("weather_features", F.weather_features(weather), days)
-    for name, build in (("scheduled_traffic", F.scheduled_traffic), ("origin_recent_departures", F.origin_recent_departures), ("aircraft_last_arrival", F.aircraft_last_arrival)):
+    for name, build in (
+        ("scheduled_traffic", F.scheduled_traffic),
+        ("origin_recent_departures", F.origin_recent_departures),
+        ("aircraft_last_arrival", F.aircraft_last_arrival),
+    ):
         lake.write_partitions(name, build(timeline), days)
     for entity in ("carrier", "route", "origin"):
-        lake.write_partitions(f"{entity}_delay_stats", F.trailing_delay_stats(timeline, days, entity, entity), days)
+        lake.write_partitions(
+            f"{entity}_delay_stats", F.trailing_delay_stats(timeline, days, entity, entity), days
+        )
 
 
 def online_tables(db: Path) -> dict[str, list[tuple]]:
@@ -48,7 +63,10 @@ def online_tables(db: Path) -> dict[str, list[tuple]]:
 def write_direct(db: Path, source: Path, tables: dict[str, list[tuple]]) -> float:
     """The floor: the same rows, into the same schema, in one transaction per table."""
     with sqlite3.connect(source) as conn:
-        ddl = {r[0]: r[1] for r in conn.execute("select name, sql from sqlite_master where type='table'")}
+        ddl = {
+            r[0]: r[1]
+            for r in conn.execute("select name, sql from sqlite_master where type='table'")
+        }
     started = time.perf_counter()
     with sqlite3.connect(db) as conn:
         for name, rows in tables.items():
@@ -61,7 +79,9 @@ def write_direct(db: Path, source: Path, tables: dict[str, list[tuple]]) -> floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--start", default="2013-01-01")
     parser.add_argument("--end", default="2013-12-31")
     parser.add_argument("--repeat", type=int, default=3)
@@ -72,19 +92,43 @@ def main() -> None:
     with fresh_data_root("online") as (paths, root):
         lake = Lake(paths.lake)
         build_feature_tables(lake, days)
-        scanned = sum(len(lake.read_partitions(t, days)) for t in ("weather_features", "scheduled_traffic", "origin_recent_departures", "aircraft_last_arrival", "carrier_delay_stats", "route_delay_stats", "origin_delay_stats")) + len(lake.read("plane_features"))
+        scanned = sum(
+            len(lake.read_partitions(t, days))
+            for t in (
+                "weather_features",
+                "scheduled_traffic",
+                "origin_recent_departures",
+                "aircraft_last_arrival",
+                "carrier_delay_stats",
+                "route_delay_stats",
+                "origin_delay_stats",
+            )
+        ) + len(lake.read("plane_features"))
         for i in range(args.repeat):
             online = root / f"online-{i}.db"
-            store = open_store(FeastLocation("flightline", str(root / f"registry-{i}.db"), str(online), paths.lake, str(PROJECT_ROOT / "feature_repo")))
+            store = open_store(
+                FeastLocation(
+                    "flightline",
+                    str(root / f"registry-{i}.db"),
+                    str(online),
+                    paths.lake,
+                    str(PROJECT_ROOT / "feature_repo"),
+                )
+            )
             apply_definitions(store, paths.lake)
             result = materialize_up_to(store, end)
             feast_times.append(result.seconds)
             tables = online_tables(online)
             rows = sum(len(r) for r in tables.values())
             direct_times.append(write_direct(root / f"direct-{i}.db", online, tables))
-            print(f"run {i + 1}: feast {feast_times[-1]:.2f}s, direct {direct_times[-1]:.3f}s for {rows:,} rows", flush=True)
+            print(
+                f"run {i + 1}: feast {feast_times[-1]:.2f}s, direct {direct_times[-1]:.3f}s for {rows:,} rows",
+                flush=True,
+            )
     f, d = median(feast_times), median(direct_times)
-    print(f"\n{len(days)} days: {scanned:,} feature rows in the offline store -> {rows:,} online rows (entity x feature)")
+    print(
+        f"\n{len(days)} days: {scanned:,} feature rows in the offline store -> {rows:,} online rows (entity x feature)"
+    )
     print(f"  Feast materialize:        {f:8.2f} s  {rows / f:12,.0f} rows/s")
     print(f"  direct SQLite inserts:    {d:8.3f} s  {rows / d:12,.0f} rows/s")
     print(f"  ratio feast / direct:     {f / d:8.1f}x")

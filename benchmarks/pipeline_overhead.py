@@ -18,19 +18,25 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import fresh_data_root, median, timed  # noqa: E402
-from feature_repo.flight_delay import FEATURE_SERVICE  # noqa: E402
-from pipelines.cli import materialize_window  # noqa: E402
-from pipelines.definitions import defs  # noqa: E402, F401  (imported up front: neither side pays imports)
-from pipelines.lib import features as F  # noqa: E402
-from pipelines.lib import validation  # noqa: E402
-from pipelines.lib.feature_store import FeastLocation, apply_definitions, historical_features, materialize_up_to, open_store  # noqa: E402
-from pipelines.lib.flights import PredictionTiming, day_start_utc, flight_timeline  # noqa: E402
-from pipelines.lib.lake import PARTITION_COLUMN, Lake  # noqa: E402
-from pipelines.lib.landing import archive_landed_file, read_landed_day  # noqa: E402
-from pipelines.lib.replay import replay_days  # noqa: E402
-from pipelines.lib.settings import PROJECT_ROOT, DataPaths  # noqa: E402
-from pipelines.lib.source import read_table  # noqa: E402
+from benchmarks.common import fresh_data_root, median, timed
+from feature_repo.flight_delay import FEATURE_SERVICE
+from pipelines.cli import materialize_window
+from pipelines.definitions import defs  # noqa: F401  (imported up front: neither side pays imports)
+from pipelines.lib import features as F
+from pipelines.lib import validation
+from pipelines.lib.feature_store import (
+    FeastLocation,
+    apply_definitions,
+    historical_features,
+    materialize_up_to,
+    open_store,
+)
+from pipelines.lib.flights import PredictionTiming, day_start_utc, flight_timeline
+from pipelines.lib.lake import PARTITION_COLUMN, Lake
+from pipelines.lib.landing import archive_landed_file, read_landed_day
+from pipelines.lib.replay import replay_days
+from pipelines.lib.settings import PROJECT_ROOT, DataPaths
+from pipelines.lib.source import read_table
 
 
 def bare_pipeline(paths: DataPaths, days: list[str]) -> int:
@@ -48,27 +54,54 @@ def bare_pipeline(paths: DataPaths, days: list[str]) -> int:
         outcomes = validation.validate(lake.read_partitions(f"raw_{table}", days), contract, days)
         counts = raw[table].groupby(PARTITION_COLUMN).size().to_dict()
         outcomes["row_count"] = validation.row_count_outcome(counts, {})
-        assert all(o.passed for o in outcomes.values()), {k: o.describe() for k, o in outcomes.items()}
+        assert all(o.passed for o in outcomes.values()), {
+            k: o.describe() for k, o in outcomes.items()
+        }
     for name in ("planes", "airports", "airlines"):
         lake.write(name, read_table(name).copy())
     lake.write("plane_features", F.plane_features(lake.read("planes")))
     timeline = flight_timeline(lake.read_partitions("raw_flights", days))
     lake.write_partitions("flight_timeline", timeline, days)
-    lake.write_partitions("weather_features", F.weather_features(lake.read_partitions("raw_weather", days)), days)
-    for name, build in (("scheduled_traffic", F.scheduled_traffic), ("origin_recent_departures", F.origin_recent_departures), ("aircraft_last_arrival", F.aircraft_last_arrival)):
+    lake.write_partitions(
+        "weather_features", F.weather_features(lake.read_partitions("raw_weather", days)), days
+    )
+    for name, build in (
+        ("scheduled_traffic", F.scheduled_traffic),
+        ("origin_recent_departures", F.origin_recent_departures),
+        ("aircraft_last_arrival", F.aircraft_last_arrival),
+    ):
         lake.write_partitions(name, build(lake.read_partitions("flight_timeline", days)), days)
     history = lake.read_partitions("flight_timeline", days)
     for entity in ("carrier", "route", "origin"):
-        lake.write_partitions(f"{entity}_delay_stats", F.trailing_delay_stats(history, days, entity, entity), days)
-    store = open_store(FeastLocation("flightline", str(paths.feast_registry), str(paths.feast_online_store), paths.lake, str(PROJECT_ROOT / "feature_repo")))
+        lake.write_partitions(
+            f"{entity}_delay_stats", F.trailing_delay_stats(history, days, entity, entity), days
+        )
+    store = open_store(
+        FeastLocation(
+            "flightline",
+            str(paths.feast_registry),
+            str(paths.feast_online_store),
+            paths.lake,
+            str(PROJECT_ROOT / "feature_repo"),
+        )
+    )
     apply_definitions(store, paths.lake)
     end = day_start_utc(pd.Series([max(days)])).iloc[0] + pd.Timedelta(days=1)
     materialize_up_to(store, end.to_pydatetime())
     timeline = lake.read_partitions("flight_timeline", days)
     labelled = timeline.loc[timeline["label"].notna()].reset_index(drop=True)
-    joined = historical_features(store, F.entity_rows(labelled, PredictionTiming()), FEATURE_SERVICE)
+    joined = historical_features(
+        store, F.entity_rows(labelled, PredictionTiming()), FEATURE_SERVICE
+    )
     request = F.request_features(labelled).drop(columns=["carrier", "origin"])
-    training = pd.concat([joined, request.reset_index(drop=True), labelled[["sched_dep_ts", "label", PARTITION_COLUMN]].reset_index(drop=True)], axis=1)
+    training = pd.concat(
+        [
+            joined,
+            request.reset_index(drop=True),
+            labelled[["sched_dep_ts", "label", PARTITION_COLUMN]].reset_index(drop=True),
+        ],
+        axis=1,
+    )
     lake.write_partitions("training_set", training, days)
     return len(training)
 
@@ -81,7 +114,9 @@ def dagster_pipeline(start: date, end: date, root: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--start", default="2013-01-01")
     parser.add_argument("--end", default="2013-12-30")
     parser.add_argument("--repeat", type=int, default=1)
@@ -89,7 +124,11 @@ def main() -> None:
     start, end = date.fromisoformat(args.start), date.fromisoformat(args.end)
     days = [d.strftime("%Y-%m-%d") for d in pd.date_range(start, end)]
     # warm imports and GX's context so neither side pays them
-    validation.validate(read_table("flights").head(50).assign(**{PARTITION_COLUMN: "2013-01-01"}), validation.FLIGHTS, ["2013-01-01"])
+    validation.validate(
+        read_table("flights").head(50).assign(**{PARTITION_COLUMN: "2013-01-01"}),
+        validation.FLIGHTS,
+        ["2013-01-01"],
+    )
     bare_times, dagster_times = [], []
     for i in range(args.repeat):
         # alternate the order so drift of the machine hits both sides alike
@@ -97,10 +136,14 @@ def main() -> None:
             with fresh_data_root(side) as (paths, root):
                 replay_days(paths.landing, start, end)
                 if side == "bare":
-                    bare_times.append(timed(lambda p=paths: rows_holder.append(bare_pipeline(p, days))))
+                    bare_times.append(
+                        timed(lambda p=paths: rows_holder.append(bare_pipeline(p, days)))
+                    )
                 else:
                     dagster_times.append(timed(lambda r=root: dagster_pipeline(start, end, r)))
-        print(f"run {i + 1}: bare {bare_times[-1]:.1f}s, dagster {dagster_times[-1]:.1f}s", flush=True)
+        print(
+            f"run {i + 1}: bare {bare_times[-1]:.1f}s, dagster {dagster_times[-1]:.1f}s", flush=True
+        )
     rows = rows_holder[-1]
     b, d = median(bare_times), median(dagster_times)
     print(f"\n{len(days)} days, {rows:,} training rows, {args.repeat} run(s) each, medians:")

@@ -1,37 +1,17 @@
 """ingestion -> training_set materialized in-process on real days, then checked point-in-time."""
 
-from datetime import date
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pytest
 
-from pipelines.cli import materialize_window
 from pipelines.lib.features import EVENT_TIMESTAMP
 from pipelines.lib.flights import PredictionTiming
 from pipelines.lib.lake import Lake
-from pipelines.lib.replay import replay_days
 from pipelines.lib.settings import DataPaths
 from pipelines.resources_config import embedded_resources
-
-START, END = "2013-01-01", "2013-01-09"
-DAYS = [d.strftime("%Y-%m-%d") for d in pd.date_range(START, END)]
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    (root / "dagster_home").mkdir()
-    with (
-        pytest.MonkeyPatch.context() as mp,
-        dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance,
-    ):
-        mp.setenv("FLIGHTLINE_DATA_ROOT", str(root / "data"))
-        paths = DataPaths.from_env()
-        replay_days(paths.landing, date.fromisoformat(START), date.fromisoformat(END))
-        results = materialize_window(date.fromisoformat(START), date.fromisoformat(END), instance)
-        yield paths, instance, results
+from tests.e2e.conftest import DAYS
 
 
 def _read(paths: DataPaths, table: str) -> pd.DataFrame:

@@ -8,6 +8,7 @@ from pipelines.lib.feature_store import historical_features
 from pipelines.lib.features import entity_rows, request_features
 from pipelines.lib.flights import PredictionTiming
 from pipelines.lib.lake import PARTITION_COLUMN
+from pipelines.lib.plots import markdown_image, training_set_summary
 from pipelines.partitions import daily_partitions, single_run_backfill
 from pipelines.resources import FeastResource
 
@@ -65,4 +66,9 @@ def training_set(
             ),
         }
     )
+    if len(table):
+        chart = training_set_summary(table, feature_columns, PARTITION_COLUMN)
+        context.add_output_metadata(
+            {"summary_chart": dg.MetadataValue.md(markdown_image(chart, "training set summary"))}
+        )
     return table

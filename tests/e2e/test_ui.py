@@ -1,0 +1,100 @@
+"""The Dagster UI on the instance the pipeline wrote: asked through its GraphQL API."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+
+QUERY = """
+{
+  assetNodes {
+    assetKey { path }
+    groupName
+    isPartitioned
+    assetChecksOrError { ... on AssetChecks { checks { name blocking } } }
+  }
+  training: assetNodeOrError(assetKey: {path: ["training_set"]}) {
+    ... on AssetNode {
+      partitionStats { numMaterialized numPartitions }
+      assetMaterializations(limit: 1) { metadataEntries { label } }
+    }
+  }
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def webserver(built):
+    paths, instance, _ = built
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": instance.root_directory,
+        "FLIGHTLINE_DATA_ROOT": str(paths.root),
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dagster_webserver",
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/server_info", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("dagster-webserver did not come up within 120 s")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _graphql(url: str) -> dict:
+    deadline = time.monotonic() + 60
+    while True:  # the code location loads in the background after the server answers
+        reply = requests.post(f"{url}/graphql", json={"query": QUERY}, timeout=30).json()
+        if reply.get("data", {}).get("assetNodes") or time.monotonic() > deadline:
+            return reply
+
+
+def test_ui_shows_one_graph_grouped_by_stage_with_blocking_checks(webserver):
+    data = _graphql(webserver)["data"]
+    nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
+    assert {n["groupName"] for n in nodes.values()} == {"ingestion", "features", "training"}
+    assert nodes["raw_flights"]["isPartitioned"] and nodes["training_set"]["isPartitioned"]
+    checks = nodes["raw_flights"]["assetChecksOrError"]["checks"]
+    assert len(checks) == 6 and all(c["blocking"] for c in checks)
+    stats = data["training"]["partitionStats"]
+    assert stats == {"numMaterialized": 9, "numPartitions": 365}
+    labels = {e["label"] for e in data["training"]["assetMaterializations"][0]["metadataEntries"]}
+    assert {"summary_chart", "feature_coverage", "feature_service"} <= labels
