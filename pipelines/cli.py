@@ -88,10 +88,16 @@ def _progress_logger() -> dg.LoggerDefinition:
 
 
 def materialize_window(
-    start: date, end: date, instance: dg.DagsterInstance, only: set[str] | None = None
+    start: date,
+    end: date,
+    instance: dg.DagsterInstance,
+    only: set[str] | None = None,
+    run_config: dict | None = None,
 ) -> list[dg.ExecuteInProcessResult]:
-    """Materialize the unpartitioned assets, then every partitioned asset over [start, end] as one
-    run (`only` narrows both to some asset names)."""
+    """Materialize the graph over [start, end] in three runs: the unpartitioned assets upstream of
+    the days (reference tables), every partitioned asset over the range as one run, then the
+    unpartitioned assets downstream of the days (models, evaluation, promotion). `only` narrows
+    the selection to some asset names; `run_config` (ops: ...) reaches the assets it names."""
     from pipelines.definitions import defs
 
     definitions = defs()
@@ -99,19 +105,22 @@ def materialize_window(
     keys = [
         k for k in graph.materializable_asset_keys if only is None or k.to_user_string() in only
     ]
+
+    def after_days(key: dg.AssetKey) -> bool:
+        parents = graph.get(key).parent_keys
+        return any(graph.get(p).partitions_def is not None or after_days(p) for p in parents)
+
     unpartitioned = [k for k in keys if graph.get(k).partitions_def is None]
-    partitioned = [k for k in keys if graph.get(k).partitions_def is not None]
-    range_tags = {
-        "dagster/asset_partition_range_start": start.isoformat(),
-        "dagster/asset_partition_range_end": end.isoformat(),
-    }
+    phases = (
+        ([k for k in unpartitioned if not after_days(k)], {}),
+        ([k for k in keys if graph.get(k).partitions_def is not None], _range_tags(start, end)),
+        ([k for k in unpartitioned if after_days(k)], {}),
+    )
     results = []
-    for selected, tags in ((unpartitioned, {}), (partitioned, range_tags)):
+    for selected, tags in phases:
         if not selected:
             continue
-        job = dg.define_asset_job(
-            "make_run", selection=dg.AssetSelection.assets(*selected), tags=tags
-        )
+        job = dg.define_asset_job("make_run", selection=dg.AssetSelection.assets(*selected), tags=tags)
         job_def = dg.Definitions(
             assets=list(definitions.assets or []),
             asset_checks=list(definitions.asset_checks or []),
@@ -119,13 +128,25 @@ def materialize_window(
             resources=definitions.resources,
             loggers={"progress": _progress_logger(), "console": dg.colored_console_logger},
         ).resolve_job_def("make_run")
+        names = {k.to_python_identifier() for k in selected}
+        ops = {k: v for k, v in ((run_config or {}).get("ops") or {}).items() if k in names}
         result = job_def.execute_in_process(
-            instance=instance, raise_on_error=False, tags=tags, run_config=QUIET_CONSOLE
+            instance=instance,
+            raise_on_error=False,
+            tags=tags,
+            run_config={**QUIET_CONSOLE, "ops": ops} if ops else QUIET_CONSOLE,
         )
         results.append(result)
         if not result.success:
             break
     return results
+
+
+def _range_tags(start: date, end: date) -> dict:
+    return {
+        "dagster/asset_partition_range_start": start.isoformat(),
+        "dagster/asset_partition_range_end": end.isoformat(),
+    }
 
 
 def _summary(results: list[dg.ExecuteInProcessResult], paths: DataPaths, started: float) -> str:

@@ -7,6 +7,7 @@ from pydantic import PrivateAttr
 
 from pipelines.lib.feature_store import FeastLocation, open_store
 from pipelines.lib.lake import PARTITION_COLUMN, Lake
+from pipelines.lib.tracking import ModelRegistry
 from pipelines.lib.landing import LandedDay, archive_landed_file, read_landed_day
 
 
@@ -15,6 +16,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
 
     A ranged run hands over one frame for many days; it is split on its `partition_date` column.
     Inputs may set `allow_missing_partitions` in their metadata to read what exists of a window.
+    A dict (a model reference, an evaluation report) is stored as a JSON document instead.
     """
 
     lake_root: str
@@ -30,6 +32,9 @@ class LakeIOManager(dg.ConfigurableIOManager):
         if obj is None:
             return
         table = self._table(context)
+        if isinstance(obj, dict):
+            context.add_output_metadata({"path": self.lake.write_json(table, obj)})
+            return
         if context.has_asset_partitions:
             keys = list(context.asset_partition_keys)
             if PARTITION_COLUMN not in obj.columns:
@@ -61,6 +66,8 @@ class LakeIOManager(dg.ConfigurableIOManager):
             return self.lake.read_partitions(
                 table, context.asset_partition_keys, allow_missing=allow_missing
             )
+        if self.lake.has_json(table):
+            return self.lake.read_json(table)
         return self.lake.read(table)
 
 
@@ -108,3 +115,22 @@ class FeastResource(dg.ConfigurableResource):
         if self._store is None:
             self._store = open_store(self.location)
         return self._store
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking and registry. Embedded default: a SQLite store and an artifact folder under
+    the data root; production: a tracking server URL (and object-store artifacts)."""
+
+    tracking_uri: str
+    artifact_root: str
+    registry_uri: str | None = None
+    ui_url: str = "http://127.0.0.1:5000"  # where `make mlflow` serves the UI, for links
+
+    def registry(self) -> ModelRegistry:
+        return ModelRegistry(self.tracking_uri, self.artifact_root, self.registry_uri)
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def model_version_url(self, name: str, version: str) -> str:
+        return f"{self.ui_url.rstrip('/')}/#/models/{name}/versions/{version}"

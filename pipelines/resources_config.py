@@ -1,7 +1,13 @@
 """Binds resources to their locations: the embedded default, or what the environment says."""
 
 from pipelines.lib.settings import PROJECT_ROOT, DataPaths
-from pipelines.resources import FeastResource, LakeIOManager, LakeResource, LandingZone
+from pipelines.resources import (
+    FeastResource,
+    LakeIOManager,
+    LakeResource,
+    LandingZone,
+    MlflowResource,
+)
 
 
 def embedded_resources(paths: DataPaths | None = None) -> dict:
@@ -17,5 +23,8 @@ def embedded_resources(paths: DataPaths | None = None) -> dict:
             online_store_path=str(paths.feast_online_store),
             lake_root=paths.lake,
             repo_path=str(PROJECT_ROOT / "feature_repo"),
+        ),
+        "mlflow": MlflowResource(
+            tracking_uri=paths.mlflow_tracking_uri, artifact_root=paths.mlflow_artifact_root
         ),
     }

@@ -1,5 +1,6 @@
 """The lake: one Parquet file per asset and partition, on a local path or an object store URI."""
 
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,6 +42,28 @@ class Lake:
         )
         self._fs.move(tmp, path)  # readers never see a half-written partition
         return path
+
+    def json_path(self, name: str) -> str:
+        return f"{self._base}/{name}/data.json"
+
+    def write_json(self, name: str, document: dict) -> str:
+        """Small documents (model references, evaluation reports) beside the tables."""
+        path = self.json_path(name)
+        self._fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with self._fs.open_output_stream(f"{path}.tmp") as out:
+            out.write(json.dumps(document, indent=1, default=str).encode())
+        self._fs.move(f"{path}.tmp", path)
+        return path
+
+    def read_json(self, name: str) -> dict:
+        path = self.json_path(name)
+        if self._fs.get_file_info(path).type != pafs.FileType.File:
+            raise MissingPartitionError(f"{name} is not in the lake at {path}; materialize it first")
+        with self._fs.open_input_stream(path) as stream:
+            return json.loads(stream.read())
+
+    def has_json(self, name: str) -> bool:
+        return self._fs.get_file_info(self.json_path(name)).type == pafs.FileType.File
 
     def write_partitions(
         self, table: str, frame: pd.DataFrame, partitions: Iterable[str]

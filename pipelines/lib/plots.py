@@ -7,7 +7,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on servers
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+from sklearn.metrics import precision_recall_curve, roc_curve
 
 
 def markdown_image(png: bytes, alt: str) -> str:
@@ -40,8 +42,54 @@ def training_set_summary(frame: pd.DataFrame, feature_columns: list[str], day_co
     right.set_xlim(0, 1)
     right.set_title("share of rows with the feature known")
     right.tick_params(axis="y", labelsize=7)
+    return _png(fig)
+
+
+def _png(fig) -> bytes:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def evaluation_curves(y: np.ndarray, predictions: dict[str, np.ndarray], bins: int = 10) -> bytes:
+    """ROC, precision-recall and calibration (reliability) curves of every model on one holdout."""
+    fig, (roc, pr, cal) = plt.subplots(1, 3, figsize=(15, 4.6))
+    for name, p in predictions.items():
+        fpr, tpr, _ = roc_curve(y, p)
+        roc.plot(fpr, tpr, label=name)
+        precision, recall, _ = precision_recall_curve(y, p)
+        pr.plot(recall, precision, label=name)
+        edges = np.linspace(0, 1, bins + 1)
+        which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+        filled = [b for b in range(bins) if (which == b).sum() >= 10]
+        cal.plot(
+            [p[which == b].mean() for b in filled],
+            [y[which == b].mean() for b in filled],
+            marker="o",
+            label=name,
+        )
+    roc.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    roc.set(title="ROC", xlabel="false positive rate", ylabel="true positive rate")
+    pr.axhline(float(np.mean(y)), color="grey", linestyle=":", label="base rate")
+    pr.set(title="precision-recall", xlabel="recall", ylabel="precision")
+    cal.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    cal.set(title="calibration", xlabel="mean predicted probability", ylabel="observed rate")
+    for axis in (roc, pr, cal):
+        axis.legend(fontsize=8)
+    return _png(fig)
+
+
+def learning_curves(history: dict[str, list[float]], step_name: str) -> bytes:
+    """Every recorded metric by iteration or epoch (losses on one panel, the rest on another)."""
+    losses = {k: v for k, v in history.items() if "loss" in k}
+    others = {k: v for k, v in history.items() if k not in losses and "seconds" not in k}
+    panels = [d for d in (losses, others) if d]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.8), squeeze=False)
+    for axis, curves in zip(axes[0], panels):
+        for name, values in curves.items():
+            axis.plot(range(1, len(values) + 1), values, label=name)
+        axis.set_xlabel(step_name)
+        axis.legend(fontsize=8)
+    return _png(fig)

@@ -16,6 +16,8 @@ class DataPaths:
     lake: str  # a local path now; a pyarrow-understood URI (s3://, gs://) later
     feast_registry: Path
     feast_online_store: Path
+    mlflow_tracking_uri: str
+    mlflow_artifact_root: str
 
     @classmethod
     def from_env(cls) -> "DataPaths":
@@ -26,4 +28,10 @@ class DataPaths:
             lake=os.environ.get("FLIGHTLINE_LAKE_ROOT", str(root / "lake")),
             feast_registry=root / "feast" / "registry.db",
             feast_online_store=root / "feast" / "online_store.db",
+            mlflow_tracking_uri=os.environ.get(
+                "MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
+            ),
+            mlflow_artifact_root=os.environ.get(
+                "FLIGHTLINE_MLFLOW_ARTIFACT_ROOT", str(root / "mlflow" / "artifacts")
+            ),
         )

@@ -1,0 +1,69 @@
+"""The typed task spec: everything the generic half of the graph (training set onward) needs to
+know about a prediction task. A new task is a new spec, not a copy of the model code."""
+
+from dataclasses import dataclass, field
+
+MODEL_FAMILIES = ("lightgbm", "torch")
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """The most recent `holdout_days` are the evaluation holdout; the `validation_days` before them
+    drive early stopping; everything earlier is training data."""
+
+    validation_days: int = 7
+    holdout_days: int = 7
+
+    def __post_init__(self) -> None:
+        if self.validation_days < 1 or self.holdout_days < 1:
+            raise ValueError("validation_days and holdout_days must be at least 1")
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """What a challenger must show to be promoted (defaults; tunable per run in the Launchpad)."""
+
+    min_auc_gain: float = 0.002  # over the champion (or the naive baseline when there is none)
+    max_slice_regression: float = 0.03  # AUC a large slice may lose against the reference
+    min_slice_rows: int = 300  # a slice smaller than this is too noisy to veto a promotion
+    bootstrap_samples: int = 1000
+    min_holdout_rows: int = 200
+    min_holdout_positives: int = 20
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A binary prediction task over a table with one row per example."""
+
+    name: str  # also the MLflow experiment and registered model name
+    training_asset: tuple[str, ...]  # asset key of the training table
+    feature_service: str | None  # the Feast FeatureService the table was built with, if any
+    entity_keys: tuple[str, ...]  # columns that identify an example
+    timestamp_column: str  # when the prediction is made; orders the time split
+    label_column: str  # 0/1
+    categorical_features: tuple[str, ...]
+    numeric_features: tuple[str, ...]
+    slice_columns: tuple[str, ...] = ()  # evaluation reports metrics per value of these
+    baseline_keys: tuple[str, ...] = ()  # the naive baseline: historical label rate by these keys
+    families: tuple[str, ...] = MODEL_FAMILIES
+    split: TimeSplit = field(default_factory=TimeSplit)
+    gate: GateThresholds = field(default_factory=GateThresholds)
+    asset_prefix: tuple[str, ...] = ()  # e.g. ("toy",) keeps a second task's assets apart
+
+    def __post_init__(self) -> None:
+        unknown = set(self.families) - set(MODEL_FAMILIES)
+        if unknown:
+            raise ValueError(f"task {self.name}: unknown model families {sorted(unknown)}")
+        overlap = set(self.categorical_features) & set(self.numeric_features)
+        if overlap:
+            raise ValueError(f"task {self.name}: features both categorical and numeric: {overlap}")
+        if not set(self.baseline_keys) <= set(self.features):
+            raise ValueError(f"task {self.name}: baseline keys must be features")
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.categorical_features + self.numeric_features
+
+    @property
+    def registered_model(self) -> str:
+        return self.name
