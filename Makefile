@@ -11,7 +11,7 @@ export FLIGHTLINE_DATA_ROOT := $(DATA_ROOT)
 export DAGSTER_HOME := $(DATA_ROOT)/dagster_home
 export UV_LINK_MODE := copy
 
-.PHONY: setup run replay ui test lint format benchmark clean
+.PHONY: setup run replay ui mlflow rollback test lint format benchmark clean
 
 setup: .venv/.synced $(DAGSTER_HOME)/dagster.yaml
 
@@ -35,6 +35,14 @@ replay: setup
 ui: setup
 	$(UV) run --frozen dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+# The MLflow UI on the same store the pipeline writes (SQLite + artifact folder under the data root).
+mlflow: setup
+	$(UV) run --frozen mlflow ui --backend-store-uri sqlite:///$(DATA_ROOT)/mlflow/mlflow.db \
+		--default-artifact-root $(DATA_ROOT)/mlflow/artifacts --host 127.0.0.1 --port 5000
+
+rollback: setup
+	$(UV) run --frozen flightline rollback --task $(or $(TASK),flight_delay)
+
 test: setup
 	$(UV) run --frozen pytest
 
@@ -49,6 +57,7 @@ format: setup
 benchmark: setup
 	$(UV) run --frozen python benchmarks/pipeline_overhead.py
 	$(UV) run --frozen python benchmarks/online_materialization.py
+	$(UV) run --frozen python benchmarks/model_training.py
 
 clean:
 	rm -rf $(DATA_ROOT)

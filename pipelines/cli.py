@@ -2,10 +2,12 @@
 
 flightline replay --start 2013-01-01 --end 2013-01-14
 flightline run    --start 2013-01-01 --end 2013-01-14   (replay, then materialize everything)
+flightline rollback --task flight_delay                 (champion back to the version it replaced)
 """
 
 import argparse
 import logging
+import os
 import sys
 import time
 from datetime import date
@@ -180,7 +182,8 @@ def _summary(results: list[dg.ExecuteInProcessResult], paths: DataPaths, started
     lines.append(
         f"  checks: {passed_checks} passed, {len(failed_checks)} failed {failed_checks or ''}"
     )
-    ok = all(r.success for r in results)
+    ok = run_succeeded(results)
+    lines += _champion_lines(results)
     lines += [
         f"  status: {'SUCCESS' if ok else 'FAILED (see the lines marked FAILED above)'} in {time.perf_counter() - started:.0f}s",
         f"  lake (Parquet):      {paths.lake}",
@@ -191,6 +194,90 @@ def _summary(results: list[dg.ExecuteInProcessResult], paths: DataPaths, started
         "=" * 72,
     ]
     return "\n".join(lines)
+
+
+GATE_SUFFIX = "_gate"
+
+
+def _quiet_mlflow() -> None:
+    # MLflow logs every model it saves and draws download bars; the progress lines say enough.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def _rollback(task: str) -> int:
+    from pipelines.lib.tracking import PromotionRefused
+    from pipelines.resources_config import embedded_resources
+    from pipelines.tasks import TASKS
+
+    names = [spec.name for spec in TASKS]
+    if task not in names:
+        print(f"unknown task {task!r}; tasks: {', '.join(names)}", file=sys.stderr)
+        return 2
+    registry = embedded_resources()["mlflow"].registry()
+    try:
+        registry.check_reachable()
+        left, back_to = registry.rollback(task)
+    except (PromotionRefused, RuntimeError) as exc:
+        print(f"rollback refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"{task}: champion moved back from v{left} to v{back_to}")
+    return 0
+
+
+def _failed_steps(result: dg.ExecuteInProcessResult) -> list[str]:
+    return [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+
+
+def run_succeeded(results: list[dg.ExecuteInProcessResult]) -> bool:
+    """A promotion gate that refuses a challenger is a normal outcome, not a failed run."""
+    return all(
+        r.success or all(step.endswith(GATE_SUFFIX) for step in _failed_steps(r)) for r in results
+    ) and bool(results)
+
+
+def _champion_lines(results: list[dg.ExecuteInProcessResult]) -> list[str]:
+    from pipelines.resources_config import embedded_resources
+    from pipelines.tasks import TASKS
+
+    promoted = set()  # key prefixes of the tasks whose champion this run moved
+    for r in results:
+        for event in r.all_events:
+            if event.event_type_value == "ASSET_MATERIALIZATION":
+                path = event.step_materialization_data.materialization.asset_key.path
+                if path[-1] == "champion":
+                    promoted.add(tuple(path[:-1]))
+    refused = {
+        event.event_specific_data.description
+        for r in results
+        for event in r.all_events
+        if event.event_type_value == "ASSET_CHECK_EVALUATION"
+        and event.event_specific_data.check_name.endswith(GATE_SUFFIX)
+        and not event.event_specific_data.passed
+    }
+    registry = embedded_resources()["mlflow"].registry()
+    lines = []
+    for spec in TASKS:
+        try:
+            current = registry.alias(spec.registered_model, "champion")
+        except Exception as exc:  # noqa: BLE001 - the summary reports, it does not fail
+            lines.append(f"  champion ({spec.name}): registry unavailable: {exc}")
+            continue
+        if current is None:
+            lines.append(f"  champion ({spec.name}): none yet")
+            continue
+        tags = current.tags
+        this_run = tuple(spec.asset_prefix) in promoted
+        lines.append(
+            f"  champion ({spec.name}): {tags.get('model_family', '?')} v{current.version}, "
+            f"holdout AUC {tags.get('holdout_roc_auc', '?')}, PR AUC {tags.get('holdout_pr_auc', '?')}, "
+            f"log loss {tags.get('holdout_log_loss', '?')} -- "
+            + ("promoted by this run" if this_run else "unchanged by this run")
+        )
+    lines += [f"  gate refused: {reason}" for reason in sorted(refused)]
+    if TASKS:
+        lines.append("  MLflow UI:           make mlflow   (then http://127.0.0.1:5000)")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,7 +292,14 @@ def main(argv: list[str] | None = None) -> int:
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--start", type=_parse_day, default=_parse_day(DEFAULT_START))
         cmd.add_argument("--end", type=_parse_day, default=_parse_day(DEFAULT_END))
+    rollback = sub.add_parser(
+        "rollback", help="point a task's @champion back at the version it replaced"
+    )
+    rollback.add_argument("--task", default="flight_delay")
     args = parser.parse_args(argv)
+    _quiet_mlflow()
+    if args.command == "rollback":
+        return _rollback(args.task)
     paths = DataPaths.from_env()
     started = time.perf_counter()
     try:
@@ -220,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     instance = dg.DagsterInstance.get()
     results = materialize_window(args.start, args.end, instance)
     print(_summary(results, paths, started))
-    return 0 if all(r.success for r in results) else 1
+    return 0 if run_succeeded(results) else 1
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ class DataPaths:
             feast_registry=root / "feast" / "registry.db",
             feast_online_store=root / "feast" / "online_store.db",
             mlflow_tracking_uri=os.environ.get(
-                "MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
+                "FLIGHTLINE_MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
             ),
             mlflow_artifact_root=os.environ.get(
                 "FLIGHTLINE_MLFLOW_ARTIFACT_ROOT", str(root / "mlflow" / "artifacts")

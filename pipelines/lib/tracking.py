@@ -142,7 +142,11 @@ class ModelRegistry:
 
     @contextmanager
     def active(self) -> Iterator[None]:
-        """MLflow's fluent API (log_model) reads global URIs: set them for this block only."""
+        """MLflow's fluent API (log_model, load_model) reads global URIs: set them for this block
+        only. set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment, so the
+        environment is restored too."""
+        names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+        saved_env = {name: os.environ.get(name) for name in names}
         previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.registry_uri)
@@ -151,6 +155,11 @@ class ModelRegistry:
         finally:
             mlflow.set_tracking_uri(previous[0])
             mlflow.set_registry_uri(previous[1])
+            for name, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     def check_reachable(self) -> None:
         """Fail fast, naming the store, instead of deep inside a training step."""
