@@ -130,7 +130,7 @@ def materialize_window(
             resources=definitions.resources,
             loggers={"progress": _progress_logger(), "console": dg.colored_console_logger},
         ).resolve_job_def("make_run")
-        names = {k.to_python_identifier() for k in selected}
+        names = set(job_def.graph.node_dict)  # asset and check ops of this phase
         ops = {k: v for k, v in ((run_config or {}).get("ops") or {}).items() if k in names}
         result = job_def.execute_in_process(
             instance=instance,

@@ -67,7 +67,7 @@ def review_challengers(
         )
         train_end = champion.tags.get("train_end")
         champion_info = {
-            "version": champion.version,
+            "version": str(champion.version),
             "family": champion.tags.get("model_family", "?"),
             "run_id": champion.run_id,
             # An older champion normally never saw these days; if it did, its score is flattered.

@@ -265,7 +265,7 @@ class ModelRegistry:
 
     def champion_version(self, name: str) -> str | None:
         current = self.alias(name, CHAMPION)
-        return current.version if current else None
+        return str(current.version) if current else None
 
     def mark_challenger(self, name: str, version: str) -> None:
         self.client.set_registered_model_alias(name, CHALLENGER, version)
@@ -311,7 +311,7 @@ class ModelRegistry:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.client.set_model_version_tag(name, current.version, "rolled_back_at", stamp)
         self.client.set_registered_model_alias(name, CHAMPION, previous)
-        return current.version, previous
+        return str(current.version), previous
 
 
 def _flat(params: dict, prefix: str = "") -> dict:
