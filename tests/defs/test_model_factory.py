@@ -1,0 +1,137 @@
+"""A second, toy task through the same factory, and the model half's faults through Dagster:
+unreachable MLflow, single-class data, a missing feature, a holdout with too few labels."""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.lib.task import TaskSpec, TimeSplit
+from pipelines.lib.tracking import CHAMPION, ModelRegistry
+from pipelines.model_assets import task_definitions
+from pipelines.resources import LakeIOManager, MlflowResource
+
+TOY = TaskSpec(
+    name="toy_churn",
+    training_asset=("toy", "examples"),
+    feature_service=None,
+    entity_keys=("customer",),
+    timestamp_column="seen_at",
+    label_column="churned",
+    categorical_features=("plan",),
+    numeric_features=("tenure", "tickets"),
+    slice_columns=("plan",),
+    baseline_keys=("plan",),
+    split=TimeSplit(validation_days=3, holdout_days=3),
+    asset_prefix=("toy",),
+)
+
+
+def toy_examples(days: int = 20, per_day: int = 150, seed: int = 0) -> pd.DataFrame:
+    """Churn depends on tickets and tenure, a little on the plan: learnable, not trivial."""
+    rng = np.random.default_rng(seed)
+    n = days * per_day
+    plan = rng.choice(["basic", "plus", "pro"], size=n)
+    tenure = rng.gamma(2.0, 12.0, size=n)
+    tickets = rng.poisson(1.5, size=n).astype(float)
+    logit = -1.5 + 0.8 * tickets - 0.05 * tenure + np.where(plan == "basic", 0.4, 0.0)
+    return pd.DataFrame(
+        {
+            "customer": [f"c{i}" for i in range(n)],
+            "seen_at": pd.Timestamp("2024-03-01", tz="UTC")
+            + pd.to_timedelta(np.repeat(np.arange(days), per_day), unit="D")
+            + pd.to_timedelta(rng.integers(0, 86400, n), unit="s"),
+            "plan": plan,
+            "tenure": tenure,
+            "tickets": tickets,
+            "churned": (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int64"),
+        }
+    )
+
+
+def _toy_run(tmp_path, table: pd.DataFrame, spec: TaskSpec = TOY, tracking_uri: str | None = None, run_config=None):
+    @dg.asset(key=["toy", "examples"])
+    def examples() -> pd.DataFrame:
+        return table
+
+    defs = task_definitions(spec)
+    mlflow = MlflowResource(
+        tracking_uri=tracking_uri or f"sqlite:///{tmp_path}/mlflow/mlflow.db",
+        artifact_root=str(tmp_path / "mlflow" / "artifacts"),
+    )
+    config = run_config or {"ops": {"toy__torch_model": {"config": {"max_epochs": 5}}}}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [examples, *defs.assets, *defs.asset_checks],
+            resources={"io_manager": LakeIOManager(lake_root=str(tmp_path / "lake")), "mlflow": mlflow},
+            run_config=config,
+            instance=instance,
+            raise_on_error=False,
+        )
+    return result, mlflow.registry()
+
+
+def _failure(result: dg.ExecuteInProcessResult) -> str:
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failures, "the run was expected to fail"
+    return "\n".join(e.step_failure_data.error.to_string() for e in failures)
+
+
+def test_a_second_task_runs_through_the_same_factory(tmp_path):
+    result, registry = _toy_run(tmp_path, toy_examples())
+    assert result.success
+    keys = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert keys == {"toy/examples", "toy/lgbm_model", "toy/torch_model", "toy/model_evaluation", "toy/champion"}
+    champion = registry.alias("toy_churn", CHAMPION)
+    assert champion is not None and champion.tags["task"] == "toy_churn"
+    report = result.output_for_node("toy__model_evaluation")
+    assert report["reference"] == "baseline"
+    assert report["metrics"][champion.tags["model_family"]]["roc_auc"] > report["metrics"]["baseline"]["roc_auc"]
+
+
+def test_unreachable_tracking_store_fails_clearly(tmp_path):
+    result, _ = _toy_run(tmp_path, toy_examples(), tracking_uri="http://127.0.0.1:9")
+    message = _failure(result)
+    assert "MLflow tracking store http://127.0.0.1:9 is unreachable" in message
+
+
+def test_single_class_training_set_fails_clearly_and_keeps_the_champion(tmp_path):
+    result, registry = _toy_run(tmp_path, toy_examples())
+    champion = registry.champion_version("toy_churn")
+    assert champion is not None
+    result, registry = _toy_run(tmp_path, toy_examples().assign(churned=0))
+    assert "single class (0)" in _failure(result)
+    assert registry.champion_version("toy_churn") == champion
+
+
+def test_missing_feature_fails_clearly(tmp_path):
+    result, registry = _toy_run(tmp_path, toy_examples().drop(columns=["tickets"]))
+    assert "lacks columns ['tickets']" in _failure(result)
+    assert registry.champion_version("toy_churn") is None
+
+
+def test_holdout_with_too_few_labels_fails_evaluation_before_any_promotion(tmp_path):
+    config = {
+        "ops": {
+            "toy__torch_model": {"config": {"max_epochs": 3}},
+            "toy__model_evaluation": {"config": {"min_holdout_positives": 10_000}},
+        }
+    }
+    result, registry = _toy_run(tmp_path, toy_examples(), run_config=config)
+    assert "the holdout has 450 labelled rows" in _failure(result)
+    assert registry.champion_version("toy_churn") is None
+
+
+def test_empty_training_set_fails_clearly(tmp_path):
+    result, _ = _toy_run(tmp_path, toy_examples().iloc[0:0])
+    assert "training table is empty" in _failure(result)
+
+
+def test_registry_refuses_a_promotion_decided_on_a_stale_champion(tmp_path):
+    result, registry = _toy_run(tmp_path, toy_examples())
+    champion = registry.champion_version("toy_churn")
+    from pipelines.lib.tracking import PromotionRefused
+
+    with pytest.raises(PromotionRefused, match="gate compared against"):
+        registry.promote("toy_churn", champion, expected_champion=None, tags={})
+    assert isinstance(registry, ModelRegistry)
