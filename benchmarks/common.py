@@ -1,5 +1,6 @@
 """Helpers shared by the benchmarks: a fresh data root per measured run, and timing."""
 
+import argparse
 import os
 import shutil
 import statistics
@@ -35,3 +36,14 @@ def timed(fn: Callable[[], object]) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def window_parser(doc: str, end: str = "2013-12-30", repeat: int = 1) -> argparse.ArgumentParser:
+    """The arguments every benchmark takes: a window of days and a number of repeats."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--start", default="2013-01-01")
+    parser.add_argument("--end", default=end)
+    parser.add_argument("--repeat", type=int, default=repeat)
+    return parser

@@ -6,7 +6,6 @@ both and the ratio.
     python benchmarks/online_materialization.py --end 2013-03-31 --repeat 3
 """
 
-import argparse
 import sqlite3
 import sys
 import time
@@ -16,7 +15,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import fresh_data_root, median
+from benchmarks.common import fresh_data_root, median, window_parser
 from pipelines.lib import features as F
 from pipelines.lib.feature_store import (
     FeastLocation,
@@ -79,12 +78,7 @@ def write_direct(db: Path, source: Path, tables: dict[str, list[tuple]]) -> floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--start", default="2013-01-01")
-    parser.add_argument("--end", default="2013-12-31")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser = window_parser(__doc__, end="2013-12-31", repeat=3)
     args = parser.parse_args()
     days = [d.strftime("%Y-%m-%d") for d in pd.date_range(args.start, args.end)]
     end = (day_start_utc(pd.Series([max(days)])).iloc[0] + pd.Timedelta(days=1)).to_pydatetime()

@@ -122,7 +122,9 @@ def materialize_window(
     for selected, tags in phases:
         if not selected:
             continue
-        job = dg.define_asset_job("make_run", selection=dg.AssetSelection.assets(*selected), tags=tags)
+        job = dg.define_asset_job(
+            "make_run", selection=dg.AssetSelection.assets(*selected), tags=tags
+        )
         job_def = dg.Definitions(
             assets=list(definitions.assets or []),
             asset_checks=list(definitions.asset_checks or []),
@@ -260,7 +262,7 @@ def _champion_lines(results: list[dg.ExecuteInProcessResult]) -> list[str]:
     for spec in TASKS:
         try:
             current = registry.alias(spec.registered_model, "champion")
-        except Exception as exc:  # noqa: BLE001 - the summary reports, it does not fail
+        except Exception as exc:
             lines.append(f"  champion ({spec.name}): registry unavailable: {exc}")
             continue
         if current is None:

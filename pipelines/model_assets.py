@@ -50,7 +50,7 @@ class LgbmConfig(ModelConfig):
 
 
 class TorchConfig(ModelConfig):
-    hidden: list[int] = [256, 128]
+    hidden: list[int] = [256, 128]  # noqa: RUF012 - pydantic copies defaults per instance
     dropout: float = 0.1
     learning_rate: float = 2e-3
     weight_decay: float = 1e-5
@@ -79,7 +79,11 @@ def _thresholds(spec: TaskSpec, *configs: dg.Config) -> GateThresholds:
     overrides = {}
     for config in configs:
         overrides.update(
-            {k: v for k, v in config.model_dump().items() if v is not None and hasattr(spec.gate, k)}
+            {
+                k: v
+                for k, v in config.model_dump().items()
+                if v is not None and hasattr(spec.gate, k)
+            }
         )
     return replace(spec.gate, **overrides)
 
@@ -119,14 +123,16 @@ def _train_family(spec: TaskSpec, family: str, config: ModelConfig, table: pd.Da
         from pipelines.lib.modeling.lgbm import LgbmParams, train_lgbm
 
         fields = set(LgbmParams.__dataclass_fields__)
-        result = train_lgbm(*args, LgbmParams(**{k: v for k, v in config.model_dump().items() if k in fields}))
+        result = train_lgbm(
+            *args, LgbmParams(**{k: v for k, v in config.model_dump().items() if k in fields})
+        )
     else:
         from pipelines.lib.modeling.mlp import MlpParams, train_mlp
 
         fields = set(MlpParams.__dataclass_fields__)
         params = {k: v for k, v in config.model_dump().items() if k in fields}
         params["hidden"] = tuple(params["hidden"])
-        
+
         def on_epoch(epoch: int, h: dict) -> None:  # progress of the longest step
             log.info(
                 f"epoch {epoch + 1}: train loss {h['train_loss'][-1]:.4f}, "
@@ -158,7 +164,12 @@ def _model_asset(spec: TaskSpec, family: str) -> dg.AssetsDefinition:
         tags={"flightline/task": spec.name},
         description=f"{family} model of task {spec.name}, logged and registered in MLflow",
     )
-    def model(context: dg.AssetExecutionContext, config: config_type, table: pd.DataFrame, mlflow: MlflowResource) -> dict:  # type: ignore[valid-type]
+    def model(
+        context: dg.AssetExecutionContext,
+        config: config_type,
+        table: pd.DataFrame,
+        mlflow: MlflowResource,
+    ) -> dict:  # type: ignore[valid-type]
         registry = mlflow.registry()
         registry.check_reachable()
         frames, result, valid_metrics, train_end = _train_family(
@@ -182,7 +193,9 @@ def _model_asset(spec: TaskSpec, family: str) -> dg.AssetsDefinition:
                 "train_rows": len(frames.train),
                 "valid_roc_auc": valid_metrics["roc_auc"],
                 "valid_log_loss": valid_metrics["log_loss"],
-                "training": dg.MetadataValue.json(_numbers(result.summary) | {"device": result.summary.get("device", "cpu")}),
+                "training": dg.MetadataValue.json(
+                    _numbers(result.summary) | {"device": result.summary.get("device", "cpu")}
+                ),
                 "learning_curves": dg.MetadataValue.md(
                     markdown_image(learning_curves(result.history, step_name), "learning curves")
                 ),
@@ -194,7 +207,11 @@ def _model_asset(spec: TaskSpec, family: str) -> dg.AssetsDefinition:
 
 
 def _numbers(summary: dict) -> dict:
-    return {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {
+        k: float(v)
+        for k, v in summary.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 def task_definitions(spec: TaskSpec) -> dg.Definitions:
@@ -218,13 +235,23 @@ def task_definitions(spec: TaskSpec) -> dg.Definitions:
         description=f"Challengers of task {spec.name}, the champion and a naive baseline on the same holdout",
     )
     def model_evaluation(
-        context: dg.AssetExecutionContext, config: EvaluationConfig, table: pd.DataFrame, mlflow: MlflowResource, **challengers: dict
+        context: dg.AssetExecutionContext,
+        config: EvaluationConfig,
+        table: pd.DataFrame,
+        mlflow: MlflowResource,
+        **challengers: dict,
     ) -> dict:
         registry = mlflow.registry()
         registry.check_reachable()
         refs = [ModelVersionRef.from_dict(c) for c in challengers.values()]
         review = review_challengers(
-            spec, table, config.resolve(spec), refs, registry, _thresholds(spec, config), seed=config.seed
+            spec,
+            table,
+            config.resolve(spec),
+            refs,
+            registry,
+            _thresholds(spec, config),
+            seed=config.seed,
         )
         report = review.report
         candidate = report["candidate"]
@@ -235,7 +262,10 @@ def task_definitions(spec: TaskSpec) -> dg.Definitions:
                 ref.version,
                 ref.run_id,
                 report["metrics"][ref.family],
-                {"evaluated_by_run": context.run.run_id, "holdout_start": report["holdout"]["start"]},
+                {
+                    "evaluated_by_run": context.run.run_id,
+                    "holdout_start": report["holdout"]["start"],
+                },
             )
         context.add_output_metadata(_evaluation_metadata(report, review, mlflow))
         return report
@@ -255,7 +285,10 @@ def task_definitions(spec: TaskSpec) -> dg.Definitions:
             passed=decision.passed,
             severity=dg.AssetCheckSeverity.ERROR,
             description=f"{verdict} {candidate['family']} v{candidate['version']}: "
-            + ("; ".join(decision.reasons) or f"AUC +{decision.auc_gain:.4f} over the {decision.reference}"),
+            + (
+                "; ".join(decision.reasons)
+                or f"AUC +{decision.auc_gain:.4f} over the {decision.reference}"
+            ),
             metadata={
                 "candidate": f"{candidate['family']} v{candidate['version']}",
                 "reference": decision.reference,
@@ -276,7 +309,9 @@ def task_definitions(spec: TaskSpec) -> dg.Definitions:
         tags={"flightline/task": spec.name},
         description=f"The promoted model of task {spec.name}: the MLflow alias @{CHAMPION}",
     )
-    def champion(context: dg.AssetExecutionContext, model_evaluation: dict, mlflow: MlflowResource) -> dict:
+    def champion(
+        context: dg.AssetExecutionContext, model_evaluation: dict, mlflow: MlflowResource
+    ) -> dict:
         registry = mlflow.registry()
         registry.check_reachable()
         candidate = model_evaluation["candidate"]
@@ -294,7 +329,9 @@ def task_definitions(spec: TaskSpec) -> dg.Definitions:
                 "replaced": f"v{replaced}" if replaced else "none (first champion)",
                 "holdout_roc_auc": metrics["roc_auc"],
                 "holdout_pr_auc": metrics["pr_auc"],
-                "mlflow_model": dg.MetadataValue.url(mlflow.model_version_url(spec.registered_model, candidate["version"])),
+                "mlflow_model": dg.MetadataValue.url(
+                    mlflow.model_version_url(spec.registered_model, candidate["version"])
+                ),
             }
         )
         return {
@@ -306,28 +343,42 @@ def task_definitions(spec: TaskSpec) -> dg.Definitions:
             "dagster_run_id": context.run.run_id,
         }
 
-    @dg.op(name=f"{spec.name}_rollback_op", description="Point @champion back at the version it replaced")
+    @dg.op(
+        name=f"{spec.name}_rollback_op",
+        description="Point @champion back at the version it replaced",
+    )
     def rollback_op(context: dg.OpExecutionContext, mlflow: MlflowResource) -> None:
         registry = mlflow.registry()
         registry.check_reachable()
         left, back_to = registry.rollback(spec.registered_model)
         context.log.info(f"{spec.registered_model}: champion v{left} -> v{back_to}")
 
-    @dg.job(name=f"{spec.name}_rollback", description=f"Roll the {spec.name} champion back one promotion")
+    @dg.job(
+        name=f"{spec.name}_rollback",
+        description=f"Roll the {spec.name} champion back one promotion",
+    )
     def rollback_job():
         rollback_op()
 
-    return dg.Definitions(assets=[*models, model_evaluation, champion], asset_checks=[gate], jobs=[rollback_job])
+    return dg.Definitions(
+        assets=[*models, model_evaluation, champion], asset_checks=[gate], jobs=[rollback_job]
+    )
 
 
 def _evaluation_metadata(report: dict, review, mlflow: MlflowResource) -> dict:
-    metrics = pd.DataFrame(report["metrics"]).T[["roc_auc", "pr_auc", "log_loss", "brier", "ece", "rows"]]
+    metrics = pd.DataFrame(report["metrics"]).T[
+        ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "rows"]
+    ]
     candidate = report["candidate"]
     reference = report["reference"]
     diff = report["auc_difference"]
     comparison = (
         f"**candidate** {candidate['family']} v{candidate['version']} vs **{reference}**"
-        + (f" v{report['champion']['version']} ({report['champion']['family']})" if report["champion"] else "")
+        + (
+            f" v{report['champion']['version']} ({report['champion']['family']})"
+            if report["champion"]
+            else ""
+        )
         + f": AUC {metrics.loc[candidate['family'], 'roc_auc']:.4f} vs {metrics.loc[reference, 'roc_auc']:.4f}, "
         f"difference {diff['mean']:+.4f} ({diff['confidence']:.0%} paired bootstrap interval "
         f"[{diff['low']:+.4f}, {diff['high']:+.4f}], {diff['samples']} resamples)"
@@ -336,14 +387,24 @@ def _evaluation_metadata(report: dict, review, mlflow: MlflowResource) -> dict:
         comparison += "\n\nNote: the champion was trained on days inside this holdout; its score is flattered."
     slices = pd.DataFrame(report["slices"])
     if len(slices):
-        slices = slices.assign(delta=slices[candidate["family"]] - slices[reference]).sort_values("delta")
+        slices = slices.assign(delta=slices[candidate["family"]] - slices[reference]).sort_values(
+            "delta"
+        )
     return {
         "holdout": dg.MetadataValue.json(report["holdout"]),
         "metrics": dg.MetadataValue.md(metrics.to_markdown(floatfmt=".4f")),
         "comparison": dg.MetadataValue.md(comparison),
         "candidate_roc_auc": float(metrics.loc[candidate["family"], "roc_auc"]),
         "reference_roc_auc": float(metrics.loc[reference, "roc_auc"]),
-        "slices": dg.MetadataValue.md(slices.to_markdown(index=False, floatfmt=".4f") if len(slices) else "no slices"),
-        "curves": dg.MetadataValue.md(markdown_image(evaluation_curves(review.y, review.predictions), "ROC, PR and calibration")),
-        "mlflow_run": dg.MetadataValue.url(mlflow.run_url(candidate["experiment_id"], candidate["run_id"])),
+        "slices": dg.MetadataValue.md(
+            slices.to_markdown(index=False, floatfmt=".4f") if len(slices) else "no slices"
+        ),
+        "curves": dg.MetadataValue.md(
+            markdown_image(
+                evaluation_curves(review.y, review.predictions), "ROC, PR and calibration"
+            )
+        ),
+        "mlflow_run": dg.MetadataValue.url(
+            mlflow.run_url(candidate["experiment_id"], candidate["run_id"])
+        ),
     }

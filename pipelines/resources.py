@@ -7,8 +7,8 @@ from pydantic import PrivateAttr
 
 from pipelines.lib.feature_store import FeastLocation, open_store
 from pipelines.lib.lake import PARTITION_COLUMN, Lake
-from pipelines.lib.tracking import ModelRegistry
 from pipelines.lib.landing import LandedDay, archive_landed_file, read_landed_day
+from pipelines.lib.tracking import ModelRegistry
 
 
 class LakeIOManager(dg.ConfigurableIOManager):

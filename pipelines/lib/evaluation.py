@@ -30,7 +30,7 @@ def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         "log_loss": float(log_loss(y, p, labels=[0, 1])),
         "brier": float(brier_score_loss(y, p)),
         "ece": expected_calibration_error(y, p),
-        "rows": int(len(y)),
+        "rows": len(y),
         "positive_rate": float(y.mean()),
     }
 
@@ -43,7 +43,12 @@ def slice_metrics(
     for column in columns:
         for value, index in frame.groupby(column, observed=True).indices.items():
             ys = y[index]
-            row = {"column": column, "value": str(value), "rows": len(index), "positives": int(ys.sum())}
+            row = {
+                "column": column,
+                "value": str(value),
+                "rows": len(index),
+                "positives": int(ys.sum()),
+            }
             for name, p in predictions.items():
                 row[name] = float(roc_auc_score(ys, p[index])) if 0 < ys.sum() < len(ys) else np.nan
             rows.append(row)
@@ -103,7 +108,7 @@ def paired_bootstrap_auc_difference(
         mean=float(d.mean()),
         low=float(np.quantile(d, alpha)),
         high=float(np.quantile(d, 1 - alpha)),
-        samples=int(len(d)),
+        samples=len(d),
         confidence=confidence,
     )
 
@@ -145,11 +150,17 @@ def decide_promotion(
         )
     regressed = []
     if len(slices):
-        large = slices[slices["rows"] >= thresholds.min_slice_rows].dropna(subset=[candidate, reference])
+        large = slices[slices["rows"] >= thresholds.min_slice_rows].dropna(
+            subset=[candidate, reference]
+        )
         delta = large[candidate] - large[reference]
         worse = large.assign(delta=delta)[delta < -thresholds.max_slice_regression]
         regressed = [
-            {"slice": f"{r.column}={r.value}", "rows": int(r.rows), "delta": round(float(r.delta), 4)}
+            {
+                "slice": f"{r.column}={r.value}",
+                "rows": int(r.rows),
+                "delta": round(float(r.delta), 4),
+            }
             for r in worse.itertuples()
         ]
         if regressed:

@@ -3,6 +3,7 @@
 import json
 import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pandas as pd
@@ -58,7 +59,9 @@ class Lake:
     def read_json(self, name: str) -> dict:
         path = self.json_path(name)
         if self._fs.get_file_info(path).type != pafs.FileType.File:
-            raise MissingPartitionError(f"{name} is not in the lake at {path}; materialize it first")
+            raise MissingPartitionError(
+                f"{name} is not in the lake at {path}; materialize it first"
+            )
         with self._fs.open_input_stream(path) as stream:
             return json.loads(stream.read())
 
@@ -92,21 +95,33 @@ class Lake:
             )
         return pq.read_table(self.path(table, partition), filesystem=self._fs).to_pandas()
 
+    def _read_arrow(self, path: str) -> pa.Table:
+        # ParquetFile skips the dataset machinery of read_table: a third of the cost per file.
+        with self._fs.open_input_file(path) as source:
+            return pq.ParquetFile(source).read()
+
     def read_partitions(
         self, table: str, partitions: Iterable[str], allow_missing: bool = False
     ) -> pd.DataFrame:
-        frames, missing = [], []
-        for partition in partitions:
-            if self.exists(table, partition):
-                frames.append(self.read(table, partition))
-            else:
-                missing.append(partition)
+        partitions = list(partitions)
+        present = [p for p in partitions if self.exists(table, p)]
+        missing = [p for p in partitions if p not in set(present)]
         if missing and not allow_missing:
             raise MissingPartitionError(
                 f"{table}: partitions {_summarise(missing)} are not in the lake; materialize them first"
             )
-        frames = [f for f in frames if len(f)] or frames[:1]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        if not present:
+            return pd.DataFrame()
+        # Arrow reads files in parallel threads and converts to pandas once: a year of days is
+        # several times faster than 365 reads, conversions and a pandas concat.
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            tables = list(pool.map(lambda p: self._read_arrow(self.path(table, p)), present))
+        tables = [t for t in tables if t.num_rows] or tables[:1]
+        try:
+            combined = pa.concat_tables(tables, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # types pandas can still reconcile
+            return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+        return combined.to_pandas()
 
 
 def _strings_for_nulls(table: pa.Table) -> pa.Table:

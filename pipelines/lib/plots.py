@@ -87,7 +87,7 @@ def learning_curves(history: dict[str, list[float]], step_name: str) -> bytes:
     others = {k: v for k, v in history.items() if k not in losses and "seconds" not in k}
     panels = [d for d in (losses, others) if d]
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.8), squeeze=False)
-    for axis, curves in zip(axes[0], panels):
+    for axis, curves in zip(axes[0], panels, strict=True):
         for name, values in curves.items():
             axis.plot(range(1, len(values) + 1), values, label=name)
         axis.set_xlabel(step_name)

@@ -45,7 +45,9 @@ def review_challengers(
     seed: int = 0,
 ) -> Review:
     frames = time_split(table, spec, split)
-    check_holdout(frames.holdout, spec, thresholds.min_holdout_rows, thresholds.min_holdout_positives)
+    check_holdout(
+        frames.holdout, spec, thresholds.min_holdout_rows, thresholds.min_holdout_positives
+    )
     for ref in challengers:  # a challenger that saw the holdout would win unfairly
         if pd.Timestamp(ref.train_end) >= frames.holdout_start:
             raise TrainingDataError(
@@ -56,7 +58,9 @@ def review_challengers(
     y = labels(frames.holdout, spec)
     predictions: dict[str, np.ndarray] = {}
     for ref in challengers:
-        predictions[ref.family] = np.asarray(registry.load(ref.model_uri).predict(holdout_x), dtype="float64")
+        predictions[ref.family] = np.asarray(
+            registry.load(ref.model_uri).predict(holdout_x), dtype="float64"
+        )
 
     champion = registry.alias(spec.registered_model, CHAMPION)
     champion_info = None
@@ -83,7 +87,11 @@ def review_challengers(
     candidate = max((ref for ref in challengers), key=lambda r: metrics[r.family]["roc_auc"])
     reference = CHAMPION if champion is not None else BASELINE
     interval = paired_bootstrap_auc_difference(
-        y, predictions[candidate.family], predictions[reference], thresholds.bootstrap_samples, seed=seed
+        y,
+        predictions[candidate.family],
+        predictions[reference],
+        thresholds.bootstrap_samples,
+        seed=seed,
     )
     slices = slice_metrics(frames.holdout, y, predictions, spec.slice_columns)
     ts = pd.to_datetime(frames.holdout[spec.timestamp_column], utc=True)
@@ -92,7 +100,7 @@ def review_challengers(
         "holdout": {
             "start": str(frames.holdout_start),
             "last": str(ts.max()),
-            "rows": int(len(y)),
+            "rows": len(y),
             "positives": int(y.sum()),
         },
         "split": frames.describe(spec),

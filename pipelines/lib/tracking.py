@@ -118,7 +118,9 @@ def code_version() -> str:
             text=True,
             timeout=5,
         ).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+        return (
+            out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -167,7 +169,7 @@ class ModelRegistry:
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
         try:
             self.client.search_experiments(max_results=1)
-        except Exception as exc:  # noqa: BLE001 - any failure here means "unusable", with its reason
+        except Exception as exc:
             raise TrackingUnavailable(
                 f"MLflow tracking store {self.tracking_uri} is unreachable or unusable: "
                 f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
@@ -270,14 +272,18 @@ class ModelRegistry:
     def mark_challenger(self, name: str, version: str) -> None:
         self.client.set_registered_model_alias(name, CHALLENGER, version)
 
-    def record_evaluation(self, name: str, version: str, run_id: str, metrics: dict, tags: dict) -> None:
+    def record_evaluation(
+        self, name: str, version: str, run_id: str, metrics: dict, tags: dict
+    ) -> None:
         for key, value in metrics.items():
             self.client.log_metric(run_id, f"holdout_{key}", float(value))
             self.client.set_model_version_tag(name, version, f"holdout_{key}", f"{value:.6g}")
         for key, value in tags.items():
             self.client.set_model_version_tag(name, version, key, str(value))
 
-    def promote(self, name: str, version: str, expected_champion: str | None, tags: dict) -> str | None:
+    def promote(
+        self, name: str, version: str, expected_champion: str | None, tags: dict
+    ) -> str | None:
         """Point `champion` at `version` if the champion is still the one the gate compared
         against (another run may have promoted meanwhile). Returns the replaced version."""
         current = self.champion_version(name)
@@ -320,7 +326,9 @@ def _flat(params: dict, prefix: str = "") -> dict:
         if isinstance(value, dict):
             out.update(_flat(value, f"{prefix}{key}."))
         else:
-            out[f"{prefix}{key}"] = value if not isinstance(value, (list, tuple)) else json.dumps(list(value))
+            out[f"{prefix}{key}"] = (
+                value if not isinstance(value, (list, tuple)) else json.dumps(list(value))
+            )
     return out
 
 

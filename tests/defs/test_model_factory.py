@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from pipelines.lib.task import TaskSpec, TimeSplit
-from pipelines.lib.tracking import CHAMPION, ModelRegistry
+from pipelines.lib.tracking import CHAMPION, PromotionRefused
 from pipelines.model_assets import task_definitions
 from pipelines.resources import LakeIOManager, MlflowResource
 
@@ -49,7 +49,13 @@ def toy_examples(days: int = 20, per_day: int = 150, seed: int = 0) -> pd.DataFr
     )
 
 
-def _toy_run(tmp_path, table: pd.DataFrame, spec: TaskSpec = TOY, tracking_uri: str | None = None, run_config=None):
+def _toy_run(
+    tmp_path,
+    table: pd.DataFrame,
+    spec: TaskSpec = TOY,
+    tracking_uri: str | None = None,
+    run_config=None,
+):
     @dg.asset(key=["toy", "examples"])
     def examples() -> pd.DataFrame:
         return table
@@ -63,7 +69,10 @@ def _toy_run(tmp_path, table: pd.DataFrame, spec: TaskSpec = TOY, tracking_uri: 
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             [examples, *defs.assets, *defs.asset_checks],
-            resources={"io_manager": LakeIOManager(lake_root=str(tmp_path / "lake")), "mlflow": mlflow},
+            resources={
+                "io_manager": LakeIOManager(lake_root=str(tmp_path / "lake")),
+                "mlflow": mlflow,
+            },
             run_config=config,
             instance=instance,
             raise_on_error=False,
@@ -81,12 +90,21 @@ def test_a_second_task_runs_through_the_same_factory(tmp_path):
     result, registry = _toy_run(tmp_path, toy_examples())
     assert result.success
     keys = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert keys == {"toy/examples", "toy/lgbm_model", "toy/torch_model", "toy/model_evaluation", "toy/champion"}
+    assert keys == {
+        "toy/examples",
+        "toy/lgbm_model",
+        "toy/torch_model",
+        "toy/model_evaluation",
+        "toy/champion",
+    }
     champion = registry.alias("toy_churn", CHAMPION)
     assert champion is not None and champion.tags["task"] == "toy_churn"
     report = result.output_for_node("toy__model_evaluation")
     assert report["reference"] == "baseline"
-    assert report["metrics"][champion.tags["model_family"]]["roc_auc"] > report["metrics"]["baseline"]["roc_auc"]
+    assert (
+        report["metrics"][champion.tags["model_family"]]["roc_auc"]
+        > report["metrics"]["baseline"]["roc_auc"]
+    )
 
 
 def test_unreachable_tracking_store_fails_clearly(tmp_path):
@@ -128,10 +146,9 @@ def test_empty_training_set_fails_clearly(tmp_path):
 
 
 def test_registry_refuses_a_promotion_decided_on_a_stale_champion(tmp_path):
-    result, registry = _toy_run(tmp_path, toy_examples())
+    _, registry = _toy_run(tmp_path, toy_examples())
     champion = registry.champion_version("toy_churn")
-    from pipelines.lib.tracking import PromotionRefused
-
+    # Another run promoted after this evaluation saw "no champion": the promotion must not land.
     with pytest.raises(PromotionRefused, match="gate compared against"):
         registry.promote("toy_churn", champion, expected_champion=None, tags={})
-    assert isinstance(registry, ModelRegistry)
+    assert registry.champion_version("toy_churn") == champion

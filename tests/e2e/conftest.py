@@ -35,6 +35,9 @@ def built(tmp_path_factory):
         paths = DataPaths.from_env()
         replay_days(paths.landing, date.fromisoformat(START), date.fromisoformat(END))
         results = materialize_window(
-            date.fromisoformat(START), date.fromisoformat(END), instance, run_config=MODEL_RUN_CONFIG
+            date.fromisoformat(START),
+            date.fromisoformat(END),
+            instance,
+            run_config=MODEL_RUN_CONFIG,
         )
         yield paths, instance, results

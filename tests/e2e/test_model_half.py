@@ -21,13 +21,19 @@ def _registry() -> ModelRegistry:
 
 
 def _retrain(instance, model_config: dict | None = None, gate_config: dict | None = None):
-    run_config = {"ops": {k: {"config": dict(v["config"])} for k, v in MODEL_RUN_CONFIG["ops"].items()}}
+    run_config = {
+        "ops": {k: {"config": dict(v["config"])} for k, v in MODEL_RUN_CONFIG["ops"].items()}
+    }
     for op in ("lgbm_model", "torch_model"):
         run_config["ops"][op]["config"].update(model_config or {})
     if gate_config:
         run_config["ops"]["model_evaluation_model_evaluation_gate"] = {"config": gate_config}
     return materialize_window(
-        date.fromisoformat(START), date.fromisoformat(END), instance, only=MODEL_ASSETS, run_config=run_config
+        date.fromisoformat(START),
+        date.fromisoformat(END),
+        instance,
+        only=MODEL_ASSETS,
+        run_config=run_config,
     )
 
 

@@ -26,6 +26,13 @@ QUERY = """
       assetMaterializations(limit: 1) { metadataEntries { label } }
     }
   }
+  evaluation: assetNodeOrError(assetKey: {path: ["model_evaluation"]}) {
+    ... on AssetNode {
+      assetMaterializations(limit: 1) {
+        metadataEntries { label ... on UrlMetadataEntry { url } }
+      }
+    }
+  }
 }
 """
 
@@ -90,7 +97,12 @@ def _graphql(url: str) -> dict:
 def test_ui_shows_one_graph_grouped_by_stage_with_blocking_checks(webserver):
     data = _graphql(webserver)["data"]
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
-    assert {n["groupName"] for n in nodes.values()} == {"ingestion", "features", "training"}
+    assert {n["groupName"] for n in nodes.values()} == {
+        "ingestion",
+        "features",
+        "training",
+        "evaluation",
+    }
     assert nodes["raw_flights"]["isPartitioned"] and nodes["training_set"]["isPartitioned"]
     checks = nodes["raw_flights"]["assetChecksOrError"]["checks"]
     assert len(checks) == 6 and all(c["blocking"] for c in checks)
@@ -98,3 +110,15 @@ def test_ui_shows_one_graph_grouped_by_stage_with_blocking_checks(webserver):
     assert stats == {"numMaterialized": 9, "numPartitions": 365}
     labels = {e["label"] for e in data["training"]["assetMaterializations"][0]["metadataEntries"]}
     assert {"summary_chart", "feature_coverage", "feature_service"} <= labels
+
+
+def test_ui_shows_the_evaluation_its_plots_and_the_blocking_gate(webserver):
+    data = _graphql(webserver)["data"]
+    nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
+    [gate] = nodes["model_evaluation"]["assetChecksOrError"]["checks"]
+    assert gate == {"name": "model_evaluation_gate", "blocking": True}
+    entries = data["evaluation"]["assetMaterializations"][0]["metadataEntries"]
+    labels = {e["label"] for e in entries}
+    assert {"metrics", "comparison", "slices", "curves", "mlflow_run"} <= labels
+    [link] = [e["url"] for e in entries if e["label"] == "mlflow_run"]
+    assert link.startswith("http://127.0.0.1:5000/#/experiments/")

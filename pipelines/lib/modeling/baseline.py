@@ -28,7 +28,11 @@ class HistoricalRateBaseline:
         data = frame[self.keys].astype(str)
         rate = np.full(len(frame), self.global_rate)
         for depth, grouped in enumerate(self.levels, start=1):
-            index = pd.MultiIndex.from_frame(data[self.keys[:depth]]) if depth > 1 else data[self.keys[0]]
+            index = (
+                pd.MultiIndex.from_frame(data[self.keys[:depth]])
+                if depth > 1
+                else data[self.keys[0]]
+            )
             stats = grouped.reindex(index)
             total = stats["sum"].fillna(0).to_numpy()
             count = stats["count"].fillna(0).to_numpy()

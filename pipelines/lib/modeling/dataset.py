@@ -51,9 +51,7 @@ def check_training_table(table: pd.DataFrame, spec: TaskSpec) -> None:
         )
     labels = table[spec.label_column]
     if labels.isna().any():
-        raise TrainingDataError(
-            f"task {spec.name}: {int(labels.isna().sum())} rows have no label"
-        )
+        raise TrainingDataError(f"task {spec.name}: {int(labels.isna().sum())} rows have no label")
     classes = sorted(pd.unique(labels))
     if not set(classes) <= {0, 1}:
         raise TrainingDataError(f"task {spec.name}: labels must be 0/1, found {classes[:5]}")

@@ -88,9 +88,7 @@ def train_lgbm(
     categorical: list[str],
     params: LgbmParams,
 ) -> TrainResult:
-    categories = {
-        c: sorted(train_x[c].dropna().astype(str).unique().tolist()) for c in categorical
-    }
+    categories = {c: sorted(train_x[c].dropna().astype(str).unique().tolist()) for c in categorical}
     model = LgbmClassifier(None, categories, list(train_x.columns))  # type: ignore[arg-type]
     train_set = lgb.Dataset(model.matrix(train_x), label=train_y, free_raw_data=False)
     valid_set = lgb.Dataset(model.matrix(valid_x), label=valid_y, reference=train_set)

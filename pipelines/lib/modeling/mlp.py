@@ -41,10 +41,10 @@ class TabularEncoder:
         self.state = state
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame, categorical: list[str], numeric: list[str]) -> "TabularEncoder":
-        vocab = {
-            c: sorted(frame[c].dropna().astype(str).unique().tolist()) for c in categorical
-        }
+    def fit(
+        cls, frame: pd.DataFrame, categorical: list[str], numeric: list[str]
+    ) -> "TabularEncoder":
+        vocab = {c: sorted(frame[c].dropna().astype(str).unique().tolist()) for c in categorical}
         stats = {}
         for c in numeric:
             values = frame[c].to_numpy(dtype="float64")
@@ -140,7 +140,11 @@ class MlpClassifier:
         torch.save(self.network.cpu().state_dict(), directory / "state_dict.pt")
         (directory / "encoding.json").write_text(
             json.dumps(
-                {"encoder": self.encoder.state, "architecture": self.architecture, "features": self.features}
+                {
+                    "encoder": self.encoder.state,
+                    "architecture": self.architecture,
+                    "features": self.features,
+                }
             )
         )
 
@@ -149,7 +153,9 @@ class MlpClassifier:
         meta = json.loads((directory / "encoding.json").read_text())
         encoder = TabularEncoder(meta["encoder"])
         arch = meta["architecture"]
-        network = TabularMlp(encoder.cardinalities, encoder.numeric_width, arch["hidden"], arch["dropout"])
+        network = TabularMlp(
+            encoder.cardinalities, encoder.numeric_width, arch["hidden"], arch["dropout"]
+        )
         network.load_state_dict(torch.load(directory / "state_dict.pt", map_location="cpu"))
         return cls(encoder, network, arch, meta["features"])
 
@@ -174,7 +180,9 @@ def train_mlp(
     numeric = [c for c in train_x.columns if c not in categorical]
     encoder = TabularEncoder.fit(train_x, categorical, numeric)
     architecture = {"hidden": list(params.hidden), "dropout": params.dropout}
-    network = TabularMlp(encoder.cardinalities, encoder.numeric_width, params.hidden, params.dropout)
+    network = TabularMlp(
+        encoder.cardinalities, encoder.numeric_width, params.hidden, params.dropout
+    )
     network.to(device)
     tensors = {}
     for name, frame, y in (("train", train_x, train_y), ("valid", valid_x, valid_y)):

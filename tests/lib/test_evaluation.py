@@ -1,0 +1,93 @@
+"""Metrics, the paired bootstrap and the gate's decision, on frames small enough to reason about."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from pipelines.lib.evaluation import (
+    BootstrapInterval,
+    _weighted_auc,
+    binary_metrics,
+    decide_promotion,
+    expected_calibration_error,
+    paired_bootstrap_auc_difference,
+)
+from pipelines.lib.task import GateThresholds
+
+
+def _scores(n=4000, signal=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.25).astype(float)
+    return y, 1 / (1 + np.exp(-(rng.normal(0, 1, n) + signal * y - 1)))
+
+
+def test_calibration_error_is_zero_when_rates_match_and_large_when_they_do_not():
+    y = np.array([0, 0, 0, 1] * 50, dtype=float)
+    assert expected_calibration_error(y, np.full(len(y), 0.25)) == pytest.approx(0.0)
+    assert expected_calibration_error(y, np.full(len(y), 0.95)) == pytest.approx(0.70)
+
+
+def test_metrics_match_sklearn_and_weighted_auc_matches_sample_weights():
+    y, p = _scores()
+    assert binary_metrics(y, p)["roc_auc"] == pytest.approx(roc_auc_score(y, p))
+    weights = np.random.default_rng(1).integers(0, 3, len(y)).astype(float)
+    rounded = np.round(p, 2)  # ties are counted half, as sklearn does
+    assert _weighted_auc(y, rounded, weights[None])[0] == pytest.approx(
+        roc_auc_score(y, rounded, sample_weight=weights)
+    )
+
+
+def test_bootstrap_of_a_model_against_itself_is_zero_and_a_better_model_is_above_zero():
+    y, strong = _scores(signal=1.5)
+    same = paired_bootstrap_auc_difference(y, strong, strong, samples=200)
+    assert same.low == same.high == 0.0
+    _, weak = _scores(signal=0.3, seed=5)
+    better = paired_bootstrap_auc_difference(y, strong, weak[: len(y)], samples=200)
+    assert better.low > 0 and better.mean == pytest.approx(
+        roc_auc_score(y, strong) - roc_auc_score(y, weak), abs=0.01
+    )
+
+
+def _slices(candidate, reference, rows=1000):
+    return pd.DataFrame(
+        [
+            {
+                "column": "origin",
+                "value": "JFK",
+                "rows": rows,
+                "lightgbm": candidate,
+                "champion": reference,
+            }
+        ]
+    )
+
+
+def _decide(gain_low, auc_gain=0.01, slices=None, **thresholds):
+    return decide_promotion(
+        candidate_auc=0.70 + auc_gain,
+        reference_auc=0.70,
+        reference="champion",
+        interval=BootstrapInterval(auc_gain, gain_low, auc_gain + 0.01, 1000, 0.95),
+        slices=slices if slices is not None else _slices(0.70, 0.70),
+        candidate="lightgbm",
+        thresholds=GateThresholds(**thresholds),
+    )
+
+
+def test_gate_promotes_a_clear_improvement():
+    decision = _decide(gain_low=0.004)
+    assert decision.passed and decision.reasons == []
+
+
+def test_gate_refuses_a_gain_below_the_margin_or_an_interval_touching_zero():
+    assert "below the margin" in _decide(gain_low=0.0005, auc_gain=0.001).reasons[0]
+    refused = _decide(gain_low=-0.001)
+    assert not refused.passed and "does not exclude zero" in refused.reasons[0]
+
+
+def test_gate_refuses_a_large_slice_regression_and_ignores_a_small_one():
+    refused = _decide(gain_low=0.004, slices=_slices(0.60, 0.70))
+    assert not refused.passed
+    assert refused.regressed_slices == [{"slice": "origin=JFK", "rows": 1000, "delta": -0.1}]
+    assert _decide(gain_low=0.004, slices=_slices(0.60, 0.70, rows=50)).passed
