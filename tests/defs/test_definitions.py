@@ -16,7 +16,7 @@ def _graph():
 def test_one_graph_with_a_group_per_stage():
     graph = _graph()
     groups = {graph.get(k).group_name for k in graph.materializable_asset_keys}
-    assert groups == {"ingestion", "features", "training"}
+    assert groups == {"ingestion", "features", "training", "evaluation"}
     training_set = dg.AssetKey("training_set")
     upstream = graph.get(training_set).parent_keys
     assert {
@@ -24,6 +24,19 @@ def test_one_graph_with_a_group_per_stage():
         dg.AssetKey("feast_definitions"),
         dg.AssetKey("weather_features"),
     } <= upstream
+
+
+def test_model_half_hangs_off_the_training_set_behind_a_blocking_gate():
+    graph = _graph()
+    for model in ("lgbm_model", "torch_model"):
+        assert graph.get(dg.AssetKey(model)).parent_keys == {dg.AssetKey("training_set")}
+    evaluation = dg.AssetKey("model_evaluation")
+    assert {dg.AssetKey("lgbm_model"), dg.AssetKey("torch_model")} <= graph.get(
+        evaluation
+    ).parent_keys
+    assert graph.get(dg.AssetKey("champion")).parent_keys == {evaluation}
+    [gate] = [k for k in graph.asset_check_keys if k.asset_key == evaluation]
+    assert gate.name == "model_evaluation_gate" and graph.get_check_spec(gate).blocking
 
 
 def test_raw_assets_have_blocking_checks_for_every_property():
