@@ -204,7 +204,8 @@ GATE_SUFFIX = "_gate"
 def _quiet_mlflow() -> None:
     # MLflow logs every model it saves and draws download bars; the progress lines say enough.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # read when mlflow is first imported
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
 
 
 def _rollback(task: str) -> int:
