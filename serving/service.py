@@ -1,0 +1,104 @@
+"""The flight-delay prediction service: the champion pinned by exact tag, features from Feast's
+online store through the same FeatureService and request-feature code as training.
+
+The model tag comes from FLIGHTLINE_BENTO_MODEL, which the `bento` asset writes into the Bento it
+builds (never `:latest`). Run a built Bento with `make serve`.
+"""
+
+import os
+from typing import Annotated
+
+import bentoml
+import pandas as pd
+from bentoml.exceptions import InvalidArgument, ServiceUnavailable
+from pydantic import Field
+
+from pipelines.lib.feature_store import FeastLocation, open_store
+from pipelines.lib.predictor import FeatureStoreUnavailable, ModelInfo, ModelUnavailable, Predictor
+from pipelines.lib.prediction_log import PredictionLogWriter
+from pipelines.lib.settings import PROJECT_ROOT, DataPaths
+from pipelines.tasks import TASKS
+from serving.schemas import MAX_BATCH, Flight, Prediction, Readiness
+
+SPEC = TASKS[0]
+MODEL_TAG = os.environ.get("FLIGHTLINE_BENTO_MODEL", "")
+
+
+def _model_ref():
+    if not MODEL_TAG or MODEL_TAG.endswith(":latest") or ":" not in MODEL_TAG:
+        raise RuntimeError(
+            f"FLIGHTLINE_BENTO_MODEL must name an exact BentoML model tag (name:version), got {MODEL_TAG!r}"
+        )
+    return bentoml.models.BentoModel(MODEL_TAG)
+
+
+@bentoml.service(name="flight_delay_service", workers=1, traffic={"timeout": 10})
+class FlightDelayService:
+    model_ref = _model_ref()
+
+    def __init__(self) -> None:
+        paths = DataPaths.from_env()
+        stored = bentoml.models.get(self.model_ref.tag)
+        info = ModelInfo(
+            name=stored.info.labels.get("task", SPEC.name),
+            version=stored.info.labels.get("mlflow_version", "?"),
+            bento_model_tag=str(stored.tag),
+        )
+        model = bentoml.mlflow.load_model(stored)
+        try:
+            store = open_store(
+                FeastLocation(
+                    "flightline",
+                    str(paths.feast_registry),
+                    str(paths.feast_online_store),
+                    paths.lake,
+                    str(PROJECT_ROOT / "feature_repo"),
+                )
+            )
+        except Exception:  # noqa: BLE001 - readiness reports it; predictions answer 503
+            store = None
+        log = PredictionLogWriter(paths.root / "prediction_log")
+        self.predictor = Predictor(SPEC, store, model, info, log=log)
+        if store is not None and self.predictor.check()["ready"]:
+            self.predictor.warm_up()
+
+    def _answer(self, flights: list[Flight]) -> list[Prediction]:
+        frame = pd.DataFrame(
+            [
+                {**f.model_dump(exclude={"sched_dep"}), "sched_dep_ts": _as_utc(f.sched_dep)}
+                for f in flights
+            ]
+        )
+        try:
+            return [Prediction(**r) for r in self.predictor.predict(frame)]
+        except (FeatureStoreUnavailable, ModelUnavailable) as exc:
+            raise ServiceUnavailable(str(exc)) from exc
+
+    @bentoml.api
+    def predict(self, flight: Flight) -> Prediction:
+        """Delay probability of one flight."""
+        return self._answer([flight])[0]
+
+    @bentoml.api
+    def predict_batch(
+        self, flights: Annotated[list[Flight], Field(min_length=1, max_length=MAX_BATCH)]
+    ) -> list[Prediction]:
+        """Delay probabilities of up to 1000 flights in one call."""
+        return self._answer(flights)
+
+    @bentoml.api(route="/ready", input_spec=None)
+    def ready(self) -> Readiness:
+        """Whether the model and the feature store are usable (503 with the reason if not)."""
+        status = self.predictor.check()
+        if not status["ready"]:
+            raise ServiceUnavailable(f"not ready: {status.get('feature_store_error', 'model not loaded')}")
+        return Readiness(**status)
+
+
+def _as_utc(moment) -> pd.Timestamp:
+    stamp = pd.Timestamp(moment)
+    if stamp.tzinfo is None:  # a wall-clock time is New York local time
+        stamp = stamp.tz_localize("America/New_York", ambiguous="NaT", nonexistent="NaT")
+        if pd.isna(stamp):
+            raise InvalidArgument("sched_dep: a local time that does not exist or is ambiguous (DST)")
+    return stamp.tz_convert("UTC")
