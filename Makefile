@@ -9,9 +9,12 @@ END ?= 2013-01-31
 
 export FLIGHTLINE_DATA_ROOT := $(DATA_ROOT)
 export DAGSTER_HOME := $(DATA_ROOT)/dagster_home
+# BentoML reads its store location once, at import: every process of the platform shares it.
+export BENTOML_HOME := $(DATA_ROOT)/bentoml
+SERVE_PORT ?= 3001
 export UV_LINK_MODE := copy
 
-.PHONY: setup run replay ui mlflow rollback test lint format benchmark clean
+.PHONY: setup run replay ui mlflow rollback serve test lint format benchmark clean
 
 setup: .venv/.synced $(DAGSTER_HOME)/dagster.yaml
 
@@ -39,6 +42,14 @@ ui: setup
 mlflow: setup
 	$(UV) run --frozen mlflow ui --backend-store-uri sqlite:///$(DATA_ROOT)/mlflow/mlflow.db \
 		--default-artifact-root $(DATA_ROOT)/mlflow/artifacts --host 127.0.0.1 --port 5000
+
+# The Bento the `bento` asset built last (it pins the champion's exact model tag), on its own
+# port so that it never clashes with the Dagster UI (3000) or MLflow (5000).
+serve: setup
+	@test -f $(DATA_ROOT)/serving/latest.json || { echo "no Bento built yet: run 'make run' first"; exit 1; }
+	FLIGHTLINE_BENTO_MODEL=$$($(PYTHON) -c "import json;print(json.load(open('$(DATA_ROOT)/serving/latest.json'))['model'])") \
+	$(UV) run --frozen bentoml serve $$($(PYTHON) -c "import json;print(json.load(open('$(DATA_ROOT)/serving/latest.json'))['bento'])") \
+		--host 127.0.0.1 --port $(SERVE_PORT)
 
 rollback: setup
 	$(UV) run --frozen flightline rollback --task $(or $(TASK),flight_delay)

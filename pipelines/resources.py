@@ -1,5 +1,7 @@
 """Typed resources. Their defaults are the embedded profile; every field is set by configuration."""
 
+from pathlib import Path
+
 import dagster as dg
 import pandas as pd
 from feast import FeatureStore
@@ -134,3 +136,20 @@ class MlflowResource(dg.ConfigurableResource):
 
     def model_version_url(self, name: str, version: str) -> str:
         return f"{self.ui_url.rstrip('/')}/#/models/{name}/versions/{version}"
+
+
+class BentoResource(dg.ConfigurableResource):
+    """BentoML's model and Bento store, and where the packaging asset says which Bento is live."""
+
+    home: str
+    latest_pointer: str
+
+    def check_home(self) -> None:
+        from bentoml._internal.configuration.containers import BentoMLContainer
+
+        active = str(BentoMLContainer.bentoml_home.get())
+        if Path(active).resolve() != Path(self.home).resolve():
+            raise RuntimeError(
+                f"BentoML's store is {active} but the platform is configured for {self.home}: "
+                "export BENTOML_HOME before starting (the Makefile does)"
+            )

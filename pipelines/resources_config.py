@@ -2,6 +2,7 @@
 
 from pipelines.lib.settings import PROJECT_ROOT, DataPaths
 from pipelines.resources import (
+    BentoResource,
     FeastResource,
     LakeIOManager,
     LakeResource,
@@ -23,6 +24,9 @@ def embedded_resources(paths: DataPaths | None = None) -> dict:
             online_store_path=str(paths.feast_online_store),
             lake_root=paths.lake,
             repo_path=str(PROJECT_ROOT / "feature_repo"),
+        ),
+        "bento": BentoResource(
+            home=str(paths.bentoml_home), latest_pointer=str(paths.root / "serving" / "latest.json")
         ),
         "mlflow": MlflowResource(
             tracking_uri=paths.mlflow_tracking_uri, artifact_root=paths.mlflow_artifact_root

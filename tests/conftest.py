@@ -1,5 +1,11 @@
 """Shared fixtures: every test gets its own data root, so nothing touches ./data."""
 
+import os
+import tempfile
+
+# BentoML fixes its store location when first imported: one throwaway store for the session.
+os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="flightline-bentoml-")
+
 from datetime import date
 from pathlib import Path
 

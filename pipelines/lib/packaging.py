@@ -87,6 +87,8 @@ def build_bento(model_tag: str, labels: dict[str, str]):
                 "feature_repo/*.yaml",
                 "pyproject.toml",
             ],
+            # The data root (with BentoML's own store) may sit inside the project: never walk it.
+            exclude=["data/", ".venv/", ".git/", "tests/", "benchmarks/", "**/__pycache__/"],
             envs=[BentoEnvSchema(name=MODEL_TAG_ENV, value=model_tag)],
             # The bento runs in this project's locked environment (make serve); its image gets
             # the same lock from the Dockerfile, so BentoML need not resolve packages again.

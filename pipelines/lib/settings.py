@@ -18,6 +18,8 @@ class DataPaths:
     feast_online_store: Path
     mlflow_tracking_uri: str
     mlflow_artifact_root: str
+    bentoml_home: Path
+    prediction_log: Path
 
     @classmethod
     def from_env(cls) -> "DataPaths":
@@ -34,4 +36,7 @@ class DataPaths:
             mlflow_artifact_root=os.environ.get(
                 "FLIGHTLINE_MLFLOW_ARTIFACT_ROOT", str(root / "mlflow" / "artifacts")
             ),
+            # BentoML reads BENTOML_HOME once, when first imported: the Makefile exports it.
+            bentoml_home=Path(os.environ.get("BENTOML_HOME", root / "bentoml")),
+            prediction_log=Path(os.environ.get("FLIGHTLINE_PREDICTION_LOG", root / "prediction_log")),
         )
