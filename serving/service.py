@@ -10,12 +10,13 @@ from typing import Annotated
 
 import bentoml
 import pandas as pd
-from bentoml.exceptions import InvalidArgument, ServiceUnavailable
+from bentoml.exceptions import InvalidArgument
 from pydantic import Field
+from starlette.responses import JSONResponse
 
 from pipelines.lib.feature_store import FeastLocation, open_store
-from pipelines.lib.predictor import FeatureStoreUnavailable, ModelInfo, ModelUnavailable, Predictor
 from pipelines.lib.prediction_log import PredictionLogWriter
+from pipelines.lib.predictor import FeatureStoreUnavailable, ModelInfo, ModelUnavailable, Predictor
 from pipelines.lib.settings import PROJECT_ROOT, DataPaths
 from pipelines.tasks import TASKS
 from serving.schemas import MAX_BATCH, Flight, Prediction, Readiness
@@ -55,7 +56,7 @@ class FlightDelayService:
                     str(PROJECT_ROOT / "feature_repo"),
                 )
             )
-        except Exception:  # noqa: BLE001 - readiness reports it; predictions answer 503
+        except Exception:
             store = None
         log = PredictionLogWriter(paths.root / "prediction_log")
         self.predictor = Predictor(SPEC, store, model, info, log=log)
@@ -72,12 +73,13 @@ class FlightDelayService:
         try:
             return [Prediction(**r) for r in self.predictor.predict(frame)]
         except (FeatureStoreUnavailable, ModelUnavailable) as exc:
-            raise ServiceUnavailable(str(exc)) from exc
+            return _unavailable(str(exc))
 
     @bentoml.api
     def predict(self, flight: Flight) -> Prediction:
         """Delay probability of one flight."""
-        return self._answer([flight])[0]
+        answer = self._answer([flight])
+        return answer if isinstance(answer, JSONResponse) else answer[0]
 
     @bentoml.api
     def predict_batch(
@@ -91,8 +93,15 @@ class FlightDelayService:
         """Whether the model and the feature store are usable (503 with the reason if not)."""
         status = self.predictor.check()
         if not status["ready"]:
-            raise ServiceUnavailable(f"not ready: {status.get('feature_store_error', 'model not loaded')}")
+            return _unavailable(
+                f"not ready: {status.get('feature_store_error') or 'model not loaded'}"
+            )
         return Readiness(**status)
+
+
+def _unavailable(reason: str) -> JSONResponse:
+    # BentoML hides the message of any 5xx it renders itself; the reason is the point here.
+    return JSONResponse({"error": "service unavailable", "reason": reason}, status_code=503)
 
 
 def _as_utc(moment) -> pd.Timestamp:
@@ -100,5 +109,7 @@ def _as_utc(moment) -> pd.Timestamp:
     if stamp.tzinfo is None:  # a wall-clock time is New York local time
         stamp = stamp.tz_localize("America/New_York", ambiguous="NaT", nonexistent="NaT")
         if pd.isna(stamp):
-            raise InvalidArgument("sched_dep: a local time that does not exist or is ambiguous (DST)")
+            raise InvalidArgument(
+                "sched_dep: a local time that does not exist or is ambiguous (DST)"
+            )
     return stamp.tz_convert("UTC")

@@ -45,3 +45,6 @@ def replay(data_paths: DataPaths):
 def source_day(table: str, day: str) -> pd.DataFrame:
     frame = read_table(table)
     return frame[day_key(frame) == day].reset_index(drop=True).copy()
+
+
+from tests.pipeline_fixture import built  # noqa: E402, F401  (session fixture: e2e and serving)

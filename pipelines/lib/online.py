@@ -69,7 +69,11 @@ def online_vector(
     request = request_features_fn(flights).reset_index(drop=True)
     table = pd.concat([values.reset_index(drop=True), request], axis=1)
     table = table.loc[:, ~table.columns.duplicated(keep="last")]
-    unknown = values["plane_year"].isna().to_numpy() if "plane_year" in values else np.zeros(len(flights), bool)
+    unknown = (
+        values["plane_year"].isna().to_numpy()
+        if "plane_year" in values
+        else np.zeros(len(flights), bool)
+    )
     return OnlineVector(feature_frame(table, spec), feature_time, unknown)
 
 
@@ -96,7 +100,9 @@ def compare_vectors(
     for column in online.columns:
         a, b = online[column], offline[column]
         if a.dtype == object or b.dtype == object:
-            same = (a.astype(object).where(a.notna(), None) == b.astype(object).where(b.notna(), None))
+            same = a.astype(object).where(a.notna(), None) == b.astype(object).where(
+                b.notna(), None
+            )
             same |= a.isna() & b.isna()
         else:
             x, y = a.to_numpy("float64"), b.to_numpy("float64")

@@ -24,7 +24,9 @@ def import_champion(registry: ModelRegistry, task: str):
 
     champion = registry.alias(task, CHAMPION)
     if champion is None:
-        raise PackagingError(f"{task} has no @{CHAMPION} in the MLflow registry; nothing to package")
+        raise PackagingError(
+            f"{task} has no @{CHAMPION} in the MLflow registry; nothing to package"
+        )
     version = str(champion.version)
     for model in _listed(bentoml.models.list, task):
         if model.info.labels.get("mlflow_version") == version:
@@ -33,8 +35,15 @@ def import_champion(registry: ModelRegistry, task: str):
         model = bentoml.mlflow.import_model(
             task,
             f"models:/{task}/{version}",
-            labels={"task": task, "mlflow_version": version, "model_family": champion.tags.get("model_family", "?")},
-            metadata={"mlflow_run_id": champion.run_id, "holdout_roc_auc": champion.tags.get("holdout_roc_auc")},
+            labels={
+                "task": task,
+                "mlflow_version": version,
+                "model_family": champion.tags.get("model_family", "?"),
+            },
+            metadata={
+                "mlflow_run_id": champion.run_id,
+                "holdout_roc_auc": champion.tags.get("holdout_roc_auc"),
+            },
         )
     return model, True
 
@@ -65,7 +74,9 @@ def latest_bento_for(model_tag: str):
     """A Bento already built around exactly this model, if any (rebuild only when it changes)."""
     import bentoml
 
-    for bento in sorted(_listed(bentoml.list, BENTO_NAME), key=lambda b: b.info.creation_time, reverse=True):
+    for bento in sorted(
+        _listed(bentoml.list, BENTO_NAME), key=lambda b: b.info.creation_time, reverse=True
+    ):
         if bento.info.labels.get("model_tag") == model_tag:
             return bento
     return None

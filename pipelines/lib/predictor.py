@@ -49,14 +49,17 @@ class Predictor:
 
     def check(self) -> dict:
         """Readiness: the model answers and the store serves a lookup."""
-        status = {"model": f"{self.info.name} v{self.info.version}", "model_ok": self.model is not None}
+        status = {
+            "model": f"{self.info.name} v{self.info.version}",
+            "model_ok": self.model is not None,
+        }
         try:
             if self.store is None:
                 raise FeatureStoreUnavailable("no feature store configured")
             self.store.get_feature_service(self.spec.feature_service)
             self.store.list_feature_views()
             status["feature_store_ok"] = True
-        except Exception as exc:  # noqa: BLE001 - readiness reports the reason, it does not raise
+        except Exception as exc:
             status["feature_store_ok"] = False
             status["feature_store_error"] = f"{type(exc).__name__}: {exc}"
         status["ready"] = status["model_ok"] and status["feature_store_ok"]
@@ -66,8 +69,17 @@ class Predictor:
         """The first lookups of a process cost several ms each (connections, caches): pay them
         at start-up, not on the first requests."""
         probe = pd.DataFrame(
-            [{"carrier": "UA", "flight": 1, "tailnum": None, "origin": "EWR", "dest": "IAH",
-              "sched_dep_ts": pd.Timestamp("2013-01-01T12:00", tz="UTC"), "distance": 1400.0}]
+            [
+                {
+                    "carrier": "UA",
+                    "flight": 1,
+                    "tailnum": None,
+                    "origin": "EWR",
+                    "dest": "IAH",
+                    "sched_dep_ts": pd.Timestamp("2013-01-01T12:00", tz="UTC"),
+                    "distance": 1400.0,
+                }
+            ]
         )
         log, self.log = self.log, None  # probes are not predictions
         try:
@@ -84,8 +96,10 @@ class Predictor:
             raise FeatureStoreUnavailable("no feature store configured")
         try:
             vector = online_vector(self.store, flights, self.spec)
-        except Exception as exc:  # noqa: BLE001 - any store failure is a 503 with its reason
-            raise FeatureStoreUnavailable(f"online feature lookup failed: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise FeatureStoreUnavailable(
+                f"online feature lookup failed: {type(exc).__name__}: {exc}"
+            ) from exc
         probabilities = np.asarray(self.model.predict(vector.features), dtype="float64")
         now = self.clock() if self.clock else pd.to_datetime(flights["sched_dep_ts"], utc=True)
         ages = feature_age_seconds(vector, now)
@@ -101,12 +115,19 @@ class Predictor:
             }
             results.append(result)
             if self.log is not None:
-                day = pd.Timestamp(flight["sched_dep_ts"]).tz_convert("America/New_York").strftime("%Y-%m-%d")
+                day = (
+                    pd.Timestamp(flight["sched_dep_ts"])
+                    .tz_convert("America/New_York")
+                    .strftime("%Y-%m-%d")
+                )
                 self.log.append(
                     day,
                     {
                         "logged_at": pd.Timestamp.now(tz="UTC").isoformat(),
-                        "request": {k: (v.isoformat() if isinstance(v, pd.Timestamp) else v) for k, v in flight.items()},
+                        "request": {
+                            k: (v.isoformat() if isinstance(v, pd.Timestamp) else v)
+                            for k, v in flight.items()
+                        },
                         "features": {k: _plain(v) for k, v in vector.features.iloc[i].items()},
                         **result,
                         "bento_model_tag": self.info.bento_model_tag,

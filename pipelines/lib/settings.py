@@ -38,5 +38,7 @@ class DataPaths:
             ),
             # BentoML reads BENTOML_HOME once, when first imported: the Makefile exports it.
             bentoml_home=Path(os.environ.get("BENTOML_HOME", root / "bentoml")),
-            prediction_log=Path(os.environ.get("FLIGHTLINE_PREDICTION_LOG", root / "prediction_log")),
+            prediction_log=Path(
+                os.environ.get("FLIGHTLINE_PREDICTION_LOG", root / "prediction_log")
+            ),
         )

@@ -1,43 +1,5 @@
-"""The pipeline materialized once for the e2e tests: nine real days, in-process."""
+"""The e2e tests share the nine-day pipeline fixture defined in tests/pipeline_fixture.py."""
 
-from datetime import date
+from tests.pipeline_fixture import DAYS, END, MODEL_RUN_CONFIG, SPLIT, START
 
-import dagster as dg
-import pandas as pd
-import pytest
-
-from pipelines.cli import materialize_window
-from pipelines.lib.replay import replay_days
-from pipelines.lib.settings import DataPaths
-
-START, END = "2013-01-01", "2013-01-09"
-DAYS = [d.strftime("%Y-%m-%d") for d in pd.date_range(START, END)]
-# Nine days: 5 to train, 2 to stop early on, 2 to evaluate; a short torch run for CI's CPU.
-SPLIT = {"validation_days": 2, "holdout_days": 2}
-MODEL_RUN_CONFIG = {
-    "ops": {
-        "lgbm_model": {"config": SPLIT},
-        "torch_model": {"config": {**SPLIT, "max_epochs": 8}},
-        "model_evaluation": {"config": {**SPLIT, "bootstrap_samples": 300}},
-    }
-}
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    (root / "dagster_home").mkdir()
-    with (
-        pytest.MonkeyPatch.context() as mp,
-        dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance,
-    ):
-        mp.setenv("FLIGHTLINE_DATA_ROOT", str(root / "data"))
-        paths = DataPaths.from_env()
-        replay_days(paths.landing, date.fromisoformat(START), date.fromisoformat(END))
-        results = materialize_window(
-            date.fromisoformat(START),
-            date.fromisoformat(END),
-            instance,
-            run_config=MODEL_RUN_CONFIG,
-        )
-        yield paths, instance, results
+__all__ = ["DAYS", "END", "MODEL_RUN_CONFIG", "SPLIT", "START"]

@@ -102,6 +102,7 @@ def test_ui_shows_one_graph_grouped_by_stage_with_blocking_checks(webserver):
         "features",
         "training",
         "evaluation",
+        "serving",
     }
     assert nodes["raw_flights"]["isPartitioned"] and nodes["training_set"]["isPartitioned"]
     checks = nodes["raw_flights"]["assetChecksOrError"]["checks"]

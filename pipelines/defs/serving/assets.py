@@ -72,11 +72,17 @@ def prediction_log(context: dg.AssetExecutionContext) -> pd.DataFrame:
         frame, skipped = read_day(root, day)
         torn += skipped
         frames.append(frame.assign(**{PARTITION_COLUMN: day}) if len(frame) else frame)
-    table = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else pd.DataFrame({PARTITION_COLUMN: pd.Series(dtype=object)})
+    table = (
+        pd.concat([f for f in frames if len(f)], ignore_index=True)
+        if any(len(f) for f in frames)
+        else pd.DataFrame({PARTITION_COLUMN: pd.Series(dtype=object)})
+    )
     meta = {"torn_lines_skipped": torn, "predictions": len(table)}
     if len(table):
         meta |= {
-            "model_versions": dg.MetadataValue.json(table["model_version"].value_counts().to_dict()),
+            "model_versions": dg.MetadataValue.json(
+                table["model_version"].value_counts().to_dict()
+            ),
             "latency_ms_p50": float(table["latency_ms"].median()),
             "latency_ms_p99": float(table["latency_ms"].quantile(0.99)),
             "mean_delay_probability": float(table["delay_probability"].mean()),

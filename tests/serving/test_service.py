@@ -1,0 +1,190 @@
+"""The prediction service on the nine-day pipeline's champion: in-process through its ASGI app,
+and as a real `bentoml serve` process answering HTTP on loopback."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+import pytest
+import requests
+from starlette.testclient import TestClient
+
+from pipelines.cli import materialize_window
+from pipelines.lib.prediction_log import read_day
+from tests.e2e.conftest import END, START
+
+ROOT = Path(__file__).resolve().parents[2]
+FLIGHT = {
+    "carrier": "UA",
+    "flight": 1545,
+    "tailnum": "N14228",
+    "origin": "EWR",
+    "dest": "IAH",
+    "sched_dep": "2013-01-09T17:00:00",
+    "distance": 1400,
+}
+
+
+@pytest.fixture(scope="module")
+def packaged(built):
+    paths, instance, _ = built
+    latest = json.loads((paths.root / "serving" / "latest.json").read_text())
+    os.environ["FLIGHTLINE_BENTO_MODEL"] = latest["model"]
+    return paths, instance, latest
+
+
+@pytest.fixture(scope="module")
+def client(packaged):
+    from serving.service import FlightDelayService
+
+    with TestClient(FlightDelayService.to_asgi()) as test_client:
+        yield test_client
+
+
+def test_bento_pins_the_champion_and_is_rebuilt_only_when_it_changes(packaged):
+    paths, instance, latest = packaged
+    import bentoml
+
+    bento = bentoml.get(latest["bento"])
+    assert bento.info.labels["model_tag"] == latest["model"]
+    assert [str(m.tag) for m in bento.info.all_models] == [latest["model"]]
+    results = materialize_window(
+        date.fromisoformat(START), date.fromisoformat(END), instance, only={"bento"}
+    )
+    [materialization] = results[-1].asset_materializations_for_node("bento")
+    assert materialization.metadata["rebuilt"].value is False
+    assert materialization.metadata["bento_tag"].value == latest["bento"]
+
+
+def test_predicts_one_flight_with_model_version_and_feature_ages(client, packaged):
+    reply = client.post("/predict", json={"flight": FLIGHT})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert 0 < body["delay_probability"] < 1
+    assert body["model_name"] == "flight_delay" and body["model_version"].isdigit()
+    assert {"weather_hourly", "plane_attributes", "carrier_delay_stats"} <= set(
+        body["feature_age_seconds"]
+    )
+    assert body["unknown_tailnum"] is False
+
+
+def test_batch_and_unknown_tailnum(client):
+    flights = [FLIGHT, {**FLIGHT, "tailnum": "NOPE1"}, {**FLIGHT, "tailnum": None}]
+    reply = client.post("/predict_batch", json={"flights": flights})
+    assert reply.status_code == 200, reply.text
+    assert [p["unknown_tailnum"] for p in reply.json()] == [False, True, True]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"carrier": "ZZ"}, "carrier"),
+        ({"dest": "XXX"}, "dest"),
+        ({"origin": "BOS"}, "origin"),
+        ({"sched_dep": "tomorrow"}, "sched_dep"),
+        ({"distance": "far"}, "distance"),
+        ({"flight": None}, "flight"),
+        ({"dep_delay": 12}, "dep_delay"),  # known only after departure: refused, not ignored
+    ],
+)
+def test_bad_requests_get_a_4xx_naming_the_field(client, change, field):
+    reply = client.post("/predict", json={"flight": {**FLIGHT, **change}})
+    assert reply.status_code == 400
+    assert any(field in detail["loc"] for detail in reply.json()["detail"]), reply.text
+
+
+def test_missing_field_and_oversized_batch_are_refused(client):
+    reply = client.post(
+        "/predict", json={"flight": {k: v for k, v in FLIGHT.items() if k != "dest"}}
+    )
+    assert reply.status_code == 400 and reply.json()["detail"][0]["loc"] == ["flight", "dest"]
+    reply = client.post("/predict_batch", json={"flights": [FLIGHT] * 1001})
+    assert reply.status_code == 400 and "at most 1000" in reply.text
+
+
+def test_readiness_and_prediction_log(client, packaged):
+    paths, _, _ = packaged
+    assert client.post("/ready", json={}).json()["ready"] is True
+    client.post("/predict", json={"flight": {**FLIGHT, "flight": 4242}})
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        logged, torn = read_day(paths.prediction_log, "2013-01-09")
+        if len(logged) and (logged["request.flight"] == 4242).any():
+            break
+        time.sleep(0.1)
+    row = logged[logged["request.flight"] == 4242].iloc[0]
+    assert torn == 0 and row["model_version"].isdigit() and row["latency_ms"] > 0
+    assert "features.weather_temp" in logged.columns
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def bentoml_serve(latest: dict, **env: str):
+    """`bentoml serve` of the built Bento as a subprocess on a free loopback port."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            latest["bento"],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "FLIGHTLINE_BENTO_MODEL": latest["model"], **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/readyz", timeout=5).ok:
+                    break
+            except requests.RequestException:  # not listening yet, or still starting up
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("bentoml serve did not come up within 90 s")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_real_bentoml_serve_answers_http_on_loopback(packaged):
+    _, _, latest = packaged
+    with bentoml_serve(latest) as url:
+        reply = requests.post(f"{url}/predict", json={"flight": FLIGHT}, timeout=10)
+        assert reply.status_code == 200 and 0 < reply.json()["delay_probability"] < 1
+        bad = requests.post(
+            f"{url}/predict", json={"flight": {**FLIGHT, "carrier": "ZZ"}}, timeout=10
+        )
+        assert bad.status_code == 400 and "carrier" in bad.text
+        assert requests.get(f"{url}/docs.json", timeout=10).json()["paths"]["/predict"]
+
+
+def test_feature_store_unavailable_is_a_503_with_the_reason(packaged, tmp_path):
+    _, _, latest = packaged
+    with bentoml_serve(latest, FLIGHTLINE_DATA_ROOT=str(tmp_path / "no-data")) as url:
+        reply = requests.post(f"{url}/predict", json={"flight": FLIGHT}, timeout=10)
+        assert reply.status_code == 503, reply.text
+        assert "feature" in reply.text.lower()
+        ready = requests.post(f"{url}/ready", json={}, timeout=10)
+        assert ready.status_code == 503 and "not ready" in ready.text
