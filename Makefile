@@ -47,7 +47,6 @@ mlflow: setup
 # port so that it never clashes with the Dagster UI (3000) or MLflow (5000).
 serve: setup
 	@test -f $(DATA_ROOT)/serving/latest.json || { echo "no Bento built yet: run 'make run' first"; exit 1; }
-	FLIGHTLINE_BENTO_MODEL=$$($(PYTHON) -c "import json;print(json.load(open('$(DATA_ROOT)/serving/latest.json'))['model'])") \
 	$(UV) run --frozen bentoml serve $$($(PYTHON) -c "import json;print(json.load(open('$(DATA_ROOT)/serving/latest.json'))['bento'])") \
 		--host 127.0.0.1 --port $(SERVE_PORT)
 

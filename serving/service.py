@@ -1,8 +1,8 @@
 """The flight-delay prediction service: the champion pinned by exact tag, features from Feast's
 online store through the same FeatureService and request-feature code as training.
 
-The model tag comes from FLIGHTLINE_BENTO_MODEL, which the `bento` asset writes into the Bento it
-builds (never `:latest`). Run a built Bento with `make serve`.
+The model tag is a build argument the `bento` asset stores in the Bento it builds (never
+`:latest`); from source, FLIGHTLINE_BENTO_MODEL names it. Run the built Bento with `make serve`.
 """
 
 import os
@@ -11,7 +11,7 @@ from typing import Annotated
 import bentoml
 import pandas as pd
 from bentoml.exceptions import InvalidArgument
-from pydantic import Field
+from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
 from pipelines.lib.feature_store import FeastLocation, open_store
@@ -22,7 +22,16 @@ from pipelines.tasks import TASKS
 from serving.schemas import MAX_BATCH, Flight, Prediction, Readiness
 
 SPEC = TASKS[0]
-MODEL_TAG = os.environ.get("FLIGHTLINE_BENTO_MODEL", "")
+
+
+class BuildArgs(BaseModel):
+    model_tag: str = ""  # set by the `bento` asset at build time; stored in the Bento
+
+
+# The Bento carries its model tag as a build argument; serving from source reads the environment.
+MODEL_TAG = bentoml.use_arguments(BuildArgs).model_tag or os.environ.get(
+    "FLIGHTLINE_BENTO_MODEL", ""
+)
 
 
 def _model_ref():

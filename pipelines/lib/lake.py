@@ -80,6 +80,16 @@ class Lake:
             rows[partition] = len(part)
         return rows
 
+    def partitions(self, table: str) -> list[str]:
+        """The partitions stored for a table, in order."""
+        selector = pafs.FileSelector(f"{self._base}/{table}", allow_not_found=True)
+        names = (info.base_name for info in self._fs.get_file_info(selector))
+        return sorted(
+            n.removesuffix(".parquet")
+            for n in names
+            if n.endswith(".parquet") and n != "data.parquet"
+        )
+
     def exists(self, table: str, partition: str | None = None) -> bool:
         return self._fs.get_file_info(self.path(table, partition)).type == pafs.FileType.File
 

@@ -10,7 +10,7 @@ from feast import FeatureStore
 from feast.online_response import TIMESTAMP_POSTFIX
 
 from pipelines.lib.features import departure_hour_key, request_features
-from pipelines.lib.flights import UNKNOWN_TAILNUM
+from pipelines.lib.flights import UNKNOWN_TAILNUM, PredictionTiming
 from pipelines.lib.modeling.dataset import feature_frame
 from pipelines.lib.task import TaskSpec
 
@@ -44,10 +44,29 @@ def entity_keys(flights: pd.DataFrame) -> dict[str, list]:
     }
 
 
+def _view_ttls(store: FeatureStore, service) -> dict[str, pd.Timedelta]:
+    cache = store.__dict__.setdefault("_flightline_ttls", {})
+    if service.name not in cache:
+        cache[service.name] = {
+            p.name: pd.Timedelta(store.get_feature_view(p.name).ttl or 0)
+            for p in service.feature_view_projections
+        }
+    return cache[service.name]
+
+
 def online_vector(
-    store: FeatureStore, flights: pd.DataFrame, spec: TaskSpec, request_features_fn=request_features
+    store: FeatureStore,
+    flights: pd.DataFrame,
+    spec: TaskSpec,
+    request_features_fn=request_features,
+    as_of: pd.Series | pd.Timestamp | None = None,
 ) -> OnlineVector:
+    """`as_of`: the prediction time (default: `lead` before each scheduled departure). A value
+    older than its view's TTL at that time is dropped, exactly as the point-in-time join that
+    built the training set drops it (Feast's online read does not apply TTLs)."""
     flights = flights_frame(flights)
+    if as_of is None:
+        as_of = PredictionTiming().prediction_time(flights["sched_dep_ts"])
     service = store.get_feature_service(spec.feature_service)
     response = store.get_online_features(features=service, entity_rows=entity_keys(flights))
     served = pd.DataFrame(response.to_dict(include_event_timestamps=True))
@@ -66,6 +85,13 @@ def online_vector(
             for view, column in first_of_view.items()
         }
     )
+    ttls = _view_ttls(store, service)
+    now = as_of.reset_index(drop=True) if isinstance(as_of, pd.Series) else as_of
+    for view, features in _features_by_view(service).items():
+        ttl = ttls.get(view)
+        if ttl and view in feature_time:
+            expired = (now - feature_time[view]) > ttl
+            values.loc[expired.to_numpy(), [f for f in features if f in values]] = np.nan
     request = request_features_fn(flights).reset_index(drop=True)
     table = pd.concat([values.reset_index(drop=True), request], axis=1)
     table = table.loc[:, ~table.columns.duplicated(keep="last")]
@@ -75,6 +101,10 @@ def online_vector(
         else np.zeros(len(flights), bool)
     )
     return OnlineVector(feature_frame(table, spec), feature_time, unknown)
+
+
+def _features_by_view(service) -> dict[str, list[str]]:
+    return {p.name: [f.name for f in p.features] for p in service.feature_view_projections}
 
 
 def feature_age_seconds(

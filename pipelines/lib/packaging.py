@@ -84,7 +84,6 @@ def latest_bento_for(model_tag: str):
 
 def build_bento(model_tag: str, labels: dict[str, str]):
     import bentoml
-    from bentoml._internal.bento.build_config import BentoEnvSchema
 
     with _model_tag_env(model_tag):
         return bentoml.bentos.build(
@@ -100,7 +99,7 @@ def build_bento(model_tag: str, labels: dict[str, str]):
             ],
             # The data root (with BentoML's own store) may sit inside the project: never walk it.
             exclude=["data/", ".venv/", ".git/", "tests/", "benchmarks/", "**/__pycache__/"],
-            envs=[BentoEnvSchema(name=MODEL_TAG_ENV, value=model_tag)],
+            args={"model_tag": model_tag},  # serving.service.BuildArgs: stored in bento.yaml
             # The bento runs in this project's locked environment (make serve); its image gets
             # the same lock from the Dockerfile, so BentoML need not resolve packages again.
             python={"requirements_txt": None, "packages": [], "lock_packages": False},

@@ -54,6 +54,7 @@ def test_bento_pins_the_champion_and_is_rebuilt_only_when_it_changes(packaged):
     bento = bentoml.get(latest["bento"])
     assert bento.info.labels["model_tag"] == latest["model"]
     assert [str(m.tag) for m in bento.info.all_models] == [latest["model"]]
+    assert bento.info.args["model_tag"] == latest["model"]  # pinned inside the Bento
     results = materialize_window(
         date.fromisoformat(START), date.fromisoformat(END), instance, only={"bento"}
     )
@@ -146,7 +147,8 @@ def bentoml_serve(latest: dict, **env: str):
             str(port),
         ],
         cwd=ROOT,
-        env={**os.environ, "FLIGHTLINE_BENTO_MODEL": latest["model"], **env},
+        # No FLIGHTLINE_BENTO_MODEL: the model tag must come from the Bento itself.
+        env={**{k: v for k, v in os.environ.items() if k != "FLIGHTLINE_BENTO_MODEL"}, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -178,6 +180,8 @@ def test_real_bentoml_serve_answers_http_on_loopback(packaged):
         )
         assert bad.status_code == 400 and "carrier" in bad.text
         assert requests.get(f"{url}/docs.json", timeout=10).json()["paths"]["/predict"]
+        ready = requests.post(f"{url}/ready", json={}, timeout=10).json()
+        assert ready["ready"] and ready["model"].endswith(f"v{reply.json()['model_version']}")
 
 
 def test_feature_store_unavailable_is_a_503_with_the_reason(packaged, tmp_path):
@@ -188,3 +192,40 @@ def test_feature_store_unavailable_is_a_503_with_the_reason(packaged, tmp_path):
         assert "feature" in reply.text.lower()
         ready = requests.post(f"{url}/ready", json={}, timeout=10)
         assert ready.status_code == 503 and "not ready" in ready.text
+
+
+def test_skew_check_passes_on_the_real_path(packaged):
+    _, instance, _ = packaged
+    import dagster as dg
+
+    record = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey("bento"), "bento_feature_skew")]
+    )
+    evaluation = next(iter(record.values())).event.dagster_event.event_specific_data
+    assert evaluation.passed, evaluation.description
+    assert evaluation.metadata["flights_compared"].value > 0
+
+
+def test_skew_check_names_a_feature_computed_differently_online(packaged):
+    import pandas as pd
+
+    from pipelines.lib.features import request_features
+    from pipelines.lib.lake import Lake
+    from pipelines.lib.skew import feature_skew
+    from pipelines.resources_config import embedded_resources
+    from pipelines.tasks import TASKS
+
+    paths, _, _ = packaged
+    flights = Lake(paths.lake).read("flight_timeline", END).head(50)
+
+    def off_by_one_hour(timeline):
+        features = request_features(timeline)
+        return features.assign(sched_dep_hour=features["sched_dep_hour"] + 1)
+
+    as_of = pd.Timestamp(END, tz="America/New_York") + pd.Timedelta(days=1)
+    store = embedded_resources()["feast"].store()
+    assert feature_skew(store, TASKS[0], flights, as_of.tz_convert("UTC"))[0] == {}
+    differing, compared = feature_skew(
+        store, TASKS[0], flights, as_of.tz_convert("UTC"), request_features_fn=off_by_one_hour
+    )
+    assert differing == {"sched_dep_hour": compared}

@@ -3,6 +3,7 @@
 import dagster as dg
 import pandas as pd
 
+from pipelines.lib.flights import day_start_utc
 from pipelines.lib.lake import PARTITION_COLUMN
 from pipelines.lib.packaging import (
     bento_size_bytes,
@@ -13,8 +14,9 @@ from pipelines.lib.packaging import (
 )
 from pipelines.lib.prediction_log import read_day
 from pipelines.lib.settings import DataPaths
+from pipelines.lib.skew import feature_skew
 from pipelines.partitions import daily_partitions, partition_keys
-from pipelines.resources import BentoResource, MlflowResource
+from pipelines.resources import BentoResource, FeastResource, LakeResource, MlflowResource
 from pipelines.tasks import TASKS
 
 SPEC = TASKS[0]
@@ -55,6 +57,40 @@ def bento(context: dg.AssetExecutionContext, mlflow: MlflowResource, bento: Bent
         }
     )
     return {"bento": str(built.tag), "model": str(model.tag), "mlflow_version": version}
+
+
+SKEW_SAMPLE = 200
+
+
+@dg.asset_check(
+    asset=bento,
+    name="bento_feature_skew",
+    blocking=True,
+    description="For recent flights, the online path's feature vector equals historical retrieval's",
+)
+def bento_feature_skew(lake: LakeResource, feast: FeastResource) -> dg.AssetCheckResult:
+    days = lake.lake.partitions("flight_timeline")
+    if not days:
+        return dg.AssetCheckResult(
+            passed=False, description="no flight_timeline partition to sample"
+        )
+    flights = lake.lake.read("flight_timeline", days[-1])
+    flights = flights.sample(min(SKEW_SAMPLE, len(flights)), random_state=0)
+    # The online store's clock: the end of the last materialized day.
+    as_of = day_start_utc(pd.Series([days[-1]])).iloc[0] + pd.Timedelta(days=1)
+    differing, compared = feature_skew(feast.store(), SPEC, flights, as_of)
+    return dg.AssetCheckResult(
+        passed=not differing,
+        description=(
+            f"{compared} flights as of {as_of}: online and offline vectors agree"
+            if not differing
+            else f"features differ between online and offline: {sorted(differing)}"
+        ),
+        metadata={
+            "flights_compared": compared,
+            "differing_features": dg.MetadataValue.json(differing),
+        },
+    )
 
 
 @dg.asset(
