@@ -54,7 +54,7 @@ class FlightDelayService:
             version=stored.info.labels.get("mlflow_version", "?"),
             bento_model_tag=str(stored.tag),
         )
-        model = bentoml.mlflow.load_model(stored)
+        model = _TypedFeatures(bentoml.mlflow.load_model(stored))
         try:
             store = open_store(
                 FeastLocation(
@@ -106,6 +106,17 @@ class FlightDelayService:
                 f"not ready: {status.get('feature_store_error') or 'model not loaded'}"
             )
         return Readiness(**status)
+
+
+class _TypedFeatures:
+    """The MLflow pyfunc's classifier called directly: pyfunc.predict re-checks the signature on
+    every call (~2 ms); the online path has already typed the features with the same code."""
+
+    def __init__(self, pyfunc) -> None:
+        self.classifier = pyfunc.unwrap_python_model().classifier
+
+    def predict(self, features: pd.DataFrame):
+        return self.classifier.predict_proba(features)
 
 
 def _unavailable(reason: str) -> JSONResponse:

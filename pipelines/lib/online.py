@@ -21,7 +21,9 @@ ENTITY_KEYS = ("origin", "tailnum", "carrier", "route", "dep_hour")
 @dataclass(frozen=True)
 class OnlineVector:
     features: pd.DataFrame  # the model input, one row per flight
-    feature_time: pd.DataFrame  # per feature view: when its value became known (NaT: none)
+    known_at: dict[
+        str, np.ndarray
+    ]  # per feature view: epoch seconds its value became known (0: none)
     unknown_tailnum: np.ndarray  # the plane is not in the store: plane features are missing
 
 
@@ -44,14 +46,38 @@ def entity_keys(flights: pd.DataFrame) -> dict[str, list]:
     }
 
 
-def _view_ttls(store: FeatureStore, service) -> dict[str, pd.Timedelta]:
-    cache = store.__dict__.setdefault("_flightline_ttls", {})
-    if service.name not in cache:
-        cache[service.name] = {
-            p.name: pd.Timedelta(store.get_feature_view(p.name).ttl or 0)
-            for p in service.feature_view_projections
-        }
-    return cache[service.name]
+@dataclass(frozen=True)
+class _ServicePlan:
+    service: object
+    features_by_view: dict[str, list[str]]
+    ttl_seconds: dict[str, float]  # 0: no TTL
+
+
+def _plan(store: FeatureStore, name: str) -> _ServicePlan:
+    """The FeatureService and its views' TTLs, looked up once per store (2 ms per registry read)."""
+    cache = store.__dict__.setdefault("_flightline_plans", {})
+    if name not in cache:
+        service = store.get_feature_service(name)
+        cache[name] = _ServicePlan(
+            service=service,
+            features_by_view={
+                p.name: [f.name for f in p.features] for p in service.feature_view_projections
+            },
+            ttl_seconds={
+                p.name: pd.Timedelta(store.get_feature_view(p.name).ttl or 0).total_seconds()
+                for p in service.feature_view_projections
+            },
+        )
+    return cache[name]
+
+
+def _epoch_seconds(moments: pd.Series | pd.Timestamp, n: int) -> np.ndarray:
+    if isinstance(moments, pd.Series):
+        return (
+            moments.reset_index(drop=True).astype("datetime64[us, UTC]").astype("int64").to_numpy()
+            / 1e6
+        )
+    return np.full(n, pd.Timestamp(moments).timestamp())
 
 
 def online_vector(
@@ -67,44 +93,26 @@ def online_vector(
     flights = flights_frame(flights)
     if as_of is None:
         as_of = PredictionTiming().prediction_time(flights["sched_dep_ts"])
-    service = store.get_feature_service(spec.feature_service)
-    response = store.get_online_features(features=service, entity_rows=entity_keys(flights))
-    served = pd.DataFrame(response.to_dict(include_event_timestamps=True))
-    view_of = {f.name: p.name for p in service.feature_view_projections for f in p.features}
-    stamps = [c for c in served.columns if c.endswith(TIMESTAMP_POSTFIX)]
-    values = served.drop(columns=stamps + [k for k in ENTITY_KEYS if k in served.columns])
-    # Features of one view share their timestamp: report one age per feature view.
-    first_of_view = {}
-    for column in stamps:
-        view = view_of.get(column.removesuffix(TIMESTAMP_POSTFIX))
-        if view is not None:
-            first_of_view.setdefault(view, column)
-    feature_time = pd.DataFrame(
-        {
-            view: pd.to_datetime(served[column].where(served[column] > 0), unit="s", utc=True)
-            for view, column in first_of_view.items()
-        }
-    )
-    ttls = _view_ttls(store, service)
-    now = as_of.reset_index(drop=True) if isinstance(as_of, pd.Series) else as_of
-    for view, features in _features_by_view(service).items():
-        ttl = ttls.get(view)
-        if ttl and view in feature_time:
-            expired = (now - feature_time[view]) > ttl
-            values.loc[expired.to_numpy(), [f for f in features if f in values]] = np.nan
+    plan = _plan(store, spec.feature_service)
+    served = store.get_online_features(
+        features=plan.service, entity_rows=entity_keys(flights)
+    ).to_dict(include_event_timestamps=True)
+    now = _epoch_seconds(as_of, len(flights))
+    values, known_at = {}, {}
+    for view, features in plan.features_by_view.items():
+        stamps = np.asarray(served[features[0] + TIMESTAMP_POSTFIX], dtype="float64")
+        ttl = plan.ttl_seconds[view]
+        expired = (stamps > 0) & (now - stamps > ttl) if ttl else np.zeros(len(stamps), bool)
+        known_at[view] = np.where(expired, 0.0, stamps)
+        for feature in features:
+            column = served[feature]
+            values[feature] = [None if gone else v for v, gone in zip(column, expired, strict=True)]
     request = request_features_fn(flights).reset_index(drop=True)
-    table = pd.concat([values.reset_index(drop=True), request], axis=1)
+    table = pd.concat([pd.DataFrame(values), request], axis=1)
     table = table.loc[:, ~table.columns.duplicated(keep="last")]
-    unknown = (
-        values["plane_year"].isna().to_numpy()
-        if "plane_year" in values
-        else np.zeros(len(flights), bool)
-    )
-    return OnlineVector(feature_frame(table, spec), feature_time, unknown)
-
-
-def _features_by_view(service) -> dict[str, list[str]]:
-    return {p.name: [f.name for f in p.features] for p in service.feature_view_projections}
+    plane = known_at.get("plane_attributes")
+    unknown = (plane == 0) if plane is not None else np.zeros(len(flights), bool)
+    return OnlineVector(feature_frame(table, spec), known_at, unknown)
 
 
 def feature_age_seconds(
@@ -112,12 +120,14 @@ def feature_age_seconds(
 ) -> list[dict[str, float | None]]:
     """Per flight, the age of each feature view's value at `now` (one instant, or one per flight);
     None where the store knows nothing. Negative: the store is ahead of that flight's time."""
-    if isinstance(now, pd.Series):
-        now = now.reset_index(drop=True)
-    ages = vector.feature_time.reset_index(drop=True).apply(lambda t: (now - t).dt.total_seconds())
+    n = len(vector.features)
+    at = _epoch_seconds(now, n)
+    ages = {
+        view: np.where(stamps > 0, at - stamps, np.nan) for view, stamps in vector.known_at.items()
+    }
     return [
-        {name: (None if pd.isna(v) else round(float(v), 1)) for name, v in row.items()}
-        for row in ages.to_dict(orient="records")
+        {view: (None if np.isnan(a[i]) else round(float(a[i]), 1)) for view, a in ages.items()}
+        for i in range(n)
     ]
 
 

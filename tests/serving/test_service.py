@@ -48,7 +48,7 @@ def client(packaged):
 
 
 def test_bento_pins_the_champion_and_is_rebuilt_only_when_it_changes(packaged):
-    paths, instance, latest = packaged
+    _, instance, latest = packaged
     import bentoml
 
     bento = bentoml.get(latest["bento"])

@@ -112,13 +112,18 @@ def feature_frame(table: pd.DataFrame, spec: TaskSpec) -> pd.DataFrame:
     missing = [c for c in spec.features if c not in table.columns]
     if missing:
         raise TrainingDataError(f"task {spec.name}: input lacks features {missing}")
-    out = {}
-    for column in spec.categorical_features:
-        values = table[column]
-        out[column] = values.where(values.notna(), None).astype(object)
-    for column in spec.numeric_features:
-        out[column] = pd.to_numeric(table[column], errors="raise").astype("float64")
-    return pd.DataFrame(out, index=table.index)
+    text = table[list(spec.categorical_features)].astype(object)
+    text = text.where(text.notna(), None)
+    try:  # one vectorized cast; the serving path calls this per request
+        numbers = table[list(spec.numeric_features)].astype("float64")
+    except (TypeError, ValueError) as exc:
+        bad = [
+            c
+            for c in spec.numeric_features
+            if pd.to_numeric(table[c], errors="coerce").isna().sum() > table[c].isna().sum()
+        ]
+        raise TrainingDataError(f"task {spec.name}: non-numeric values in {bad}") from exc
+    return pd.concat([text, numbers], axis=1)
 
 
 def labels(table: pd.DataFrame, spec: TaskSpec) -> np.ndarray:
