@@ -42,7 +42,16 @@ def _model_ref():
     return bentoml.models.BentoModel(MODEL_TAG)
 
 
-@bentoml.service(name="flight_delay_service", workers=1, traffic={"timeout": 10})
+# BentoML's Prometheus metrics cost several ms per request here (multiprocess histograms), more
+# than the whole lookup + predict: off unless FLIGHTLINE_SERVICE_METRICS=1.
+@bentoml.service(
+    name="flight_delay_service",
+    workers=1,
+    traffic={"timeout": 10},
+    metrics={"enabled": os.environ.get("FLIGHTLINE_SERVICE_METRICS") == "1"},
+    # Every prediction is already in the prediction log; a second access line per request costs.
+    logging={"access": {"enabled": os.environ.get("FLIGHTLINE_SERVICE_ACCESS_LOG") == "1"}},
+)
 class FlightDelayService:
     model_ref = _model_ref()
 

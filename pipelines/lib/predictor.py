@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
+from pipelines.lib.flights import PredictionTiming
 from pipelines.lib.online import feature_age_seconds, online_vector
 from pipelines.lib.prediction_log import PredictionLogWriter
 from pipelines.lib.task import TaskSpec
@@ -101,46 +102,42 @@ class Predictor:
                 f"online feature lookup failed: {type(exc).__name__}: {exc}"
             ) from exc
         probabilities = np.asarray(self.model.predict(vector.features), dtype="float64")
-        now = self.clock() if self.clock else pd.to_datetime(flights["sched_dep_ts"], utc=True)
+        sched = pd.to_datetime(flights["sched_dep_ts"], utc=True).reset_index(drop=True)
+        # Ages at the moment of prediction (`lead` before departure on the replayed clock).
+        now = self.clock() if self.clock else PredictionTiming().prediction_time(sched)
         ages = feature_age_seconds(vector, now)
-        latency_ms = (time.perf_counter() - started) * 1000
-        results = []
-        for i, (_, flight) in enumerate(flights.reset_index(drop=True).iterrows()):
-            result = {
-                "delay_probability": float(probabilities[i]),
+        results = [
+            {
+                "delay_probability": float(p),
                 "model_name": self.info.name,
                 "model_version": self.info.version,
-                "feature_age_seconds": ages[i],
-                "unknown_tailnum": bool(vector.unknown_tailnum[i]),
+                "feature_age_seconds": age,
+                "unknown_tailnum": bool(unknown),
             }
-            results.append(result)
-            if self.log is not None:
-                day = (
-                    pd.Timestamp(flight["sched_dep_ts"])
-                    .tz_convert("America/New_York")
-                    .strftime("%Y-%m-%d")
-                )
-                self.log.append(
-                    day,
-                    {
-                        "logged_at": pd.Timestamp.now(tz="UTC").isoformat(),
-                        "request": {
-                            k: (v.isoformat() if isinstance(v, pd.Timestamp) else v)
-                            for k, v in flight.items()
-                        },
-                        "features": {k: _plain(v) for k, v in vector.features.iloc[i].items()},
-                        **result,
-                        "bento_model_tag": self.info.bento_model_tag,
-                        "latency_ms": round(latency_ms, 3),
-                        "batch_size": len(flights),
-                    },
-                )
+            for p, age, unknown in zip(probabilities, ages, vector.unknown_tailnum, strict=True)
+        ]
+        if self.log is not None:
+            self._log(flights, sched, vector, results, (time.perf_counter() - started) * 1000)
         return results
 
-
-def _plain(value):
-    if isinstance(value, (np.floating, float)):
-        return None if np.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
+    def _log(self, flights, sched, vector, results, latency_ms: float) -> None:
+        """Plain-Python records from whole-batch conversions (a per-row pandas loop cost more
+        than the prediction); serializing and writing happen on the log's own thread."""
+        days = sched.dt.tz_convert("America/New_York").dt.strftime("%Y-%m-%d").tolist()
+        requests = flights.reset_index(drop=True).to_dict(orient="records")
+        names = list(vector.features.columns)
+        rows = vector.features.to_numpy(dtype=object)  # NaN stays NaN: json writes and reads it
+        logged_at = time.time()
+        for day, request, row, result in zip(days, requests, rows, results, strict=True):
+            self.log.append(
+                day,
+                {
+                    "logged_at": logged_at,
+                    "request": request,
+                    "features": dict(zip(names, row, strict=True)),
+                    **result,
+                    "bento_model_tag": self.info.bento_model_tag,
+                    "latency_ms": round(latency_ms, 3),
+                    "batch_size": len(results),
+                },
+            )

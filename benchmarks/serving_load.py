@@ -1,0 +1,200 @@
+"""Load test of the prediction service: `wrk` (a real HTTP load generator) against `bentoml serve`
+of the Bento that `make run` built, on loopback, at a fixed concurrency; single rows and batches
+of 100. In the same run, the floor: the Feast online lookup + model predict called in-process.
+
+    make run && python benchmarks/serving_load.py            # needs wrk (apt-get install wrk)
+    python benchmarks/serving_load.py --connections 8 --seconds 20
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines.lib.settings import DataPaths
+
+ROOT = Path(__file__).resolve().parents[1]
+FLIGHTS = [
+    {
+        "carrier": c,
+        "flight": 100 + i,
+        "tailnum": t,
+        "origin": o,
+        "dest": d,
+        "sched_dep": f"2013-01-31T{8 + i % 12:02d}:00:00",
+        "distance": dist,
+    }
+    for i, (c, t, o, d, dist) in enumerate(
+        [
+            ("UA", "N14228", "EWR", "IAH", 1400.0),
+            ("DL", "N3ASAA", "JFK", "ATL", 760.0),
+            ("B6", "N516JB", "JFK", "BOS", 187.0),
+            ("AA", "N3DUAA", "LGA", "ORD", 733.0),
+        ]
+        * 25
+    )
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wrk(url: str, body: dict, connections: int, seconds: int) -> dict:
+    script = Path(tempfile.mkdtemp()) / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = [[{json.dumps(body)}]]\n"
+    )
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            "2",
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def latency(pct: str) -> float:
+        value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "req_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+def floor(batch: int, rounds: int) -> dict:
+    """Lookup + predict in-process: the same code the service runs, minus HTTP and BentoML."""
+    import bentoml
+
+    from pipelines.lib.online import online_vector
+    from pipelines.resources_config import embedded_resources
+    from pipelines.tasks import TASKS
+
+    spec = TASKS[0]
+    latest = json.loads((DataPaths.from_env().root / "serving" / "latest.json").read_text())
+    classifier = (
+        bentoml.mlflow.load_model(bentoml.models.get(latest["model"]))
+        .unwrap_python_model()
+        .classifier
+    )
+    store = embedded_resources()["feast"].store()
+    flights = pd.DataFrame(FLIGHTS[:batch]).rename(columns={"sched_dep": "sched_dep_ts"})
+    flights["sched_dep_ts"] = pd.to_datetime(flights["sched_dep_ts"]).dt.tz_localize(
+        "America/New_York"
+    )
+    lookup, total = [], []
+    for i in range(rounds + 50):
+        started = time.perf_counter()
+        vector = online_vector(store, flights, spec)
+        looked_up = time.perf_counter()
+        classifier.predict_proba(vector.features)
+        done = time.perf_counter()
+        if i >= 50:  # warm-up
+            lookup.append((looked_up - started) * 1000)
+            total.append((done - started) * 1000)
+    return {
+        "p50_ms": statistics.median(total),
+        "p99_ms": float(np.percentile(total, 99)),
+        "lookup_p50_ms": statistics.median(lookup),
+        "predict_p50_ms": statistics.median(total) - statistics.median(lookup),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--seconds", type=int, default=15)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    paths = DataPaths.from_env()
+    latest = json.loads((paths.root / "serving" / "latest.json").read_text())
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            latest["bento"],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(180):
+            try:
+                if requests.get(f"{url}/readyz", timeout=5).ok:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        single = wrk(f"{url}/predict", {"flight": FLIGHTS[0]}, args.connections, args.seconds)
+        batch = wrk(
+            f"{url}/predict_batch", {"flights": FLIGHTS[:100]}, args.connections, args.seconds
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    floor_single, floor_batch = floor(1, 1000), floor(100, 200)
+    print(
+        f"\nbentoml serve {latest['bento']} (1 worker), wrk -c {args.connections} -t 2 -d {args.seconds}s, loopback:"
+    )
+    for name, http, base, rows in (
+        ("single row", single, floor_single, 1),
+        ("batch of 100", batch, floor_batch, 100),
+    ):
+        print(
+            f"  {name:<12} HTTP p50 {http['p50_ms']:6.2f} ms  p99 {http['p99_ms']:6.2f} ms  "
+            f"{http['req_per_s']:8.1f} req/s ({http['req_per_s'] * rows:,.0f} flights/s, {http['non_2xx']} non-2xx)"
+        )
+        print(
+            f"  {'':<12} floor p50 {base['p50_ms']:6.2f} ms  p99 {base['p99_ms']:6.2f} ms "
+            f"(lookup {base['lookup_p50_ms']:.2f} + predict {base['predict_p50_ms']:.2f}); "
+            f"ratio HTTP/floor p50 {http['p50_ms'] / base['p50_ms']:.2f}, p99 {http['p99_ms'] / base['p99_ms']:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    main()
