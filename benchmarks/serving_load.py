@@ -66,7 +66,7 @@ def wrk(url: str, body: dict, connections: int, seconds: int) -> dict:
         [
             "wrk",
             "-t",
-            "2",
+            str(min(2, connections)),
             "-c",
             str(connections),
             "-d",
@@ -178,7 +178,7 @@ def main() -> None:
         server.wait(timeout=30)
     floor_single, floor_batch = floor(1, 1000), floor(100, 200)
     print(
-        f"\nbentoml serve {latest['bento']} (1 worker), wrk -c {args.connections} -t 2 -d {args.seconds}s, loopback:"
+        f"\nbentoml serve {latest['bento']} (1 worker), wrk -c {args.connections} -d {args.seconds}s, loopback:"
     )
     for name, http, base, rows in (
         ("single row", single, floor_single, 1),
