@@ -16,7 +16,7 @@ def _graph():
 def test_one_graph_with_a_group_per_stage():
     graph = _graph()
     groups = {graph.get(k).group_name for k in graph.materializable_asset_keys}
-    assert groups == {"ingestion", "features", "training", "evaluation"}
+    assert groups == {"ingestion", "features", "training", "evaluation", "serving"}
     training_set = dg.AssetKey("training_set")
     upstream = graph.get(training_set).parent_keys
     assert {
