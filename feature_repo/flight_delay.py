@@ -7,7 +7,7 @@ post-departure column (dep_delay, arr_delay, ...) of the *flight being predicted
 
 from datetime import timedelta
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Float64, Int64, String
 
 from pipelines.lib.features import WEATHER_COLUMNS
@@ -50,6 +50,19 @@ ENTITIES = [origin_airport, plane, carrier, route, departure_hour]
 
 def _source(lake: Lake, table: str) -> FileSource:
     return FileSource(name=table, path=lake.glob(table), timestamp_field=TIMESTAMP)
+
+
+# Operational features must be fresh at request time: departures and landings are pushed into
+# the online store as they happen (`flightline push-events`); the lake tables stay their batch
+# source for training and the nightly materialization.
+PUSH_SOURCES = {
+    "origin_recent_departures": "departures_push",
+    "aircraft_last_arrival": "arrivals_push",
+}
+
+
+def _push_source(lake: Lake, table: str) -> PushSource:
+    return PushSource(name=PUSH_SOURCES[table], batch_source=_source(lake, table))
 
 
 def _floats(*names: str) -> list[Field]:
@@ -123,7 +136,7 @@ def feature_definitions(lake_root: str) -> dict:
         schema=_floats(
             "origin_dep_delay_mean_2h", "origin_dep_delayed_share_2h", "origin_departures_2h"
         ),
-        source=_source(lake, "origin_recent_departures"),
+        source=_push_source(lake, "origin_recent_departures"),
         description="Departure delays at the origin over the 2 hours before; stamped when each departure happened",
     )
 
@@ -132,7 +145,7 @@ def feature_definitions(lake_root: str) -> dict:
         entities=[plane],
         ttl=timedelta(hours=24),
         schema=_floats("tail_prev_arr_delay", "tail_prev_dep_delay"),
-        source=_source(lake, "aircraft_last_arrival"),
+        source=_push_source(lake, "aircraft_last_arrival"),
         description="The aircraft's previous leg; stamped when it landed",
     )
 

@@ -3,6 +3,7 @@
 flightline replay --start 2013-01-01 --end 2013-01-14
 flightline run    --start 2013-01-01 --end 2013-01-14   (replay, then materialize everything)
 flightline rollback --task flight_delay                 (champion back to the version it replaced)
+flightline push-events --start 2013-02-01 --end 2013-02-01 --until 17:00  (live events, online)
 """
 
 import argparse
@@ -208,6 +209,31 @@ def _quiet_mlflow() -> None:
     logging.getLogger("mlflow").setLevel(logging.ERROR)
 
 
+def _push_events(start: date, end: date, until: str | None) -> int:
+    import pandas as pd
+
+    from pipelines.lib.flights import flight_timeline
+    from pipelines.lib.landing import LandingError, read_landed_day
+    from pipelines.lib.live_events import event_rows, push_in_time_order
+    from pipelines.resources_config import embedded_resources
+
+    paths = DataPaths.from_env()
+    store = embedded_resources()["feast"].store()
+    stop = None
+    if until:
+        stop = pd.Timestamp(f"{end.isoformat()}T{until}", tz="America/New_York").tz_convert("UTC")
+    for day in pd.date_range(start, end).strftime("%Y-%m-%d"):
+        try:
+            landed = read_landed_day(paths.landing, "flights", day)
+        except LandingError as exc:
+            print(f"{day}: {exc}", file=sys.stderr)
+            return 1
+        rows = event_rows(flight_timeline(landed.frame.assign(partition_date=day)))
+        pushed = push_in_time_order(store, rows, until=stop if day == end.isoformat() else None)
+        print(f"{day}: pushed " + ", ".join(f"{n:,} {name}" for name, n in pushed.items()))
+    return 0
+
+
 def _rollback(task: str) -> int:
     from pipelines.lib.tracking import PromotionRefused
     from pipelines.resources_config import embedded_resources
@@ -295,6 +321,13 @@ def main(argv: list[str] | None = None) -> int:
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--start", type=_parse_day, default=_parse_day(DEFAULT_START))
         cmd.add_argument("--end", type=_parse_day, default=_parse_day(DEFAULT_END))
+    push = sub.add_parser(
+        "push-events",
+        help="push the departures and landings of landed days into the online store, in time order",
+    )
+    push.add_argument("--start", type=_parse_day, default=_parse_day(DEFAULT_START))
+    push.add_argument("--end", type=_parse_day, default=_parse_day(DEFAULT_END))
+    push.add_argument("--until", default=None, help="stop at this local time of --end (HH:MM)")
     rollback = sub.add_parser(
         "rollback", help="point a task's @champion back at the version it replaced"
     )
@@ -303,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_mlflow()
     if args.command == "rollback":
         return _rollback(args.task)
+    if args.command == "push-events":
+        return _push_events(args.start, args.end, args.until)
     paths = DataPaths.from_env()
     started = time.perf_counter()
     try:

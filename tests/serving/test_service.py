@@ -237,3 +237,39 @@ def test_skew_check_names_a_feature_computed_differently_online(packaged):
         store, TASKS[0], flights, as_of.tz_convert("UTC"), request_features_fn=off_by_one_hour
     )
     assert differing == {"sched_dep_hour": compared}
+
+
+def test_pushed_events_make_operational_features_fresh(packaged):
+    """A day that is landed but not yet materialized: pushing its departures and landings in
+    time order makes the online features of its flights hours fresher."""
+    import pandas as pd
+
+    from pipelines.cli import main as cli_main
+    from pipelines.lib.lake import Lake
+    from pipelines.lib.online import feature_age_seconds, online_vector
+    from pipelines.lib.replay import replay_days
+    from pipelines.resources_config import embedded_resources
+    from pipelines.tasks import TASKS
+
+    paths, _, _ = packaged
+    replay_days(paths.landing, date(2013, 1, 10), date(2013, 1, 10))
+    store = embedded_resources()["feast"].store()
+    flights = Lake(paths.lake).read("flight_timeline", END)  # flights of the last built day...
+    flights = flights.head(20).assign(  # ...asked about as if they left on 01-10 at 13:30
+        sched_dep_ts=pd.Timestamp("2013-01-10T13:30", tz="America/New_York").tz_convert("UTC")
+    )
+    now = pd.Timestamp("2013-01-10T12:30", tz="America/New_York").tz_convert("UTC")
+
+    def departures_age() -> list:
+        vector = online_vector(store, flights, TASKS[0])
+        return [a["origin_recent_departures"] for a in feature_age_seconds(vector, now)]
+
+    assert all(age is None for age in departures_age())  # 2-hour TTL: last night's are stale
+    assert (
+        cli_main(
+            ["push-events", "--start", "2013-01-10", "--end", "2013-01-10", "--until", "12:30"]
+        )
+        == 0
+    )
+    ages = departures_age()
+    assert all(age is not None and 0 <= age < 3600 for age in ages), ages
