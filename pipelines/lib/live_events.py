@@ -11,6 +11,9 @@ from pipelines.lib import features as F
 from pipelines.lib.lake import PARTITION_COLUMN
 
 
+PUSH_WINDOW = pd.Timedelta(minutes=15)
+
+
 def event_rows(timeline: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Push source name -> its rows, each stamped when the event became known."""
     tables = {
@@ -27,7 +30,7 @@ def push_in_time_order(
     store: FeatureStore,
     rows: dict[str, pd.DataFrame],
     until: pd.Timestamp | None = None,
-    step: pd.Timedelta = pd.Timedelta(minutes=15),
+    step: pd.Timedelta = PUSH_WINDOW,
 ) -> dict[str, int]:
     """Push every event up to `until`, in windows of `step` in event-time order (a departure
     pushed before the landing that happened earlier would be a lie about the past)."""
