@@ -10,7 +10,6 @@ from feature_repo.flight_delay import PUSH_SOURCES
 from pipelines.lib import features as F
 from pipelines.lib.lake import PARTITION_COLUMN
 
-
 PUSH_WINDOW = pd.Timedelta(minutes=15)
 
 

@@ -131,6 +131,16 @@ def test_readiness_and_prediction_log(client, packaged):
     assert torn == 0 and row["model_version"].isdigit() and row["latency_ms"] > 0
     assert "features.weather_temp" in logged.columns
 
+    # The daily asset monitoring reads: what was served that day, with a summary in metadata.
+    _, instance, _ = packaged
+    results = materialize_window(
+        date(2013, 1, 9), date(2013, 1, 9), instance, only={"prediction_log"}
+    )
+    [materialization] = results[-1].asset_materializations_for_node("prediction_log")
+    assert materialization.partition == "2013-01-09"
+    assert materialization.metadata["predictions"].value >= 1
+    assert materialization.metadata["latency_ms_p50"].value > 0
+
 
 def _free_port() -> int:
     with socket.socket() as s:
