@@ -93,3 +93,31 @@ def learning_curves(history: dict[str, list[float]], step_name: str) -> bytes:
         axis.set_xlabel(step_name)
         axis.legend(fontsize=8)
     return _png(fig)
+
+
+def drift_chart(distances: dict[str, float], threshold: float, title: str) -> bytes:
+    """Drift distance per column, largest first, with the threshold a column drifts at."""
+    ordered = sorted(distances.items(), key=lambda kv: kv[1])
+    fig, axis = plt.subplots(figsize=(7, max(3.0, 0.18 * len(ordered))))
+    colors = ["#c0392b" if v >= threshold else "#5d8aa8" for _, v in ordered]
+    axis.barh([k for k, _ in ordered], [v for _, v in ordered], color=colors)
+    axis.axvline(threshold, color="grey", linestyle=":", label=f"drifts at {threshold}")
+    axis.set(title=title, xlabel="distance to the reference")
+    axis.tick_params(axis="y", labelsize=7)
+    axis.legend(fontsize=8)
+    return _png(fig)
+
+
+def daily_metric_chart(daily: pd.DataFrame, columns: list[str], title: str) -> bytes:
+    """Metrics by day (one line each) with a rolling mean of the first."""
+    fig, axis = plt.subplots(figsize=(8, 3.6))
+    x = pd.to_datetime(daily.index)
+    for column in columns:
+        axis.plot(x, daily[column], marker="." if len(daily) < 60 else None, label=column)
+    if len(daily) >= 3:
+        rolling = daily[columns[0]].rolling(7, min_periods=1).mean()
+        axis.plot(x, rolling, color="black", linestyle="--", label=f"{columns[0]} (7-day mean)")
+    axis.set_title(title)
+    axis.tick_params(axis="x", rotation=30)
+    axis.legend(fontsize=8)
+    return _png(fig)

@@ -252,6 +252,30 @@ class ModelRegistry:
             summary=summary,
         )
 
+    def log_report(
+        self,
+        experiment: str,
+        run_name: str,
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        files: list[Path],
+    ) -> tuple[str, str]:
+        """A monitoring run: metrics and report files (MLflow's UI renders an HTML artifact)."""
+        experiment_id = self.experiment_id(experiment)
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
+        self.client.log_batch(
+            run.info.run_id,
+            metrics=[
+                Metric(k, float(v), int(time.time() * 1000), 0)
+                for k, v in metrics.items()
+                if v == v  # NaN (an insufficient day) is not a metric MLflow can chart
+            ],
+        )
+        for path in files:
+            self.client.log_artifact(run.info.run_id, str(path))
+        self.client.set_terminated(run.info.run_id)
+        return experiment_id, run.info.run_id
+
     def load(self, model_uri: str):
         with self.active():
             return mlflow.pyfunc.load_model(model_uri)
