@@ -179,10 +179,8 @@ def _numeric_drift(name: str, ref: ColumnReference, values: np.ndarray) -> Colum
         current = np.quantile(present, QUANTILE_GRID)
         # W1 between two distributions is the area between their quantile functions.
         w1 = float(np.trapezoid(np.abs(current - np.asarray(ref.quantiles)), QUANTILE_GRID))
-        if ref.std > 0:
-            distance = w1 / ref.std
-        else:
-            distance = 0.0 if w1 == 0 else 1.0  # a constant reference: any move is drift
+        # Against a constant reference, any move at all is drift.
+        distance = w1 / ref.std if ref.std > 0 else float(w1 > 0)
     return ColumnDrift(
         name,
         "numeric",
