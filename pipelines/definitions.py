@@ -11,5 +11,6 @@ from pipelines.resources_config import embedded_resources
 def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
-        dg.Definitions(resources=embedded_resources()),
+        # In-process: each step of the multiprocess default re-imports the world (~10 s here).
+        dg.Definitions(resources=embedded_resources(), executor=dg.in_process_executor),
     )

@@ -24,6 +24,14 @@ class SplitConfig(dg.Config):
 
     validation_days: int | None = None
     holdout_days: int | None = None
+    # Last day (YYYY-MM-DD) of data to use; the nightly schedule and the drift sensor set it so
+    # that days landing during a retrain cannot shift its split.
+    until: str | None = None
+
+    def window(self, table: pd.DataFrame) -> pd.DataFrame:
+        if self.until is None or PARTITION_COLUMN not in table.columns:
+            return table
+        return table.loc[table[PARTITION_COLUMN].astype(str) <= self.until].reset_index(drop=True)
 
     def resolve(self, spec: TaskSpec) -> TimeSplit:
         return TimeSplit(
@@ -108,7 +116,7 @@ def _lineage_tags(context: dg.AssetExecutionContext, spec: TaskSpec, table: pd.D
 
 
 def _train_family(spec: TaskSpec, family: str, config: ModelConfig, table: pd.DataFrame, log):
-    frames = data.time_split(table, spec, config.resolve(spec))
+    frames = data.time_split(config.window(table), spec, config.resolve(spec))
     train = frames.train
     if config.label_permutation_seed is not None:
         train = data.permuted_labels(train, spec, config.label_permutation_seed)
@@ -181,7 +189,7 @@ def _model_asset(spec: TaskSpec, family: str) -> dg.AssetsDefinition:
             params={**config.model_dump(), "split": frames.describe(spec)},
             history=result.history,
             metrics={f"valid_{k}": v for k, v in valid_metrics.items()} | _numbers(result.summary),
-            tags=_lineage_tags(context, spec, table),
+            tags=_lineage_tags(context, spec, config.window(table)),
             example=frames.holdout.head(5) if len(frames.holdout) else frames.valid.head(5),
             train_end=train_end,
             summary=result.summary,
@@ -246,7 +254,7 @@ def task_definitions(spec: TaskSpec) -> dg.Definitions:
         refs = [ModelVersionRef.from_dict(c) for c in challengers.values()]
         review = review_challengers(
             spec,
-            table,
+            config.window(table),
             config.resolve(spec),
             refs,
             registry,

@@ -10,6 +10,7 @@ from pydantic import PrivateAttr
 from pipelines.lib.feature_store import FeastLocation, open_store
 from pipelines.lib.lake import PARTITION_COLUMN, Lake
 from pipelines.lib.landing import LandedDay, archive_landed_file, read_landed_day
+from pipelines.lib.retrain_policy import Thresholds
 from pipelines.lib.tracking import ModelRegistry
 
 
@@ -153,3 +154,17 @@ class BentoResource(dg.ConfigurableResource):
                 f"BentoML's store is {active} but the platform is configured for {self.home}: "
                 "export BENTOML_HOME before starting (the Makefile does)"
             )
+
+
+class RetrainPolicy(dg.ConfigurableResource):
+    """When the drift sensor launches a retrain (see pipelines/lib/retrain_policy.py)."""
+
+    drift_share: float = 0.5
+    prediction_drift: bool = True
+    max_live_auc_drop: float = 0.05
+    cooldown_days: int = 7
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(
+            self.drift_share, self.prediction_drift, self.max_live_auc_drop, self.cooldown_days
+        )

@@ -8,6 +8,7 @@ from pipelines.resources import (
     LakeResource,
     LandingZone,
     MlflowResource,
+    RetrainPolicy,
 )
 
 
@@ -28,6 +29,7 @@ def embedded_resources(paths: DataPaths | None = None) -> dict:
         "bento": BentoResource(
             home=str(paths.bentoml_home), latest_pointer=str(paths.root / "serving" / "latest.json")
         ),
+        "retrain_policy": RetrainPolicy(),
         "mlflow": MlflowResource(
             tracking_uri=paths.mlflow_tracking_uri, artifact_root=paths.mlflow_artifact_root
         ),

@@ -92,6 +92,7 @@ def drift_reference(
         description={
             "champion_version": version,
             "model_family": tags.get("model_family", "?"),
+            "holdout_roc_auc": float(tags.get("holdout_roc_auc", "nan")),
             "train_end": str(train_end),
             "first_day": str(rows[PARTITION_COLUMN].min()),
             "last_day": str(rows[PARTITION_COLUMN].max()),
@@ -109,6 +110,19 @@ def drift_reference(
         }
     )
     return reference.as_dict()
+
+
+NO_REFERENCE = (
+    "no champion promoted yet: nothing to compare with (drift_reference is built with it)"
+)
+
+
+def _no_reference(context: dg.AssetExecutionContext, days: list[str]) -> pd.DataFrame:
+    """Days before the first champion: recorded as such, so that nothing reads them as healthy."""
+    context.add_output_metadata({"status": "no_reference", "reason": NO_REFERENCE})
+    return pd.DataFrame(
+        {PARTITION_COLUMN: days, "status": "no_reference", "rows": 0, "reason": NO_REFERENCE}
+    )
 
 
 def _current_side(
@@ -152,10 +166,7 @@ def drift_report(
     reference; with Evidently's report (HTML) for the most drifted columns."""
     days = partition_keys(context) or [context.partition_key]
     if not lake.lake.has_json(REFERENCE_TABLE):
-        raise dg.Failure(
-            "no drift reference yet: it is built when a champion is promoted "
-            "(materialize drift_reference after champion)"
-        )
+        return _no_reference(context, days)
     reference = DriftReference.from_dict(lake.lake.read_json(REFERENCE_TABLE))
     version = reference.description["champion_version"]
     registry = mlflow.registry()
@@ -304,8 +315,9 @@ def live_performance(
     row-weighted 7-day rolling view."""
     days = partition_keys(context) or [context.partition_key]
     if not lake.lake.has_json(REFERENCE_TABLE):
-        raise dg.Failure("no champion has been promoted yet (no drift reference)")
-    version = lake.lake.read_json(REFERENCE_TABLE)["description"]["champion_version"]
+        return _no_reference(context, days)
+    described = lake.lake.read_json(REFERENCE_TABLE)["description"]
+    version = described["champion_version"]
     registry = mlflow.registry()
     rows = []
     for day in days:
@@ -319,6 +331,7 @@ def live_performance(
                 "status": result.status,
                 "rows": result.rows,
                 "champion_version": version,
+                "champion_holdout_roc_auc": described.get("holdout_roc_auc", np.nan),
                 "reason": result.reason,
                 **{
                     k: result.metrics.get(k, np.nan)

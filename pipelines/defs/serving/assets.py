@@ -15,7 +15,7 @@ from pipelines.lib.packaging import (
 from pipelines.lib.prediction_log import read_day
 from pipelines.lib.settings import DataPaths
 from pipelines.lib.skew import feature_skew
-from pipelines.partitions import daily_partitions, partition_keys
+from pipelines.partitions import daily_partitions, partition_keys, single_run_backfill
 from pipelines.resources import BentoResource, FeastResource, LakeResource, MlflowResource
 from pipelines.tasks import TASKS
 
@@ -95,6 +95,7 @@ def bento_feature_skew(lake: LakeResource, feast: FeastResource) -> dg.AssetChec
 
 @dg.asset(
     partitions_def=daily_partitions,
+    backfill_policy=single_run_backfill,
     group_name="serving",
     kinds={"pandas"},
     code_version="1",
