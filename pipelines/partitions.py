@@ -18,6 +18,8 @@ def partition_keys(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCon
         if isinstance(context, dg.AssetCheckExecutionContext)
         else context
     )
-    if not ctx.has_partition_key_range:
-        return []
-    return list(ctx.partition_keys)
+    if ctx.has_partition_key_range:
+        return list(ctx.partition_keys)
+    if ctx.has_partition_key:  # a single-day run (a sensor's partition run, a UI click)
+        return [ctx.partition_key]
+    return []

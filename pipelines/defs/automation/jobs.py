@@ -3,7 +3,6 @@
 import dagster as dg
 
 from pipelines.lib.task import TaskSpec
-from pipelines.partitions import daily_partitions
 from pipelines.tasks import TASKS
 
 RETRAIN_TAG = "flightline/retrain"  # the instance's run queue admits one run per value at a time
@@ -54,13 +53,15 @@ NOT_DAILY = dg.AssetSelection.assets(
 
 # Every daily-partitioned asset, landing to monitoring, with their checks: one day (or one range)
 # of landed files becomes one run.
-daily_job = dg.define_asset_job(
-    name=DAILY_JOB,
-    selection=dg.AssetSelection.all().materializable()
+DAILY_SELECTION = (
+    dg.AssetSelection.all().materializable()
     - NOT_DAILY
     - dg.AssetSelection.groups("evaluation")
-    - dg.AssetSelection.assets(*(k for spec in TASKS for k in _model_keys(spec))),
-    partitions_def=daily_partitions,
+    - dg.AssetSelection.assets(*(k for spec in TASKS for k in _model_keys(spec)))
+)
+daily_job = dg.define_asset_job(
+    name=DAILY_JOB,
+    selection=DAILY_SELECTION,
     description="Landed days: ingestion, validation, features, training rows, drift, live performance",
 )
 

@@ -9,9 +9,9 @@ from dagster._core.definitions.events import AssetKeyPartitionKey
 
 from pipelines.defs.automation.jobs import (
     DAILY_JOB,
+    DAILY_SELECTION,
     RETRAIN_JOBS,
     RETRAIN_TAG,
-    daily_job,
     retrain_run_config,
 )
 from pipelines.lib.lake import PARTITION_COLUMN
@@ -24,13 +24,13 @@ SPEC = TASKS[0]
 TICK_SECONDS = 15
 
 
-def _daily_asset_keys(context: dg.SensorEvaluationContext) -> list[dg.AssetKey]:
-    job = context.repository_def.get_job(DAILY_JOB)
-    return sorted(job.asset_layer.selected_asset_keys, key=lambda k: k.to_user_string())
+def _daily_asset_keys(context: dg.SensorEvaluationContext) -> set[dg.AssetKey]:
+    return DAILY_SELECTION.resolve(context.repository_def.asset_graph)
 
 
+# Targets the daily assets by selection (not the job): only such a sensor may request backfills.
 @dg.sensor(
-    job=daily_job,
+    asset_selection=DAILY_SELECTION,
     minimum_interval_seconds=TICK_SECONDS,
     description="New day files become partition runs (a gap of several days one backfill); a "
     "replaced file re-runs its day",

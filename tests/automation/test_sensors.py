@@ -1,0 +1,227 @@
+"""Sensors and the schedule evaluated with Dagster's test contexts over real files and runs."""
+
+from datetime import date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from pipelines.cli import materialize_window
+from pipelines.defs.automation.jobs import DAILY_JOB, RETRAIN_TAG
+from pipelines.defs.automation.schedules import nightly_schedule
+from pipelines.defs.automation.sensors import drift_sensor, landing_sensor
+from pipelines.definitions import defs
+from pipelines.lib.replay import replay_days
+from pipelines.resources import LakeResource, LandingZone, RetrainPolicy
+from pipelines.tasks import TASKS
+from tests.conftest import source_day
+
+
+@pytest.fixture(scope="module")
+def definitions():
+    """For evaluating sensors (their resources are passed explicitly), not for running jobs."""
+    return defs()
+
+
+def _landing_tick(definitions, instance, paths, cursor=None):
+    context = dg.build_sensor_context(
+        instance=instance,
+        definitions=definitions,
+        cursor=cursor,
+        resources={
+            "landing": LandingZone(
+                landing_dir=str(paths.landing), archive_dir=str(paths.root / "archive")
+            )
+        },
+    )
+    return landing_sensor(context)
+
+
+def test_new_day_then_nothing_new_then_a_replaced_file(definitions, instance, data_paths):
+    replay_days(data_paths.landing, date(2013, 1, 1), date(2013, 1, 1))
+    first = _landing_tick(definitions, instance, data_paths)
+    [request] = first.run_requests
+    assert request.partition_key == "2013-01-01"
+    assert request.run_key.startswith("2013-01-01:")
+    assert request.tags["flightline/trigger"] == "landed"
+
+    nothing = _landing_tick(definitions, instance, data_paths, first.cursor)
+    assert isinstance(nothing, dg.SkipReason)
+    assert "no new or replaced day files" in nothing.skip_message
+
+    flights = Path(data_paths.landing) / "flights" / "2013-01-01.csv"
+    source_day("flights", "2013-01-01").head(500).to_csv(flights, index=False, na_rep="NA")
+    replaced = _landing_tick(definitions, instance, data_paths, first.cursor)
+    [rerun] = replaced.run_requests
+    assert rerun.partition_key == "2013-01-01"
+    assert rerun.tags["flightline/trigger"] == "replaced"
+    assert rerun.run_key != request.run_key  # a new content, a new run key
+
+
+def test_a_gap_of_days_becomes_one_backfill_of_every_daily_asset(definitions, instance, data_paths):
+    replay_days(data_paths.landing, date(2013, 1, 1), date(2013, 1, 1))
+    first = _landing_tick(definitions, instance, data_paths)
+    replay_days(data_paths.landing, date(2013, 1, 2), date(2013, 1, 5))
+    result = _landing_tick(definitions, instance, data_paths, first.cursor)
+    [backfill] = result.run_requests
+    assert backfill.requires_backfill_daemon()
+    assert backfill.tags["flightline/days"] == "2013-01-02..2013-01-05"
+    subset = backfill.asset_graph_subset
+    daily = definitions.resolve_job_def(DAILY_JOB).asset_layer.selected_asset_keys
+    assert set(subset.partitions_subsets_by_asset_key) == set(daily)
+    for key in daily:
+        assert sorted(subset.get_partitions_subset(key).get_partition_keys()) == [
+            "2013-01-02",
+            "2013-01-03",
+            "2013-01-04",
+            "2013-01-05",
+        ]
+
+
+def test_a_day_missing_a_table_waits(definitions, instance, data_paths):
+    replay_days(data_paths.landing, date(2013, 1, 1), date(2013, 1, 1))
+    (Path(data_paths.landing) / "weather" / "2013-01-01.csv").unlink()
+    waiting = _landing_tick(definitions, instance, data_paths)
+    assert isinstance(waiting, dg.SkipReason)
+    assert "waiting for 1 incomplete day" in waiting.skip_message
+
+
+def _drift_tick(definitions, instance, paths, cursor=None, **policy):
+    context = dg.build_sensor_context(
+        instance=instance,
+        definitions=definitions,
+        cursor=cursor,
+        resources={
+            "lake": LakeResource(lake_root=paths.lake),
+            "retrain_policy": RetrainPolicy(**policy),
+        },
+    )
+    return drift_sensor(context)
+
+
+def test_failed_validation_produces_no_report_and_the_sensor_says_why(
+    definitions, instance, data_paths
+):
+    day = "2013-01-02"
+    replay_days(data_paths.landing, date(2013, 1, 1), date(2013, 1, 2))
+    assert all(
+        r.success
+        for r in materialize_window(
+            date(2013, 1, 1), date(2013, 1, 1), instance, only={"raw_flights", "raw_weather"}
+        )
+    )
+    good = source_day("flights", day)
+    pd.concat([good, good.head(3)]).to_csv(
+        Path(data_paths.landing) / "flights" / f"{day}.csv", index=False, na_rep="NA"
+    )
+    # Definitions bind resources to the data root of the environment: build them for this test's.
+    result = (
+        defs()
+        .resolve_job_def(DAILY_JOB)
+        .execute_in_process(
+            instance=instance,
+            partition_key=day,
+            tags={"flightline/trigger": "landed"},
+            raise_on_error=False,
+        )
+    )
+    assert not result.success
+    assert day not in instance.get_materialized_partitions(dg.AssetKey("drift_report"))
+    tick = _drift_tick(definitions, instance, data_paths)
+    assert not tick.run_requests
+    assert f"{day}: validation failed (raw_flights_unique_rows): no drift report, no retrain" in (
+        tick.skip_reason.skip_message
+    )
+
+
+@pytest.fixture(scope="module")
+def reported(built, definitions):
+    """The nine built days, with drift reports of the last two against the built champion."""
+    paths, instance, _ = built
+    job = defs().resolve_job_def(DAILY_JOB)
+    for day in ("2013-01-08", "2013-01-09"):
+        result = job.get_subset(
+            asset_selection={dg.AssetKey("drift_report"), dg.AssetKey("live_performance")}
+        ).execute_in_process(instance=instance, partition_key=day)
+        assert result.success
+    return paths, instance
+
+
+def _last_two_report_ids(instance) -> tuple[int, int]:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("drift_report")), limit=2
+    ).records
+    assert [r.partition_key for r in records] == ["2013-01-09", "2013-01-08"]
+    return records[1].storage_id, records[0].storage_id
+
+
+def test_drift_over_the_threshold_launches_one_retrain_with_its_reasons(reported, definitions):
+    paths, instance = reported
+    first, latest = _last_two_report_ids(instance)
+    before = first - 1
+    cursor = f'{{"storage_id": {before}, "last_trigger_day": null, "checked_at": 0}}'
+    # A threshold every day crosses: the first new day triggers, the second is reported.
+    tick = _drift_tick(definitions, instance, paths, cursor, drift_share=0.0)
+    [request] = tick.run_requests
+    report = pd.read_parquet(Path(paths.lake) / "drift_report" / "2013-01-08.parquet")
+    version = report["reference_version"].iloc[0]
+    assert request.job_name == f"{TASKS[0].name}_retrain"
+    assert request.run_key == f"drift:{TASKS[0].name}:v{version}:2013-01-08"
+    assert request.tags[RETRAIN_TAG] == TASKS[0].name
+    assert request.tags["flightline/trigger"] == "drift"
+    assert request.tags["flightline/trigger_partition"] == "2013-01-08"
+    assert request.tags["flightline/drift_share"] == f"{report['drift_share'].iloc[0]:.4f}"
+    assert "drift share" in request.tags["flightline/trigger_reason"]
+    ops = request.run_config["ops"]
+    assert {op["config"]["until"] for op in ops.values()} == {"2013-01-08"}
+
+    # The same evidence again: nothing new. A new report inside the cooldown: skipped, said why.
+    again = _drift_tick(definitions, instance, paths, tick.cursor, drift_share=0.0)
+    assert not again.run_requests and "no new drift reports" in again.skip_reason.skip_message
+    replayed = tick.cursor.replace(f'"storage_id": {latest}', f'"storage_id": {first}')
+    cooled = _drift_tick(definitions, instance, paths, replayed, drift_share=0.0)
+    assert not cooled.run_requests
+    assert "cooldown after the retrain triggered by 2013-01-08" in cooled.skip_reason.skip_message
+
+
+def test_thresholds_not_crossed_launch_nothing(reported, definitions):
+    paths, instance = reported
+    first, _ = _last_two_report_ids(instance)
+    cursor = f'{{"storage_id": {first - 1}, "last_trigger_day": null, "checked_at": 0}}'
+    tick = _drift_tick(
+        definitions,
+        instance,
+        paths,
+        cursor,
+        drift_share=1.01,
+        prediction_drift=False,
+        max_live_auc_drop=1.0,
+    )
+    assert not tick.run_requests
+    assert "within thresholds" in tick.skip_reason.skip_message
+
+
+def test_nightly_schedule_retrains_up_to_yesterday_with_a_valid_run_config(definitions):
+    schedule = nightly_schedule(TASKS[0])
+    assert schedule.cron_schedule == "0 2 * * *"
+    assert schedule.execution_timezone == "America/New_York"
+    moment = datetime(2026, 11, 23, 2, 0, tzinfo=ZoneInfo("America/New_York"))
+    request = schedule.evaluate_tick(
+        dg.build_schedule_context(scheduled_execution_time=moment)
+    ).run_requests[0]
+    assert request.run_key == f"nightly:{TASKS[0].name}:2026-11-22"
+    assert request.tags[RETRAIN_TAG] == TASKS[0].name
+    assert request.tags["flightline/trigger"] == "schedule"
+    job = definitions.resolve_job_def(f"{TASKS[0].name}_retrain")
+    assert set(request.run_config["ops"]) == {"lgbm_model", "torch_model", "model_evaluation"}
+    assert {op["config"]["until"] for op in request.run_config["ops"].values()} == {"2026-11-22"}
+    assert dg.validate_run_config(job, request.run_config)
+
+
+def test_daily_job_holds_exactly_the_daily_partitioned_assets(definitions):
+    graph = definitions.resolve_asset_graph()
+    daily = {k for k in graph.materializable_asset_keys if graph.get(k).partitions_def is not None}
+    job = definitions.resolve_job_def(DAILY_JOB)
+    assert set(job.asset_layer.selected_asset_keys) == daily
