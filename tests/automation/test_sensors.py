@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from pipelines.cli import materialize_window
+from pipelines.definitions import defs
 from pipelines.defs.automation.jobs import DAILY_JOB, RETRAIN_TAG
 from pipelines.defs.automation.schedules import nightly_schedule
 from pipelines.defs.automation.sensors import drift_sensor, landing_sensor
-from pipelines.definitions import defs
 from pipelines.lib.replay import replay_days
 from pipelines.resources import LakeResource, LandingZone, RetrainPolicy
 from pipelines.tasks import TASKS
