@@ -1,0 +1,236 @@
+"""A real `dagster-daemon` against a temporary instance: landed days become partition runs and
+backfills, a restart resumes from the cursors without duplicates, and two retrains queued at once
+run one after the other and promote once (nine days, as the e2e fixture: enough to beat the
+baseline)."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from pipelines.cli import materialize_window
+from pipelines.lib.replay import replay_days
+from pipelines.lib.settings import PROJECT_ROOT, DataPaths
+from pipelines.lib.tracking import ModelRegistry
+from tests.conftest import source_day
+from tests.pipeline_fixture import MODEL_RUN_CONFIG
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+REFERENCE_TABLES = {"planes", "airports", "airlines", "plane_features", "feast_definitions"}
+
+
+class Daemon:
+    def __init__(self, env: dict, log: Path):
+        self.env, self.log, self.process = env, log, None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [str(BIN / "dagster-daemon"), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            stdout=self.log.open("a"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def _cli(env: dict, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(BIN / "dagster"), *args, "-w", str(PROJECT_ROOT / "workspace.yaml")],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait(condition, timeout: float, what: str, daemon_log: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(2)
+    tail = daemon_log.read_text()[-3000:] if daemon_log.exists() else ""
+    raise AssertionError(f"timed out waiting for {what}; daemon log tail:\n{tail}")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("daemon")
+    home = root / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "FLIGHTLINE_DATA_ROOT": str(root / "data"),
+        "MLFLOW_LOGGING_LEVEL": "ERROR",
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(home))
+        mp.setenv("FLIGHTLINE_DATA_ROOT", str(root / "data"))
+        paths = DataPaths.from_env()
+        instance = dg.DagsterInstance.get()
+        # Reference tables are not daily: built once, as `make run` does.
+        replay_days(paths.landing, date(2013, 1, 1), date(2013, 1, 5))
+        assert all(
+            r.success
+            for r in materialize_window(
+                date(2013, 1, 1), date(2013, 1, 5), instance, only=REFERENCE_TABLES
+            )
+        )
+        started = _cli(env, "sensor", "start", "--start-all")
+        assert started.wait(timeout=180) == 0, started.stdout.read()
+        daemon = Daemon(env, root / "daemon.log")
+        daemon.start()
+        try:
+            yield paths, instance, daemon, env
+        finally:
+            daemon.stop()
+
+
+def _landing_runs(instance) -> list[dg.DagsterRun]:
+    return [
+        r for r in instance.get_runs() if r.tags.get("flightline/trigger") in ("landed", "replaced")
+    ]
+
+
+def _finished(runs) -> bool:
+    return bool(runs) and all(r.is_finished for r in runs)
+
+
+def _days_of(run: dg.DagsterRun) -> str:
+    tags = run.tags
+    return tags.get("dagster/partition") or (
+        f"{tags['dagster/asset_partition_range_start']}..{tags['dagster/asset_partition_range_end']}"
+    )
+
+
+def test_landed_days_run_once_across_a_daemon_restart(site):
+    paths, instance, daemon, _ = site
+    log = daemon.log
+    _wait(
+        lambda: _finished(runs := _landing_runs(instance)) and runs,
+        420,
+        "the backfill of the first five days",
+        log,
+    )
+    [first] = _landing_runs(instance)
+    assert first.status == dg.DagsterRunStatus.SUCCESS
+    assert _days_of(first) == "2013-01-01..2013-01-05"
+    assert first.tags.get("dagster/backfill")
+
+    # The daemon goes down; four more days land and a corrected file replaces day 3.
+    daemon.stop()
+    replay_days(paths.landing, date(2013, 1, 6), date(2013, 1, 9))
+    # Same flights, another order: a new file (new hash) that leaves the data as the e2e fixture's.
+    corrected = source_day("flights", "2013-01-03").iloc[::-1]
+    corrected.to_csv(Path(paths.landing) / "flights" / "2013-01-03.csv", index=False, na_rep="NA")
+    daemon.start()
+    runs = _wait(
+        lambda: len(runs := _landing_runs(instance)) >= 3 and _finished(runs) and runs,
+        420,
+        "the new days and the re-run",
+        log,
+    )
+    time.sleep(40)  # more sensor ticks: nothing further may be launched
+    runs = _landing_runs(instance)
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), [
+        (r.run_id, r.status) for r in runs
+    ]
+    by_days = Counter(_days_of(r) for r in runs)
+    assert by_days == {"2013-01-01..2013-01-05": 1, "2013-01-06..2013-01-09": 1, "2013-01-03": 1}
+    [rerun] = [r for r in runs if r.tags["flightline/trigger"] == "replaced"]
+    assert _days_of(rerun) == "2013-01-03"
+    assert len(instance.get_backfills()) == 2
+    counts = Counter(
+        r.partition_key
+        for r in instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("training_set")), limit=100
+        ).records
+    )
+    assert counts == {f"2013-01-0{d}": 2 if d == 3 else 1 for d in range(1, 10)}
+    day3 = pd.read_parquet(Path(paths.lake) / "raw_flights" / "2013-01-03.parquet")
+    assert day3["flight"].tolist() == corrected["flight"].tolist()  # the lake holds the new file
+
+
+def test_two_retrains_queued_at_once_run_one_at_a_time_and_promote_once(site):
+    paths, instance, daemon, env = site
+    # The e2e fixture's configuration on the same nine days, which promotes over the baseline.
+    config = {
+        "ops": {
+            name: {"config": {**op["config"], "until": "2013-01-09"}}
+            for name, op in MODEL_RUN_CONFIG["ops"].items()
+        }
+    }
+    launches = [
+        _cli(
+            env,
+            "job",
+            "launch",
+            "-j",
+            "flight_delay_retrain",
+            "--config-json",
+            json.dumps(config),
+            "--tags",
+            json.dumps({"flightline/trigger": "test"}),
+        )
+        for _ in range(2)
+    ]
+    for launch in launches:
+        assert launch.wait(timeout=240) == 0, launch.stdout.read()
+
+    def retrains():
+        return instance.get_runs(dg.RunsFilter(job_name="flight_delay_retrain"))
+
+    runs = _wait(
+        lambda: len(r := retrains()) == 2 and _finished(r) and r, 600, "both retrains", daemon.log
+    )
+    first, second = sorted(runs, key=lambda r: instance.get_run_record_by_id(r.run_id).start_time)
+    first_record = instance.get_run_record_by_id(first.run_id)
+    second_record = instance.get_run_record_by_id(second.run_id)
+    # The run queue's tag limit: the second started only after the first ended.
+    assert second_record.start_time >= first_record.end_time
+    assert first.status == dg.DagsterRunStatus.SUCCESS, _gate(instance, first)
+    assert first.status == dg.DagsterRunStatus.SUCCESS
+    # Same data, same seed: the second challenger is no better than the champion it now faces.
+    assert second.status == dg.DagsterRunStatus.FAILURE
+    champion_events = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("champion")), limit=10
+    ).records
+    assert [e.run_id for e in champion_events] == [first.run_id]
+    registry = ModelRegistry(paths.mlflow_tracking_uri, paths.mlflow_artifact_root)
+    champion = registry.alias("flight_delay", "champion")
+    assert champion.tags["promoted_by_run"] == first.run_id
+    gate = _gate(instance, second)
+    assert [g.passed for g in gate] == [False]
+    assert "refuse" in gate[0].description
+
+
+def _gate(instance, run) -> list:
+    return [
+        e.dagster_event.event_specific_data
+        for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    ]
