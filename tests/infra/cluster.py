@@ -5,6 +5,7 @@ free ports in 6400-6499, with a kubeconfig for an admin token. No kubelet: `fake
 plays the nodes. `python -m tests.infra.cluster` starts one by hand (Ctrl-C stops it).
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -242,10 +243,8 @@ def main() -> None:
     with start() as cluster:
         print(f"control plane ready in {cluster.startup_seconds:.1f}s at {cluster.server}")
         print(f"export KUBECONFIG={cluster.kubeconfig}")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
-        except KeyboardInterrupt:
-            pass
     shutil.rmtree(cluster.workdir, ignore_errors=True)
     sys.exit(0)
 

@@ -10,6 +10,7 @@ ErrImagePull. Deleted pods are killed and released.
 """
 
 import base64
+import contextlib
 import os
 import subprocess
 import sys
@@ -113,7 +114,9 @@ class FakeKubelet:
                 env.update(cm.data or {})
             if source.secret_ref:
                 secret = self.api.read_namespaced_secret(source.secret_ref.name, ns)
-                env.update({k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()})
+                env.update(
+                    {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+                )
         for var in container.env or []:
             if var.value_from is None:
                 env[var.name] = var.value or ""
@@ -194,10 +197,8 @@ class FakeKubelet:
                 "finishedAt": _now(),
             }
         }
-        try:
+        with contextlib.suppress(client.ApiException):  # deleted meanwhile
             self._set_status(pod, "Succeeded" if code == 0 else "Failed", state)
-        except client.ApiException:
-            pass  # deleted meanwhile
 
     def _sync_pods(self) -> None:
         pods = self.api.list_pod_for_all_namespaces().items
@@ -209,12 +210,10 @@ class FakeKubelet:
                 proc = self.procs.pop(uid, None)
                 if proc and proc.poll() is None:
                     proc.terminate()
-                try:
+                with contextlib.suppress(client.ApiException):
                     self.api.delete_namespaced_pod(
                         pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0
                     )
-                except client.ApiException:
-                    pass
                 continue
             if uid not in self.handled:
                 self.handled.add(uid)

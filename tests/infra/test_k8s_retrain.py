@@ -1,0 +1,116 @@
+"""The retrain job on a real Kubernetes API server: queued, launched by the daemon through
+`K8sRunLauncher` (under the launcher's least-privilege service account), every step a Job of its
+own through `k8s_job_executor`, the torch training step on the GPU node; and its failures."""
+
+import time
+import uuid
+
+import dagster as dg
+import pytest
+from kubernetes import client, config
+
+from pipelines.lib.settings import DataPaths
+from pipelines.lib.tracking import ModelRegistry
+from pipelines.tasks import TASKS
+from tests.infra import platform
+from tests.pipeline_fixture import MODEL_RUN_CONFIG
+
+SPEC = TASKS[0]
+GPU = "nvidia.com/gpu"
+RUN_TIMEOUT = 900
+
+
+def _instance(k8s_platform) -> dg.DagsterInstance:
+    return dg.DagsterInstance.from_config(str(k8s_platform["home"]))
+
+
+def _wait_finished(instance: dg.DagsterInstance, run_id: str, timeout: float = RUN_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.is_finished:
+            return run
+        time.sleep(1)
+    raise TimeoutError(f"run {run_id} not finished after {timeout}s: {run and run.status}")
+
+
+def _failure_messages(instance: dg.DagsterInstance, run_id: str) -> str:
+    records = instance.all_logs(run_id)
+    return "\n".join(
+        r.dagster_event.message or ""
+        for r in records
+        if r.dagster_event is not None and r.dagster_event.event_type_value in (
+            "RUN_FAILURE", "STEP_FAILURE", "ENGINE_EVENT", "PIPELINE_FAILURE")
+    ) + "\n".join(str(r.dagster_event.event_specific_data) for r in records if r.dagster_event
+                  and r.dagster_event.event_type_value in ("RUN_FAILURE", "STEP_FAILURE", "ENGINE_EVENT"))  # fmt: skip
+
+
+def _apis(k8s_platform):
+    api = config.new_client_from_config(str(k8s_platform["cluster"].kubeconfig))
+    return client.CoreV1Api(api), client.BatchV1Api(api)
+
+
+def _champion(k8s_platform) -> str | None:
+    paths = _paths(k8s_platform)
+    return ModelRegistry(paths.mlflow_tracking_uri, paths.mlflow_artifact_root).champion_version(
+        SPEC.registered_model
+    )
+
+
+def _paths(k8s_platform) -> DataPaths:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLIGHTLINE_DATA_ROOT", str(k8s_platform["data_root"]))
+        return DataPaths.from_env()
+
+
+def _launch(k8s_platform, run_config: dict, tags: dict | None = None) -> str:
+    run_id = str(uuid.uuid4())
+    result = platform.launch(k8s_platform["env"], run_id, run_config, tags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def retrain(k8s_platform):
+    """One successful retrain through the whole production path; the tests below inspect it."""
+    started = time.monotonic()
+    run_id = _launch(k8s_platform, MODEL_RUN_CONFIG)
+    instance = _instance(k8s_platform)
+    run = _wait_finished(instance, run_id)
+    seconds = time.monotonic() - started
+    print(f"k8s retrain run: {run.status} in {seconds:.0f}s")
+    return {"run": run, "instance": instance, "seconds": seconds}
+
+
+def test_retrain_completes_as_kubernetes_jobs(k8s_platform, retrain):
+    run, instance = retrain["run"], retrain["instance"]
+    assert run.status == dg.DagsterRunStatus.SUCCESS, _failure_messages(instance, run.run_id)
+    assert run.tags["flightline/retrain"] == SPEC.name
+    assert _champion(k8s_platform) is not None
+
+    core, batch = _apis(k8s_platform)
+    selector = f"dagster/run-id={run.run_id}"
+    jobs = batch.list_namespaced_job(platform.NAMESPACE, label_selector=selector).items
+    workers = [j for j in jobs if j.metadata.name.startswith("dagster-run-")]
+    steps = [j for j in jobs if j.metadata.name.startswith("dagster-step-")]
+    assert len(workers) == 1 and workers[0].status.succeeded == 1
+    plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+    executed = {s.key for s in plan.steps}
+    # One Job per step, each succeeded.
+    assert sorted(j.metadata.labels["dagster/op"] for j in steps) == sorted(executed)
+    assert all(j.status.succeeded == 1 for j in steps)
+
+    pods = core.list_namespaced_pod(platform.NAMESPACE, label_selector=selector).items
+    by_op = {p.metadata.labels.get("dagster/op", "run_worker"): p for p in pods}
+    training = by_op.pop("torch_model")
+    assert training.spec.node_name == "gpu-node"
+    limits = training.spec.containers[0].resources.limits
+    assert limits[GPU] == "1" and training.spec.containers[0].resources.requests[GPU] == "1"
+    assert training.spec.node_selector == {"flightline/accelerator": "nvidia-gpu"}
+    assert any(t.key == GPU and t.effect == "NoSchedule" for t in training.spec.tolerations)
+    assert set(by_op) == (executed - {"torch_model"}) | {"run_worker"}
+    for op, pod in by_op.items():
+        assert pod.spec.node_name == "cpu-node", op
+        assert GPU not in (pod.spec.containers[0].resources.limits or {}), op
+        assert pod.spec.service_account_name == platform.SERVICE_ACCOUNT
+        assert pod.spec.containers[0].image == platform.TEST_IMAGE
