@@ -71,6 +71,8 @@ def k8s_platform(k8s_cluster, tmp_path_factory):
     home = platform.write_home(
         root / "dagster_home", platform.instance_config(kubeconfig, root / "dagster_home")
     )
+    # Create the SQLite storage once, before the daemon and the CLI race to create it.
+    dg.DagsterInstance.from_config(str(home)).dispose()
     logs = root / "pod-logs"
     logs.mkdir()
     kubelet = FakeKubelet(
