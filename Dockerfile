@@ -59,6 +59,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
 WORKDIR /opt/flightline
 # Owned by root, read-only for the app user: code and dependencies cannot be changed at run time.
 COPY --from=builder /opt/flightline /opt/flightline
+# The `bento` step runs `bentoml build`, which locks the Bento's requirements with uv.
+COPY --from=uv /uv /usr/local/bin/uv
 ENV PATH=/opt/flightline/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     DAGSTER_HOME=/opt/dagster/dagster_home \

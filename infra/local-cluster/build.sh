@@ -72,3 +72,5 @@ for b in kube-apiserver kube-controller-manager kube-scheduler; do
   cp "_output/local/bin/linux/amd64/$b" "$BIN/$b" 2>/dev/null || cp "_output/bin/$b" "$BIN/$b"
 done
 echo "local-cluster: built in $(( $(date +%s) - START )) s into $BIN"
+# Only the binaries are needed from now on: drop the 2+ GB of sources, Go caches and toolchain.
+rm -rf "$SRC_DIR" "$CACHE/gocache" "$CACHE/gopath" "$CACHE/root" "$CACHE/apt"

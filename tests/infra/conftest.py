@@ -43,6 +43,8 @@ def _retrain_inputs(data_root: Path) -> None:
         selected = job.asset_layer.selected_asset_keys
         upstream = dg.AssetSelection.assets(*selected).upstream().resolve(graph) - set(selected)
         only = {k.to_user_string() for k in upstream if graph.get(k).is_materializable}
+        only.add("online_features")  # the Bento's skew check compares online with offline
+
         replay_days(
             DataPaths.from_env().landing, date.fromisoformat(START), date.fromisoformat(END)
         )
@@ -58,7 +60,23 @@ def _retrain_inputs(data_root: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def k8s_platform(k8s_cluster, tmp_path_factory):
+def k8s_nodes(k8s_cluster, tmp_path_factory):
+    """gpu-node and cpu-node, played by the fake kubelet: pods bound to them run locally."""
+    kubelet = FakeKubelet(
+        k8s_cluster.kubeconfig,
+        workdir=platform.PROJECT_ROOT,  # the image's WORKDIR: the project, its venv on PATH
+        images={platform.TEST_IMAGE},
+        nodes=(GPU_NODE, CPU_NODE),
+        log_dir=tmp_path_factory.mktemp("pod-logs"),
+    ).start()
+    try:
+        yield kubelet
+    finally:
+        kubelet.stop()
+
+
+@pytest.fixture(scope="session")
+def k8s_platform(k8s_cluster, k8s_nodes, tmp_path_factory):
     root = tmp_path_factory.mktemp("k8s-platform")
     data_root = root / "data"
     started = time.monotonic()
@@ -73,21 +91,12 @@ def k8s_platform(k8s_cluster, tmp_path_factory):
     )
     # Create the SQLite storage once, before the daemon and the CLI race to create it.
     dg.DagsterInstance.from_config(str(home)).dispose()
-    logs = root / "pod-logs"
-    logs.mkdir()
-    kubelet = FakeKubelet(
-        k8s_cluster.kubeconfig,
-        workdir=platform.PROJECT_ROOT,
-        images={platform.TEST_IMAGE},
-        nodes=(GPU_NODE, CPU_NODE),
-        log_dir=logs,
-    ).start()
     env = platform.dagster_env(home, data_env)
     daemon = platform.Daemon.start(env, root / "daemon.log")
     try:
         yield {
             "cluster": k8s_cluster,
-            "kubelet": kubelet,
+            "kubelet": k8s_nodes,
             "home": home,
             "env": env,
             "data_root": data_root,
@@ -97,5 +106,4 @@ def k8s_platform(k8s_cluster, tmp_path_factory):
         }
     finally:
         daemon.stop()
-        kubelet.stop()
         shutil.rmtree(data_root / "lake", ignore_errors=True)

@@ -12,6 +12,7 @@ ErrImagePull. Deleted pods are killed and released.
 import base64
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -41,6 +42,17 @@ GPU_NODE = NodeSpec(
 CPU_NODE = NodeSpec("cpu-node", {"cpu": "8", "memory": "32Gi", "pods": "20"})
 
 
+def _real_uv() -> str | None:
+    """The uv binary itself: pyenv's `uv` shim needs pyenv's environment, which pods lack."""
+    probe = subprocess.run(
+        ["python3", "-c", "import uv; print(uv.find_uv_bin())"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return probe.stdout.strip() or shutil.which("uv")
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -60,8 +72,16 @@ class FakeKubelet:
         self.images = images
         self.nodes = {n.name: n for n in nodes}
         venv_bin = str(Path(sys.executable).parent)
+        # The image's PATH: its venv, then uv (the image ships it: `bentoml build` locks with uv).
+        image_bin = log_dir or workdir
+        uv = _real_uv()
+        if uv:
+            (Path(image_bin) / "bin").mkdir(exist_ok=True)
+            link = Path(image_bin) / "bin" / "uv"
+            if not link.exists():
+                link.symlink_to(uv)
         self.base_env = base_env or {
-            "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
+            "PATH": f"{venv_bin}:{image_bin}/bin:/usr/local/bin:/usr/bin:/bin",
             "HOME": os.environ.get("HOME", "/root"),
             "LANG": "C.UTF-8",
         }

@@ -2,6 +2,7 @@
 `K8sRunLauncher` (under the launcher's least-privilege service account), every step a Job of its
 own through `k8s_job_executor`, the torch training step on the GPU node; and its failures."""
 
+import json
 import time
 import uuid
 
@@ -114,3 +115,83 @@ def test_retrain_completes_as_kubernetes_jobs(k8s_platform, retrain):
         assert GPU not in (pod.spec.containers[0].resources.limits or {}), op
         assert pod.spec.service_account_name == platform.SERVICE_ACCOUNT
         assert pod.spec.containers[0].image == platform.TEST_IMAGE
+
+
+def test_a_failing_step_pod_fails_the_run_and_leaves_the_champion(k8s_platform, retrain):
+    champion = _champion(k8s_platform)
+    # The training container dies (exit 137, as an OOM kill) before Dagster can report anything:
+    # only Kubernetes knows; the executor must read it from the Job's status.
+    crash = {"container_config": {"command": ["python", "-c", "import sys; sys.exit(137)"]}}
+    run_config = {
+        **MODEL_RUN_CONFIG,
+        "execution": {"config": {"per_step_k8s_config": {"torch_model": crash}}},
+    }
+    run_id = _launch(k8s_platform, run_config)
+    instance = _instance(k8s_platform)
+    run = _wait_finished(instance, run_id)
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    messages = _failure_messages(instance, run_id)
+    assert "Discovered failed Kubernetes job dagster-step-" in messages
+    assert "for step torch_model" in messages
+    core, _ = _apis(k8s_platform)
+    (pod,) = core.list_namespaced_pod(
+        platform.NAMESPACE, label_selector=f"dagster/run-id={run_id},dagster/op=torch_model"
+    ).items
+    assert pod.status.phase == "Failed"
+    assert pod.status.container_statuses[0].state.terminated.exit_code == 137
+    assert _champion(k8s_platform) == champion
+
+
+def test_a_missing_image_fails_the_run_with_the_pull_error(k8s_platform, retrain):
+    champion = _champion(k8s_platform)
+    missing = "ghcr.io/flightline/flightline:does-not-exist"
+    tags = {"dagster-k8s/config": json.dumps({"container_config": {"image": missing}})}
+    run_id = _launch(k8s_platform, MODEL_RUN_CONFIG, tags)
+    instance = _instance(k8s_platform)
+    # The daemon's run monitoring gives up after start_timeout_seconds (25 s in the test).
+    run = _wait_finished(instance, run_id, timeout=180)
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    messages = _failure_messages(instance, run_id)
+    assert "ErrImagePull" in messages and missing in messages
+    assert _champion(k8s_platform) == champion
+
+
+def _direct_launch(k8s_platform, name: str, **launcher_overrides) -> tuple[dg.DagsterRun, str]:
+    """An instance that launches at once (no queue), with a broken launcher setting."""
+    home = k8s_platform["root"] / name
+    config = platform.instance_config(
+        k8s_platform["launcher_kubeconfig"], home, **launcher_overrides
+    )
+    config.pop("run_coordinator")  # DefaultRunCoordinator: the CLI launches immediately
+    platform.write_home(home, config)
+    env = {**k8s_platform["env"], "DAGSTER_HOME": str(home)}
+    run_id = str(uuid.uuid4())
+    platform.launch(env, run_id, MODEL_RUN_CONFIG)
+    instance = dg.DagsterInstance.from_config(str(home))
+    return _wait_finished(instance, run_id, timeout=120), _failure_messages(instance, run_id)
+
+
+def test_a_missing_namespace_fails_the_run(k8s_platform, retrain):
+    champion = _champion(k8s_platform)
+    run, messages = _direct_launch(
+        k8s_platform, "home-no-namespace", job_namespace="flightline-gone"
+    )
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    assert 'namespaces \\"flightline-gone\\" not found' in messages or (
+        'namespaces "flightline-gone" not found' in messages
+    )
+    assert _champion(k8s_platform) == champion
+
+
+def test_an_unreachable_api_server_fails_the_run(k8s_platform, retrain, tmp_path):
+    champion = _champion(k8s_platform)
+    kubeconfig = tmp_path / "unreachable"
+    text = k8s_platform["launcher_kubeconfig"].read_text()
+    server = k8s_platform["cluster"].server
+    kubeconfig.write_text(text.replace(server, "https://127.0.0.1:6499"))  # nothing listens
+    run, messages = _direct_launch(
+        k8s_platform, "home-unreachable", kubeconfig_file=str(kubeconfig)
+    )
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    assert "Connection refused" in messages or "Max retries exceeded" in messages
+    assert _champion(k8s_platform) == champion
