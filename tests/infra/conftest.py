@@ -24,6 +24,7 @@ def k8s_cluster(tmp_path_factory):
     if not local_cluster.binaries_ready():
         local_cluster.build()
     with local_cluster.start(tmp_path_factory.mktemp("k8s-cluster")) as cluster:
+        print(f"\nlocal control plane ready in {cluster.startup_seconds:.1f}s at {cluster.server}")
         yield cluster
 
 
