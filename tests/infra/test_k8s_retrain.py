@@ -5,6 +5,7 @@ own through `k8s_job_executor`, the torch training step on the GPU node; and its
 import json
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import pytest
@@ -123,44 +124,81 @@ def test_retrain_completes_as_kubernetes_jobs(k8s_platform, retrain):
         assert pod.spec.containers[0].image == platform.TEST_IMAGE
 
 
-def test_a_failing_step_pod_fails_the_run_and_leaves_the_champion(k8s_platform, retrain):
+MISSING_IMAGE = "ghcr.io/flightline/flightline:does-not-exist"
+IN_FLIGHT = {
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+}
+
+
+@pytest.fixture(scope="module")
+def failed_retrains(k8s_platform, retrain):
+    """Two retrains submitted together, both doomed: one whose run worker image does not exist,
+    one whose training pod dies. The queue must run them one after the other (same task)."""
     champion = _champion(k8s_platform)
     # The training container dies (exit 137, as an OOM kill) before Dagster can report anything:
     # only Kubernetes knows; the executor must read it from the Job's status.
     crash = {"container_config": {"command": ["python", "-c", "import sys; sys.exit(137)"]}}
-    run_config = {
+    crash_config = {
         **MODEL_RUN_CONFIG,
         "execution": {"config": {"per_step_k8s_config": {"torch_model": crash}}},
     }
-    run_id = _launch(k8s_platform, run_config)
+    image_tags = {"dagster-k8s/config": json.dumps({"container_config": {"image": MISSING_IMAGE}})}
+    with ThreadPoolExecutor(2) as pool:
+        image_future = pool.submit(_launch, k8s_platform, MODEL_RUN_CONFIG, image_tags)
+        crash_future = pool.submit(_launch, k8s_platform, crash_config)
+        image_run_id, crash_run_id = image_future.result(), crash_future.result()
     instance = _instance(k8s_platform)
-    run = _wait_finished(instance, run_id)
+    ids = (image_run_id, crash_run_id)
+    samples = []  # statuses of both runs, until both are finished
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while time.monotonic() < deadline:
+        statuses = tuple(instance.get_run_by_id(i).status for i in ids)
+        samples.append(statuses)
+        if all(s in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE) for s in statuses):
+            break
+        time.sleep(0.5)
+    return {
+        "instance": instance,
+        "image_run": instance.get_run_by_id(image_run_id),
+        "crash_run": instance.get_run_by_id(crash_run_id),
+        "samples": samples,
+        "champion_before": champion,
+    }
+
+
+def test_retrains_of_a_task_run_one_at_a_time(failed_retrains):
+    samples = failed_retrains["samples"]
+    assert not [s for s in samples if s[0] in IN_FLIGHT and s[1] in IN_FLIGHT]
+    # And one really waited in the queue while the other held the task's slot.
+    assert any(dg.DagsterRunStatus.QUEUED in s and set(s) & IN_FLIGHT for s in samples)
+    assert failed_retrains["crash_run"].tags["flightline/retrain"] == SPEC.name
+
+
+def test_a_failing_step_pod_fails_the_run_and_leaves_the_champion(k8s_platform, failed_retrains):
+    run, instance = failed_retrains["crash_run"], failed_retrains["instance"]
     assert run.status == dg.DagsterRunStatus.FAILURE
-    messages = _failure_messages(instance, run_id)
+    messages = _failure_messages(instance, run.run_id)
     assert "Discovered failed Kubernetes job dagster-step-" in messages
     assert "for step torch_model" in messages
     assert "Terminated with exit code 137" in messages  # the pod's status, from Kubernetes
     core, _ = _apis(k8s_platform)
     (pod,) = core.list_namespaced_pod(
-        platform.NAMESPACE, label_selector=f"dagster/run-id={run_id},dagster/op=torch_model"
+        platform.NAMESPACE, label_selector=f"dagster/run-id={run.run_id},dagster/op=torch_model"
     ).items
     assert pod.status.phase == "Failed"
     assert pod.status.container_statuses[0].state.terminated.exit_code == 137
-    assert _champion(k8s_platform) == champion
+    assert _champion(k8s_platform) == failed_retrains["champion_before"]
 
 
-def test_a_missing_image_fails_the_run_with_the_pull_error(k8s_platform, retrain):
-    champion = _champion(k8s_platform)
-    missing = "ghcr.io/flightline/flightline:does-not-exist"
-    tags = {"dagster-k8s/config": json.dumps({"container_config": {"image": missing}})}
-    run_id = _launch(k8s_platform, MODEL_RUN_CONFIG, tags)
-    instance = _instance(k8s_platform)
+def test_a_missing_image_fails_the_run_with_the_pull_error(k8s_platform, failed_retrains):
+    run, instance = failed_retrains["image_run"], failed_retrains["instance"]
     # The daemon's run monitoring gives up after start_timeout_seconds (25 s in the test).
-    run = _wait_finished(instance, run_id, timeout=180)
     assert run.status == dg.DagsterRunStatus.FAILURE
-    messages = _failure_messages(instance, run_id)
-    assert "ErrImagePull" in messages and missing in messages
-    assert _champion(k8s_platform) == champion
+    messages = _failure_messages(instance, run.run_id)
+    assert "ErrImagePull" in messages and MISSING_IMAGE in messages
+    assert _champion(k8s_platform) == failed_retrains["champion_before"]
 
 
 def _direct_launch(k8s_platform, name: str, **launcher_overrides) -> tuple[dg.DagsterRun, str]:
