@@ -20,7 +20,6 @@ from pathlib import Path
 import yaml
 
 from tests.infra.cluster import Cluster
-from tests.infra.fake_kubelet import FakeKubelet
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 INFRA = PROJECT_ROOT / "infra"
@@ -170,6 +169,3 @@ def launch(env: dict[str, str], run_id: str, run_config: dict, tags: dict | None
     return subprocess.run(
         args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
     )
-
-
-__all__ = ["FakeKubelet"]
