@@ -14,7 +14,7 @@ export BENTOML_HOME := $(DATA_ROOT)/bentoml
 SERVE_PORT ?= 3001
 export UV_LINK_MODE := copy
 
-.PHONY: setup run replay ui mlflow rollback serve test lint format benchmark clean
+.PHONY: setup run replay ui mlflow rollback serve test lint format benchmark clean k8s-build k8s-cluster k8s-test
 
 setup: .venv/.synced $(DAGSTER_HOME)/dagster.yaml
 
@@ -55,6 +55,17 @@ rollback: setup
 
 test: setup
 	$(UV) run --frozen pytest
+
+# Kubernetes: build (once, ~6-8 min, cached in ~/.cache/flightline) a 1.20 control plane from
+# Debian's sources, start one on loopback by hand, or run only the Kubernetes tests.
+k8s-build:
+	bash infra/local-cluster/build.sh
+
+k8s-cluster: setup k8s-build
+	$(UV) run --frozen python -m tests.infra.cluster
+
+k8s-test: setup k8s-build
+	$(UV) run --frozen pytest tests/infra
 
 lint: setup
 	$(UV) run --frozen ruff check .

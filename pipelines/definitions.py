@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipelines.executors import configured_executor
 from pipelines.resources_config import embedded_resources
 
 
@@ -11,6 +12,7 @@ from pipelines.resources_config import embedded_resources
 def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
-        # In-process: each step of the multiprocess default re-imports the world (~10 s here).
-        dg.Definitions(resources=embedded_resources(), executor=dg.in_process_executor),
+        # In-process by default (each step of the multiprocess executor re-imports the world,
+        # ~10 s here); FLIGHTLINE_EXECUTOR=k8s in production: one Kubernetes Job per step.
+        dg.Definitions(resources=embedded_resources(), executor=configured_executor()),
     )

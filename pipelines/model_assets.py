@@ -9,6 +9,7 @@ from dataclasses import replace
 import dagster as dg
 import pandas as pd
 
+from pipelines.executors import training_op_tags
 from pipelines.lib.evaluation import binary_metrics
 from pipelines.lib.lake import PARTITION_COLUMN
 from pipelines.lib.modeling import dataset as data
@@ -170,6 +171,7 @@ def _model_asset(spec: TaskSpec, family: str) -> dg.AssetsDefinition:
         kinds={family, "mlflow"},
         code_version="1",
         tags={"flightline/task": spec.name},
+        op_tags=training_op_tags(family),
         description=f"{family} model of task {spec.name}, logged and registered in MLflow",
     )
     def model(
