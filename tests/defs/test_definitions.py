@@ -16,7 +16,7 @@ def _graph():
 def test_one_graph_with_a_group_per_stage():
     graph = _graph()
     groups = {graph.get(k).group_name for k in graph.materializable_asset_keys}
-    assert groups == {"ingestion", "features", "training", "evaluation", "serving"}
+    assert groups == {"ingestion", "features", "training", "evaluation", "serving", "monitoring"}
     training_set = dg.AssetKey("training_set")
     upstream = graph.get(training_set).parent_keys
     assert {
@@ -76,3 +76,17 @@ def test_dagster_cli_validates_the_code_location():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Validation successful" in result.stdout + result.stderr
+
+
+def test_monitoring_hangs_off_the_champion_and_the_days():
+    graph = _graph()
+    key = dg.AssetKey
+    assert graph.get(key("drift_reference")).parent_keys == {key("champion"), key("training_set")}
+    assert graph.get(key("drift_report")).parent_keys == {
+        key("drift_reference"),
+        key("training_set"),
+        key("prediction_log"),
+    }
+    assert key("drift_reference") in graph.get(key("live_performance")).parent_keys
+    for daily in ("drift_report", "live_performance"):
+        assert graph.get(key(daily)).partitions_def is not None
