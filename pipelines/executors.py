@@ -26,7 +26,9 @@ def configured_executor() -> dg.ExecutorDefinition:
         return dg.multiprocess_executor
     if kind == "k8s":
         return _k8s_executor()
-    raise ValueError(f"FLIGHTLINE_EXECUTOR={kind!r}: expected unset, 'in_process', 'multiprocess' or 'k8s'")
+    raise ValueError(
+        f"FLIGHTLINE_EXECUTOR={kind!r}: expected unset, 'in_process', 'multiprocess' or 'k8s'"
+    )
 
 
 def _k8s_executor() -> dg.ExecutorDefinition:

@@ -285,6 +285,13 @@ def evidently_report(
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
+    # Evidently refuses a column empty on either side; such a column is in the cached check's
+    # result (all missing vs present is drift there), so the page just leaves it out.
+    def usable(column: str) -> bool:
+        return bool(reference_sample[column].notna().any() and current[column].notna().any())
+
+    numeric = [c for c in numeric if usable(c)]
+    categorical = [c for c in categorical if usable(c)]
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
     columns = [*numeric, *categorical]
     report = Report(

@@ -123,3 +123,12 @@ def test_evidently_report_agrees_with_the_cached_check(reference_frame, tmp_path
         assert values[column] == pytest.approx(ours[column], abs=0.03)
     snapshot.save_html(str(tmp_path / "report.html"))
     assert (tmp_path / "report.html").stat().st_size > 10_000
+
+
+def test_evidently_page_leaves_out_a_column_empty_on_one_side(reference_frame):
+    current = _frame(np.random.default_rng(9), 500).assign(x=np.nan)
+    snapshot = evidently_report(reference_frame.head(2_000), current, NUMERIC, CATEGORICAL)
+    shown = [
+        m["metric_name"] for m in snapshot.dict()["metrics"] if "ValueDrift" in m["metric_name"]
+    ]
+    assert not any("column=x," in name for name in shown) and len(shown) == 2
