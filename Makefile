@@ -33,7 +33,7 @@ run: setup
 	$(UV) run --frozen flightline run --start $(START) --end $(END)
 
 replay: setup
-	$(UV) run --frozen flightline replay --start $(START) --end $(END)
+	$(UV) run --frozen flightline replay --start $(START) --end $(END) $(if $(PACE),--pace $(PACE))
 
 ui: setup
 	$(UV) run --frozen dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

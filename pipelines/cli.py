@@ -234,6 +234,19 @@ def _push_events(start: date, end: date, until: str | None) -> int:
     return 0
 
 
+def _paced_replay(paths: DataPaths, start: date, end: date, pace: float) -> int:
+    from datetime import timedelta
+
+    day = start
+    while day <= end:
+        landed = replay_days(paths.landing, day, day)
+        print(f"landed {day}: {sum(f.rows for f in landed):,} rows", flush=True)
+        day += timedelta(days=1)
+        if day <= end:
+            time.sleep(pace)
+    return 0
+
+
 def _rollback(task: str) -> int:
     from pipelines.lib.tracking import PromotionRefused
     from pipelines.resources_config import embedded_resources
@@ -321,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--start", type=_parse_day, default=_parse_day(DEFAULT_START))
         cmd.add_argument("--end", type=_parse_day, default=_parse_day(DEFAULT_END))
+    sub.choices["replay"].add_argument(
+        "--pace",
+        type=float,
+        default=0.0,
+        help="seconds between days: land one day at a time, as the landing sensor would see them",
+    )
     push = sub.add_parser(
         "push-events",
         help="push the departures and landings of landed days into the online store, in time order",
@@ -341,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = DataPaths.from_env()
     started = time.perf_counter()
     try:
+        if args.command == "replay" and args.pace > 0:
+            return _paced_replay(paths, args.start, args.end, args.pace)
         landed = replay_days(paths.landing, args.start, args.end)
     except ValueError as exc:
         parser.error(str(exc))

@@ -56,3 +56,20 @@ def test_a_day_without_source_rows_lands_no_file(tmp_path):
     landed = replay_days(tmp_path, date(2013, 12, 31), date(2013, 12, 31))
     assert {f.table for f in landed} == {"flights"}
     assert not (tmp_path / "weather" / "2013-12-31.csv").exists()
+
+
+def test_paced_replay_lands_one_day_at_a_time(data_paths, capsys):
+    from pipelines.cli import main
+
+    assert main(["replay", "--start", "2013-03-01", "--end", "2013-03-03", "--pace", "0.01"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "landed 2013-03-01",
+        "landed 2013-03-02",
+        "landed 2013-03-03",
+    ]
+    assert sorted(p.name for p in (data_paths.landing / "flights").iterdir()) == [
+        "2013-03-01.csv",
+        "2013-03-02.csv",
+        "2013-03-03.csv",
+    ]
