@@ -334,6 +334,16 @@ def main(argv: list[str] | None = None) -> int:
     rollback.add_argument("--task", default="flight_delay")
     args = parser.parse_args(argv)
     _quiet_mlflow()
+    if args.command != "replay":
+        # Production profile: wrong credentials or a server that is down fail here, naming the
+        # URL, not at the first query deep inside a step.
+        from pipelines.lib.services import ServiceUnavailable, check_services
+
+        try:
+            check_services()
+        except ServiceUnavailable as exc:
+            print(f"flightline: {exc}", file=sys.stderr)
+            return 2
     if args.command == "rollback":
         return _rollback(args.task)
     if args.command == "push-events":
