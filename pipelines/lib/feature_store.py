@@ -17,7 +17,7 @@ from feast.infra.registry.sql import SqlRegistryConfig
 from feast.repo_config import RegistryConfig
 
 from feature_repo.flight_delay import feature_definitions
-from pipelines.lib.services import mask, redis_connection_string
+from pipelines.lib.services import mask, redis_client, redis_connection_string
 from pipelines.lib.settings import PROJECT_ROOT
 
 logging.getLogger("feast").setLevel(logging.WARNING)
@@ -82,7 +82,12 @@ def open_store(location: FeastLocation) -> FeatureStore:
         entity_key_serialization_version=3,
         repo_path=location.repo_path,
     )
-    return FeatureStore(config=config)
+    store = FeatureStore(config=config)
+    if location.redis_url:
+        # Feast builds its client from the connection string with redis-py's default retries
+        # (up to 10 s of backoff when Redis is down); ours fails within a second instead.
+        store._get_provider().online_store._client = redis_client(location.redis_url)
+    return store
 
 
 def apply_definitions(store: FeatureStore, lake_root: str) -> dict[str, list[str]]:

@@ -1,8 +1,11 @@
 """The production profile's shared services: PostgreSQL (Dagster storage, MLflow backend, Feast
 registry) and Redis (Feast online store), named by two environment variables.
 
-FLIGHTLINE_POSTGRES_URL=postgresql://user:password@host:5432/flightline
+FLIGHTLINE_POSTGRES_URL=postgresql+psycopg2://user:password@host:5432/flightline
 FLIGHTLINE_REDIS_URL=redis://host:6379/0
+
+The driver is explicit because SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which is not
+installed; Dagster reads the variable as it is, so the start-up check refuses any other scheme.
 
 One PostgreSQL URL names three databases: `<db>` holds Dagster's instance storage, `<db>_mlflow`
 MLflow's backend store and `<db>_feast` Feast's SQL registry; each tool owns its tables and
@@ -23,6 +26,7 @@ POSTGRES_ENV = "FLIGHTLINE_POSTGRES_URL"
 REDIS_ENV = "FLIGHTLINE_REDIS_URL"
 CONNECT_TIMEOUT_S = 3  # a start-up check, not a query: a server that is down fails fast
 DATABASE_SUFFIXES = {"dagster": "", "mlflow": "_mlflow", "feast": "_feast"}
+POSTGRES_SCHEME = "postgresql+psycopg2"
 
 
 class ServiceUnavailable(RuntimeError):
@@ -62,19 +66,26 @@ class ProductionServices:
     def from_env(cls) -> "ProductionServices":
         return cls(os.environ.get(POSTGRES_ENV) or None, os.environ.get(REDIS_ENV) or None)
 
-    def database_url(self, role: str, scheme: str | None = None) -> str:
+    def database_url(self, role: str) -> str:
         assert self.postgres_url, "no PostgreSQL configured"
         name = database_name(self.postgres_url) + DATABASE_SUFFIXES[role]
-        return with_database(self.postgres_url, name, scheme)
+        return with_database(self.postgres_url, name, POSTGRES_SCHEME)
 
     @property
     def mlflow_tracking_uri(self) -> str:
-        return self.database_url("mlflow", "postgresql")
+        return self.database_url("mlflow")
 
     @property
     def feast_registry_url(self) -> str:
-        # Feast rewrites a bare postgresql:// to psycopg 3, which is not installed; psycopg2 is.
-        return self.database_url("feast", "postgresql+psycopg2")
+        return self.database_url("feast")
+
+    def check_scheme(self) -> None:
+        scheme = urlsplit(self.postgres_url or "").scheme
+        if self.postgres_url and scheme != POSTGRES_SCHEME:
+            raise ServiceUnavailable(
+                f"{POSTGRES_ENV}={mask(self.postgres_url)}: use {POSTGRES_SCHEME}://... "
+                f"(SQLAlchemy maps {scheme}:// to psycopg 3, which is not installed)"
+            )
 
 
 def redis_connection_string(url: str) -> str:
@@ -107,13 +118,26 @@ def check_postgres(url: str) -> None:
         ) from exc
 
 
+def redis_client(url: str):
+    """A client that gives up within about a second when Redis is down: redis-py's default
+    retries with backoff of up to 10 s, so a request would hang instead of answering 503."""
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=CONNECT_TIMEOUT_S,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=2),
+    )
+
+
 def check_redis(url: str) -> None:
     import redis
 
     try:
-        client = redis.Redis.from_url(
-            url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S
-        )
+        client = redis_client(url)
         client.ping()
         client.close()
     except (redis.RedisError, ValueError) as exc:
@@ -136,6 +160,7 @@ def check_services(services: ProductionServices | None = None) -> list[str]:
     Returns what was checked (empty in the embedded profile)."""
     services = services or ProductionServices.from_env()
     checked = []
+    services.check_scheme()
     if services.postgres_url:
         for role in DATABASE_SUFFIXES:
             url = services.database_url(role)
@@ -156,6 +181,7 @@ def provision(services: ProductionServices | None = None) -> list[str]:
     services = services or ProductionServices.from_env()
     if not services.postgres_url:
         return []
+    services.check_scheme()
     admin = with_database(services.postgres_url, "postgres")
     try:
         conn = psycopg2.connect(_libpq(admin), connect_timeout=CONNECT_TIMEOUT_S)
