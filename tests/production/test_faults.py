@@ -136,8 +136,8 @@ def test_a_run_with_wrong_credentials_fails_at_resource_set_up(profile, tmp_path
     )
     monkeypatch.delenv("FLIGHTLINE_REDIS_URL", raising=False)
 
-    @dg.asset
-    def needs_feast(feast) -> None:
+    @dg.asset(required_resource_keys={"feast"})
+    def needs_feast(context) -> None:
         raise AssertionError("must not run: the resource fails first")
 
     result = dg.materialize(
@@ -145,4 +145,6 @@ def test_a_run_with_wrong_credentials_fails_at_resource_set_up(profile, tmp_path
     )
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_failure]
-    assert "nobody:***@" in str(failure.event_specific_data.error.message)
+    # Dagster reports the resource that failed, caused by our error naming the URL.
+    chain = failure.event_specific_data.error.to_string()
+    assert "ResourceDefinition feast" in chain and "nobody:***@" in chain, chain
