@@ -14,7 +14,7 @@ import pytest
 import requests
 from dagster_graphql import DagsterGraphQLClient
 
-from tests.production.conftest import postgres_instance
+from tests.production.conftest import postgres_instance, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -56,17 +56,8 @@ def webserver_and_daemon(production_env, tmp_path):
         subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logs[n], stderr=subprocess.STDOUT)
         for n, cmd in commands.items()
     ]
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/server_info", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("dagster-webserver did not come up within 120 s")
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/server_info"), "the webserver", 120)
         yield port, instance, tmp_path, procs
     finally:
         for proc in procs:
@@ -76,6 +67,13 @@ def webserver_and_daemon(production_env, tmp_path):
         for log in logs.values():
             log.close()
         instance.dispose()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.ConnectionError:
+        return False
 
 
 def _graphql(url: str, ids: list[str]) -> dict:

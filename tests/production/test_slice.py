@@ -13,16 +13,7 @@ from starlette.testclient import TestClient
 from pipelines.cli import run_succeeded
 from pipelines.lib.tracking import ModelRegistry
 from tests.production.conftest import start_redis, stop_redis
-
-FLIGHT = {
-    "carrier": "UA",
-    "flight": 1545,
-    "tailnum": "N14228",
-    "origin": "EWR",
-    "dest": "IAH",
-    "sched_dep": "2013-01-09T17:00:00",
-    "distance": 1400,
-}
+from tests.serving.test_service import FLIGHT  # the same flight the embedded tests serve
 
 
 def _rows(url: str, query: str) -> list[tuple]:
