@@ -192,7 +192,7 @@ def _summary(results: list[dg.ExecuteInProcessResult], paths: DataPaths, started
         f"  lake (Parquet):      {paths.lake}",
         f"  landing / archive:   {paths.landing} / {paths.root / 'archive'}",
         f"  Feast registry:      {paths.feast_registry}",
-        f"  Feast online store:  {paths.feast_online_store}",
+        f"  Feast online store:  {_online_store(paths)}",
         "  open the UI:         make ui   (then http://127.0.0.1:3000)",
         "=" * 72,
     ]
@@ -200,6 +200,12 @@ def _summary(results: list[dg.ExecuteInProcessResult], paths: DataPaths, started
 
 
 GATE_SUFFIX = "_gate"
+
+
+def _online_store(paths: DataPaths) -> str:
+    from pipelines.lib.services import mask
+
+    return mask(paths.feast_redis_url) if paths.feast_redis_url else str(paths.feast_online_store)
 
 
 def _quiet_mlflow() -> None:
