@@ -14,7 +14,7 @@ export BENTOML_HOME := $(DATA_ROOT)/bentoml
 SERVE_PORT ?= 3001
 export UV_LINK_MODE := copy
 
-.PHONY: setup run replay ui mlflow rollback serve test lint format benchmark clean k8s-build k8s-cluster k8s-test
+.PHONY: setup run replay ui ui-prod mlflow rollback serve test lint format benchmark clean FORCE k8s-build k8s-cluster k8s-test
 
 setup: .venv/.synced $(DAGSTER_HOME)/dagster.yaml
 
@@ -25,9 +25,15 @@ setup: .venv/.synced $(DAGSTER_HOME)/dagster.yaml
 	$(UV) sync --frozen
 	@touch $@
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+# The instance follows the profile: dagster.yaml alone (SQLite under $DAGSTER_HOME), plus
+# dagster.production.yaml's PostgreSQL storage when FLIGHTLINE_POSTGRES_URL is set; the
+# production profile's databases are created here too. Rewritten only when it changes.
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml dagster.production.yaml FORCE
 	@mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+	@{ cat dagster.yaml; if [ -n "$$FLIGHTLINE_POSTGRES_URL" ]; then echo; cat dagster.production.yaml; fi; } > $@.new
+	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; echo "installed $@"; fi
+	@if [ -n "$$FLIGHTLINE_POSTGRES_URL$$FLIGHTLINE_REDIS_URL" ]; then \
+		$(UV) run --frozen python -m pipelines.lib.services provision; fi
 
 run: setup
 	$(UV) run --frozen flightline run --start $(START) --end $(END)
@@ -38,9 +44,18 @@ replay: setup
 ui: setup
 	$(UV) run --frozen dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+# Production: the webserver and the daemon as two processes sharing the PostgreSQL instance
+# (schedules, sensors and queued runs need the daemon). Ports 3000 and the daemon's heartbeat.
+ui-prod: setup
+	@test -n "$$FLIGHTLINE_POSTGRES_URL" || { echo "set FLIGHTLINE_POSTGRES_URL (see README: Production profile)"; exit 1; }
+	$(UV) run --frozen dagster-daemon run -w workspace.yaml & daemon=$$!; \
+	trap "kill $$daemon" EXIT; \
+	$(UV) run --frozen dagster-webserver -w workspace.yaml -h 127.0.0.1 -p 3000
+
 # The MLflow UI on the same store the pipeline writes (SQLite + artifact folder under the data root).
 mlflow: setup
-	$(UV) run --frozen mlflow ui --backend-store-uri sqlite:///$(DATA_ROOT)/mlflow/mlflow.db \
+	$(UV) run --frozen mlflow ui --backend-store-uri $$($(UV) run --frozen python -c \
+		"from pipelines.lib.settings import DataPaths; print(DataPaths.from_env().mlflow_tracking_uri)") \
 		--default-artifact-root $(DATA_ROOT)/mlflow/artifacts --host 127.0.0.1 --port 5000
 
 # The Bento the `bento` asset built last (it pins the champion's exact model tag), on its own

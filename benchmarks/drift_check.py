@@ -24,17 +24,17 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import median, timed  # noqa: E402
-from pipelines.lib.drift import (  # noqa: E402
+from benchmarks.common import median, timed
+from pipelines.lib.drift import (
     PREDICTION,
     DriftReference,
     detect_drift,
     evidently_report,
     summarize_reference,
 )
-from pipelines.lib.lake import PARTITION_COLUMN, Lake  # noqa: E402
-from pipelines.lib.modeling.dataset import feature_frame  # noqa: E402
-from pipelines.tasks import TASKS  # noqa: E402
+from pipelines.lib.lake import PARTITION_COLUMN, Lake
+from pipelines.lib.modeling.dataset import feature_frame
+from pipelines.tasks import TASKS
 
 SPEC = TASKS[0]
 NUMERIC = [*SPEC.numeric_features, PREDICTION]

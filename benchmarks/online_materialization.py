@@ -1,11 +1,17 @@
 """Online materialization: Feast's materialize (DuckDB offline store -> SQLite online store) versus
-writing the very same rows straight into the online store's SQLite database. Prints rows/s of
-both and the ratio.
+writing the very same rows straight into the online store's SQLite database; and, in the same run,
+Feast's materialize of the same tables into Redis (the production profile's online store).
+Prints rows/s of each and the ratios.
 
     python benchmarks/online_materialization.py                  # feature tables of all of 2013
     python benchmarks/online_materialization.py --end 2013-03-31 --repeat 3
+    python benchmarks/online_materialization.py --redis-url none   # SQLite only
+
+Redis: an empty database index (default redis://127.0.0.1:6379/15, or FLIGHTLINE_REDIS_URL),
+flushed after each run.
 """
 
+import os
 import sqlite3
 import sys
 import time
@@ -77,9 +83,40 @@ def write_direct(db: Path, source: Path, tables: dict[str, list[tuple]]) -> floa
     return time.perf_counter() - started
 
 
+def redis_run(root: Path, lake_root: str, end, i: int, url: str) -> float:
+    """Feast materialize of the same tables into Redis; returns seconds."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    if client.dbsize():
+        sys.exit(f"{url} is not empty: pick an empty database index (--redis-url)")
+    try:
+        store = open_store(
+            FeastLocation(
+                "flightline",
+                str(root / f"registry-redis-{i}.db"),
+                "",
+                lake_root,
+                str(PROJECT_ROOT / "feature_repo"),
+                url,
+            )
+        )
+        apply_definitions(store, lake_root)
+        return materialize_up_to(store, end).seconds
+    finally:
+        client.flushdb()
+
+
 def main() -> None:
     parser = window_parser(__doc__, end="2013-12-31", repeat=3)
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("FLIGHTLINE_REDIS_URL", "redis://127.0.0.1:6379/15"),
+        help="an empty Redis database for the comparison ('none': SQLite only)",
+    )
     args = parser.parse_args()
+    redis_url = None if args.redis_url == "none" else args.redis_url
+    redis_times = []
     days = [d.strftime("%Y-%m-%d") for d in pd.date_range(args.start, args.end)]
     end = (day_start_utc(pd.Series([max(days)])).iloc[0] + pd.Timedelta(days=1)).to_pydatetime()
     feast_times, direct_times = [], []
@@ -115,8 +152,11 @@ def main() -> None:
             tables = online_tables(online)
             rows = sum(len(r) for r in tables.values())
             direct_times.append(write_direct(root / f"direct-{i}.db", online, tables))
+            if redis_url:
+                redis_times.append(redis_run(root, paths.lake, end, i, redis_url))
+            into_redis = f", feast->redis {redis_times[-1]:.2f}s" if redis_url else ""
             print(
-                f"run {i + 1}: feast {feast_times[-1]:.2f}s, direct {direct_times[-1]:.3f}s for {rows:,} rows",
+                f"run {i + 1}: feast {feast_times[-1]:.2f}s, direct {direct_times[-1]:.3f}s{into_redis} for {rows:,} rows",
                 flush=True,
             )
     f, d = median(feast_times), median(direct_times)
@@ -126,6 +166,10 @@ def main() -> None:
     print(f"  Feast materialize:        {f:8.2f} s  {rows / f:12,.0f} rows/s")
     print(f"  direct SQLite inserts:    {d:8.3f} s  {rows / d:12,.0f} rows/s")
     print(f"  ratio feast / direct:     {f / d:8.1f}x")
+    if redis_times:
+        r = median(redis_times)
+        print(f"  Feast materialize, Redis: {r:8.2f} s  {rows / r:12,.0f} rows/s")
+        print(f"  ratio redis / sqlite:     {r / f:8.2f}x (time; >1: Redis slower)")
 
 
 if __name__ == "__main__":

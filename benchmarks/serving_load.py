@@ -4,6 +4,7 @@ of 100. In the same run, the floor: the Feast online lookup + model predict call
 
     make run && python benchmarks/serving_load.py            # needs wrk (apt-get install wrk)
     python benchmarks/serving_load.py --connections 8 --seconds 20
+    python benchmarks/serving_load.py --online-store both    # SQLite, then Redis, same load
 """
 
 import argparse
@@ -132,17 +133,35 @@ def floor(batch: int, rounds: int) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def redis_copy(paths: DataPaths, url: str) -> None:
+    """The same feature tables, materialized up to the same moment, into Redis: the service then
+    reads the same registry file and its online features from Redis (FLIGHTLINE_REDIS_URL)."""
+    import redis
+
+    from pipelines.lib.feature_store import (
+        FeastLocation,
+        apply_definitions,
+        location_from_paths,
+        materialize_up_to,
+        open_store,
     )
-    parser.add_argument("--connections", type=int, default=4)
-    parser.add_argument("--seconds", type=int, default=15)
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: apt-get install wrk")
-    paths = DataPaths.from_env()
-    latest = json.loads((paths.root / "serving" / "latest.json").read_text())
+
+    if redis.Redis.from_url(url).dbsize():
+        sys.exit(f"{url} is not empty: pick an empty database index (--redis-url)")
+    embedded = open_store(location_from_paths(paths))
+    end = max(i[1] for v in embedded.list_feature_views() for i in v.materialization_intervals)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-redis-"))
+    location = FeastLocation(
+        "flightline", str(scratch / "registry.db"), "", paths.lake, embedded.repo_path, url
+    )
+    store = open_store(location)
+    apply_definitions(store, paths.lake)
+    materialize_up_to(store, end)
+
+
+def measure(bento: str, connections: int, seconds: int) -> dict:
+    """wrk against `bentoml serve` of the Bento, then the in-process floor, on whatever online
+    store the environment names."""
     port = _free_port()
     server = subprocess.Popen(
         [
@@ -150,7 +169,7 @@ def main() -> None:
             "-m",
             "bentoml",
             "serve",
-            latest["bento"],
+            bento,
             "--host",
             "127.0.0.1",
             "--port",
@@ -169,30 +188,85 @@ def main() -> None:
             except requests.RequestException:
                 pass
             time.sleep(0.5)
-        single = wrk(f"{url}/predict", {"flight": FLIGHTS[0]}, args.connections, args.seconds)
-        batch = wrk(
-            f"{url}/predict_batch", {"flights": FLIGHTS[:100]}, args.connections, args.seconds
-        )
+        single = wrk(f"{url}/predict", {"flight": FLIGHTS[0]}, connections, seconds)
+        batch = wrk(f"{url}/predict_batch", {"flights": FLIGHTS[:100]}, connections, seconds)
     finally:
         server.terminate()
         server.wait(timeout=30)
-    floor_single, floor_batch = floor(1, 1000), floor(100, 200)
-    print(
-        f"\nbentoml serve {latest['bento']} (1 worker), wrk -c {args.connections} -d {args.seconds}s, loopback:"
-    )
-    for name, http, base, rows in (
-        ("single row", single, floor_single, 1),
-        ("batch of 100", batch, floor_batch, 100),
+    return {
+        "single": single,
+        "batch": batch,
+        "floor_single": floor(1, 1000),
+        "floor_batch": floor(100, 200),
+    }
+
+
+def report(name: str, m: dict) -> None:
+    for label, http, base, rows in (
+        ("single row", m["single"], m["floor_single"], 1),
+        ("batch of 100", m["batch"], m["floor_batch"], 100),
     ):
         print(
-            f"  {name:<12} HTTP p50 {http['p50_ms']:6.2f} ms  p99 {http['p99_ms']:6.2f} ms  "
+            f"  {name:<7}{label:<12} HTTP p50 {http['p50_ms']:6.2f} ms  p99 {http['p99_ms']:6.2f} ms  "
             f"{http['req_per_s']:8.1f} req/s ({http['req_per_s'] * rows:,.0f} flights/s, {http['non_2xx']} non-2xx)"
         )
         print(
-            f"  {'':<12} floor p50 {base['p50_ms']:6.2f} ms  p99 {base['p99_ms']:6.2f} ms "
+            f"  {'':<7}{'':<12} floor p50 {base['p50_ms']:6.2f} ms  p99 {base['p99_ms']:6.2f} ms "
             f"(lookup {base['lookup_p50_ms']:.2f} + predict {base['predict_p50_ms']:.2f}); "
             f"ratio HTTP/floor p50 {http['p50_ms'] / base['p50_ms']:.2f}, p99 {http['p99_ms'] / base['p99_ms']:.2f}"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument(
+        "--online-store",
+        choices=("sqlite", "redis", "both"),
+        default="sqlite",
+        help="redis/both: copy the online features into Redis and serve from there too",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/15",
+        help="an empty Redis database (flushed afterwards)",
+    )
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    os.environ.pop("FLIGHTLINE_REDIS_URL", None)  # the embedded store unless asked
+    paths = DataPaths.from_env()
+    latest = json.loads((paths.root / "serving" / "latest.json").read_text())
+    stores = ["sqlite", "redis"] if args.online_store == "both" else [args.online_store]
+    results = {}
+    try:
+        if "redis" in stores:
+            redis_copy(paths, args.redis_url)
+        for name in stores:
+            if name == "redis":
+                os.environ["FLIGHTLINE_REDIS_URL"] = args.redis_url
+            results[name] = measure(latest["bento"], args.connections, args.seconds)
+            os.environ.pop("FLIGHTLINE_REDIS_URL", None)
+    finally:
+        if "redis" in stores:
+            import redis
+
+            redis.Redis.from_url(args.redis_url).flushdb()
+    print(
+        f"\nbentoml serve {latest['bento']} (1 worker), wrk -c {args.connections} -d {args.seconds}s, loopback:"
+    )
+    for name, m in results.items():
+        report(name, m)
+    if len(results) == 2:
+        for label in ("single", "batch"):
+            r, q = results["redis"][label], results["sqlite"][label]
+            print(
+                f"  redis/sqlite {label:<6} p50 {r['p50_ms'] / q['p50_ms']:.2f}x  "
+                f"p99 {r['p99_ms'] / q['p99_ms']:.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -192,7 +192,7 @@ def _summary(results: list[dg.ExecuteInProcessResult], paths: DataPaths, started
         f"  lake (Parquet):      {paths.lake}",
         f"  landing / archive:   {paths.landing} / {paths.root / 'archive'}",
         f"  Feast registry:      {paths.feast_registry}",
-        f"  Feast online store:  {paths.feast_online_store}",
+        f"  Feast online store:  {_online_store(paths)}",
         "  open the UI:         make ui   (then http://127.0.0.1:3000)",
         "=" * 72,
     ]
@@ -200,6 +200,12 @@ def _summary(results: list[dg.ExecuteInProcessResult], paths: DataPaths, started
 
 
 GATE_SUFFIX = "_gate"
+
+
+def _online_store(paths: DataPaths) -> str:
+    from pipelines.lib.services import mask
+
+    return mask(paths.feast_redis_url) if paths.feast_redis_url else str(paths.feast_online_store)
 
 
 def _quiet_mlflow() -> None:
@@ -353,6 +359,16 @@ def main(argv: list[str] | None = None) -> int:
     rollback.add_argument("--task", default="flight_delay")
     args = parser.parse_args(argv)
     _quiet_mlflow()
+    if args.command != "replay":
+        # Production profile: wrong credentials or a server that is down fail here, naming the
+        # URL, not at the first query deep inside a step.
+        from pipelines.lib.services import ServiceUnavailable, check_services
+
+        try:
+            check_services()
+        except ServiceUnavailable as exc:
+            print(f"flightline: {exc}", file=sys.stderr)
+            return 2
     if args.command == "rollback":
         return _rollback(args.task)
     if args.command == "push-events":

@@ -11,6 +11,7 @@ from pipelines.lib.feature_store import FeastLocation, open_store
 from pipelines.lib.lake import PARTITION_COLUMN, Lake
 from pipelines.lib.landing import LandedDay, archive_landed_file, read_landed_day
 from pipelines.lib.retrain_policy import Thresholds
+from pipelines.lib.services import check_uri
 from pipelines.lib.tracking import ModelRegistry
 
 
@@ -98,20 +99,32 @@ class LandingZone(dg.ConfigurableResource):
 
 
 class FeastResource(dg.ConfigurableResource):
-    """The Feast feature store: local registry, DuckDB offline store over the lake, SQLite online."""
+    """The Feast feature store: DuckDB offline store over the lake; a local registry and SQLite
+    online store (embedded), or a SQL registry on PostgreSQL and Redis online (production)."""
 
     project: str = "flightline"
-    registry_path: str
+    registry_path: str  # a file, or postgresql+psycopg2://... for Feast's SQL registry
     online_store_path: str
     lake_root: str
     repo_path: str
+    redis_url: str | None = None  # redis://host:port/db: Redis instead of the SQLite file
 
     _store: FeatureStore | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # A wrong password or a server that is down fails the run at start, naming the URL.
+        check_uri(self.registry_path if self.location.sql_registry else None)
+        check_uri(self.redis_url)
 
     @property
     def location(self) -> FeastLocation:
         return FeastLocation(
-            self.project, self.registry_path, self.online_store_path, self.lake_root, self.repo_path
+            self.project,
+            self.registry_path,
+            self.online_store_path,
+            self.lake_root,
+            self.repo_path,
+            self.redis_url,
         )
 
     def store(self) -> FeatureStore:
@@ -128,6 +141,10 @@ class MlflowResource(dg.ConfigurableResource):
     artifact_root: str
     registry_uri: str | None = None
     ui_url: str = "http://127.0.0.1:5000"  # where `make mlflow` serves the UI, for links
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        check_uri(self.tracking_uri)
+        check_uri(self.registry_uri)
 
     def registry(self) -> ModelRegistry:
         return ModelRegistry(self.tracking_uri, self.artifact_root, self.registry_uri)

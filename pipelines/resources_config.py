@@ -13,6 +13,8 @@ from pipelines.resources import (
 
 
 def embedded_resources(paths: DataPaths | None = None) -> dict:
+    """The embedded default, or the production profile when FLIGHTLINE_POSTGRES_URL /
+    FLIGHTLINE_REDIS_URL are set (DataPaths reads them): same resources, other locations."""
     paths = paths or DataPaths.from_env()
     return {
         "io_manager": LakeIOManager(lake_root=paths.lake),
@@ -25,6 +27,7 @@ def embedded_resources(paths: DataPaths | None = None) -> dict:
             online_store_path=str(paths.feast_online_store),
             lake_root=paths.lake,
             repo_path=str(PROJECT_ROOT / "feature_repo"),
+            redis_url=paths.feast_redis_url,
         ),
         "bento": BentoResource(
             home=str(paths.bentoml_home), latest_pointer=str(paths.root / "serving" / "latest.json")

@@ -14,10 +14,11 @@ from bentoml.exceptions import InvalidArgument
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
-from pipelines.lib.feature_store import FeastLocation, open_store
+from pipelines.lib.feature_store import location_from_paths, open_store
 from pipelines.lib.prediction_log import PredictionLogWriter
 from pipelines.lib.predictor import FeatureStoreUnavailable, ModelInfo, ModelUnavailable, Predictor
-from pipelines.lib.settings import PROJECT_ROOT, DataPaths
+from pipelines.lib.services import check_redis, check_uri
+from pipelines.lib.settings import DataPaths
 from pipelines.tasks import TASKS
 from serving.schemas import MAX_BATCH, Flight, Prediction, Readiness
 
@@ -64,20 +65,25 @@ class FlightDelayService:
             bento_model_tag=str(stored.tag),
         )
         model = _TypedFeatures(bentoml.mlflow.load_model(stored))
+        location = location_from_paths(paths)
+        # Production profile: wrong credentials for the registry's PostgreSQL stop the service
+        # here, naming the URL. Redis may come and go: readiness and predict answer 503 with
+        # the reason meanwhile, and recover when it is back (redis-py reconnects).
+        check_uri(location.registry_path if location.sql_registry else None)
+        redis_url = location.redis_url
         try:
-            store = open_store(
-                FeastLocation(
-                    "flightline",
-                    str(paths.feast_registry),
-                    str(paths.feast_online_store),
-                    paths.lake,
-                    str(PROJECT_ROOT / "feature_repo"),
-                )
-            )
+            store = open_store(location)
         except Exception:
             store = None
         log = PredictionLogWriter(paths.root / "prediction_log")
-        self.predictor = Predictor(SPEC, store, model, info, log=log)
+        self.predictor = Predictor(
+            SPEC,
+            store,
+            model,
+            info,
+            log=log,
+            probe=(lambda: check_redis(redis_url)) if redis_url else None,
+        )
         if store is not None and self.predictor.check()["ready"]:
             self.predictor.warm_up()
 

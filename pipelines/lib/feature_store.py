@@ -11,10 +11,14 @@ from pathlib import Path
 import pandas as pd
 from feast import FeatureStore, RepoConfig
 from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
+from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+from feast.infra.registry.sql import SqlRegistryConfig
 from feast.repo_config import RegistryConfig
 
 from feature_repo.flight_delay import feature_definitions
+from pipelines.lib.services import mask, redis_client, redis_connection_string
+from pipelines.lib.settings import PROJECT_ROOT
 
 logging.getLogger("feast").setLevel(logging.WARNING)
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -23,24 +27,67 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 @dataclass(frozen=True)
 class FeastLocation:
     project: str
-    registry_path: str
-    online_store_path: str
+    registry_path: str  # a file, or a SQLAlchemy URL (postgresql+psycopg2://...): SQL registry
+    online_store_path: str  # the SQLite online store, when no Redis is named
     lake_root: str
     repo_path: str
+    redis_url: str | None = None  # redis://host:port/db: the online store is Redis
+
+    @property
+    def sql_registry(self) -> bool:
+        return "://" in self.registry_path
+
+    @property
+    def online_store(self) -> str:
+        """The online store for messages (no password)."""
+        return mask(self.redis_url) if self.redis_url else f"sqlite:{self.online_store_path}"
+
+
+def location_from_paths(paths, project: str = "flightline") -> FeastLocation:
+    """The store the platform's DataPaths describe (embedded or production profile)."""
+    return FeastLocation(
+        project,
+        str(paths.feast_registry),
+        str(paths.feast_online_store),
+        paths.lake,
+        str(PROJECT_ROOT / "feature_repo"),
+        paths.feast_redis_url,
+    )
 
 
 def open_store(location: FeastLocation) -> FeatureStore:
-    Path(location.registry_path).parent.mkdir(parents=True, exist_ok=True)
+    if location.sql_registry:
+        registry = SqlRegistryConfig(
+            path=location.registry_path,
+            cache_ttl_seconds=60,
+            # A dead connection after a PostgreSQL restart is replaced, not reused.
+            sqlalchemy_config_kwargs={"echo": False, "pool_pre_ping": True},
+        )
+    else:
+        Path(location.registry_path).parent.mkdir(parents=True, exist_ok=True)
+        registry = RegistryConfig(path=location.registry_path, cache_ttl_seconds=60)
+    if location.redis_url:
+        online = RedisOnlineStoreConfig(
+            connection_string=redis_connection_string(location.redis_url)
+        )
+    else:
+        Path(location.online_store_path).parent.mkdir(parents=True, exist_ok=True)
+        online = SqliteOnlineStoreConfig(path=location.online_store_path)
     config = RepoConfig(
         project=location.project,
         provider="local",
-        registry=RegistryConfig(path=location.registry_path, cache_ttl_seconds=60),
-        online_store=SqliteOnlineStoreConfig(path=location.online_store_path),
+        registry=registry,
+        online_store=online,
         offline_store=DuckDBOfflineStoreConfig(),
         entity_key_serialization_version=3,
         repo_path=location.repo_path,
     )
-    return FeatureStore(config=config)
+    store = FeatureStore(config=config)
+    if location.redis_url:
+        # Feast builds its client from the connection string with redis-py's default retries
+        # (up to 10 s of backoff when Redis is down); ours fails within a second instead.
+        store._get_provider().online_store._client = redis_client(location.redis_url)
+    return store
 
 
 def apply_definitions(store: FeatureStore, lake_root: str) -> dict[str, list[str]]:

@@ -2,6 +2,7 @@
 the pinned model's probabilities, the feature ages, and a record for the prediction log."""
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,8 +39,12 @@ class Predictor:
         info: ModelInfo,
         log: PredictionLogWriter | None = None,
         clock=None,
+        probe: Callable[[], None] | None = None,
     ):
         self.spec = spec
+        # Pings the online store's server (Redis): readiness asks it, and a failed lookup asks
+        # it for a clearer reason ("online store unreachable: redis://...").
+        self.probe = probe
         self.store = store
         self.model = model
         self.info = info
@@ -59,6 +64,8 @@ class Predictor:
                 raise FeatureStoreUnavailable("no feature store configured")
             self.store.get_feature_service(self.spec.feature_service)
             self.store.list_feature_views()
+            if self.probe is not None:
+                self.probe()
             status["feature_store_ok"] = True
         except Exception as exc:
             status["feature_store_ok"] = False
@@ -98,6 +105,7 @@ class Predictor:
         try:
             vector = online_vector(self.store, flights, self.spec)
         except Exception as exc:
+            self._raise_if_unreachable()
             raise FeatureStoreUnavailable(
                 f"online feature lookup failed: {type(exc).__name__}: {exc}"
             ) from exc
@@ -119,6 +127,14 @@ class Predictor:
         if self.log is not None:
             self._log(flights, sched, vector, results, (time.perf_counter() - started) * 1000)
         return results
+
+    def _raise_if_unreachable(self) -> None:
+        if self.probe is None:
+            return
+        try:
+            self.probe()
+        except Exception as exc:
+            raise FeatureStoreUnavailable(str(exc)) from exc
 
     def _log(self, flights, sched, vector, results, latency_ms: float) -> None:
         """Plain-Python records from whole-batch conversions (a per-row pandas loop cost more

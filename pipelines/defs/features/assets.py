@@ -190,6 +190,6 @@ def online_features(
             "views_materialized": dg.MetadataValue.json(result.materialized_views),
             "views_already_fresher": dg.MetadataValue.json(result.skipped_views),
             "seconds": round(result.seconds, 2),
-            "online_store": feast.online_store_path,
+            "online_store": feast.location.online_store,
         }
     )

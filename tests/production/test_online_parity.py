@@ -1,0 +1,59 @@
+"""The same feature tables materialized into Redis and into SQLite serve the same values (and the
+same event timestamps) for the same entities."""
+
+import secrets
+
+import pandas as pd
+
+from pipelines.lib.feature_store import (
+    FeastLocation,
+    apply_definitions,
+    materialize_up_to,
+    open_store,
+)
+from pipelines.lib.flights import day_start_utc, flight_timeline
+from pipelines.lib.lake import PARTITION_COLUMN
+from pipelines.lib.online import entity_keys, flights_frame
+from pipelines.lib.settings import PROJECT_ROOT
+from pipelines.lib.source import day_key, read_table
+from pipelines.tasks import TASKS
+from tests.pipeline_fixture import DAYS
+
+
+def test_redis_serves_the_values_sqlite_serves(prod_built, profile, tmp_path):
+    paths = prod_built[0]
+    end = (day_start_utc(pd.Series([DAYS[-1]])).iloc[0] + pd.Timedelta(days=1)).to_pydatetime()
+    # Its own project: Redis keys carry the project, so the pipeline's keys are left alone.
+    project = f"parity_{secrets.token_hex(3)}"
+    stores = {}
+    for name, redis_url in (("sqlite", None), ("redis", profile.redis_url)):
+        location = FeastLocation(
+            project,
+            str(tmp_path / name / "registry.db"),
+            str(tmp_path / name / "online.db"),
+            paths.lake,
+            str(PROJECT_ROOT / "feature_repo"),
+            redis_url,
+        )
+        stores[name] = open_store(location)
+        apply_definitions(stores[name], paths.lake)
+        materialize_up_to(stores[name], end)
+
+    flights = read_table("flights")
+    flights = flights[day_key(flights).isin(DAYS[-2:])]
+    timeline = flight_timeline(flights.assign(**{PARTITION_COLUMN: day_key(flights)}))
+    keys = entity_keys(flights_frame(timeline))
+    spec = TASKS[0]
+    served = {
+        name: store.get_online_features(
+            features=store.get_feature_service(spec.feature_service), entity_rows=keys
+        ).to_dict(include_event_timestamps=True)
+        for name, store in stores.items()
+    }
+    assert len(keys["origin"]) > 1000
+    assert served["redis"].keys() == served["sqlite"].keys()
+    known = 0
+    for column, values in served["sqlite"].items():
+        assert served["redis"][column] == values, column
+        known += sum(v is not None for v in values)
+    assert known > len(keys["origin"]) * 5  # most entities have values: not two empty stores
