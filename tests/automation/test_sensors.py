@@ -167,6 +167,8 @@ def test_drift_over_the_threshold_launches_one_retrain_with_its_reasons(reported
     [request] = tick.run_requests
     report = pd.read_parquet(Path(paths.lake) / "drift_report" / "2013-01-08.parquet")
     version = report["reference_version"].iloc[0]
+    assert {"status", "drift_share", "prediction_distance", "prediction_drifted"} <= set(report)
+    assert report["status"].iloc[0] in ("drift", "no_drift")
     assert request.job_name == f"{TASKS[0].name}_retrain"
     assert request.run_key == f"drift:{TASKS[0].name}:v{version}:2013-01-08"
     assert request.tags[RETRAIN_TAG] == TASKS[0].name

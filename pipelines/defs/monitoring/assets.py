@@ -193,6 +193,7 @@ def drift_report(
                 "drifted_columns": json.dumps([c.column for c in result.drifted_columns]),
                 "distances": json.dumps({c.column: round(c.distance, 5) for c in result.columns}),
                 "prediction_distance": result.prediction.distance if result.prediction else np.nan,
+                "prediction_drifted": bool(result.prediction and result.prediction.drifted),
                 "reference_version": version,
                 "reason": result.reason,
                 "html": str(html or ""),
