@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import requests
 
@@ -25,6 +26,17 @@ QUERY = """
       partitionStats { numMaterialized numPartitions }
       assetMaterializations(limit: 1) { metadataEntries { label } }
     }
+  }
+  drift: assetNodeOrError(assetKey: {path: ["drift_report"]}) {
+    ... on AssetNode {
+      assetMaterializations(partitions: ["2013-01-09"], limit: 1) {
+        partition
+        metadataEntries { label ... on UrlMetadataEntry { url } ... on PathMetadataEntry { path } }
+      }
+    }
+  }
+  repositoriesOrError {
+    ... on RepositoryConnection { nodes { sensors { name } schedules { name cronSchedule } } }
   }
   evaluation: assetNodeOrError(assetKey: {path: ["model_evaluation"]}) {
     ... on AssetNode {
@@ -46,6 +58,17 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def webserver(built):
     paths, instance, _ = built
+    # The last day's drift report against the built champion (the build ran the days before it).
+    from pipelines.definitions import defs
+    from pipelines.defs.automation.jobs import DAILY_JOB
+
+    report = (
+        defs()
+        .resolve_job_def(DAILY_JOB)
+        .get_subset(asset_selection={dg.AssetKey("drift_report")})
+        .execute_in_process(instance=instance, partition_key="2013-01-09")
+    )
+    assert report.success
     port = _free_port()
     env = {
         **os.environ,
@@ -103,6 +126,7 @@ def test_ui_shows_one_graph_grouped_by_stage_with_blocking_checks(webserver):
         "training",
         "evaluation",
         "serving",
+        "monitoring",
     }
     assert nodes["raw_flights"]["isPartitioned"] and nodes["training_set"]["isPartitioned"]
     checks = nodes["raw_flights"]["assetChecksOrError"]["checks"]
@@ -123,3 +147,18 @@ def test_ui_shows_the_evaluation_its_plots_and_the_blocking_gate(webserver):
     assert {"metrics", "comparison", "slices", "curves", "mlflow_run"} <= labels
     [link] = [e["url"] for e in entries if e["label"] == "mlflow_run"]
     assert link.startswith("http://127.0.0.1:5000/#/experiments/")
+
+
+def test_ui_shows_a_drift_report_and_the_automation(webserver):
+    data = _graphql(webserver)["data"]
+    [report] = data["drift"]["assetMaterializations"]
+    entries = {e["label"]: e for e in report["metadataEntries"]}
+    assert {"status", "drift_share", "top_drifted", "drift_chart", "reference"} <= set(entries)
+    assert entries["evidently_html"]["path"].endswith("2013-01-09.html")
+    assert Path(entries["evidently_html"]["path"]).stat().st_size > 100_000
+    assert entries["mlflow_report"]["url"].startswith("http://127.0.0.1:5000/#/experiments/")
+    [repository] = data["repositoriesOrError"]["nodes"]
+    assert {s["name"] for s in repository["sensors"]} == {"landing_sensor", "drift_sensor"}
+    assert repository["schedules"] == [
+        {"name": "flight_delay_nightly_retrain", "cronSchedule": "0 2 * * *"}
+    ]
