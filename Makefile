@@ -94,6 +94,7 @@ benchmark: setup
 	$(UV) run --frozen python benchmarks/pipeline_overhead.py
 	$(UV) run --frozen python benchmarks/online_materialization.py
 	$(UV) run --frozen python benchmarks/model_training.py
+	$(UV) run --frozen python benchmarks/drift_check.py --data-root $(DATA_ROOT)
 
 clean:
 	rm -rf $(DATA_ROOT)
