@@ -33,7 +33,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml dagster.production.yaml FORCE
 	@{ cat dagster.yaml; if [ -n "$$FLIGHTLINE_POSTGRES_URL" ]; then echo; cat dagster.production.yaml; fi; } > $@.new
 	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; echo "installed $@"; fi
 	@if [ -n "$$FLIGHTLINE_POSTGRES_URL$$FLIGHTLINE_REDIS_URL" ]; then \
-		$(UV) run --frozen python -m pipelines.lib.services provision; fi
+		$(UV) run --frozen python -m pipelines.platform.lib.services provision; fi
 
 run: setup
 	$(UV) run --frozen flightline run --start $(START) --end $(END)
@@ -55,7 +55,7 @@ ui-prod: setup
 # The MLflow UI on the same store the pipeline writes (SQLite + artifact folder under the data root).
 mlflow: setup
 	$(UV) run --frozen mlflow ui --backend-store-uri $$($(UV) run --frozen python -c \
-		"from pipelines.lib.settings import DataPaths; print(DataPaths.from_env().mlflow_tracking_uri)") \
+		"from pipelines.platform.lib.settings import DataPaths; print(DataPaths.from_env().mlflow_tracking_uri)") \
 		--default-artifact-root $(DATA_ROOT)/mlflow/artifacts --host 127.0.0.1 --port 5000
 
 # The Bento the `bento` asset built last (it pins the champion's exact model tag), on its own

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipelines.lib.settings import DataPaths
+from pipelines.platform.lib.settings import DataPaths
 
 
 @contextmanager

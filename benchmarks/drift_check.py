@@ -25,15 +25,15 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import median, timed
-from pipelines.lib.drift import (
+from pipelines.platform.lib.drift import (
     PREDICTION,
     DriftReference,
     detect_drift,
     evidently_report,
     summarize_reference,
 )
-from pipelines.lib.lake import PARTITION_COLUMN, Lake
-from pipelines.lib.modeling.dataset import feature_frame
+from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
+from pipelines.platform.lib.modeling.dataset import feature_frame
 from pipelines.tasks import TASKS
 
 SPEC = TASKS[0]
@@ -57,7 +57,7 @@ def _sensor_ticks(data_root: Path, repeat: int) -> dict[str, float]:
 
     from pipelines.definitions import defs
     from pipelines.defs.automation.sensors import drift_sensor, landing_sensor
-    from pipelines.resources_config import embedded_resources
+    from pipelines.platform.resources_config import embedded_resources
 
     definitions, resources = defs(), embedded_resources()
     out = {}

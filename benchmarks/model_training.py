@@ -22,13 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import median, window_parser
 from benchmarks.pipeline_overhead import bare_pipeline
 from pipelines.definitions import defs
-from pipelines.lib.lake import Lake
-from pipelines.lib.modeling import dataset as data
-from pipelines.lib.modeling.lgbm import LgbmClassifier, LgbmParams
-from pipelines.lib.replay import replay_days
-from pipelines.lib.settings import DataPaths
-from pipelines.resources_config import embedded_resources
+from pipelines.platform.lib.lake import Lake
+from pipelines.platform.lib.modeling import dataset as data
+from pipelines.platform.lib.modeling.lgbm import LgbmClassifier, LgbmParams
+from pipelines.platform.lib.settings import DataPaths
+from pipelines.platform.resources_config import embedded_resources
 from pipelines.tasks import TASKS
+from pipelines.tasks.flight_delay.replay import replay_days
 
 SPEC = TASKS[0]
 

@@ -22,17 +22,17 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import fresh_data_root, median, window_parser
-from pipelines.lib import features as F
-from pipelines.lib.feature_store import (
+from pipelines.platform.lib.feature_store import (
     FeastLocation,
     apply_definitions,
     materialize_up_to,
     open_store,
 )
-from pipelines.lib.flights import day_start_utc, flight_timeline
-from pipelines.lib.lake import PARTITION_COLUMN, Lake
-from pipelines.lib.settings import PROJECT_ROOT
-from pipelines.lib.source import day_key, read_table
+from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
+from pipelines.platform.lib.settings import PROJECT_ROOT
+from pipelines.tasks.flight_delay import features as F
+from pipelines.tasks.flight_delay.flights import day_start_utc, flight_timeline
+from pipelines.tasks.flight_delay.source import day_key, read_table
 
 
 def build_feature_tables(lake: Lake, days: list[str]) -> None:

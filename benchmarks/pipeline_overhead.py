@@ -18,24 +18,24 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import fresh_data_root, median, timed, window_parser
-from feature_repo.flight_delay import FEATURE_SERVICE
-from pipelines.cli import materialize_window
 from pipelines.definitions import defs  # imported up front: neither side pays imports
-from pipelines.lib import features as F
-from pipelines.lib import validation
-from pipelines.lib.feature_store import (
+from pipelines.platform.cli import materialize_window
+from pipelines.platform.lib import validation
+from pipelines.platform.lib.feature_store import (
     FeastLocation,
     apply_definitions,
     historical_features,
     materialize_up_to,
     open_store,
 )
-from pipelines.lib.flights import PredictionTiming, day_start_utc, flight_timeline
-from pipelines.lib.lake import PARTITION_COLUMN, Lake
-from pipelines.lib.landing import archive_landed_file, read_landed_day
-from pipelines.lib.replay import replay_days
-from pipelines.lib.settings import PROJECT_ROOT, DataPaths
-from pipelines.lib.source import read_table
+from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
+from pipelines.platform.lib.landing import archive_landed_file, read_landed_day
+from pipelines.platform.lib.settings import PROJECT_ROOT, DataPaths
+from pipelines.tasks.flight_delay import features as F
+from pipelines.tasks.flight_delay.feast_declarations import FEATURE_SERVICE
+from pipelines.tasks.flight_delay.flights import PredictionTiming, day_start_utc, flight_timeline
+from pipelines.tasks.flight_delay.replay import replay_days
+from pipelines.tasks.flight_delay.source import read_table
 
 
 def bare_pipeline(paths: DataPaths, days: list[str]) -> int:

@@ -26,7 +26,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.lib.settings import DataPaths
+from pipelines.platform.lib.settings import DataPaths
 
 ROOT = Path(__file__).resolve().parents[1]
 FLIGHTS = [
@@ -99,8 +99,8 @@ def floor(batch: int, rounds: int) -> dict:
     """Lookup + predict in-process: the same code the service runs, minus HTTP and BentoML."""
     import bentoml
 
-    from pipelines.lib.online import online_vector
-    from pipelines.resources_config import embedded_resources
+    from pipelines.platform.lib.online import online_vector
+    from pipelines.platform.resources_config import embedded_resources
     from pipelines.tasks import TASKS
 
     spec = TASKS[0]
@@ -138,7 +138,7 @@ def redis_copy(paths: DataPaths, url: str) -> None:
     reads the same registry file and its online features from Redis (FLIGHTLINE_REDIS_URL)."""
     import redis
 
-    from pipelines.lib.feature_store import (
+    from pipelines.platform.lib.feature_store import (
         FeastLocation,
         apply_definitions,
         location_from_paths,

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipelines.executors import configured_executor
-from pipelines.resources_config import embedded_resources
+from pipelines.platform.executors import configured_executor
+from pipelines.platform.resources_config import embedded_resources
 
 
 @dg.definitions

@@ -4,7 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipelines.lib.source import read_table
+from pipelines.tasks.flight_delay.source import read_table
 
 # Codes the service accepts: the reference tables the graph ingests (the package's own data).
 KNOWN_CARRIERS = frozenset(read_table("airlines")["carrier"].astype(str))

@@ -14,11 +14,16 @@ from bentoml.exceptions import InvalidArgument
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
-from pipelines.lib.feature_store import location_from_paths, open_store
-from pipelines.lib.prediction_log import PredictionLogWriter
-from pipelines.lib.predictor import FeatureStoreUnavailable, ModelInfo, ModelUnavailable, Predictor
-from pipelines.lib.services import check_redis, check_uri
-from pipelines.lib.settings import DataPaths
+from pipelines.platform.lib.feature_store import location_from_paths, open_store
+from pipelines.platform.lib.prediction_log import PredictionLogWriter
+from pipelines.platform.lib.predictor import (
+    FeatureStoreUnavailable,
+    ModelInfo,
+    ModelUnavailable,
+    Predictor,
+)
+from pipelines.platform.lib.services import check_redis, check_uri
+from pipelines.platform.lib.settings import DataPaths
 from pipelines.tasks import TASKS
 from serving.schemas import MAX_BATCH, Flight, Prediction, Readiness
 

@@ -13,9 +13,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from pipelines.lib.replay import replay_days
-from pipelines.lib.settings import DataPaths
-from pipelines.lib.source import day_key, read_table
+from pipelines.platform.lib.settings import DataPaths
+from pipelines.tasks.flight_delay.replay import replay_days
+from pipelines.tasks.flight_delay.source import day_key, read_table
 
 
 @pytest.fixture

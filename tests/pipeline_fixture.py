@@ -6,9 +6,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from pipelines.cli import materialize_window
-from pipelines.lib.replay import replay_days
-from pipelines.lib.settings import DataPaths
+from pipelines.platform.cli import materialize_window
+from pipelines.platform.lib.settings import DataPaths
+from pipelines.tasks.flight_delay.replay import replay_days
 
 START, END = "2013-01-01", "2013-01-09"
 DAYS = [d.strftime("%Y-%m-%d") for d in pd.date_range(START, END)]

@@ -18,10 +18,10 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from pipelines.cli import materialize_window
-from pipelines.lib.replay import replay_days
-from pipelines.lib.settings import PROJECT_ROOT, DataPaths
-from pipelines.lib.tracking import ModelRegistry
+from pipelines.platform.cli import materialize_window
+from pipelines.platform.lib.settings import PROJECT_ROOT, DataPaths
+from pipelines.platform.lib.tracking import ModelRegistry
+from pipelines.tasks.flight_delay.replay import replay_days
 from tests.conftest import source_day
 from tests.pipeline_fixture import MODEL_RUN_CONFIG
 

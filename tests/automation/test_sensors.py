@@ -8,14 +8,14 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from pipelines.cli import materialize_window
 from pipelines.definitions import defs
 from pipelines.defs.automation.jobs import DAILY_JOB, RETRAIN_TAG
 from pipelines.defs.automation.schedules import nightly_schedule
 from pipelines.defs.automation.sensors import drift_sensor, landing_sensor
-from pipelines.lib.replay import replay_days
-from pipelines.resources import LakeResource, LandingZone, RetrainPolicy
+from pipelines.platform.cli import materialize_window
+from pipelines.platform.resources import LakeResource, LandingZone, RetrainPolicy
 from pipelines.tasks import TASKS
+from pipelines.tasks.flight_delay.replay import replay_days
 from tests.conftest import source_day
 
 

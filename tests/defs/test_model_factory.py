@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.lib.task import TaskSpec, TimeSplit
-from pipelines.lib.tracking import CHAMPION, PromotionRefused
-from pipelines.model_assets import task_definitions
-from pipelines.resources import LakeIOManager, MlflowResource
+from pipelines.platform.components.model import task_definitions
+from pipelines.platform.lib.task import TaskSpec, TimeSplit
+from pipelines.platform.lib.tracking import CHAMPION, PromotionRefused
+from pipelines.platform.resources import LakeIOManager, MlflowResource
 
 TOY = TaskSpec(
     name="toy_churn",

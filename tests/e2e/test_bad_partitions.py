@@ -8,8 +8,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from pipelines.cli import materialize_window
-from pipelines.lib.replay import replay_days
+from pipelines.platform.cli import materialize_window
+from pipelines.tasks.flight_delay.replay import replay_days
 from tests.conftest import source_day
 
 DAY = "2013-01-03"

@@ -6,10 +6,10 @@ from datetime import date
 import dagster as dg
 import pytest
 
-from pipelines.cli import main as cli_main
-from pipelines.cli import materialize_window, run_succeeded
-from pipelines.lib.tracking import CHALLENGER, CHAMPION, ModelRegistry
-from pipelines.resources_config import embedded_resources
+from pipelines.platform.cli import main as cli_main
+from pipelines.platform.cli import materialize_window, run_succeeded
+from pipelines.platform.lib.tracking import CHALLENGER, CHAMPION, ModelRegistry
+from pipelines.platform.resources_config import embedded_resources
 from tests.e2e.conftest import END, MODEL_RUN_CONFIG, SPLIT, START
 
 MODEL_ASSETS = {"lgbm_model", "torch_model", "model_evaluation", "champion"}

@@ -6,11 +6,11 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from pipelines.lib.features import EVENT_TIMESTAMP
-from pipelines.lib.flights import PredictionTiming
-from pipelines.lib.lake import Lake
-from pipelines.lib.settings import DataPaths
-from pipelines.resources_config import embedded_resources
+from pipelines.platform.lib.lake import Lake
+from pipelines.platform.lib.settings import DataPaths
+from pipelines.platform.resources_config import embedded_resources
+from pipelines.tasks.flight_delay.features import EVENT_TIMESTAMP
+from pipelines.tasks.flight_delay.flights import PredictionTiming
 from tests.e2e.conftest import DAYS
 
 

@@ -30,11 +30,11 @@ def k8s_cluster(tmp_path_factory):
 
 def _retrain_inputs(data_root: Path) -> None:
     """Materialize, in-process, everything upstream of the retrain job over the nine days."""
-    from pipelines.cli import materialize_window
     from pipelines.definitions import defs
-    from pipelines.lib.replay import replay_days
-    from pipelines.lib.settings import DataPaths
-    from pipelines.lib.tracking import ModelRegistry
+    from pipelines.platform.cli import materialize_window
+    from pipelines.platform.lib.settings import DataPaths
+    from pipelines.platform.lib.tracking import ModelRegistry
+    from pipelines.tasks.flight_delay.replay import replay_days
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FLIGHTLINE_DATA_ROOT", str(data_root))

@@ -6,8 +6,8 @@ import kubernetes
 import kubernetes_validate
 import pytest
 
-from pipelines.executors import K8S_CONFIG_TAG, configured_executor, training_op_tags
-from pipelines.lib.kubernetes import GpuPlacement
+from pipelines.platform.executors import K8S_CONFIG_TAG, configured_executor, training_op_tags
+from pipelines.platform.lib.kubernetes import GpuPlacement
 from tests.infra.job_bodies import production_launcher, run_worker_body, step_body
 
 IMAGE = "ghcr.io/flightline/flightline:1.0"

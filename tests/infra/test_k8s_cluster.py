@@ -9,8 +9,8 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from pipelines.executors import K8S_CONFIG_TAG, training_op_tags
-from pipelines.lib.kubernetes import GpuPlacement
+from pipelines.platform.executors import K8S_CONFIG_TAG, training_op_tags
+from pipelines.platform.lib.kubernetes import GpuPlacement
 from tests.infra import platform
 from tests.infra.job_bodies import production_launcher, run_worker_body, step_body
 

@@ -11,8 +11,8 @@ import dagster as dg
 import pytest
 from kubernetes import client, config
 
-from pipelines.lib.settings import DataPaths
-from pipelines.lib.tracking import ModelRegistry
+from pipelines.platform.lib.settings import DataPaths
+from pipelines.platform.lib.tracking import ModelRegistry
 from pipelines.tasks import TASKS
 from tests.infra import platform
 from tests.pipeline_fixture import MODEL_RUN_CONFIG

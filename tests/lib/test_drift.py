@@ -6,7 +6,7 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import wasserstein_distance
 
-from pipelines.lib.drift import (
+from pipelines.platform.lib.drift import (
     OTHER,
     DriftInputError,
     DriftReference,

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipelines.lib.evaluation import (
+from pipelines.platform.lib.evaluation import (
     BootstrapInterval,
     _weighted_auc,
     binary_metrics,
@@ -13,7 +13,7 @@ from pipelines.lib.evaluation import (
     expected_calibration_error,
     paired_bootstrap_auc_difference,
 )
-from pipelines.lib.task import GateThresholds
+from pipelines.platform.lib.task import GateThresholds
 
 
 def _scores(n=4000, signal=1.0, seed=0):

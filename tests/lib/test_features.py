@@ -3,14 +3,14 @@
 import pandas as pd
 import pytest
 
-from pipelines.lib import features as F
-from pipelines.lib.flights import (
+from pipelines.platform.lib.lake import PARTITION_COLUMN
+from pipelines.tasks.flight_delay import features as F
+from pipelines.tasks.flight_delay.flights import (
     ARRIVAL_REPORT_LAG,
     PredictionTiming,
     flight_timeline,
     local_to_utc,
 )
-from pipelines.lib.lake import PARTITION_COLUMN
 from tests.conftest import source_day
 
 

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from pipelines.lib.landing import LandingError, archive_landed_file, read_landed_day
+from pipelines.platform.lib.landing import LandingError, archive_landed_file, read_landed_day
 from tests.conftest import source_day
 
 DAY = "2013-01-02"

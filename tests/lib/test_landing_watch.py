@@ -2,7 +2,7 @@
 
 import os
 
-from pipelines.lib.landing_watch import (
+from pipelines.platform.lib.landing_watch import (
     contiguous_ranges,
     dump_state,
     load_state,

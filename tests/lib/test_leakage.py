@@ -1,8 +1,8 @@
 """Leakage guard: nothing known only after departure is a feature."""
 
-from feature_repo.flight_delay import feature_definitions
-from pipelines.lib.features import POST_DEPARTURE_COLUMNS, request_features
-from pipelines.lib.flights import flight_timeline
+from pipelines.tasks.flight_delay.feast_declarations import feature_definitions
+from pipelines.tasks.flight_delay.features import POST_DEPARTURE_COLUMNS, request_features
+from pipelines.tasks.flight_delay.flights import flight_timeline
 from tests.lib.test_features import _raw
 
 FORBIDDEN = {

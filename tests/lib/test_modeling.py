@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.lib.evaluation import binary_metrics
-from pipelines.lib.modeling import dataset as data
-from pipelines.lib.modeling.baseline import HistoricalRateBaseline
-from pipelines.lib.modeling.lgbm import LgbmParams, train_lgbm
-from pipelines.lib.modeling.mlp import MlpParams, train_mlp
-from pipelines.lib.tracking import ModelRegistry
+from pipelines.platform.lib.evaluation import binary_metrics
+from pipelines.platform.lib.modeling import dataset as data
+from pipelines.platform.lib.modeling.baseline import HistoricalRateBaseline
+from pipelines.platform.lib.modeling.lgbm import LgbmParams, train_lgbm
+from pipelines.platform.lib.modeling.mlp import MlpParams, train_mlp
+from pipelines.platform.lib.tracking import ModelRegistry
 from tests.defs.test_model_factory import TOY, toy_examples
 
 

@@ -1,6 +1,6 @@
 import pandas as pd
 
-from pipelines.lib.plots import markdown_image, training_set_summary
+from pipelines.platform.lib.plots import markdown_image, training_set_summary
 
 
 def test_training_set_summary_is_a_png_with_a_markdown_wrapper():

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from pipelines.lib.retrain_policy import DriftCursor, Thresholds, decide
+from pipelines.platform.lib.retrain_policy import DriftCursor, Thresholds, decide
 
 
 def _reports(*rows):

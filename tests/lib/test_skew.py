@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from pipelines.lib.online import compare_vectors
+from pipelines.platform.lib.online import compare_vectors
 
 
 def test_equal_vectors_and_shared_missing_values_do_not_differ():

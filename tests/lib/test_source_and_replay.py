@@ -3,8 +3,8 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from pipelines.lib.replay import replay_days
-from pipelines.lib.source import day_key, read_table
+from pipelines.tasks.flight_delay.replay import replay_days
+from pipelines.tasks.flight_delay.source import day_key, read_table
 
 
 def test_package_tables_are_the_real_dataset():
@@ -59,7 +59,7 @@ def test_a_day_without_source_rows_lands_no_file(tmp_path):
 
 
 def test_paced_replay_lands_one_day_at_a_time(data_paths, capsys):
-    from pipelines.cli import main
+    from pipelines.platform.cli import main
 
     assert main(["replay", "--start", "2013-03-01", "--end", "2013-03-03", "--pace", "0.01"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.lib import validation as v
-from pipelines.lib.lake import PARTITION_COLUMN
+from pipelines.platform.lib import validation as v
+from pipelines.platform.lib.lake import PARTITION_COLUMN
 from tests.conftest import source_day
 
 DAY = "2013-01-02"

@@ -18,16 +18,16 @@ import psycopg2
 import pytest
 import redis
 
-from pipelines.cli import materialize_window
-from pipelines.lib.replay import replay_days
-from pipelines.lib.services import (
+from pipelines.platform.cli import materialize_window
+from pipelines.platform.lib.services import (
     DATABASE_SUFFIXES,
     POSTGRES_ENV,
     REDIS_ENV,
     ProductionServices,
     provision,
 )
-from pipelines.lib.settings import DataPaths
+from pipelines.platform.lib.settings import DataPaths
+from pipelines.tasks.flight_delay.replay import replay_days
 from tests.pipeline_fixture import END, MODEL_RUN_CONFIG, START
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,11 +10,11 @@ import pandas as pd
 import psycopg2
 import pytest
 
-from pipelines.cli import main, materialize_window
-from pipelines.lib.lake import Lake
-from pipelines.lib.services import ServiceUnavailable, check_services
-from pipelines.lib.tracking import ModelRegistry
-from pipelines.resources_config import embedded_resources
+from pipelines.platform.cli import main, materialize_window
+from pipelines.platform.lib.lake import Lake
+from pipelines.platform.lib.services import ServiceUnavailable, check_services
+from pipelines.platform.lib.tracking import ModelRegistry
+from pipelines.platform.resources_config import embedded_resources
 from tests.pipeline_fixture import DAYS
 from tests.production.conftest import start_postgres, stop_postgres
 

@@ -5,18 +5,18 @@ import secrets
 
 import pandas as pd
 
-from pipelines.lib.feature_store import (
+from pipelines.platform.lib.feature_store import (
     FeastLocation,
     apply_definitions,
     materialize_up_to,
     open_store,
 )
-from pipelines.lib.flights import day_start_utc, flight_timeline
-from pipelines.lib.lake import PARTITION_COLUMN
-from pipelines.lib.online import entity_keys, flights_frame
-from pipelines.lib.settings import PROJECT_ROOT
-from pipelines.lib.source import day_key, read_table
+from pipelines.platform.lib.lake import PARTITION_COLUMN
+from pipelines.platform.lib.online import entity_keys, flights_frame
+from pipelines.platform.lib.settings import PROJECT_ROOT
 from pipelines.tasks import TASKS
+from pipelines.tasks.flight_delay.flights import day_start_utc, flight_timeline
+from pipelines.tasks.flight_delay.source import day_key, read_table
 from tests.pipeline_fixture import DAYS
 
 

@@ -10,8 +10,8 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from pipelines.cli import run_succeeded
-from pipelines.lib.tracking import ModelRegistry
+from pipelines.platform.cli import run_succeeded
+from pipelines.platform.lib.tracking import ModelRegistry
 from tests.production.conftest import start_redis, stop_redis
 from tests.serving.test_service import FLIGHT  # the same flight the embedded tests serve
 

@@ -15,8 +15,8 @@ import pytest
 import requests
 from starlette.testclient import TestClient
 
-from pipelines.cli import materialize_window
-from pipelines.lib.prediction_log import read_day
+from pipelines.platform.cli import materialize_window
+from pipelines.platform.lib.prediction_log import read_day
 from tests.e2e.conftest import END, START
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -227,11 +227,11 @@ def test_skew_check_passes_on_the_real_path(packaged):
 def test_skew_check_names_a_feature_computed_differently_online(packaged):
     import pandas as pd
 
-    from pipelines.lib.features import request_features
-    from pipelines.lib.lake import Lake
-    from pipelines.lib.skew import feature_skew
-    from pipelines.resources_config import embedded_resources
+    from pipelines.platform.lib.lake import Lake
+    from pipelines.platform.lib.skew import feature_skew
+    from pipelines.platform.resources_config import embedded_resources
     from pipelines.tasks import TASKS
+    from pipelines.tasks.flight_delay.features import request_features
 
     paths, _, _ = packaged
     flights = Lake(paths.lake).read("flight_timeline", END).head(50)
@@ -254,12 +254,12 @@ def test_pushed_events_make_operational_features_fresh(packaged):
     time order makes the online features of its flights hours fresher."""
     import pandas as pd
 
-    from pipelines.cli import main as cli_main
-    from pipelines.lib.lake import Lake
-    from pipelines.lib.online import feature_age_seconds, online_vector
-    from pipelines.lib.replay import replay_days
-    from pipelines.resources_config import embedded_resources
+    from pipelines.platform.cli import main as cli_main
+    from pipelines.platform.lib.lake import Lake
+    from pipelines.platform.lib.online import feature_age_seconds, online_vector
+    from pipelines.platform.resources_config import embedded_resources
     from pipelines.tasks import TASKS
+    from pipelines.tasks.flight_delay.replay import replay_days
 
     paths, _, _ = packaged
     replay_days(paths.landing, date(2013, 1, 10), date(2013, 1, 10))

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from pipelines.lib.task import TaskSpec
+from pipelines.platform.lib.task import TaskSpec
 from pipelines.tasks import TASKS
 
 RETRAIN_TAG = "flightline/retrain"  # the instance's run queue admits one run per value at a time

@@ -14,10 +14,10 @@ from pipelines.defs.automation.jobs import (
     RETRAIN_TAG,
     retrain_run_config,
 )
-from pipelines.lib.lake import PARTITION_COLUMN
-from pipelines.lib.landing_watch import dump_state, load_state, scan_landing
-from pipelines.lib.retrain_policy import DriftCursor, decide
-from pipelines.resources import LakeResource, LandingZone, RetrainPolicy
+from pipelines.platform.lib.lake import PARTITION_COLUMN
+from pipelines.platform.lib.landing_watch import dump_state, load_state, scan_landing
+from pipelines.platform.lib.retrain_policy import DriftCursor, decide
+from pipelines.platform.resources import LakeResource, LandingZone, RetrainPolicy
 from pipelines.tasks import TASKS
 
 SPEC = TASKS[0]

@@ -4,13 +4,13 @@ import dagster as dg
 import pandas as pd
 
 from pipelines.defs.validation.guard import assert_partitions_validated
-from pipelines.lib import features as F
-from pipelines.lib.feature_store import apply_definitions, materialize_up_to
-from pipelines.lib.flights import day_start_utc
-from pipelines.lib.flights import flight_timeline as build_timeline
-from pipelines.lib.lake import PARTITION_COLUMN
-from pipelines.partitions import daily_partitions, partition_keys, single_run_backfill
-from pipelines.resources import FeastResource
+from pipelines.platform.lib.feature_store import apply_definitions, materialize_up_to
+from pipelines.platform.lib.lake import PARTITION_COLUMN
+from pipelines.platform.partitions import daily_partitions, partition_keys, single_run_backfill
+from pipelines.platform.resources import FeastResource
+from pipelines.tasks.flight_delay import features as F
+from pipelines.tasks.flight_delay.flights import day_start_utc
+from pipelines.tasks.flight_delay.flights import flight_timeline as build_timeline
 
 FEATURE_GROUP = "features"
 PARTITIONED = {

@@ -3,11 +3,11 @@
 import dagster as dg
 import pandas as pd
 
-from pipelines.lib.lake import PARTITION_COLUMN
-from pipelines.lib.landing import LandingError
-from pipelines.lib.source import read_table
-from pipelines.partitions import daily_partitions, partition_keys, single_run_backfill
-from pipelines.resources import LandingZone
+from pipelines.platform.lib.lake import PARTITION_COLUMN
+from pipelines.platform.lib.landing import LandingError
+from pipelines.platform.partitions import daily_partitions, partition_keys, single_run_backfill
+from pipelines.platform.resources import LandingZone
+from pipelines.tasks.flight_delay.source import read_table
 
 
 def _ingest_days(

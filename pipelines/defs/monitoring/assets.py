@@ -8,7 +8,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from pipelines.lib.drift import (
+from pipelines.platform.lib.drift import (
     DRIFT_THRESHOLD,
     MIN_ROWS,
     PREDICTION,
@@ -17,17 +17,17 @@ from pipelines.lib.drift import (
     evidently_report,
     summarize_reference,
 )
-from pipelines.lib.lake import PARTITION_COLUMN
-from pipelines.lib.modeling.dataset import feature_frame
-from pipelines.lib.monitoring import (
+from pipelines.platform.lib.lake import PARTITION_COLUMN
+from pipelines.platform.lib.modeling.dataset import feature_frame
+from pipelines.platform.lib.monitoring import (
     MIN_LABELLED_ROWS,
     champion_scores,
     rolling_view,
     score_live_performance,
 )
-from pipelines.lib.plots import daily_metric_chart, drift_chart, markdown_image
-from pipelines.partitions import daily_partitions, partition_keys, single_run_backfill
-from pipelines.resources import LakeResource, MlflowResource
+from pipelines.platform.lib.plots import daily_metric_chart, drift_chart, markdown_image
+from pipelines.platform.partitions import daily_partitions, partition_keys, single_run_backfill
+from pipelines.platform.resources import LakeResource, MlflowResource
 from pipelines.tasks import TASKS
 
 SPEC = TASKS[0]

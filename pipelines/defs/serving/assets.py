@@ -3,21 +3,21 @@
 import dagster as dg
 import pandas as pd
 
-from pipelines.lib.flights import day_start_utc
-from pipelines.lib.lake import PARTITION_COLUMN
-from pipelines.lib.packaging import (
+from pipelines.platform.lib.lake import PARTITION_COLUMN
+from pipelines.platform.lib.packaging import (
     bento_size_bytes,
     build_bento,
     import_champion,
     latest_bento_for,
     write_latest,
 )
-from pipelines.lib.prediction_log import read_day
-from pipelines.lib.settings import DataPaths
-from pipelines.lib.skew import feature_skew
-from pipelines.partitions import daily_partitions, partition_keys, single_run_backfill
-from pipelines.resources import BentoResource, FeastResource, LakeResource, MlflowResource
+from pipelines.platform.lib.prediction_log import read_day
+from pipelines.platform.lib.settings import DataPaths
+from pipelines.platform.lib.skew import feature_skew
+from pipelines.platform.partitions import daily_partitions, partition_keys, single_run_backfill
+from pipelines.platform.resources import BentoResource, FeastResource, LakeResource, MlflowResource
 from pipelines.tasks import TASKS
+from pipelines.tasks.flight_delay.flights import day_start_utc
 
 SPEC = TASKS[0]
 

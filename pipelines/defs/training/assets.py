@@ -4,13 +4,13 @@ import dagster as dg
 import pandas as pd
 
 from pipelines.defs.features.assets import FEATURE_TABLES, feast_definitions
-from pipelines.lib.feature_store import historical_features
-from pipelines.lib.features import entity_rows, request_features
-from pipelines.lib.flights import PredictionTiming
-from pipelines.lib.lake import PARTITION_COLUMN
-from pipelines.lib.plots import markdown_image, training_set_summary
-from pipelines.partitions import daily_partitions, single_run_backfill
-from pipelines.resources import FeastResource
+from pipelines.platform.lib.feature_store import historical_features
+from pipelines.platform.lib.lake import PARTITION_COLUMN
+from pipelines.platform.lib.plots import markdown_image, training_set_summary
+from pipelines.platform.partitions import daily_partitions, single_run_backfill
+from pipelines.platform.resources import FeastResource
+from pipelines.tasks.flight_delay.features import entity_rows, request_features
+from pipelines.tasks.flight_delay.flights import PredictionTiming
 
 FEATURE_SERVICE = "flight_delay_v1"
 

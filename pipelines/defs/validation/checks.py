@@ -10,10 +10,10 @@ import dagster as dg
 import pandas as pd
 
 from pipelines.defs.ingestion.assets import raw_flights, raw_weather
-from pipelines.lib import validation
-from pipelines.lib.lake import PARTITION_COLUMN
-from pipelines.partitions import daily_partitions, partition_keys
-from pipelines.resources import LakeResource
+from pipelines.platform.lib import validation
+from pipelines.platform.lib.lake import PARTITION_COLUMN
+from pipelines.platform.partitions import daily_partitions, partition_keys
+from pipelines.platform.resources import LakeResource
 
 CHECK_DESCRIPTIONS = {
     "schema": "Expected columns are present with the expected types",

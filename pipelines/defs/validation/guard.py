@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from pipelines.lib.validation import CHECKS
+from pipelines.platform.lib.validation import CHECKS
 
 HISTORY_LIMIT = 5000
 

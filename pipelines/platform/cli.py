@@ -1,0 +1,396 @@
+"""Command line: replay days into the landing folder, and materialize the graph over them.
+
+flightline replay --start 2013-01-01 --end 2013-01-14
+flightline run    --start 2013-01-01 --end 2013-01-14   (replay, then materialize everything)
+flightline rollback --task flight_delay                 (champion back to the version it replaced)
+flightline push-events --start 2013-02-01 --end 2013-02-01 --until 17:00  (live events, online)
+"""
+
+import argparse
+import logging
+import os
+import sys
+import time
+from datetime import date
+
+import dagster as dg
+
+from pipelines.platform.lib.settings import DataPaths
+from pipelines.tasks.flight_delay.replay import replay_days
+
+DEFAULT_START = "2013-01-01"
+DEFAULT_END = "2013-01-31"
+# Dagster's own console logger prints every event; the progress logger prints one line per step.
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "ERROR"}}, "progress": {}}}
+
+
+def _parse_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from exc
+
+
+class ProgressPrinter(logging.Handler):
+    """Turns Dagster's event stream into one line per step and per asset built or checked."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.started = time.perf_counter()
+        self.reported: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = getattr(record, "dagster_meta", {}).get("dagster_event")
+        if event is None:
+            return
+        elapsed = f"[{time.perf_counter() - self.started:6.1f}s]"
+        kind = event.event_type_value
+        if kind == "STEP_START":
+            print(f"{elapsed} ... {event.step_key}", flush=True)
+        elif kind == "STEP_FAILURE":
+            error = event.step_failure_data.error
+            print(
+                f"{elapsed} FAILED {event.step_key}: {error.message.strip() if error else ''}",
+                flush=True,
+            )
+        elif kind == "ASSET_MATERIALIZATION":
+            mat = event.step_materialization_data.materialization
+            key = mat.asset_key.to_user_string()
+            if key in self.reported:  # a ranged run reports each of its days; one line is enough
+                return
+            self.reported.add(key)
+            rows = _rows(mat.metadata)
+            shown = f" {rows:,} rows" if rows is not None else ""
+            print(f"{elapsed}  built {key}{shown}", flush=True)
+        elif kind == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            if not data.passed:
+                print(
+                    f"{elapsed}  CHECK FAILED {data.asset_key.to_user_string()}.{data.check_name}: {data.description}",
+                    flush=True,
+                )
+
+
+def _rows(metadata) -> int | None:
+    for name in ("dagster/row_count", "rows_in_run"):
+        if name in metadata:
+            return int(metadata[name].value)
+    return None
+
+
+def _progress_logger() -> dg.LoggerDefinition:
+    @dg.logger
+    def progress(_init_context):
+        log = logging.getLogger("flightline.progress")
+        log.handlers = [ProgressPrinter()]
+        log.setLevel(logging.DEBUG)
+        log.propagate = False
+        return log
+
+    return progress
+
+
+def materialize_window(
+    start: date,
+    end: date,
+    instance: dg.DagsterInstance,
+    only: set[str] | None = None,
+    run_config: dict | None = None,
+) -> list[dg.ExecuteInProcessResult]:
+    """Materialize the graph over [start, end] in three runs: the unpartitioned assets upstream of
+    the days (reference tables), every partitioned asset over the range as one run, then the
+    unpartitioned assets downstream of the days (models, evaluation, promotion). `only` narrows
+    the selection to some asset names; `run_config` (ops: ...) reaches the assets it names."""
+    from pipelines.definitions import defs
+
+    definitions = defs()
+    graph = definitions.resolve_asset_graph()
+    keys = [
+        k for k in graph.materializable_asset_keys if only is None or k.to_user_string() in only
+    ]
+
+    def after_days(key: dg.AssetKey) -> bool:
+        parents = graph.get(key).parent_keys
+        return any(graph.get(p).partitions_def is not None or after_days(p) for p in parents)
+
+    unpartitioned = [k for k in keys if graph.get(k).partitions_def is None]
+    phases = (
+        ([k for k in unpartitioned if not after_days(k)], {}),
+        ([k for k in keys if graph.get(k).partitions_def is not None], _range_tags(start, end)),
+        ([k for k in unpartitioned if after_days(k)], {}),
+    )
+    results = []
+    for selected, tags in phases:
+        if not selected:
+            continue
+        job = dg.define_asset_job(
+            "make_run", selection=dg.AssetSelection.assets(*selected), tags=tags
+        )
+        job_def = dg.Definitions(
+            assets=list(definitions.assets or []),
+            asset_checks=list(definitions.asset_checks or []),
+            jobs=[job],
+            resources=definitions.resources,
+            loggers={"progress": _progress_logger(), "console": dg.colored_console_logger},
+        ).resolve_job_def("make_run")
+        names = set(job_def.graph.node_dict)  # asset and check ops of this phase
+        ops = {k: v for k, v in ((run_config or {}).get("ops") or {}).items() if k in names}
+        result = job_def.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            tags=tags,
+            run_config={**QUIET_CONSOLE, "ops": ops} if ops else QUIET_CONSOLE,
+        )
+        results.append(result)
+        if not result.success:
+            break
+    return results
+
+
+def _range_tags(start: date, end: date) -> dict:
+    return {
+        "dagster/asset_partition_range_start": start.isoformat(),
+        "dagster/asset_partition_range_end": end.isoformat(),
+    }
+
+
+def _summary(results: list[dg.ExecuteInProcessResult], paths: DataPaths, started: float) -> str:
+    lines = ["", "=" * 72, "Summary"]
+    built: dict[str, int] = {}
+    partitions: dict[str, set] = {}
+    failed_checks, passed_checks = [], 0
+    for result in results:
+        for event in result.all_events:
+            if event.event_type_value == "ASSET_MATERIALIZATION":
+                mat = event.step_materialization_data.materialization
+                key = mat.asset_key.to_user_string()
+                rows = _rows(mat.metadata)
+                if rows is not None:
+                    built[key] = rows
+                else:
+                    built.setdefault(key, -1)
+                if mat.partition:
+                    partitions.setdefault(key, set()).add(mat.partition)
+            elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+                data = event.event_specific_data
+                if data.passed:
+                    passed_checks += 1
+                else:
+                    failed_checks.append(f"{data.asset_key.to_user_string()}.{data.check_name}")
+    for key in sorted(built):
+        days = partitions.get(key)
+        span = f"{min(days)}..{max(days)} ({len(days)} days)" if days else "unpartitioned"
+        rows = f"{built[key]:>9,} rows" if built[key] >= 0 else " " * 14
+        lines.append(f"  {key:<28}{rows}  {span}")
+    lines.append(
+        f"  checks: {passed_checks} passed, {len(failed_checks)} failed {failed_checks or ''}"
+    )
+    ok = run_succeeded(results)
+    lines += _champion_lines(results)
+    lines += [
+        f"  status: {'SUCCESS' if ok else 'FAILED (see the lines marked FAILED above)'} in {time.perf_counter() - started:.0f}s",
+        f"  lake (Parquet):      {paths.lake}",
+        f"  landing / archive:   {paths.landing} / {paths.root / 'archive'}",
+        f"  Feast registry:      {paths.feast_registry}",
+        f"  Feast online store:  {_online_store(paths)}",
+        "  open the UI:         make ui   (then http://127.0.0.1:3000)",
+        "=" * 72,
+    ]
+    return "\n".join(lines)
+
+
+GATE_SUFFIX = "_gate"
+
+
+def _online_store(paths: DataPaths) -> str:
+    from pipelines.platform.lib.services import mask
+
+    return mask(paths.feast_redis_url) if paths.feast_redis_url else str(paths.feast_online_store)
+
+
+def _quiet_mlflow() -> None:
+    # MLflow logs every model it saves and draws download bars; the progress lines say enough.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # read when mlflow is first imported
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+
+
+def _push_events(start: date, end: date, until: str | None) -> int:
+    import pandas as pd
+
+    from pipelines.platform.lib.landing import LandingError, read_landed_day
+    from pipelines.platform.resources_config import embedded_resources
+    from pipelines.tasks.flight_delay.flights import flight_timeline
+    from pipelines.tasks.flight_delay.live_events import event_rows, push_in_time_order
+
+    paths = DataPaths.from_env()
+    store = embedded_resources()["feast"].store()
+    stop = None
+    if until:
+        stop = pd.Timestamp(f"{end.isoformat()}T{until}", tz="America/New_York").tz_convert("UTC")
+    for day in pd.date_range(start, end).strftime("%Y-%m-%d"):
+        try:
+            landed = read_landed_day(paths.landing, "flights", day)
+        except LandingError as exc:
+            print(f"{day}: {exc}", file=sys.stderr)
+            return 1
+        rows = event_rows(flight_timeline(landed.frame.assign(partition_date=day)))
+        pushed = push_in_time_order(store, rows, until=stop if day == end.isoformat() else None)
+        print(f"{day}: pushed " + ", ".join(f"{n:,} {name}" for name, n in pushed.items()))
+    return 0
+
+
+def _paced_replay(paths: DataPaths, start: date, end: date, pace: float) -> int:
+    from datetime import timedelta
+
+    day = start
+    while day <= end:
+        landed = replay_days(paths.landing, day, day)
+        print(f"landed {day}: {sum(f.rows for f in landed):,} rows", flush=True)
+        day += timedelta(days=1)
+        if day <= end:
+            time.sleep(pace)
+    return 0
+
+
+def _rollback(task: str) -> int:
+    from pipelines.platform.lib.tracking import PromotionRefused
+    from pipelines.platform.resources_config import embedded_resources
+    from pipelines.tasks import TASKS
+
+    names = [spec.name for spec in TASKS]
+    if task not in names:
+        print(f"unknown task {task!r}; tasks: {', '.join(names)}", file=sys.stderr)
+        return 2
+    registry = embedded_resources()["mlflow"].registry()
+    try:
+        registry.check_reachable()
+        left, back_to = registry.rollback(task)
+    except (PromotionRefused, RuntimeError) as exc:
+        print(f"rollback refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"{task}: champion moved back from v{left} to v{back_to}")
+    return 0
+
+
+def _failed_steps(result: dg.ExecuteInProcessResult) -> list[str]:
+    return [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+
+
+def run_succeeded(results: list[dg.ExecuteInProcessResult]) -> bool:
+    """A promotion gate that refuses a challenger is a normal outcome, not a failed run."""
+    return all(
+        r.success or all(step.endswith(GATE_SUFFIX) for step in _failed_steps(r)) for r in results
+    ) and bool(results)
+
+
+def _champion_lines(results: list[dg.ExecuteInProcessResult]) -> list[str]:
+    from pipelines.platform.resources_config import embedded_resources
+    from pipelines.tasks import TASKS
+
+    promoted = set()  # key prefixes of the tasks whose champion this run moved
+    for r in results:
+        for event in r.all_events:
+            if event.event_type_value == "ASSET_MATERIALIZATION":
+                path = event.step_materialization_data.materialization.asset_key.path
+                if path[-1] == "champion":
+                    promoted.add(tuple(path[:-1]))
+    refused = {
+        event.event_specific_data.description
+        for r in results
+        for event in r.all_events
+        if event.event_type_value == "ASSET_CHECK_EVALUATION"
+        and event.event_specific_data.check_name.endswith(GATE_SUFFIX)
+        and not event.event_specific_data.passed
+    }
+    registry = embedded_resources()["mlflow"].registry()
+    lines = []
+    for spec in TASKS:
+        try:
+            current = registry.alias(spec.registered_model, "champion")
+        except Exception as exc:
+            lines.append(f"  champion ({spec.name}): registry unavailable: {exc}")
+            continue
+        if current is None:
+            lines.append(f"  champion ({spec.name}): none yet")
+            continue
+        tags = current.tags
+        this_run = tuple(spec.asset_prefix) in promoted
+        lines.append(
+            f"  champion ({spec.name}): {tags.get('model_family', '?')} v{current.version}, "
+            f"holdout AUC {tags.get('holdout_roc_auc', '?')}, PR AUC {tags.get('holdout_pr_auc', '?')}, "
+            f"log loss {tags.get('holdout_log_loss', '?')} -- "
+            + ("promoted by this run" if this_run else "unchanged by this run")
+        )
+    lines += [f"  gate refused: {reason}" for reason in sorted(refused)]
+    if TASKS:
+        lines.append("  MLflow UI:           make mlflow   (then http://127.0.0.1:5000)")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="flightline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("replay", "drop day files of a 2013 range into the landing folder"),
+        ("run", "replay, then materialize the graph over the range"),
+    ):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("--start", type=_parse_day, default=_parse_day(DEFAULT_START))
+        cmd.add_argument("--end", type=_parse_day, default=_parse_day(DEFAULT_END))
+    sub.choices["replay"].add_argument(
+        "--pace",
+        type=float,
+        default=0.0,
+        help="seconds between days: land one day at a time, as the landing sensor would see them",
+    )
+    push = sub.add_parser(
+        "push-events",
+        help="push the departures and landings of landed days into the online store, in time order",
+    )
+    push.add_argument("--start", type=_parse_day, default=_parse_day(DEFAULT_START))
+    push.add_argument("--end", type=_parse_day, default=_parse_day(DEFAULT_END))
+    push.add_argument("--until", default=None, help="stop at this local time of --end (HH:MM)")
+    rollback = sub.add_parser(
+        "rollback", help="point a task's @champion back at the version it replaced"
+    )
+    rollback.add_argument("--task", default="flight_delay")
+    args = parser.parse_args(argv)
+    _quiet_mlflow()
+    if args.command != "replay":
+        # Production profile: wrong credentials or a server that is down fail here, naming the
+        # URL, not at the first query deep inside a step.
+        from pipelines.platform.lib.services import ServiceUnavailable, check_services
+
+        try:
+            check_services()
+        except ServiceUnavailable as exc:
+            print(f"flightline: {exc}", file=sys.stderr)
+            return 2
+    if args.command == "rollback":
+        return _rollback(args.task)
+    if args.command == "push-events":
+        return _push_events(args.start, args.end, args.until)
+    paths = DataPaths.from_env()
+    started = time.perf_counter()
+    try:
+        if args.command == "replay" and args.pace > 0:
+            return _paced_replay(paths, args.start, args.end, args.pace)
+        landed = replay_days(paths.landing, args.start, args.end)
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(
+        f"replayed {args.start}..{args.end}: {len(landed)} day files ({sum(f.rows for f in landed):,} rows) into {paths.landing}"
+    )
+    if args.command == "replay":
+        return 0
+    instance = dg.DagsterInstance.get()
+    results = materialize_window(args.start, args.end, instance)
+    print(_summary(results, paths, started))
+    return 0 if run_succeeded(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,420 @@
+"""The generic model half of the graph, built from a TaskSpec: one asset per model family,
+`model_evaluation` with its blocking gate, and `champion` (promotion in the MLflow registry).
+
+A second task calls `task_definitions(spec)` with its own spec; nothing here knows about flights.
+"""
+
+from dataclasses import replace
+
+import dagster as dg
+import pandas as pd
+
+from pipelines.platform.executors import training_op_tags
+from pipelines.platform.lib.evaluation import binary_metrics
+from pipelines.platform.lib.lake import PARTITION_COLUMN
+from pipelines.platform.lib.modeling import dataset as data
+from pipelines.platform.lib.plots import evaluation_curves, learning_curves, markdown_image
+from pipelines.platform.lib.review import gate_decision, review_challengers
+from pipelines.platform.lib.task import GateThresholds, TaskSpec, TimeSplit
+from pipelines.platform.lib.tracking import CHAMPION, ModelVersionRef, code_version
+from pipelines.platform.resources import MlflowResource
+
+
+class SplitConfig(dg.Config):
+    """Leave empty to use the task's split; models and evaluation must use the same one."""
+
+    validation_days: int | None = None
+    holdout_days: int | None = None
+    # Last day (YYYY-MM-DD) of data to use; the nightly schedule and the drift sensor set it so
+    # that days landing during a retrain cannot shift its split.
+    until: str | None = None
+
+    def window(self, table: pd.DataFrame) -> pd.DataFrame:
+        if self.until is None or PARTITION_COLUMN not in table.columns:
+            return table
+        return table.loc[table[PARTITION_COLUMN].astype(str) <= self.until].reset_index(drop=True)
+
+    def resolve(self, spec: TaskSpec) -> TimeSplit:
+        return TimeSplit(
+            validation_days=self.validation_days or spec.split.validation_days,
+            holdout_days=self.holdout_days or spec.split.holdout_days,
+        )
+
+
+class ModelConfig(SplitConfig):
+    seed: int = 7
+    # A null-model control: train on shuffled labels. Such a model must never pass the gate.
+    label_permutation_seed: int | None = None
+
+
+class LgbmConfig(ModelConfig):
+    num_leaves: int = 63
+    learning_rate: float = 0.05
+    max_rounds: int = 2000
+    early_stopping_rounds: int = 50
+    min_data_in_leaf: int = 50
+    feature_fraction: float = 0.8
+    bagging_fraction: float = 0.8
+    lambda_l2: float = 1.0
+
+
+class TorchConfig(ModelConfig):
+    hidden: list[int] = [256, 128]  # noqa: RUF012 - pydantic copies defaults per instance
+    dropout: float = 0.1
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 1024
+    max_epochs: int = 40
+    patience: int = 4
+    device: str = "auto"  # auto (CUDA when available) | cpu | cuda
+
+
+class EvaluationConfig(SplitConfig):
+    bootstrap_samples: int | None = None
+    min_holdout_rows: int | None = None
+    min_holdout_positives: int | None = None
+    seed: int = 0
+
+
+class GateConfig(dg.Config):
+    """Promotion thresholds; empty fields take the task's defaults."""
+
+    min_auc_gain: float | None = None
+    max_slice_regression: float | None = None
+    min_slice_rows: int | None = None
+
+
+def _thresholds(spec: TaskSpec, *configs: dg.Config) -> GateThresholds:
+    overrides = {}
+    for config in configs:
+        overrides.update(
+            {
+                k: v
+                for k, v in config.model_dump().items()
+                if v is not None and hasattr(spec.gate, k)
+            }
+        )
+    return replace(spec.gate, **overrides)
+
+
+def _lineage_tags(context: dg.AssetExecutionContext, spec: TaskSpec, table: pd.DataFrame) -> dict:
+    """What every model version records: the Dagster run and asset, the data, the code."""
+    tags = {
+        "dagster.run_id": context.run.run_id,
+        "dagster.job": context.run.job_name,
+        "dagster.asset": context.asset_key.to_user_string(),
+        "dagster.asset_code_version": context.assets_def.code_versions_by_key.get(context.asset_key)
+        or "",
+        "code_version": code_version(),
+        "feature_service": spec.feature_service or "",
+        "training_asset": "/".join(spec.training_asset),
+        "data.rows": str(len(table)),
+    }
+    if PARTITION_COLUMN in table.columns and len(table):
+        days = sorted(table[PARTITION_COLUMN].unique())
+        tags["data.partitions"] = f"{days[0]}..{days[-1]} ({len(days)} days)"
+    return tags
+
+
+def _train_family(spec: TaskSpec, family: str, config: ModelConfig, table: pd.DataFrame, log):
+    frames = data.time_split(config.window(table), spec, config.resolve(spec))
+    train = frames.train
+    if config.label_permutation_seed is not None:
+        train = data.permuted_labels(train, spec, config.label_permutation_seed)
+    args = (
+        data.feature_frame(train, spec),
+        data.labels(train, spec),
+        data.feature_frame(frames.valid, spec),
+        data.labels(frames.valid, spec),
+        list(spec.categorical_features),
+    )
+    if family == "lightgbm":
+        from pipelines.platform.lib.modeling.lgbm import LgbmParams, train_lgbm
+
+        fields = set(LgbmParams.__dataclass_fields__)
+        result = train_lgbm(
+            *args, LgbmParams(**{k: v for k, v in config.model_dump().items() if k in fields})
+        )
+    else:
+        from pipelines.platform.lib.modeling.mlp import MlpParams, train_mlp
+
+        fields = set(MlpParams.__dataclass_fields__)
+        params = {k: v for k, v in config.model_dump().items() if k in fields}
+        params["hidden"] = tuple(params["hidden"])
+
+        def on_epoch(epoch: int, h: dict) -> None:  # progress of the longest step
+            log.info(
+                f"epoch {epoch + 1}: train loss {h['train_loss'][-1]:.4f}, "
+                f"valid loss {h['valid_loss'][-1]:.4f} ({h['epoch_seconds'][-1]:.1f}s)"
+            )
+
+        result = train_mlp(*args, MlpParams(**params), on_epoch=on_epoch)
+    valid_metrics = binary_metrics(args[3], result.model.predict_proba(args[2]))
+    train_end = str(pd.to_datetime(frames.valid[spec.timestamp_column], utc=True).max())
+    return frames, result, valid_metrics, train_end
+
+
+def _model_asset(spec: TaskSpec, family: str) -> dg.AssetsDefinition:
+    config_type = LgbmConfig if family == "lightgbm" else TorchConfig
+    step_name = "iteration" if family == "lightgbm" else "epoch"
+
+    @dg.asset(
+        name=f"{'lgbm' if family == 'lightgbm' else family}_model",
+        key_prefix=list(spec.asset_prefix),
+        ins={
+            "table": dg.AssetIn(
+                key=dg.AssetKey(list(spec.training_asset)),
+                metadata={"allow_missing_partitions": True},
+            )
+        },
+        group_name="training",
+        kinds={family, "mlflow"},
+        code_version="1",
+        tags={"flightline/task": spec.name},
+        op_tags=training_op_tags(family),
+        description=f"{family} model of task {spec.name}, logged and registered in MLflow",
+    )
+    def model(
+        context: dg.AssetExecutionContext,
+        config: config_type,
+        table: pd.DataFrame,
+        mlflow: MlflowResource,
+    ) -> dict:  # type: ignore[valid-type]
+        registry = mlflow.registry()
+        registry.check_reachable()
+        frames, result, valid_metrics, train_end = _train_family(
+            spec, family, config, table, context.log
+        )
+        ref = registry.log_model_version(
+            spec,
+            result.model,
+            params={**config.model_dump(), "split": frames.describe(spec)},
+            history=result.history,
+            metrics={f"valid_{k}": v for k, v in valid_metrics.items()} | _numbers(result.summary),
+            tags=_lineage_tags(context, spec, config.window(table)),
+            example=frames.holdout.head(5) if len(frames.holdout) else frames.valid.head(5),
+            train_end=train_end,
+            summary=result.summary,
+        )
+        context.add_output_metadata(
+            {
+                "model_version": f"{ref.name} v{ref.version}",
+                "mlflow_run": dg.MetadataValue.url(mlflow.run_url(ref.experiment_id, ref.run_id)),
+                "train_rows": len(frames.train),
+                "valid_roc_auc": valid_metrics["roc_auc"],
+                "valid_log_loss": valid_metrics["log_loss"],
+                "training": dg.MetadataValue.json(
+                    _numbers(result.summary) | {"device": result.summary.get("device", "cpu")}
+                ),
+                "learning_curves": dg.MetadataValue.md(
+                    markdown_image(learning_curves(result.history, step_name), "learning curves")
+                ),
+            }
+        )
+        return ref.as_dict()
+
+    return model
+
+
+def _numbers(summary: dict) -> dict:
+    return {
+        k: float(v)
+        for k, v in summary.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
+def task_definitions(spec: TaskSpec) -> dg.Definitions:
+    prefix = list(spec.asset_prefix)
+    models = [_model_asset(spec, family) for family in spec.families]
+    evaluation_key = dg.AssetKey([*prefix, "model_evaluation"])
+
+    @dg.asset(
+        key=evaluation_key,
+        ins={
+            "table": dg.AssetIn(
+                key=dg.AssetKey(list(spec.training_asset)),
+                metadata={"allow_missing_partitions": True},
+            ),
+            **{m.key.path[-1]: dg.AssetIn(key=m.key) for m in models},
+        },
+        group_name="evaluation",
+        kinds={"mlflow"},
+        code_version="1",
+        tags={"flightline/task": spec.name},
+        description=f"Challengers of task {spec.name}, the champion and a naive baseline on the same holdout",
+    )
+    def model_evaluation(
+        context: dg.AssetExecutionContext,
+        config: EvaluationConfig,
+        table: pd.DataFrame,
+        mlflow: MlflowResource,
+        **challengers: dict,
+    ) -> dict:
+        registry = mlflow.registry()
+        registry.check_reachable()
+        refs = [ModelVersionRef.from_dict(c) for c in challengers.values()]
+        review = review_challengers(
+            spec,
+            config.window(table),
+            config.resolve(spec),
+            refs,
+            registry,
+            _thresholds(spec, config),
+            seed=config.seed,
+        )
+        report = review.report
+        candidate = report["candidate"]
+        registry.mark_challenger(spec.registered_model, candidate["version"])
+        for ref in refs:
+            registry.record_evaluation(
+                spec.registered_model,
+                ref.version,
+                ref.run_id,
+                report["metrics"][ref.family],
+                {
+                    "evaluated_by_run": context.run.run_id,
+                    "holdout_start": report["holdout"]["start"],
+                },
+            )
+        context.add_output_metadata(_evaluation_metadata(report, review, mlflow))
+        return report
+
+    @dg.asset_check(
+        asset=evaluation_key,
+        name="model_evaluation_gate",
+        blocking=True,
+        description="The challenger beats the champion (or the baseline) by the margin, with the "
+        "bootstrap interval above zero, and no large slice regresses",
+    )
+    def gate(config: GateConfig, model_evaluation: dict) -> dg.AssetCheckResult:
+        decision = gate_decision(model_evaluation, _thresholds(spec, config))
+        candidate = model_evaluation["candidate"]
+        verdict = "promote" if decision.passed else "refuse"
+        return dg.AssetCheckResult(
+            passed=decision.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"{verdict} {candidate['family']} v{candidate['version']}: "
+            + (
+                "; ".join(decision.reasons)
+                or f"AUC +{decision.auc_gain:.4f} over the {decision.reference}"
+            ),
+            metadata={
+                "candidate": f"{candidate['family']} v{candidate['version']}",
+                "reference": decision.reference,
+                "auc_gain": decision.auc_gain,
+                "auc_gain_low": decision.interval.low,
+                "auc_gain_high": decision.interval.high,
+                "regressed_slices": dg.MetadataValue.json(decision.regressed_slices),
+                "thresholds": dg.MetadataValue.json(_thresholds(spec, config).__dict__),
+            },
+        )
+
+    @dg.asset(
+        key=dg.AssetKey([*prefix, CHAMPION]),
+        ins={"model_evaluation": dg.AssetIn(key=evaluation_key)},
+        group_name="evaluation",
+        kinds={"mlflow"},
+        code_version="1",
+        tags={"flightline/task": spec.name},
+        description=f"The promoted model of task {spec.name}: the MLflow alias @{CHAMPION}",
+    )
+    def champion(
+        context: dg.AssetExecutionContext, model_evaluation: dict, mlflow: MlflowResource
+    ) -> dict:
+        registry = mlflow.registry()
+        registry.check_reachable()
+        candidate = model_evaluation["candidate"]
+        previous_info = model_evaluation["champion"]
+        replaced = registry.promote(
+            spec.registered_model,
+            candidate["version"],
+            expected_champion=previous_info["version"] if previous_info else None,
+            tags={"promoted_by_run": context.run.run_id},
+        )
+        metrics = model_evaluation["metrics"][candidate["family"]]
+        context.add_output_metadata(
+            {
+                "champion": f"{spec.registered_model} v{candidate['version']} ({candidate['family']})",
+                "replaced": f"v{replaced}" if replaced else "none (first champion)",
+                "holdout_roc_auc": metrics["roc_auc"],
+                "holdout_pr_auc": metrics["pr_auc"],
+                "mlflow_model": dg.MetadataValue.url(
+                    mlflow.model_version_url(spec.registered_model, candidate["version"])
+                ),
+            }
+        )
+        return {
+            "name": spec.registered_model,
+            "version": candidate["version"],
+            "family": candidate["family"],
+            "replaced": replaced,
+            "holdout_metrics": metrics,
+            "dagster_run_id": context.run.run_id,
+        }
+
+    @dg.op(
+        name=f"{spec.name}_rollback_op",
+        description="Point @champion back at the version it replaced",
+    )
+    def rollback_op(context: dg.OpExecutionContext, mlflow: MlflowResource) -> None:
+        registry = mlflow.registry()
+        registry.check_reachable()
+        left, back_to = registry.rollback(spec.registered_model)
+        context.log.info(f"{spec.registered_model}: champion v{left} -> v{back_to}")
+
+    @dg.job(
+        name=f"{spec.name}_rollback",
+        description=f"Roll the {spec.name} champion back one promotion",
+    )
+    def rollback_job():
+        rollback_op()
+
+    return dg.Definitions(
+        assets=[*models, model_evaluation, champion], asset_checks=[gate], jobs=[rollback_job]
+    )
+
+
+def _evaluation_metadata(report: dict, review, mlflow: MlflowResource) -> dict:
+    metrics = pd.DataFrame(report["metrics"]).T[
+        ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "rows"]
+    ]
+    candidate = report["candidate"]
+    reference = report["reference"]
+    diff = report["auc_difference"]
+    comparison = (
+        f"**candidate** {candidate['family']} v{candidate['version']} vs **{reference}**"
+        + (
+            f" v{report['champion']['version']} ({report['champion']['family']})"
+            if report["champion"]
+            else ""
+        )
+        + f": AUC {metrics.loc[candidate['family'], 'roc_auc']:.4f} vs {metrics.loc[reference, 'roc_auc']:.4f}, "
+        f"difference {diff['mean']:+.4f} ({diff['confidence']:.0%} paired bootstrap interval "
+        f"[{diff['low']:+.4f}, {diff['high']:+.4f}], {diff['samples']} resamples)"
+    )
+    if report["champion"] and report["champion"]["saw_holdout"]:
+        comparison += "\n\nNote: the champion was trained on days inside this holdout; its score is flattered."
+    slices = pd.DataFrame(report["slices"])
+    if len(slices):
+        slices = slices.assign(delta=slices[candidate["family"]] - slices[reference]).sort_values(
+            "delta"
+        )
+    return {
+        "holdout": dg.MetadataValue.json(report["holdout"]),
+        "metrics": dg.MetadataValue.md(metrics.to_markdown(floatfmt=".4f")),
+        "comparison": dg.MetadataValue.md(comparison),
+        "candidate_roc_auc": float(metrics.loc[candidate["family"], "roc_auc"]),
+        "reference_roc_auc": float(metrics.loc[reference, "roc_auc"]),
+        "slices": dg.MetadataValue.md(
+            slices.to_markdown(index=False, floatfmt=".4f") if len(slices) else "no slices"
+        ),
+        "curves": dg.MetadataValue.md(
+            markdown_image(
+                evaluation_curves(review.y, review.predictions), "ROC, PR and calibration"
+            )
+        ),
+        "mlflow_run": dg.MetadataValue.url(
+            mlflow.run_url(candidate["experiment_id"], candidate["run_id"])
+        ),
+    }

@@ -1,0 +1,164 @@
+"""Feast, used in-process through its Python SDK (each CLI call costs 12-27 s of imports)."""
+
+import contextlib
+import io
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+from feast import FeatureStore, RepoConfig
+from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
+from feast.infra.online_stores.redis import RedisOnlineStoreConfig
+from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+from feast.infra.registry.sql import SqlRegistryConfig
+from feast.repo_config import RegistryConfig
+
+from pipelines.platform.lib.services import mask, redis_client, redis_connection_string
+from pipelines.platform.lib.settings import PROJECT_ROOT
+from pipelines.tasks.flight_delay.feast_declarations import feature_definitions
+
+logging.getLogger("feast").setLevel(logging.WARNING)
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class FeastLocation:
+    project: str
+    registry_path: str  # a file, or a SQLAlchemy URL (postgresql+psycopg2://...): SQL registry
+    online_store_path: str  # the SQLite online store, when no Redis is named
+    lake_root: str
+    repo_path: str
+    redis_url: str | None = None  # redis://host:port/db: the online store is Redis
+
+    @property
+    def sql_registry(self) -> bool:
+        return "://" in self.registry_path
+
+    @property
+    def online_store(self) -> str:
+        """The online store for messages (no password)."""
+        return mask(self.redis_url) if self.redis_url else f"sqlite:{self.online_store_path}"
+
+
+def location_from_paths(paths, project: str = "flightline") -> FeastLocation:
+    """The store the platform's DataPaths describe (embedded or production profile)."""
+    return FeastLocation(
+        project,
+        str(paths.feast_registry),
+        str(paths.feast_online_store),
+        paths.lake,
+        str(PROJECT_ROOT / "feature_repo"),
+        paths.feast_redis_url,
+    )
+
+
+def open_store(location: FeastLocation) -> FeatureStore:
+    if location.sql_registry:
+        registry = SqlRegistryConfig(
+            path=location.registry_path,
+            cache_ttl_seconds=60,
+            # A dead connection after a PostgreSQL restart is replaced, not reused.
+            sqlalchemy_config_kwargs={"echo": False, "pool_pre_ping": True},
+        )
+    else:
+        Path(location.registry_path).parent.mkdir(parents=True, exist_ok=True)
+        registry = RegistryConfig(path=location.registry_path, cache_ttl_seconds=60)
+    if location.redis_url:
+        online = RedisOnlineStoreConfig(
+            connection_string=redis_connection_string(location.redis_url)
+        )
+    else:
+        Path(location.online_store_path).parent.mkdir(parents=True, exist_ok=True)
+        online = SqliteOnlineStoreConfig(path=location.online_store_path)
+    config = RepoConfig(
+        project=location.project,
+        provider="local",
+        registry=registry,
+        online_store=online,
+        offline_store=DuckDBOfflineStoreConfig(),
+        entity_key_serialization_version=3,
+        repo_path=location.repo_path,
+    )
+    store = FeatureStore(config=config)
+    if location.redis_url:
+        # Feast builds its client from the connection string with redis-py's default retries
+        # (up to 10 s of backoff when Redis is down); ours fails within a second instead.
+        store._get_provider().online_store._client = redis_client(location.redis_url)
+    return store
+
+
+def apply_definitions(store: FeatureStore, lake_root: str) -> dict[str, list[str]]:
+    """Register (or update) every declared object; returns what is registered, by kind."""
+    objects = feature_definitions(lake_root)
+    store.apply(list(objects.values()))
+    return {
+        "entities": sorted(e.name for e in store.list_entities()),
+        "feature_views": sorted(v.name for v in store.list_feature_views()),
+        "feature_services": sorted(s.name for s in store.list_feature_services()),
+    }
+
+
+def service_feature_names(store: FeatureStore, service: str) -> list[str]:
+    fs = store.get_feature_service(service)
+    return [
+        f"{proj.name}:{feature.name}"
+        for proj in fs.feature_view_projections
+        for feature in proj.features
+    ]
+
+
+def historical_features(
+    store: FeatureStore, entity_rows: pd.DataFrame, service: str
+) -> pd.DataFrame:
+    """Point-in-time join: each row gets, per view, the latest values at or before its timestamp
+    (within the view's TTL). Rows come back in the entity frame's order."""
+    job = store.get_historical_features(
+        entity_df=entity_rows, features=store.get_feature_service(service)
+    )
+    joined = job.to_df()
+    order = entity_rows[["flight_id"]].reset_index(drop=True).reset_index(names="_row")
+    return (
+        order.merge(joined, on="flight_id", how="left")
+        .sort_values("_row")
+        .drop(columns="_row")
+        .reset_index(drop=True)
+    )
+
+
+@dataclass
+class MaterializationResult:
+    end: datetime
+    skipped_views: list[str]
+    materialized_views: list[str]
+    seconds: float
+
+
+def materialize_up_to(store: FeatureStore, end: datetime) -> MaterializationResult:
+    """Bring the online store up to `end`, incrementally per view.
+
+    Each view continues from its own watermark (or from `end - ttl` the first time; from the
+    beginning for views without TTL). Feast's materialize_incremental counts a first run back from
+    the wall clock, which is wrong on a replayed clock, so the interval is computed here. A view
+    already at or past `end` (a backfill of older days) is left alone: online values never move
+    back in time.
+    """
+    started = time.perf_counter()
+    behind, ahead = [], []
+    for view in store.list_feature_views():
+        watermark = max((interval[1] for interval in view.materialization_intervals), default=None)
+        if watermark is not None and watermark >= end:
+            ahead.append(view.name)
+            continue
+        if watermark is not None:
+            start = watermark
+        elif view.ttl:
+            start = end - view.ttl
+        else:
+            start = EARLIEST
+        with contextlib.redirect_stdout(io.StringIO()):  # Feast prints progress bars per view
+            store.materialize(start_date=start, end_date=end, feature_views=[view.name])
+        behind.append(view.name)
+    return MaterializationResult(end, ahead, behind, time.perf_counter() - started)

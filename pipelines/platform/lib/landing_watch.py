@@ -1,0 +1,110 @@
+"""What changed in the landing folder since the last look: the landing sensor's plain logic.
+
+A day is ready when every daily table has its file. A file is known by (size, mtime) and, when
+those move, by its content hash, so touching a file without changing it re-runs nothing while a
+corrected file re-runs its day. The state is a small JSON document (the sensor's cursor).
+"""
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+from pipelines.platform.lib.landing import SUPPORTED_SUFFIXES, sha256_of
+from pipelines.tasks.flight_delay.source import DAILY_TABLES
+
+
+@dataclass(frozen=True)
+class FileState:
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass
+class LandingChanges:
+    new_days: list[str] = field(default_factory=list)
+    replaced_days: list[str] = field(default_factory=list)
+    incomplete_days: dict[str, list[str]] = field(default_factory=dict)  # day -> missing tables
+    ambiguous: list[str] = field(default_factory=list)  # a day landed as .csv and .parquet
+    state: dict[str, FileState] = field(default_factory=dict)  # the new cursor's content
+
+    @property
+    def nothing_new(self) -> bool:
+        return not self.new_days and not self.replaced_days
+
+    def new_ranges(self) -> list[tuple[str, str]]:
+        """Consecutive new days grouped: a gap of several days becomes one backfill."""
+        return contiguous_ranges(self.new_days)
+
+    def fingerprint(self, day: str) -> str:
+        """One hash of a day's files: the run key of a (re-)run of that day."""
+        return "-".join(
+            self.state[key].sha256[:12] for key in sorted(self.state) if _day_of(key) == day
+        )
+
+
+def load_state(cursor: str | None) -> dict[str, FileState]:
+    if not cursor:
+        return {}
+    return {key: FileState(**value) for key, value in json.loads(cursor)["files"].items()}
+
+
+def dump_state(state: dict[str, FileState]) -> str:
+    return json.dumps({"files": {k: v.__dict__ for k, v in sorted(state.items())}})
+
+
+def _day_of(key: str) -> str:
+    return Path(key).stem
+
+
+def scan_landing(landing_dir: str | Path, previous: dict[str, FileState]) -> LandingChanges:
+    root = Path(landing_dir)
+    state: dict[str, FileState] = {}
+    tables_by_day: dict[str, set[str]] = {}
+    changes = LandingChanges()
+    for table in DAILY_TABLES:
+        folder = root / table
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.suffix not in SUPPORTED_SUFFIXES or not path.is_file():
+                continue  # .tmp files of a copy in progress, stray files
+            key = f"{table}/{path.name}"
+            stat = path.stat()
+            known = previous.get(key)
+            if known and (known.size, known.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+                state[key] = known
+            else:
+                state[key] = FileState(stat.st_size, stat.st_mtime_ns, sha256_of(path))
+            day = path.stem
+            if table in tables_by_day.setdefault(day, set()):
+                changes.ambiguous.append(f"{table}/{day}")
+            tables_by_day[day].add(table)
+    changes.state = state
+    previous_days = {_day_of(k) for k in previous}
+    for day in sorted(tables_by_day):
+        missing = sorted(set(DAILY_TABLES) - tables_by_day[day])
+        if missing:
+            changes.incomplete_days[day] = missing
+            continue
+        keys = [k for k in state if _day_of(k) == day]
+        if day not in previous_days:
+            changes.new_days.append(day)
+        elif any(k not in previous or previous[k].sha256 != state[k].sha256 for k in keys):
+            changes.replaced_days.append(day)
+    # An incomplete day is not recorded yet: when its last table lands, it is new.
+    changes.state = {k: v for k, v in state.items() if _day_of(k) not in changes.incomplete_days}
+    return changes
+
+
+def contiguous_ranges(days: list[str]) -> list[tuple[str, str]]:
+    ranges: list[tuple[str, str]] = []
+    for day in sorted(days):
+        if ranges and date.fromisoformat(ranges[-1][1]) + timedelta(days=1) == date.fromisoformat(
+            day
+        ):
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+    return ranges

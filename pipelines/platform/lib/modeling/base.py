@@ -1,0 +1,37 @@
+"""What every model family shares: its training result, and loading a saved classifier."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+
+class BinaryClassifier(Protocol):
+    family: str
+    features: list[str]
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray: ...
+
+    def save(self, directory: Path) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    model: BinaryClassifier
+    history: dict[str, list[float]]  # metric name -> value per iteration / epoch
+    summary: dict  # best iteration or epoch, seconds, rows/s, device, params
+
+
+def load_classifier(family: str, directory: Path) -> BinaryClassifier:
+    # Imported here so that serving a LightGBM model never imports torch, and the reverse.
+    if family == "lightgbm":
+        from pipelines.platform.lib.modeling.lgbm import LgbmClassifier
+
+        return LgbmClassifier.load(directory)
+    if family == "torch":
+        from pipelines.platform.lib.modeling.mlp import MlpClassifier
+
+        return MlpClassifier.load(directory)
+    raise ValueError(f"unknown model family {family!r}")

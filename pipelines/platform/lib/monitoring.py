@@ -1,0 +1,69 @@
+"""What monitoring computes per day besides drift: the champion's scores and live performance."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipelines.platform.lib.evaluation import binary_metrics
+from pipelines.platform.lib.modeling.dataset import feature_frame, labels
+from pipelines.platform.lib.task import TaskSpec
+
+MIN_LABELLED_ROWS = 100  # fewer labelled flights than this give an AUC too noisy to act on
+ROLLING_DAYS = 7
+
+
+_MODELS: dict[tuple[str, str], object] = {}
+
+
+def _load(registry, model_uri: str):
+    # A registered version never changes: load it once per process, however many days a run
+    # covers (keyed by store too, so tests with separate stores never share a model).
+    key = (registry.tracking_uri, model_uri)
+    if key not in _MODELS:
+        if len(_MODELS) >= 4:
+            _MODELS.pop(next(iter(_MODELS)))
+        _MODELS[key] = registry.load(model_uri)
+    return _MODELS[key]
+
+
+def champion_scores(registry, spec: TaskSpec, version: str, frame: pd.DataFrame) -> np.ndarray:
+    """P(label = 1) of a registered version for every row of a training-set-shaped frame."""
+    if frame.empty:
+        return np.empty(0)
+    model = _load(registry, f"models:/{spec.registered_model}/{version}")
+    return np.asarray(model.predict(feature_frame(frame, spec)), dtype="float64")
+
+
+@dataclass(frozen=True)
+class LivePerformance:
+    status: str  # "ok" | "insufficient"
+    rows: int
+    metrics: dict[str, float]
+    reason: str = ""
+
+
+def score_live_performance(
+    spec: TaskSpec, frame: pd.DataFrame, scores: np.ndarray, min_rows: int = MIN_LABELLED_ROWS
+) -> LivePerformance:
+    """Metrics of the scores against the labels the day brought (rows without a label are not
+    counted: their outcome is not known yet)."""
+    known = frame[spec.label_column].notna().to_numpy() if len(frame) else np.zeros(0, bool)
+    y = labels(frame[known], spec) if known.any() else np.zeros(0)
+    p = scores[known] if len(scores) else np.zeros(0)
+    if len(y) < min_rows:
+        return LivePerformance(
+            "insufficient", len(y), {}, f"{len(y)} labelled rows; need at least {min_rows}"
+        )
+    if y.min() == y.max():
+        return LivePerformance("insufficient", len(y), {}, "a single class among the labels")
+    return LivePerformance("ok", len(y), binary_metrics(y, p))
+
+
+def rolling_view(history: pd.DataFrame, metric: str, days: int = ROLLING_DAYS) -> pd.DataFrame:
+    """Per day: the metric and its row-weighted mean over the trailing `days` days."""
+    daily = history.dropna(subset=[metric]).sort_values("day").set_index("day")
+    weights = daily["rows"].astype("float64")
+    weighted = (daily[metric] * weights).rolling(days, min_periods=1).sum()
+    daily[f"{metric}_rolling_{days}d"] = weighted / weights.rolling(days, min_periods=1).sum()
+    return daily

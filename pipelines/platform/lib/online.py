@@ -1,0 +1,153 @@
+"""The online path: a flight as known at scheduling time -> the model's feature vector, from
+Feast's online store through the same FeatureService and the same request-feature code as
+training. Serving calls this; the skew check compares it with historical retrieval."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from feast import FeatureStore
+from feast.online_response import TIMESTAMP_POSTFIX
+
+from pipelines.platform.lib.modeling.dataset import feature_frame
+from pipelines.platform.lib.task import TaskSpec
+from pipelines.tasks.flight_delay.features import departure_hour_key, request_features
+from pipelines.tasks.flight_delay.flights import UNKNOWN_TAILNUM, PredictionTiming
+
+FLIGHT_FIELDS = ("carrier", "flight", "tailnum", "origin", "dest", "sched_dep_ts", "distance")
+ENTITY_KEYS = ("origin", "tailnum", "carrier", "route", "dep_hour")
+
+
+@dataclass(frozen=True)
+class OnlineVector:
+    features: pd.DataFrame  # the model input, one row per flight
+    known_at: dict[
+        str, np.ndarray
+    ]  # per feature view: epoch seconds its value became known (0: none)
+    unknown_tailnum: np.ndarray  # the plane is not in the store: plane features are missing
+
+
+def flights_frame(flights: pd.DataFrame) -> pd.DataFrame:
+    """Normalize request flights: UTC departure time, text keys, the route."""
+    frame = flights.loc[:, list(FLIGHT_FIELDS)].copy()
+    frame["sched_dep_ts"] = pd.to_datetime(frame["sched_dep_ts"], utc=True)
+    frame["tailnum"] = frame["tailnum"].fillna(UNKNOWN_TAILNUM).astype(str)
+    frame["route"] = frame["origin"].astype(str) + "-" + frame["dest"].astype(str)
+    return frame.reset_index(drop=True)
+
+
+def entity_keys(flights: pd.DataFrame) -> dict[str, list]:
+    return {
+        "origin": flights["origin"].tolist(),
+        "tailnum": flights["tailnum"].tolist(),
+        "carrier": flights["carrier"].tolist(),
+        "route": flights["route"].tolist(),
+        "dep_hour": departure_hour_key(flights["sched_dep_ts"]).tolist(),
+    }
+
+
+@dataclass(frozen=True)
+class _ServicePlan:
+    service: object
+    features_by_view: dict[str, list[str]]
+    ttl_seconds: dict[str, float]  # 0: no TTL
+
+
+def _plan(store: FeatureStore, name: str) -> _ServicePlan:
+    """The FeatureService and its views' TTLs, looked up once per store (2 ms per registry read)."""
+    cache = store.__dict__.setdefault("_flightline_plans", {})
+    if name not in cache:
+        service = store.get_feature_service(name)
+        cache[name] = _ServicePlan(
+            service=service,
+            features_by_view={
+                p.name: [f.name for f in p.features] for p in service.feature_view_projections
+            },
+            ttl_seconds={
+                p.name: pd.Timedelta(store.get_feature_view(p.name).ttl or 0).total_seconds()
+                for p in service.feature_view_projections
+            },
+        )
+    return cache[name]
+
+
+def _epoch_seconds(moments: pd.Series | pd.Timestamp, n: int) -> np.ndarray:
+    if isinstance(moments, pd.Series):
+        return (
+            moments.reset_index(drop=True).astype("datetime64[us, UTC]").astype("int64").to_numpy()
+            / 1e6
+        )
+    return np.full(n, pd.Timestamp(moments).timestamp())
+
+
+def online_vector(
+    store: FeatureStore,
+    flights: pd.DataFrame,
+    spec: TaskSpec,
+    request_features_fn=request_features,
+    as_of: pd.Series | pd.Timestamp | None = None,
+) -> OnlineVector:
+    """`as_of`: the prediction time (default: `lead` before each scheduled departure). A value
+    older than its view's TTL at that time is dropped, exactly as the point-in-time join that
+    built the training set drops it (Feast's online read does not apply TTLs)."""
+    flights = flights_frame(flights)
+    if as_of is None:
+        as_of = PredictionTiming().prediction_time(flights["sched_dep_ts"])
+    plan = _plan(store, spec.feature_service)
+    served = store.get_online_features(
+        features=plan.service, entity_rows=entity_keys(flights)
+    ).to_dict(include_event_timestamps=True)
+    now = _epoch_seconds(as_of, len(flights))
+    values, known_at = {}, {}
+    for view, features in plan.features_by_view.items():
+        stamps = np.asarray(served[features[0] + TIMESTAMP_POSTFIX], dtype="float64")
+        ttl = plan.ttl_seconds[view]
+        expired = (stamps > 0) & (now - stamps > ttl) if ttl else np.zeros(len(stamps), bool)
+        known_at[view] = np.where(expired, 0.0, stamps)
+        for feature in features:
+            column = served[feature]
+            values[feature] = [None if gone else v for v, gone in zip(column, expired, strict=True)]
+    request = request_features_fn(flights).reset_index(drop=True)
+    table = pd.concat([pd.DataFrame(values), request], axis=1)
+    table = table.loc[:, ~table.columns.duplicated(keep="last")]
+    plane = known_at.get("plane_attributes")
+    unknown = (plane == 0) if plane is not None else np.zeros(len(flights), bool)
+    return OnlineVector(feature_frame(table, spec), known_at, unknown)
+
+
+def feature_age_seconds(
+    vector: OnlineVector, now: pd.Timestamp | pd.Series
+) -> list[dict[str, float | None]]:
+    """Per flight, the age of each feature view's value at `now` (one instant, or one per flight);
+    None where the store knows nothing. Negative: the store is ahead of that flight's time."""
+    n = len(vector.features)
+    at = _epoch_seconds(now, n)
+    ages = {
+        view: np.where(stamps > 0, at - stamps, np.nan) for view, stamps in vector.known_at.items()
+    }
+    return [
+        {view: (None if np.isnan(a[i]) else round(float(a[i]), 1)) for view, a in ages.items()}
+        for i in range(n)
+    ]
+
+
+def compare_vectors(
+    online: pd.DataFrame, offline: pd.DataFrame, rel_tol: float = 1e-6
+) -> dict[str, int]:
+    """Features whose online and offline values differ, with the number of rows that differ.
+    Both missing counts as equal; one missing does not."""
+    differing = {}
+    for column in online.columns:
+        a, b = online[column], offline[column]
+        if a.dtype == object or b.dtype == object:
+            same = a.astype(object).where(a.notna(), None) == b.astype(object).where(
+                b.notna(), None
+            )
+            same |= a.isna() & b.isna()
+        else:
+            x, y = a.to_numpy("float64"), b.to_numpy("float64")
+            same = np.isclose(x, y, rtol=rel_tol, atol=1e-9) | (np.isnan(x) & np.isnan(y))
+        count = int((~np.asarray(same)).sum())
+        if count:
+            differing[column] = count
+    return differing

@@ -1,0 +1,113 @@
+"""When monitoring evidence warrants a retrain: the drift sensor's plain logic."""
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+
+import pandas as pd
+
+from pipelines.platform.lib.monitoring import rolling_view
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    drift_share: float = 0.5  # share of features drifting beyond their calibrated threshold
+    prediction_drift: bool = True  # the champion's own output drifting is reason enough
+    max_live_auc_drop: float = 0.05  # rolling 7-day AUC this far under the champion's holdout AUC
+    cooldown_days: int = 7  # replayed days between two drift-launched retrains
+
+
+@dataclass
+class DriftCursor:
+    storage_id: int = 0  # last drift_report / live_performance materialization read
+    last_trigger_day: str | None = None
+    checked_at: float = 0.0  # failed daily runs after this are reported once
+
+    @classmethod
+    def parse(cls, text: str | None) -> "DriftCursor":
+        return cls(**json.loads(text)) if text else cls()
+
+    def dump(self) -> str:
+        return json.dumps(asdict(self))
+
+
+@dataclass
+class Decision:
+    trigger_day: str | None = None
+    reasons: list[str] = field(default_factory=list)  # why the trigger day triggers
+    scores: dict[str, str] = field(default_factory=dict)  # what the run's tags record
+    skipped: list[str] = field(default_factory=list)  # per day, why it did not trigger
+
+
+def _reasons(report: pd.Series, live: pd.Series | None, t: Thresholds) -> list[str]:
+    reasons = []
+    if report.get("status") in ("drift", "no_drift"):
+        if report["drift_share"] >= t.drift_share:
+            reasons.append(f"drift share {report['drift_share']:.2f} >= {t.drift_share}")
+        if t.prediction_drift and bool(report.get("prediction_drifted", False)):
+            reasons.append(f"prediction drift (distance {report['prediction_distance']:.3f})")
+    holdout = float(live.get("champion_holdout_roc_auc", "nan")) if live is not None else math.nan
+    if live is not None and live.get("status") == "ok" and not math.isnan(holdout):
+        floor = holdout - t.max_live_auc_drop
+        if live["roc_auc_rolling_7d"] < floor:
+            reasons.append(
+                f"live AUC (7-day) {live['roc_auc_rolling_7d']:.3f} < {floor:.3f} "
+                f"(holdout {holdout:.3f} - {t.max_live_auc_drop})"
+            )
+    return reasons
+
+
+def decide(
+    days: list[str],
+    reports: pd.DataFrame,
+    live: pd.DataFrame,
+    thresholds: Thresholds,
+    last_trigger_day: str | None,
+) -> Decision:
+    """The first of `days` whose evidence crosses a threshold outside the cooldown triggers;
+    every other day says why not. `reports` / `live` are the drift_report / live_performance rows
+    (live with its history, for the rolling AUC)."""
+    decision = Decision()
+    reports = reports.set_index("partition_date") if len(reports) else reports
+    rolled = None
+    if len(live) and "roc_auc" in live.columns:
+        rolled = rolling_view(live.assign(day=live["partition_date"]), "roc_auc")
+    for day in sorted(days):
+        if day not in reports.index:
+            decision.skipped.append(f"{day}: no drift report")
+            continue
+        report = reports.loc[day]
+        status = report.get("status")
+        if status in ("insufficient", "no_reference"):
+            decision.skipped.append(f"{day}: drift report {status}: {report.get('reason', '')}")
+            continue
+        live_row = rolled.loc[day] if rolled is not None and day in rolled.index else None
+        reasons = _reasons(report, live_row, thresholds)
+        if not reasons:
+            decision.skipped.append(
+                f"{day}: within thresholds (drift share {report['drift_share']:.2f})"
+            )
+            continue
+        if decision.trigger_day is not None:
+            decision.skipped.append(
+                f"{day}: {'; '.join(reasons)}, but {decision.trigger_day} already triggers"
+            )
+            continue
+        if last_trigger_day and date.fromisoformat(day) < date.fromisoformat(
+            last_trigger_day
+        ) + timedelta(days=thresholds.cooldown_days):
+            decision.skipped.append(
+                f"{day}: {'; '.join(reasons)}, but within the {thresholds.cooldown_days}-day "
+                f"cooldown after the retrain triggered by {last_trigger_day}"
+            )
+            continue
+        decision.trigger_day = day
+        decision.reasons = reasons
+        decision.scores = {
+            "drift_share": f"{report['drift_share']:.4f}",
+            "prediction_distance": f"{report.get('prediction_distance', float('nan')):.4f}",
+        }
+        if live_row is not None and live_row.get("status") == "ok":
+            decision.scores["live_roc_auc_7d"] = f"{live_row['roc_auc_rolling_7d']:.4f}"
+    return decision

@@ -1,0 +1,131 @@
+"""Challengers, the champion and the naive baseline scored on the same holdout: the evidence the
+promotion gate decides on."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipelines.platform.lib.evaluation import (
+    BootstrapInterval,
+    GateDecision,
+    binary_metrics,
+    decide_promotion,
+    paired_bootstrap_auc_difference,
+    slice_metrics,
+)
+from pipelines.platform.lib.modeling.baseline import HistoricalRateBaseline
+from pipelines.platform.lib.modeling.dataset import (
+    TrainingDataError,
+    check_holdout,
+    feature_frame,
+    labels,
+    time_split,
+)
+from pipelines.platform.lib.task import GateThresholds, TaskSpec, TimeSplit
+from pipelines.platform.lib.tracking import CHAMPION, ModelRegistry, ModelVersionRef
+
+BASELINE = "baseline"
+
+
+@dataclass
+class Review:
+    report: dict  # JSON-able: what the gate and the UI read
+    y: np.ndarray
+    predictions: dict[str, np.ndarray]  # model label -> holdout probabilities
+
+
+def review_challengers(
+    spec: TaskSpec,
+    table: pd.DataFrame,
+    split: TimeSplit,
+    challengers: list[ModelVersionRef],
+    registry: ModelRegistry,
+    thresholds: GateThresholds,
+    seed: int = 0,
+) -> Review:
+    frames = time_split(table, spec, split)
+    check_holdout(
+        frames.holdout, spec, thresholds.min_holdout_rows, thresholds.min_holdout_positives
+    )
+    for ref in challengers:  # a challenger that saw the holdout would win unfairly
+        if pd.Timestamp(ref.train_end) >= frames.holdout_start:
+            raise TrainingDataError(
+                f"{ref.family} v{ref.version} was trained on data up to {ref.train_end}, inside "
+                f"the holdout starting {frames.holdout_start}; train and evaluate with the same split"
+            )
+    holdout_x = feature_frame(frames.holdout, spec)
+    y = labels(frames.holdout, spec)
+    predictions: dict[str, np.ndarray] = {}
+    for ref in challengers:
+        predictions[ref.family] = np.asarray(
+            registry.load(ref.model_uri).predict(holdout_x), dtype="float64"
+        )
+
+    champion = registry.alias(spec.registered_model, CHAMPION)
+    champion_info = None
+    if champion is not None:
+        predictions[CHAMPION] = np.asarray(
+            registry.load(f"models:/{spec.registered_model}@{CHAMPION}").predict(holdout_x),
+            dtype="float64",
+        )
+        train_end = champion.tags.get("train_end")
+        champion_info = {
+            "version": str(champion.version),
+            "family": champion.tags.get("model_family", "?"),
+            "run_id": champion.run_id,
+            # An older champion normally never saw these days; if it did, its score is flattered.
+            "saw_holdout": bool(train_end and pd.Timestamp(train_end) >= frames.holdout_start),
+        }
+
+    before_holdout = pd.concat([frames.train, frames.valid], ignore_index=True)
+    baseline = HistoricalRateBaseline(list(spec.baseline_keys or spec.categorical_features[:1]))
+    baseline.fit(feature_frame(before_holdout, spec), labels(before_holdout, spec))
+    predictions[BASELINE] = baseline.predict_proba(holdout_x)
+
+    metrics = {name: binary_metrics(y, p) for name, p in predictions.items()}
+    candidate = max((ref for ref in challengers), key=lambda r: metrics[r.family]["roc_auc"])
+    reference = CHAMPION if champion is not None else BASELINE
+    interval = paired_bootstrap_auc_difference(
+        y,
+        predictions[candidate.family],
+        predictions[reference],
+        thresholds.bootstrap_samples,
+        seed=seed,
+    )
+    slices = slice_metrics(frames.holdout, y, predictions, spec.slice_columns)
+    ts = pd.to_datetime(frames.holdout[spec.timestamp_column], utc=True)
+    report = {
+        "task": spec.name,
+        "holdout": {
+            "start": str(frames.holdout_start),
+            "last": str(ts.max()),
+            "rows": len(y),
+            "positives": int(y.sum()),
+        },
+        "split": frames.describe(spec),
+        "metrics": metrics,
+        "challengers": {ref.family: ref.as_dict() for ref in challengers},
+        "candidate": candidate.as_dict(),
+        "reference": reference,
+        "champion": champion_info,
+        "auc_difference": interval.__dict__,
+        "slices": slices.to_dict(orient="records"),
+    }
+    return Review(report=report, y=y, predictions=predictions)
+
+
+def gate_decision(report: dict, thresholds: GateThresholds) -> GateDecision:
+    """The gate's verdict on a review report (pure: the check and tests call it alike)."""
+    candidate = report["candidate"]["family"]
+    reference = report["reference"]
+    slices = pd.DataFrame(report["slices"])
+    return decide_promotion(
+        candidate_auc=report["metrics"][candidate]["roc_auc"],
+        reference_auc=report["metrics"][reference]["roc_auc"],
+        reference=reference,
+        interval=BootstrapInterval(**report["auc_difference"]),
+        slices=slices,
+        candidate=candidate,
+        thresholds=thresholds,
+    )

@@ -1,0 +1,369 @@
+"""MLflow: experiments, logged and registered models, and the champion alias.
+
+Everything goes through an explicit tracking URI and artifact root (never a stray ./mlruns).
+Aliases: `challenger` marks the version under review, `champion` the one serving; a promotion
+tags the new champion with the version it replaced, which is what a rollback goes back to.
+"""
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from importlib.metadata import version as installed_version
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema, TensorSpec
+
+from pipelines.platform.lib.modeling.base import BinaryClassifier, load_classifier
+from pipelines.platform.lib.modeling.dataset import feature_frame
+from pipelines.platform.lib.settings import PROJECT_ROOT
+from pipelines.platform.lib.task import TaskSpec
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+PROMOTED_OVER_TAG = "promoted_over"  # on a champion: the version it replaced ("" for the first)
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking store cannot be reached or used."""
+
+
+class PromotionRefused(RuntimeError):
+    """The registry is not in the state the promotion was decided on."""
+
+
+@dataclass(frozen=True)
+class ModelVersionRef:
+    """A registered model version, as the model assets hand it downstream."""
+
+    name: str
+    version: str
+    family: str
+    run_id: str
+    experiment_id: str
+    model_uri: str
+    train_end: str  # last timestamp the model saw (training + validation)
+    summary: dict
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelVersionRef":
+        return cls(**data)
+
+
+class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
+    """Any family behind one MLflow interface: a frame of features in, P(label = 1) out."""
+
+    def load_context(self, context) -> None:
+        directory = Path(context.artifacts["classifier"])
+        self.meta = json.loads((directory / "task.json").read_text())
+        self.classifier = load_classifier(self.meta["family"], directory)
+
+    def predict(self, context, model_input, params=None):
+        spec = _spec_from_meta(self.meta)
+        return self.classifier.predict_proba(feature_frame(pd.DataFrame(model_input), spec))
+
+
+def model_signature(spec: TaskSpec) -> ModelSignature:
+    """Text categoricals and float64 numerics, every one optional: a feature the store lacks
+    for an entity arrives as a missing value, which both families handle."""
+    inputs = [ColSpec("string", c, required=False) for c in spec.categorical_features]
+    inputs += [ColSpec("double", c, required=False) for c in spec.numeric_features]
+    return ModelSignature(
+        inputs=Schema(inputs), outputs=Schema([TensorSpec(np.dtype("float64"), (-1,))])
+    )
+
+
+def _spec_from_meta(meta: dict) -> TaskSpec:
+    return TaskSpec(
+        name=meta["task"],
+        training_asset=(),
+        feature_service=None,
+        entity_keys=(),
+        timestamp_column="",
+        label_column="",
+        categorical_features=tuple(meta["categorical"]),
+        numeric_features=tuple(meta["numeric"]),
+    )
+
+
+def code_version() -> str:
+    """The deployed image's FLIGHTLINE_CODE_VERSION, else the git commit of the checkout."""
+    if os.environ.get("FLIGHTLINE_CODE_VERSION"):
+        return os.environ["FLIGHTLINE_CODE_VERSION"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return (
+            out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def pip_requirements(family: str) -> list[str]:
+    # Explicit: MLflow's inference would record a torch build this machine cannot install.
+    packages = ["mlflow", "pandas", "numpy", "scikit-learn", "pyarrow"]
+    packages.append("lightgbm" if family == "lightgbm" else "torch")
+    return [f"{p}=={installed_version(p)}" for p in packages]
+
+
+class ModelRegistry:
+    def __init__(self, tracking_uri: str, artifact_root: str, registry_uri: str | None = None):
+        self.tracking_uri = tracking_uri
+        self.registry_uri = registry_uri or tracking_uri
+        self.artifact_root = artifact_root
+        for uri in {self.tracking_uri, self.registry_uri}:
+            if uri.startswith("sqlite:///"):  # SQLite creates the file, not its folder
+                Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        """MLflow's fluent API (log_model, load_model) reads global URIs: set them for this block
+        only. set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment, so the
+        environment is restored too."""
+        names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+        saved_env = {name: os.environ.get(name) for name in names}
+        previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.registry_uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(previous[0])
+            mlflow.set_registry_uri(previous[1])
+            for name, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+    def check_reachable(self) -> None:
+        """Fail fast, naming the store, instead of deep inside a training step."""
+        retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        try:
+            self.client.search_experiments(max_results=1)
+        except Exception as exc:
+            raise TrackingUnavailable(
+                f"MLflow tracking store {self.tracking_uri} is unreachable or unusable: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            ) from exc
+        finally:
+            if retries is None:
+                os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
+            else:
+                os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = retries
+
+    def experiment_id(self, name: str) -> str:
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = self.artifact_root.rstrip("/") + f"/{name}"
+        if "://" not in location:
+            Path(location).mkdir(parents=True, exist_ok=True)
+            location = Path(location).resolve().as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # created meanwhile by a concurrent step
+            return self.client.get_experiment_by_name(name).experiment_id
+
+    def log_model_version(
+        self,
+        spec: TaskSpec,
+        model: BinaryClassifier,
+        *,
+        params: dict,
+        history: dict[str, list[float]],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        example: pd.DataFrame,
+        train_end: str,
+        summary: dict,
+    ) -> ModelVersionRef:
+        """One MLflow run: params, per-iteration metrics, the model with signature and input
+        example, registered as a new version of the task's model."""
+        experiment_id = self.experiment_id(spec.name)
+        tags = {**tags, "model_family": model.family, "task": spec.name}
+        with self.active(), mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
+            mlflow.log_params(_flat(params))
+            _log_history(self.client, run.info.run_id, history)
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+            with tempfile.TemporaryDirectory() as tmp:
+                directory = Path(tmp) / "classifier"
+                model.save(directory)
+                (directory / "task.json").write_text(
+                    json.dumps(
+                        {
+                            "task": spec.name,
+                            "family": model.family,
+                            "categorical": list(spec.categorical_features),
+                            "numeric": list(spec.numeric_features),
+                        }
+                    )
+                )
+                example = feature_frame(example, spec)
+                signature = model_signature(spec)
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=ClassifierPyfunc(),
+                    artifacts={"classifier": str(directory)},
+                    signature=signature,
+                    input_example=example,
+                    pip_requirements=pip_requirements(model.family),
+                    registered_model_name=spec.registered_model,
+                )
+        version = str(info.registered_model_version)
+        for key, value in {**tags, "train_end": train_end}.items():
+            self.client.set_model_version_tag(spec.registered_model, version, key, str(value))
+        return ModelVersionRef(
+            name=spec.registered_model,
+            version=version,
+            family=model.family,
+            run_id=run.info.run_id,
+            experiment_id=experiment_id,
+            model_uri=f"models:/{spec.registered_model}/{version}",
+            train_end=train_end,
+            summary=summary,
+        )
+
+    def log_report(
+        self,
+        experiment: str,
+        run_name: str,
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        files: list[Path],
+    ) -> tuple[str, str]:
+        """A monitoring run: metrics and report files (MLflow's UI renders an HTML artifact)."""
+        experiment_id = self.experiment_id(experiment)
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
+        self.client.log_batch(
+            run.info.run_id,
+            metrics=[
+                Metric(k, float(v), int(time.time() * 1000), 0)
+                for k, v in metrics.items()
+                if v == v  # NaN (an insufficient day) is not a metric MLflow can chart
+            ],
+        )
+        for path in files:
+            self.client.log_artifact(run.info.run_id, str(path))
+        self.client.set_terminated(run.info.run_id)
+        return experiment_id, run.info.run_id
+
+    def load(self, model_uri: str):
+        with self.active():
+            return mlflow.pyfunc.load_model(model_uri)
+
+    def alias(self, name: str, alias: str):
+        """The version behind an alias, or None (also when the model is not registered yet)."""
+        try:
+            return self.client.get_model_version_by_alias(name, alias)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+
+    def champion_version(self, name: str) -> str | None:
+        current = self.alias(name, CHAMPION)
+        return str(current.version) if current else None
+
+    def mark_challenger(self, name: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, CHALLENGER, version)
+
+    def record_evaluation(
+        self, name: str, version: str, run_id: str, metrics: dict, tags: dict
+    ) -> None:
+        for key, value in metrics.items():
+            self.client.log_metric(run_id, f"holdout_{key}", float(value))
+            self.client.set_model_version_tag(name, version, f"holdout_{key}", f"{value:.6g}")
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, key, str(value))
+
+    def promote(
+        self, name: str, version: str, expected_champion: str | None, tags: dict
+    ) -> str | None:
+        """Point `champion` at `version` if the champion is still the one the gate compared
+        against (another run may have promoted meanwhile). Returns the replaced version."""
+        current = self.champion_version(name)
+        if current != expected_champion:
+            raise PromotionRefused(
+                f"{name}: champion is v{current} but the gate compared against "
+                f"v{expected_champion}; re-run the evaluation"
+            )
+        evaluated = self.client.get_model_version(name, version).tags.get("evaluated_by_run")
+        if not evaluated:
+            raise PromotionRefused(f"{name} v{version} has no holdout evaluation recorded")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.client.set_model_version_tag(name, version, PROMOTED_OVER_TAG, current or "")
+        self.client.set_model_version_tag(name, version, "promoted_at", stamp)
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, key, str(value))
+        # The alias moves last, in one call: an interrupted promotion leaves the old champion.
+        self.client.set_registered_model_alias(name, CHAMPION, version)
+        return current
+
+    def rollback(self, name: str) -> tuple[str, str]:
+        """Point `champion` back at the version the current champion replaced."""
+        current = self.alias(name, CHAMPION)
+        if current is None:
+            raise PromotionRefused(f"{name}: no champion to roll back")
+        previous = current.tags.get(PROMOTED_OVER_TAG, "")
+        if not previous:
+            raise PromotionRefused(
+                f"{name}: champion v{current.version} replaced no earlier champion; nothing to roll back to"
+            )
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.client.set_model_version_tag(name, current.version, "rolled_back_at", stamp)
+        self.client.set_registered_model_alias(name, CHAMPION, previous)
+        return str(current.version), previous
+
+
+def _flat(params: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = (
+                value if not isinstance(value, (list, tuple)) else json.dumps(list(value))
+            )
+    return out
+
+
+def _log_history(client: MlflowClient, run_id: str, history: dict[str, list[float]]) -> None:
+    """Per-iteration (LightGBM) or per-epoch (torch) curves, as stepped metrics, in batches."""
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(key, float(value), now, step)
+        for key, values in history.items()
+        for step, value in enumerate(values)
+        if np.isfinite(value)
+    ]
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])

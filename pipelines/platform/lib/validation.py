@@ -1,0 +1,390 @@
+"""Data validation of raw day files with Great Expectations 1.x, grouped into named checks.
+
+Each expectation carries the name of the check it belongs to (in `meta`), so one GX run per
+batch feeds several Dagster asset checks, each saying which expectation failed, on how many
+rows, with a sample of the offending rows.
+"""
+
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import pandas as pd
+
+from pipelines.platform.lib.lake import PARTITION_COLUMN
+
+SAMPLE_ROWS = 5
+DAY_COLUMN = "_day"  # derived: the local day a row claims to belong to
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    kind: str  # "int" | "number" | "str"
+    key: bool = False  # keys must never be null
+
+
+@dataclass(frozen=True)
+class RangeRule:
+    column: str
+    min_value: float | None
+    max_value: float | None
+    mostly: float = 1.0  # tolerate rare sensor glitches where the source is known to have them
+
+
+@dataclass(frozen=True)
+class TableContract:
+    """What a raw table must look like; the single source of truth for its checks."""
+
+    table: str
+    columns: Sequence[ColumnSpec]
+    unique_together: Sequence[str]
+    ranges: Sequence[RangeRule]
+    allowed_values: dict[str, Sequence[str]] = field(default_factory=dict)
+    # derived columns (name -> function of the raw frame), computed only when their inputs are numeric
+    derived: dict[str, Callable[[pd.DataFrame], pd.Series]] = field(default_factory=dict)
+
+    @property
+    def keys(self) -> list[str]:
+        return [c.name for c in self.columns if c.key]
+
+
+CHECKS = (
+    "schema",
+    "keys_not_null",
+    "values_in_range",
+    "unique_rows",
+    "on_partition_day",
+    "row_count",
+)
+
+INT_DTYPES = ["int8", "int16", "int32", "int64", "Int8", "Int16", "Int32", "Int64"]
+NUMBER_DTYPES = [*INT_DTYPES, "float16", "float32", "float64", "Float32", "Float64"]
+STR_DTYPES = ["object", "str", "string", "String"]
+DTYPES = {"int": INT_DTYPES, "number": NUMBER_DTYPES, "str": STR_DTYPES}
+
+
+def _clock_minutes(column: str) -> Callable[[pd.DataFrame], pd.Series]:
+    return lambda frame: frame[column] % 100
+
+
+FLIGHTS = TableContract(
+    table="flights",
+    columns=[
+        ColumnSpec("year", "int", key=True),
+        ColumnSpec("month", "int", key=True),
+        ColumnSpec("day", "int", key=True),
+        ColumnSpec("dep_time", "number"),
+        ColumnSpec("sched_dep_time", "int", key=True),
+        ColumnSpec("dep_delay", "number"),
+        ColumnSpec("arr_time", "number"),
+        ColumnSpec("sched_arr_time", "int"),
+        ColumnSpec("arr_delay", "number"),
+        ColumnSpec("carrier", "str", key=True),
+        ColumnSpec("flight", "int", key=True),
+        ColumnSpec("tailnum", "str"),  # null for some cancelled flights in the source
+        ColumnSpec("origin", "str", key=True),
+        ColumnSpec("dest", "str", key=True),
+        ColumnSpec("air_time", "number"),
+        ColumnSpec("distance", "number", key=True),
+        ColumnSpec("hour", "int", key=True),
+        ColumnSpec("minute", "int", key=True),
+        ColumnSpec("time_hour", "str", key=True),
+    ],
+    unique_together=["carrier", "flight", "origin", "year", "month", "day", "sched_dep_time"],
+    ranges=[
+        RangeRule("sched_dep_time", 0, 2359),
+        RangeRule("_sched_dep_minutes", 0, 59),
+        RangeRule("sched_arr_time", 0, 2359),
+        RangeRule("_sched_arr_minutes", 0, 59),
+        RangeRule("dep_time", 1, 2400),
+        RangeRule("arr_time", 1, 2400),
+        RangeRule("hour", 0, 23),
+        RangeRule("minute", 0, 59),
+        RangeRule("distance", 1, 6000),
+        RangeRule("air_time", 1, 1000),
+        # about a day late at most; the 2013 record is 1301 minutes
+        RangeRule("dep_delay", -120, 1800),
+        RangeRule("arr_delay", -180, 1800),
+    ],
+    allowed_values={"origin": ["EWR", "JFK", "LGA"]},
+    derived={
+        "_sched_dep_minutes": _clock_minutes("sched_dep_time"),
+        "_sched_arr_minutes": _clock_minutes("sched_arr_time"),
+    },
+)
+
+WEATHER = TableContract(
+    table="weather",
+    columns=[
+        ColumnSpec("origin", "str", key=True),
+        ColumnSpec("year", "int", key=True),
+        ColumnSpec("month", "int", key=True),
+        ColumnSpec("day", "int", key=True),
+        ColumnSpec("hour", "int", key=True),
+        ColumnSpec("temp", "number"),
+        ColumnSpec("dewp", "number"),
+        ColumnSpec("humid", "number"),
+        ColumnSpec("wind_dir", "number"),
+        ColumnSpec("wind_speed", "number"),
+        ColumnSpec("wind_gust", "number"),
+        ColumnSpec("precip", "number"),
+        ColumnSpec("pressure", "number"),
+        ColumnSpec("visib", "number"),
+        ColumnSpec("time_hour", "str", key=True),
+    ],
+    # local hours repeat when clocks go back; the UTC hour is the key
+    unique_together=["origin", "time_hour"],
+    ranges=[
+        RangeRule("hour", 0, 23),
+        RangeRule("temp", -40, 130),
+        RangeRule("humid", 0, 100),
+        RangeRule("wind_dir", 0, 360),
+        # the 2013 source has one 1048 mph reading: tolerated, reported, and nulled in features
+        RangeRule("wind_speed", 0, 150, mostly=0.95),
+        RangeRule("precip", 0, 10),
+        RangeRule("pressure", 900, 1100),
+        RangeRule("visib", 0, 10),
+    ],
+    allowed_values={"origin": ["EWR", "JFK", "LGA"]},
+)
+
+CONTRACTS = {c.table: c for c in (FLIGHTS, WEATHER)}
+
+
+@dataclass
+class CheckOutcome:
+    """The result of one named check over one batch."""
+
+    name: str
+    passed: bool
+    failures: list[dict[str, Any]] = field(default_factory=list)  # one per failed expectation
+    evaluated: int = 0  # number of expectations evaluated
+
+    @property
+    def failed_rows(self) -> int:
+        return sum(f.get("rows", 0) for f in self.failures)
+
+    def describe(self) -> str:
+        if self.passed:
+            return f"{self.evaluated} expectation(s) met"
+        return "; ".join(
+            f["expectation"] + (f" ({f['rows']} rows)" if f.get("rows") else "")
+            for f in self.failures
+        )
+
+
+def with_derived_columns(frame: pd.DataFrame, contract: TableContract) -> pd.DataFrame:
+    out = frame.copy()
+    # inputs missing or not numeric: no derived column, and the schema check reports why
+    for name, fn in contract.derived.items():
+        with contextlib.suppress(KeyError, TypeError):
+            out[name] = fn(frame)
+    if {"year", "month", "day"} <= set(frame.columns):
+        with contextlib.suppress(TypeError, ValueError):
+            out[DAY_COLUMN] = pd.to_datetime(
+                frame[["year", "month", "day"]].astype("Int64").astype("float"), errors="coerce"
+            ).dt.strftime("%Y-%m-%d")
+    return out
+
+
+@cache
+def _gx():
+    # GX is slow to import and noisy; load it once per process.
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return gx, context
+
+
+def build_expectations(frame: pd.DataFrame, contract: TableContract, days: Sequence[str]) -> list:
+    """The GX expectations for a batch; column-level ones only for columns that are present."""
+    gx, _ = _gx()
+    E = gx.expectations
+    present = set(frame.columns)
+    expectations = [
+        E.ExpectTableColumnsToMatchSet(
+            column_set=[c.name for c in contract.columns],
+            exact_match=False,
+            meta={"check": "schema"},
+        )
+    ]
+    for column in contract.columns:
+        if column.name not in present:
+            continue
+        expectations.append(
+            E.ExpectColumnValuesToBeInTypeList(
+                column=column.name, type_list=DTYPES[column.kind], meta={"check": "schema"}
+            )
+        )
+        if column.key:
+            expectations.append(
+                E.ExpectColumnValuesToNotBeNull(column=column.name, meta={"check": "keys_not_null"})
+            )
+    numeric = {c.name for c in contract.columns if c.kind != "str"} | set(contract.derived)
+    for rule in contract.ranges:
+        if rule.column in present and (
+            rule.column not in numeric or pd.api.types.is_numeric_dtype(frame[rule.column])
+        ):
+            expectations.append(
+                E.ExpectColumnValuesToBeBetween(
+                    column=rule.column,
+                    min_value=rule.min_value,
+                    max_value=rule.max_value,
+                    mostly=rule.mostly,
+                    meta={"check": "values_in_range"},
+                )
+            )
+    for column, values in contract.allowed_values.items():
+        if column in present:
+            expectations.append(
+                E.ExpectColumnValuesToBeInSet(
+                    column=column, value_set=list(values), meta={"check": "values_in_range"}
+                )
+            )
+    if set(contract.unique_together) <= present:
+        expectations.append(
+            E.ExpectCompoundColumnsToBeUnique(
+                column_list=list(contract.unique_together), meta={"check": "unique_rows"}
+            )
+        )
+    if DAY_COLUMN in present and PARTITION_COLUMN in present:
+        # each row against the day of the file it came from
+        expectations.append(
+            E.ExpectColumnPairValuesToBeEqual(
+                column_A=DAY_COLUMN, column_B=PARTITION_COLUMN, meta={"check": "on_partition_day"}
+            )
+        )
+    elif DAY_COLUMN in present:
+        expectations.append(
+            E.ExpectColumnValuesToBeInSet(
+                column=DAY_COLUMN, value_set=list(days), meta={"check": "on_partition_day"}
+            )
+        )
+    return expectations
+
+
+def validate(
+    frame: pd.DataFrame, contract: TableContract, days: Sequence[str]
+) -> dict[str, CheckOutcome]:
+    """Run the contract's expectations on a batch holding the given days (row count excluded)."""
+    _, context = _gx()
+    batch_frame = with_derived_columns(frame, contract).reset_index(drop=True)
+    outcomes = {name: CheckOutcome(name, True) for name in CHECKS if name != "row_count"}
+    if DAY_COLUMN not in batch_frame.columns:
+        outcomes["on_partition_day"] = CheckOutcome(
+            "on_partition_day",
+            False,
+            [
+                {
+                    "expectation": "year, month and day columns present and numeric",
+                    "rows": len(frame),
+                }
+            ],
+        )
+    expectations = build_expectations(batch_frame, contract, days)
+    batch = _batch(context, batch_frame)
+    for expectation in expectations:
+        result = batch.validate(
+            expectation,
+            result_format={"result_format": "COMPLETE", "partial_unexpected_count": SAMPLE_ROWS},
+        )
+        outcome = outcomes[expectation.meta["check"]]
+        outcome.evaluated += 1
+        if result.success:
+            continue
+        outcome.passed = False
+        outcome.failures.append(_describe_failure(expectation, result, batch_frame, frame))
+    return outcomes
+
+
+def _batch(context, frame: pd.DataFrame):
+    name = "raw"
+    try:
+        source = context.data_sources.get(name)
+    except (KeyError, ValueError):
+        source = context.data_sources.add_pandas(name)
+    try:
+        asset = source.get_asset("batch")
+    except LookupError:
+        asset = source.add_dataframe_asset("batch")
+    try:
+        definition = asset.get_batch_definition("whole")
+    except KeyError:
+        definition = asset.add_batch_definition_whole_dataframe("whole")
+    return definition.get_batch(batch_parameters={"dataframe": frame})
+
+
+def _describe_failure(
+    expectation, result, batch_frame: pd.DataFrame, raw: pd.DataFrame
+) -> dict[str, Any]:
+    config = expectation.configuration.kwargs
+    detail = {k: v for k, v in config.items() if k not in ("batch_id", "result_format", "meta")}
+    failure: dict[str, Any] = {"expectation": f"{expectation.expectation_type}({_short(detail)})"}
+    res = result.result or {}
+    if result.exception_info and result.exception_info.get("raised_exception"):
+        failure["error"] = str(result.exception_info.get("exception_message"))[:300]
+    if "unexpected_count" in res:
+        failure["rows"] = int(res["unexpected_count"] or 0)
+    if res.get("unexpected_index_list"):
+        index = [i for i in res["unexpected_index_list"] if isinstance(i, int)][:SAMPLE_ROWS]
+        if index:
+            failure["sample"] = raw.iloc[index].to_dict(orient="records")
+    if "sample" not in failure and res.get("partial_unexpected_list"):
+        failure["sample"] = res["partial_unexpected_list"][:SAMPLE_ROWS]
+    if "details" in res and "mismatched" in (res["details"] or {}):
+        failure["mismatched"] = res["details"]["mismatched"]
+    if "observed_value" in res:
+        failure["observed"] = res["observed_value"]
+    return failure
+
+
+def _short(detail: dict) -> str:
+    parts = []
+    for key, value in detail.items():
+        text = repr(value)
+        parts.append(f"{key}={text if len(text) < 60 else text[:57] + '...'}")
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class RowCountRule:
+    trailing_days: int = 7
+    min_ratio: float = 0.5  # below half the trailing median is anomalous (Saturdays run at ~70%)
+    min_rows: int = 1
+
+
+def row_count_outcome(
+    counts: dict[str, int], trailing: dict[str, int], rule: RowCountRule = RowCountRule()
+) -> CheckOutcome:
+    """Flag days whose row count is anomalously low against the days before them.
+
+    `counts` are the days under check; `trailing` are earlier days' counts already in the lake.
+    GX has no per-day row-count expectation, so this one is plain pandas.
+    """
+    history = pd.Series({**trailing, **counts}, dtype="float").sort_index()
+    outcome = CheckOutcome("row_count", True)
+    for day, rows in sorted(counts.items()):
+        outcome.evaluated += 1
+        previous = history[history.index < day].tail(rule.trailing_days)
+        floor = (
+            max(rule.min_rows, rule.min_ratio * previous.median())
+            if len(previous)
+            else rule.min_rows
+        )
+        if rows < floor:
+            outcome.passed = False
+            outcome.failures.append(
+                {
+                    "expectation": f"row count of {day} >= {floor:.0f} "
+                    f"({rule.min_ratio:.0%} of the median of {len(previous)} trailing day(s))",
+                    "observed": rows,
+                }
+            )
+    return outcome

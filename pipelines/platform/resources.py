@@ -1,0 +1,187 @@
+"""Typed resources. Their defaults are the embedded profile; every field is set by configuration."""
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+from feast import FeatureStore
+from pydantic import PrivateAttr
+
+from pipelines.platform.lib.feature_store import FeastLocation, open_store
+from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
+from pipelines.platform.lib.landing import LandedDay, archive_landed_file, read_landed_day
+from pipelines.platform.lib.retrain_policy import Thresholds
+from pipelines.platform.lib.services import check_uri
+from pipelines.platform.lib.tracking import ModelRegistry
+
+
+class LakeIOManager(dg.ConfigurableIOManager):
+    """Stores each asset as Parquet under the lake root, one file per partition (day).
+
+    A ranged run hands over one frame for many days; it is split on its `partition_date` column.
+    Inputs may set `allow_missing_partitions` in their metadata to read what exists of a window.
+    A dict (a model reference, an evaluation report) is stored as a JSON document instead.
+    """
+
+    lake_root: str
+
+    @property
+    def lake(self) -> Lake:
+        return Lake(self.lake_root)
+
+    def _table(self, context: dg.OutputContext | dg.InputContext) -> str:
+        return "/".join(context.asset_key.path)
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+        if obj is None:
+            return
+        table = self._table(context)
+        if isinstance(obj, dict):
+            context.add_output_metadata({"path": self.lake.write_json(table, obj)})
+            return
+        if context.has_asset_partitions:
+            keys = list(context.asset_partition_keys)
+            if PARTITION_COLUMN not in obj.columns:
+                raise ValueError(
+                    f"{table}: a partitioned frame needs a {PARTITION_COLUMN!r} column"
+                )
+            stray = set(obj[PARTITION_COLUMN].unique()) - set(keys)
+            if stray:
+                raise ValueError(f"{table}: rows for days outside this run: {sorted(stray)[:5]}")
+            rows = self.lake.write_partitions(table, obj, keys)
+            # Metadata of a ranged run is shared by all its partitions: a per-partition row count
+            # would be wrong there, so ranges record the total and the count of each day.
+            counts = (
+                {"dagster/row_count": len(obj)}
+                if len(keys) == 1
+                else {"rows_in_run": len(obj), "rows_by_day": dg.MetadataValue.json(rows)}
+            )
+            context.add_output_metadata({**counts, "path": self.lake.glob(table)})
+        else:
+            path = self.lake.write(table, obj)
+            context.add_output_metadata({"dagster/row_count": len(obj), "path": path})
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        table = self._table(context)
+        if context.has_asset_partitions:
+            allow_missing = bool(
+                (context.definition_metadata or {}).get("allow_missing_partitions")
+            )
+            return self.lake.read_partitions(
+                table, context.asset_partition_keys, allow_missing=allow_missing
+            )
+        if self.lake.has_json(table):
+            return self.lake.read_json(table)
+        return self.lake.read(table)
+
+
+class LakeResource(dg.ConfigurableResource):
+    """Read-only access to the lake for what is not an asset input (e.g. footers for row counts)."""
+
+    lake_root: str
+
+    @property
+    def lake(self) -> Lake:
+        return Lake(self.lake_root)
+
+
+class LandingZone(dg.ConfigurableResource):
+    """The folder where day files arrive, and the archive that keeps every version that landed."""
+
+    landing_dir: str
+    archive_dir: str
+
+    def read_day(self, table: str, day: str) -> LandedDay:
+        return read_landed_day(self.landing_dir, table, day)
+
+    def archive(self, landed: LandedDay) -> str:
+        return str(archive_landed_file(landed, self.archive_dir))
+
+
+class FeastResource(dg.ConfigurableResource):
+    """The Feast feature store: DuckDB offline store over the lake; a local registry and SQLite
+    online store (embedded), or a SQL registry on PostgreSQL and Redis online (production)."""
+
+    project: str = "flightline"
+    registry_path: str  # a file, or postgresql+psycopg2://... for Feast's SQL registry
+    online_store_path: str
+    lake_root: str
+    repo_path: str
+    redis_url: str | None = None  # redis://host:port/db: Redis instead of the SQLite file
+
+    _store: FeatureStore | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # A wrong password or a server that is down fails the run at start, naming the URL.
+        check_uri(self.registry_path if self.location.sql_registry else None)
+        check_uri(self.redis_url)
+
+    @property
+    def location(self) -> FeastLocation:
+        return FeastLocation(
+            self.project,
+            self.registry_path,
+            self.online_store_path,
+            self.lake_root,
+            self.repo_path,
+            self.redis_url,
+        )
+
+    def store(self) -> FeatureStore:
+        if self._store is None:
+            self._store = open_store(self.location)
+        return self._store
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking and registry. Embedded default: a SQLite store and an artifact folder under
+    the data root; production: a tracking server URL (and object-store artifacts)."""
+
+    tracking_uri: str
+    artifact_root: str
+    registry_uri: str | None = None
+    ui_url: str = "http://127.0.0.1:5000"  # where `make mlflow` serves the UI, for links
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        check_uri(self.tracking_uri)
+        check_uri(self.registry_uri)
+
+    def registry(self) -> ModelRegistry:
+        return ModelRegistry(self.tracking_uri, self.artifact_root, self.registry_uri)
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def model_version_url(self, name: str, version: str) -> str:
+        return f"{self.ui_url.rstrip('/')}/#/models/{name}/versions/{version}"
+
+
+class BentoResource(dg.ConfigurableResource):
+    """BentoML's model and Bento store, and where the packaging asset says which Bento is live."""
+
+    home: str
+    latest_pointer: str
+
+    def check_home(self) -> None:
+        from bentoml._internal.configuration.containers import BentoMLContainer
+
+        active = str(BentoMLContainer.bentoml_home.get())
+        if Path(active).resolve() != Path(self.home).resolve():
+            raise RuntimeError(
+                f"BentoML's store is {active} but the platform is configured for {self.home}: "
+                "export BENTOML_HOME before starting (the Makefile does)"
+            )
+
+
+class RetrainPolicy(dg.ConfigurableResource):
+    """When the drift sensor launches a retrain (see pipelines/lib/retrain_policy.py)."""
+
+    drift_share: float = 0.5
+    prediction_drift: bool = True
+    max_live_auc_drop: float = 0.05
+    cooldown_days: int = 7
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(
+            self.drift_share, self.prediction_drift, self.max_live_auc_drop, self.cooldown_days
+        )

@@ -1,0 +1,39 @@
+"""Binds resources to their locations: the embedded default, or what the environment says."""
+
+from pipelines.platform.lib.settings import PROJECT_ROOT, DataPaths
+from pipelines.platform.resources import (
+    BentoResource,
+    FeastResource,
+    LakeIOManager,
+    LakeResource,
+    LandingZone,
+    MlflowResource,
+    RetrainPolicy,
+)
+
+
+def embedded_resources(paths: DataPaths | None = None) -> dict:
+    """The embedded default, or the production profile when FLIGHTLINE_POSTGRES_URL /
+    FLIGHTLINE_REDIS_URL are set (DataPaths reads them): same resources, other locations."""
+    paths = paths or DataPaths.from_env()
+    return {
+        "io_manager": LakeIOManager(lake_root=paths.lake),
+        "lake": LakeResource(lake_root=paths.lake),
+        "landing": LandingZone(
+            landing_dir=str(paths.landing), archive_dir=str(paths.root / "archive")
+        ),
+        "feast": FeastResource(
+            registry_path=str(paths.feast_registry),
+            online_store_path=str(paths.feast_online_store),
+            lake_root=paths.lake,
+            repo_path=str(PROJECT_ROOT / "feature_repo"),
+            redis_url=paths.feast_redis_url,
+        ),
+        "bento": BentoResource(
+            home=str(paths.bentoml_home), latest_pointer=str(paths.root / "serving" / "latest.json")
+        ),
+        "retrain_policy": RetrainPolicy(),
+        "mlflow": MlflowResource(
+            tracking_uri=paths.mlflow_tracking_uri, artifact_root=paths.mlflow_artifact_root
+        ),
+    }

@@ -1,0 +1,275 @@
+"""Feature tables for Feast, each row stamped with the moment its values became known."""
+
+import numpy as np
+import pandas as pd
+
+from pipelines.platform.lib.lake import PARTITION_COLUMN
+from pipelines.tasks.flight_delay.flights import LOCAL_TZ, PredictionTiming, day_start_utc
+
+EVENT_TIMESTAMP = "event_timestamp"
+STATIC_FEATURES_SINCE = pd.Timestamp("2000-01-01", tz="UTC")
+RECENT_DEPARTURES_WINDOW = "2h"
+TRAILING_WINDOWS_DAYS = (7, 28)
+# Post-departure facts: they never enter a feature view (the leakage test holds us to this).
+POST_DEPARTURE_COLUMNS = ("dep_time", "dep_delay", "arr_time", "arr_delay", "air_time", "label")
+WEATHER_COLUMNS = (
+    "temp",
+    "dewp",
+    "humid",
+    "wind_dir",
+    "wind_speed",
+    "wind_gust",
+    "precip",
+    "pressure",
+    "visib",
+)
+PLAUSIBLE_WIND_SPEED = 150.0
+
+
+def _utc(series: pd.Series) -> pd.Series:
+    return pd.to_datetime(series, utc=True).astype("datetime64[us, UTC]")
+
+
+def weather_features(raw_weather: pd.DataFrame) -> pd.DataFrame:
+    """Hourly weather by origin, stamped at the observation hour (a METAR is known when observed)."""
+    out = pd.DataFrame(
+        {
+            "origin": raw_weather["origin"].astype(str),
+            EVENT_TIMESTAMP: _utc(raw_weather["time_hour"]),
+        }
+    )
+    for column in WEATHER_COLUMNS:
+        out[f"weather_{column}"] = raw_weather[column].astype("float64")
+    # A sensor glitch (1048 mph in the 2013 source) is reported by validation and removed here.
+    out.loc[out["weather_wind_speed"] > PLAUSIBLE_WIND_SPEED, "weather_wind_speed"] = np.nan
+    out[PARTITION_COLUMN] = raw_weather[PARTITION_COLUMN].astype(str).values
+    return out.drop_duplicates(["origin", EVENT_TIMESTAMP], keep="last").reset_index(drop=True)
+
+
+def plane_features(planes: pd.DataFrame) -> pd.DataFrame:
+    """Static plane attributes, valid for the whole replayed period."""
+    return pd.DataFrame(
+        {
+            "tailnum": planes["tailnum"].astype(str),
+            EVENT_TIMESTAMP: pd.Series(STATIC_FEATURES_SINCE, index=planes.index).astype(
+                "datetime64[us, UTC]"
+            ),
+            "plane_year": planes["year"].astype("float64"),
+            "plane_seats": planes["seats"].astype("float64"),
+            "plane_engines": planes["engines"].astype("float64"),
+            "plane_manufacturer": planes["manufacturer"].fillna("UNKNOWN").astype(str),
+            "plane_engine_type": planes["engine"].fillna("UNKNOWN").astype(str),
+        }
+    ).drop_duplicates("tailnum", keep="last")
+
+
+def departure_hour_key(sched_dep_ts: pd.Series) -> pd.Series:
+    """The local scheduled hour a flight leaves in, as the join key of scheduled traffic."""
+    return sched_dep_ts.dt.tz_convert(LOCAL_TZ).dt.strftime("%Y-%m-%dT%H")
+
+
+def scheduled_traffic(timeline: pd.DataFrame) -> pd.DataFrame:
+    """Scheduled departures per origin and local hour; the schedule is published the day before."""
+    frame = timeline.assign(dep_hour=departure_hour_key(timeline["sched_dep_ts"]))
+    hourly = frame.groupby(["origin", "dep_hour", PARTITION_COLUMN], as_index=False).size()
+    hourly = hourly.rename(columns={"size": "origin_hour_scheduled"})
+    daily = (
+        frame.groupby(["origin", PARTITION_COLUMN])
+        .size()
+        .rename("origin_day_scheduled")
+        .reset_index()
+    )
+    out = hourly.merge(daily, on=["origin", PARTITION_COLUMN])
+    out[EVENT_TIMESTAMP] = day_start_utc(out[PARTITION_COLUMN]) - pd.Timedelta(days=1)
+    out[["origin_hour_scheduled", "origin_day_scheduled"]] = out[
+        ["origin_hour_scheduled", "origin_day_scheduled"]
+    ].astype("int64")
+    return out[
+        [
+            "origin",
+            "dep_hour",
+            EVENT_TIMESTAMP,
+            "origin_hour_scheduled",
+            "origin_day_scheduled",
+            PARTITION_COLUMN,
+        ]
+    ]
+
+
+def origin_recent_departures(timeline: pd.DataFrame) -> pd.DataFrame:
+    """At each actual departure from an origin: delay statistics of departures in the 2 hours before.
+
+    Stamped at the departure itself, when its delay became known; a prediction picks the latest
+    row at or before its own time.
+    """
+    departed = timeline.loc[
+        timeline["dep_known_at"].notna(), ["origin", "dep_known_at", "dep_delay", PARTITION_COLUMN]
+    ]
+    departed = departed.sort_values(["origin", "dep_known_at"], kind="stable")
+    rows = []
+    for origin, group in departed.groupby("origin", sort=False):
+        series = group.set_index("dep_known_at")
+        rolling = series["dep_delay"].rolling(RECENT_DEPARTURES_WINDOW)
+        stats = pd.DataFrame(
+            {
+                "origin": origin,
+                EVENT_TIMESTAMP: group["dep_known_at"].values,
+                "origin_dep_delay_mean_2h": rolling.mean().values,
+                "origin_dep_delayed_share_2h": (series["dep_delay"] > 15)
+                .astype("float64")
+                .rolling(RECENT_DEPARTURES_WINDOW)
+                .mean()
+                .values,
+                "origin_departures_2h": rolling.count().values,
+                PARTITION_COLUMN: group[PARTITION_COLUMN].values,
+            }
+        )
+        rows.append(stats)
+    out = (
+        pd.concat(rows, ignore_index=True)
+        if rows
+        else _empty(
+            [
+                "origin",
+                EVENT_TIMESTAMP,
+                "origin_dep_delay_mean_2h",
+                "origin_dep_delayed_share_2h",
+                "origin_departures_2h",
+                PARTITION_COLUMN,
+            ]
+        )
+    )
+    out[EVENT_TIMESTAMP] = _utc(out[EVENT_TIMESTAMP])
+    # Several departures in the same minute: the last row of that minute holds them all.
+    return out.drop_duplicates(["origin", EVENT_TIMESTAMP], keep="last").reset_index(drop=True)
+
+
+def aircraft_last_arrival(timeline: pd.DataFrame) -> pd.DataFrame:
+    """Each aircraft's latest completed leg, stamped when it landed (not when it was scheduled)."""
+    landed = timeline.loc[timeline["arr_known_at"].notna() & (timeline["tailnum"] != "UNKNOWN")]
+    out = pd.DataFrame(
+        {
+            "tailnum": landed["tailnum"].values,
+            EVENT_TIMESTAMP: _utc(landed["arr_known_at"]).values,
+            "tail_prev_arr_delay": landed["arr_delay"].values,
+            "tail_prev_dep_delay": landed["dep_delay"].values,
+            PARTITION_COLUMN: landed[PARTITION_COLUMN].values,
+        }
+    )
+    out[EVENT_TIMESTAMP] = _utc(out[EVENT_TIMESTAMP])
+    return (
+        out.sort_values(EVENT_TIMESTAMP)
+        .drop_duplicates(["tailnum", EVENT_TIMESTAMP], keep="last")
+        .reset_index(drop=True)
+    )
+
+
+def trailing_delay_stats(
+    history: pd.DataFrame, days: list[str], entity: str, prefix: str
+) -> pd.DataFrame:
+    """Delay statistics per entity over the trailing 7 and 28 days, one row per day in `days`.
+
+    A row for day D is stamped at local midnight starting D and uses only flights whose label
+    was known before that instant (arr_known_at < D), whatever day they were scheduled on.
+    """
+    labelled = history.loc[history["label"].notna() & history["arr_known_at"].notna()]
+    known_day = labelled["arr_known_at"].dt.tz_convert(LOCAL_TZ).dt.strftime("%Y-%m-%d")
+    daily = (
+        labelled.assign(known_day=known_day)
+        .groupby([entity, "known_day"])
+        .agg(
+            flights=("label", "size"), delayed=("label", "sum"), arr_delay_sum=("arr_delay", "sum")
+        )
+    )
+    columns = (
+        [entity, EVENT_TIMESTAMP]
+        + [
+            f"{prefix}_{name}_{w}d"
+            for w in TRAILING_WINDOWS_DAYS
+            for name in ("flights", "delay_rate", "mean_arr_delay")
+        ]
+        + [PARTITION_COLUMN]
+    )
+    if daily.empty:
+        return _empty(columns)
+    first = min(
+        pd.Timestamp(min(days)) - pd.Timedelta(days=max(TRAILING_WINDOWS_DAYS)),
+        pd.Timestamp(min(daily.index.get_level_values(1))),
+    )
+    calendar = pd.date_range(first, pd.Timestamp(max(days)), freq="D").strftime("%Y-%m-%d")
+    # entity x known-day matrices; a day-D snapshot sums the window of days strictly before D
+    wide = {
+        name: daily[name].unstack(entity).reindex(calendar).fillna(0.0)
+        for name in ("flights", "delayed", "arr_delay_sum")
+    }
+    out = []
+    for window in TRAILING_WINDOWS_DAYS:
+        sums = {name: m.rolling(window, min_periods=1).sum().shift(1) for name, m in wide.items()}
+        snap = {name: s.loc[sorted(days)] for name, s in sums.items()}
+        flights = snap["flights"].stack(future_stack=True).rename(f"{prefix}_flights_{window}d")
+        rate = (
+            (snap["delayed"] / snap["flights"].where(snap["flights"] > 0))
+            .stack(future_stack=True)
+            .rename(f"{prefix}_delay_rate_{window}d")
+        )
+        mean = (
+            (snap["arr_delay_sum"] / snap["flights"].where(snap["flights"] > 0))
+            .stack(future_stack=True)
+            .rename(f"{prefix}_mean_arr_delay_{window}d")
+        )
+        out.append(pd.concat([flights, rate, mean], axis=1))
+    table = pd.concat(out, axis=1)
+    table = table[table[f"{prefix}_flights_{max(TRAILING_WINDOWS_DAYS)}d"] > 0].reset_index()
+    table = table.rename(columns={"level_0": PARTITION_COLUMN, "index": PARTITION_COLUMN})
+    table[EVENT_TIMESTAMP] = day_start_utc(table[PARTITION_COLUMN])
+    for column in table.columns:
+        if column.endswith(("_7d", "_28d")) and "_flights_" in column:
+            table[column] = table[column].fillna(0).astype("int64")
+    return table[columns].sort_values([EVENT_TIMESTAMP, entity]).reset_index(drop=True)
+
+
+def request_features(timeline: pd.DataFrame) -> pd.DataFrame:
+    """Features computed from the request itself (what is known when the flight is scheduled).
+
+    Serving computes the same columns from the request with this same function.
+    """
+    local = timeline["sched_dep_ts"].dt.tz_convert(LOCAL_TZ)
+    return pd.DataFrame(
+        {
+            "carrier": timeline["carrier"].astype(str),
+            "origin": timeline["origin"].astype(str),
+            "dest": timeline["dest"].astype(str),
+            "distance": timeline["distance"].astype("float64"),
+            "sched_dep_hour": local.dt.hour.astype("int64"),
+            "sched_dep_minute_of_day": (local.dt.hour * 60 + local.dt.minute).astype("int64"),
+            "day_of_week": local.dt.dayofweek.astype("int64"),
+            "month": local.dt.month.astype("int64"),
+        },
+        index=timeline.index,
+    )
+
+
+def entity_rows(timeline: pd.DataFrame, timing: PredictionTiming) -> pd.DataFrame:
+    """The rows Feast joins features onto: keys plus the prediction time of each flight."""
+    return pd.DataFrame(
+        {
+            "flight_id": timeline["flight_id"],
+            "origin": timeline["origin"],
+            "tailnum": timeline["tailnum"],
+            "carrier": timeline["carrier"],
+            "route": timeline["route"],
+            "dep_hour": departure_hour_key(timeline["sched_dep_ts"]),
+            EVENT_TIMESTAMP: timing.prediction_time(timeline["sched_dep_ts"]).astype(
+                "datetime64[us, UTC]"
+            ),
+        },
+        index=timeline.index,
+    )
+
+
+def _empty(columns: list[str]) -> pd.DataFrame:
+    text = {"origin", "tailnum", "carrier", "route", "dep_hour", PARTITION_COLUMN}
+    frame = pd.DataFrame({c: pd.Series(dtype=object if c in text else "float64") for c in columns})
+    if EVENT_TIMESTAMP in frame:
+        frame[EVENT_TIMESTAMP] = frame[EVENT_TIMESTAMP].astype("datetime64[us, UTC]")
+    return frame
