@@ -54,9 +54,9 @@ def _frames(lake: Lake) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
 
 def _sensor_ticks(data_root: Path, repeat: int) -> dict[str, float]:
     import dagster as dg
+    from pipelines.defs.automation.sensors import drift_sensor, landing_sensor
 
     from pipelines.definitions import defs
-    from pipelines.defs.automation.sensors import drift_sensor, landing_sensor
     from pipelines.platform.resources_config import embedded_resources
 
     definitions, resources = defs(), embedded_resources()

@@ -15,7 +15,6 @@ import dagster as dg
 from pipelines.platform.lib.kubernetes import GpuPlacement
 
 K8S_CONFIG_TAG = "dagster-k8s/config"
-TRAINING_ON_GPU = frozenset({"torch"})  # families whose training step asks for a GPU
 
 
 def configured_executor() -> dg.ExecutorDefinition:
@@ -76,6 +75,8 @@ def training_op_tags(family: str) -> dict | None:
 
     Ignored by the in-process and multiprocess executors; read by `k8s_job_executor`.
     """
-    if family not in TRAINING_ON_GPU:
+    from pipelines.platform.lib.modeling.families import family as lookup
+
+    if not lookup(family).gpu:
         return None
     return {K8S_CONFIG_TAG: GpuPlacement.from_env().k8s_config()}

@@ -160,7 +160,10 @@ class BentoResource(dg.ConfigurableResource):
     """BentoML's model and Bento store, and where the packaging asset says which Bento is live."""
 
     home: str
-    latest_pointer: str
+    serving_dir: str  # <serving_dir>/<task>/latest.json: the Bento each task built last
+
+    def latest_pointer(self, task: str) -> Path:
+        return Path(self.serving_dir) / task / "latest.json"
 
     def check_home(self) -> None:
         from bentoml._internal.configuration.containers import BentoMLContainer

@@ -30,7 +30,7 @@ def embedded_resources(paths: DataPaths | None = None) -> dict:
             redis_url=paths.feast_redis_url,
         ),
         "bento": BentoResource(
-            home=str(paths.bentoml_home), latest_pointer=str(paths.root / "serving" / "latest.json")
+            home=str(paths.bentoml_home), serving_dir=str(paths.root / "serving")
         ),
         "retrain_policy": RetrainPolicy(),
         "mlflow": MlflowResource(

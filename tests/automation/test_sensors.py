@@ -7,11 +7,11 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pandas as pd
 import pytest
-
-from pipelines.definitions import defs
 from pipelines.defs.automation.jobs import DAILY_JOB, RETRAIN_TAG
 from pipelines.defs.automation.schedules import nightly_schedule
 from pipelines.defs.automation.sensors import drift_sensor, landing_sensor
+
+from pipelines.definitions import defs
 from pipelines.platform.cli import materialize_window
 from pipelines.platform.resources import LakeResource, LandingZone, RetrainPolicy
 from pipelines.tasks import TASKS

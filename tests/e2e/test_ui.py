@@ -59,8 +59,9 @@ def _free_port() -> int:
 def webserver(built):
     paths, instance, _ = built
     # The last day's drift report against the built champion (the build ran the days before it).
-    from pipelines.definitions import defs
     from pipelines.defs.automation.jobs import DAILY_JOB
+
+    from pipelines.definitions import defs
 
     report = (
         defs()

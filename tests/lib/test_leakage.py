@@ -20,7 +20,7 @@ FORBIDDEN = {
 
 
 def _service_features():
-    objects = feature_definitions("/tmp/lake")
+    objects = feature_definitions(lambda table: f"/tmp/lake/{table}")
     service = objects["flight_delay_v1"]
     return [(proj.name, f.name) for proj in service.feature_view_projections for f in proj.features]
 
@@ -48,6 +48,6 @@ def test_delays_only_enter_as_facts_about_other_flights():
     # became known; the point-in-time test in tests/e2e checks their join on real data.
     views = {view for view, _ in _service_features()}
     assert {"origin_recent_departures", "aircraft_last_arrival"} <= views
-    objects = feature_definitions("/tmp/lake")
+    objects = feature_definitions(lambda table: f"/tmp/lake/{table}")
     assert list(objects["aircraft_last_arrival"].entities) == ["plane"]
     assert list(objects["origin_recent_departures"].entities) == ["origin_airport"]

@@ -7,6 +7,7 @@ import pytest
 
 from pipelines.platform.lib import validation as v
 from pipelines.platform.lib.lake import PARTITION_COLUMN
+from pipelines.tasks.flight_delay.contracts import FLIGHTS, WEATHER
 from tests.conftest import source_day
 
 DAY = "2013-01-02"
@@ -22,18 +23,18 @@ def _failed(outcomes):
 
 
 def test_a_real_day_passes_every_check(flights_day):
-    outcomes = v.validate(flights_day, v.FLIGHTS, [DAY])
+    outcomes = v.validate(flights_day, FLIGHTS, [DAY])
     assert _failed(outcomes) == set()
     assert all(o.evaluated > 0 for o in outcomes.values())
 
 
 def test_real_weather_day_with_the_1048_mph_glitch_passes_but_reports_it():
     weather = source_day("weather", "2013-02-12").assign(**{PARTITION_COLUMN: "2013-02-12"})
-    assert _failed(v.validate(weather, v.WEATHER, ["2013-02-12"])) == set()
+    assert _failed(v.validate(weather, WEATHER, ["2013-02-12"])) == set()
 
 
 def test_missing_column(flights_day):
-    outcomes = v.validate(flights_day.drop(columns=["distance"]), v.FLIGHTS, [DAY])
+    outcomes = v.validate(flights_day.drop(columns=["distance"]), FLIGHTS, [DAY])
     assert _failed(outcomes) == {"schema"}
     failure = outcomes["schema"].failures[0]
     assert "expect_table_columns_to_match_set" in failure["expectation"]
@@ -43,7 +44,7 @@ def test_missing_column(flights_day):
 def test_wrong_type(flights_day):
     bad = flights_day.copy()
     bad["distance"] = bad["distance"].astype(str) + " mi"
-    outcomes = v.validate(bad, v.FLIGHTS, [DAY])
+    outcomes = v.validate(bad, FLIGHTS, [DAY])
     assert "schema" in _failed(outcomes)
     assert any("distance" in f["expectation"] for f in outcomes["schema"].failures)
 
@@ -51,7 +52,7 @@ def test_wrong_type(flights_day):
 def test_null_keys(flights_day):
     bad = flights_day.copy()
     bad.loc[bad.index[:4], "carrier"] = None
-    outcomes = v.validate(bad, v.FLIGHTS, [DAY])
+    outcomes = v.validate(bad, FLIGHTS, [DAY])
     assert _failed(outcomes) == {"keys_not_null"}
     failure = outcomes["keys_not_null"].failures[0]
     assert failure["rows"] == 4 and len(failure["sample"]) == 4
@@ -71,7 +72,7 @@ def test_null_keys(flights_day):
 def test_out_of_range_values(flights_day, column, value):
     bad = flights_day.copy()
     bad.loc[bad.index[7], column] = value
-    outcomes = v.validate(bad, v.FLIGHTS, [DAY])
+    outcomes = v.validate(bad, FLIGHTS, [DAY])
     assert _failed(outcomes) == {"values_in_range"}
     failure = outcomes["values_in_range"].failures[0]
     assert failure["rows"] == 1
@@ -80,7 +81,7 @@ def test_out_of_range_values(flights_day, column, value):
 
 def test_duplicated_flights(flights_day):
     bad = pd.concat([flights_day, flights_day.iloc[[3, 9]]], ignore_index=True)
-    outcomes = v.validate(bad, v.FLIGHTS, [DAY])
+    outcomes = v.validate(bad, FLIGHTS, [DAY])
     assert _failed(outcomes) == {"unique_rows"}
     assert outcomes["unique_rows"].failures[0]["rows"] == 4  # both copies of each
 
@@ -88,7 +89,7 @@ def test_duplicated_flights(flights_day):
 def test_rows_dated_on_another_day(flights_day):
     bad = flights_day.copy()
     bad.loc[bad.index[:3], "day"] = 3
-    outcomes = v.validate(bad, v.FLIGHTS, [DAY])
+    outcomes = v.validate(bad, FLIGHTS, [DAY])
     assert "on_partition_day" in _failed(outcomes)
     assert outcomes["on_partition_day"].failures[0]["rows"] == 3
 
@@ -113,5 +114,5 @@ def test_row_count_uses_earlier_days_of_the_same_batch():
 def test_nan_in_samples_is_kept_as_missing(flights_day):
     bad = flights_day.copy()
     bad.loc[bad.index[0], "flight"] = np.nan
-    outcomes = v.validate(bad, v.FLIGHTS, [DAY])
+    outcomes = v.validate(bad, FLIGHTS, [DAY])
     assert "keys_not_null" in _failed(outcomes)

@@ -1,18 +1,22 @@
 """The generic model half of the graph, built from a TaskSpec: one asset per model family,
 `model_evaluation` with its blocking gate, and `champion` (promotion in the MLflow registry).
 
-A second task calls `task_definitions(spec)` with its own spec; nothing here knows about flights.
+The task component calls `model_defs(spec)` for every task; nothing here knows any task.
 """
 
+import dataclasses
+import typing
 from dataclasses import replace
 
 import dagster as dg
 import pandas as pd
+import pydantic
 
 from pipelines.platform.executors import training_op_tags
 from pipelines.platform.lib.evaluation import binary_metrics
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.modeling import dataset as data
+from pipelines.platform.lib.modeling.families import ModelFamily, family
 from pipelines.platform.lib.plots import evaluation_curves, learning_curves, markdown_image
 from pipelines.platform.lib.review import gate_decision, review_challengers
 from pipelines.platform.lib.task import GateThresholds, TaskSpec, TimeSplit
@@ -47,26 +51,23 @@ class ModelConfig(SplitConfig):
     label_permutation_seed: int | None = None
 
 
-class LgbmConfig(ModelConfig):
-    num_leaves: int = 63
-    learning_rate: float = 0.05
-    max_rounds: int = 2000
-    early_stopping_rounds: int = 50
-    min_data_in_leaf: int = 50
-    feature_fraction: float = 0.8
-    bagging_fraction: float = 0.8
-    lambda_l2: float = 1.0
-
-
-class TorchConfig(ModelConfig):
-    hidden: list[int] = [256, 128]  # noqa: RUF012 - pydantic copies defaults per instance
-    dropout: float = 0.1
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-5
-    batch_size: int = 1024
-    max_epochs: int = 40
-    patience: int = 4
-    device: str = "auto"  # auto (CUDA when available) | cpu | cuda
+def family_config(spec: TaskSpec, fam: ModelFamily, defaults: dict) -> type[ModelConfig]:
+    """The Launchpad config of a family's training step, generated from its hyper-parameter
+    dataclass; `defaults` (the task definition's models.params) override the family's own."""
+    hints = typing.get_type_hints(fam.params_type())
+    fields = {}
+    for f in dataclasses.fields(fam.params_type()):
+        if f.name in ModelConfig.model_fields:
+            continue
+        annotation, default = hints[f.name], defaults.get(f.name, f.default)
+        if typing.get_origin(annotation) is tuple:  # Dagster config holds lists, not tuples
+            annotation, default = list[typing.get_args(annotation)[0]], list(default)
+        fields[f.name] = (annotation, default)
+    unknown = set(defaults) - {f.name for f in dataclasses.fields(fam.params_type())}
+    if unknown:
+        raise ValueError(f"task {spec.name}: models.params.{fam.name}: unknown {sorted(unknown)}")
+    name = f"{spec.name}_{fam.asset_name}_config"
+    return pydantic.create_model(name, __base__=ModelConfig, **fields)
 
 
 class EvaluationConfig(SplitConfig):
@@ -116,7 +117,7 @@ def _lineage_tags(context: dg.AssetExecutionContext, spec: TaskSpec, table: pd.D
     return tags
 
 
-def _train_family(spec: TaskSpec, family: str, config: ModelConfig, table: pd.DataFrame, log):
+def _train_family(spec: TaskSpec, family_name: str, config: ModelConfig, table: pd.DataFrame, log):
     frames = data.time_split(config.window(table), spec, config.resolve(spec))
     train = frames.train
     if config.label_permutation_seed is not None:
@@ -128,38 +129,30 @@ def _train_family(spec: TaskSpec, family: str, config: ModelConfig, table: pd.Da
         data.labels(frames.valid, spec),
         list(spec.categorical_features),
     )
-    if family == "lightgbm":
-        from pipelines.platform.lib.modeling.lgbm import LgbmParams, train_lgbm
-
-        fields = set(LgbmParams.__dataclass_fields__)
-        result = train_lgbm(
-            *args, LgbmParams(**{k: v for k, v in config.model_dump().items() if k in fields})
-        )
-    else:
-        from pipelines.platform.lib.modeling.mlp import MlpParams, train_mlp
-
-        fields = set(MlpParams.__dataclass_fields__)
-        params = {k: v for k, v in config.model_dump().items() if k in fields}
-        params["hidden"] = tuple(params["hidden"])
+    fam = family(family_name)
+    extra = {}
+    if fam.progress:
 
         def on_epoch(epoch: int, h: dict) -> None:  # progress of the longest step
             log.info(
-                f"epoch {epoch + 1}: train loss {h['train_loss'][-1]:.4f}, "
+                f"{fam.step_unit} {epoch + 1}: train loss {h['train_loss'][-1]:.4f}, "
                 f"valid loss {h['valid_loss'][-1]:.4f} ({h['epoch_seconds'][-1]:.1f}s)"
             )
 
-        result = train_mlp(*args, MlpParams(**params), on_epoch=on_epoch)
+        extra["on_epoch"] = on_epoch
+    result = fam.train_fn()(*args, fam.make_params(config.model_dump()), **extra)
     valid_metrics = binary_metrics(args[3], result.model.predict_proba(args[2]))
     train_end = str(pd.to_datetime(frames.valid[spec.timestamp_column], utc=True).max())
     return frames, result, valid_metrics, train_end
 
 
-def _model_asset(spec: TaskSpec, family: str) -> dg.AssetsDefinition:
-    config_type = LgbmConfig if family == "lightgbm" else TorchConfig
-    step_name = "iteration" if family == "lightgbm" else "epoch"
+def _model_asset(spec: TaskSpec, family_name: str, defaults: dict) -> dg.AssetsDefinition:
+    fam = family(family_name)
+    config_type = family_config(spec, fam, defaults)
+    step_name = fam.step_unit
 
     @dg.asset(
-        name=f"{'lgbm' if family == 'lightgbm' else family}_model",
+        name=fam.asset_name,
         key_prefix=list(spec.asset_prefix),
         ins={
             "table": dg.AssetIn(
@@ -167,12 +160,12 @@ def _model_asset(spec: TaskSpec, family: str) -> dg.AssetsDefinition:
                 metadata={"allow_missing_partitions": True},
             )
         },
-        group_name="training",
-        kinds={family, "mlflow"},
+        group_name=f"{spec.name}_training",
+        kinds={family_name, "mlflow"},
         code_version="1",
         tags={"flightline/task": spec.name},
-        op_tags=training_op_tags(family),
-        description=f"{family} model of task {spec.name}, logged and registered in MLflow",
+        op_tags=training_op_tags(family_name),
+        description=f"{family_name} model of task {spec.name}, logged and registered in MLflow",
     )
     def model(
         context: dg.AssetExecutionContext,
@@ -183,7 +176,7 @@ def _model_asset(spec: TaskSpec, family: str) -> dg.AssetsDefinition:
         registry = mlflow.registry()
         registry.check_reachable()
         frames, result, valid_metrics, train_end = _train_family(
-            spec, family, config, table, context.log
+            spec, family_name, config, table, context.log
         )
         ref = registry.log_model_version(
             spec,
@@ -224,9 +217,10 @@ def _numbers(summary: dict) -> dict:
     }
 
 
-def task_definitions(spec: TaskSpec) -> dg.Definitions:
+def model_defs(spec: TaskSpec, family_params: dict[str, dict] | None = None) -> dg.Definitions:
     prefix = list(spec.asset_prefix)
-    models = [_model_asset(spec, family) for family in spec.families]
+    params = family_params or {}
+    models = [_model_asset(spec, f, params.get(f, {})) for f in spec.families]
     evaluation_key = dg.AssetKey([*prefix, "model_evaluation"])
 
     @dg.asset(
@@ -238,7 +232,7 @@ def task_definitions(spec: TaskSpec) -> dg.Definitions:
             ),
             **{m.key.path[-1]: dg.AssetIn(key=m.key) for m in models},
         },
-        group_name="evaluation",
+        group_name=f"{spec.name}_evaluation",
         kinds={"mlflow"},
         code_version="1",
         tags={"flightline/task": spec.name},
@@ -313,7 +307,7 @@ def task_definitions(spec: TaskSpec) -> dg.Definitions:
     @dg.asset(
         key=dg.AssetKey([*prefix, CHAMPION]),
         ins={"model_evaluation": dg.AssetIn(key=evaluation_key)},
-        group_name="evaluation",
+        group_name=f"{spec.name}_evaluation",
         kinds={"mlflow"},
         code_version="1",
         tags={"flightline/task": spec.name},

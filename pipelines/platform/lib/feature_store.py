@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from feast import FeatureStore, RepoConfig
 from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
@@ -18,10 +19,10 @@ from feast.repo_config import RegistryConfig
 
 from pipelines.platform.lib.services import mask, redis_client, redis_connection_string
 from pipelines.platform.lib.settings import PROJECT_ROOT
-from pipelines.tasks.flight_delay.feast_declarations import feature_definitions
 
 logging.getLogger("feast").setLevel(logging.WARNING)
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+ROW_ID = "_flightline_row"
 
 
 @dataclass(frozen=True)
@@ -90,14 +91,45 @@ def open_store(location: FeastLocation) -> FeatureStore:
     return store
 
 
-def apply_definitions(store: FeatureStore, lake_root: str) -> dict[str, list[str]]:
-    """Register (or update) every declared object; returns what is registered, by kind."""
-    objects = feature_definitions(lake_root)
+OWNER_TAG = (
+    "flightline_task"  # which task declared a Feast object: one task never replaces another's
+)
+
+
+class FeastOwnershipError(ValueError):
+    pass
+
+
+def apply_definitions(store: FeatureStore, objects: dict, task: str) -> dict[str, list[str]]:
+    """Register (or update) one task's declared objects, without touching other tasks' objects
+    (Feast's partial apply deletes nothing); returns what the task has registered, by kind."""
+    existing = {
+        o.name: o.tags.get(OWNER_TAG)
+        for o in [
+            *store.list_entities(),
+            *store.list_feature_views(),
+            *store.list_feature_services(),
+        ]
+    }
+    taken = {
+        n: owner for n, owner in existing.items() if n in objects and owner not in (None, task)
+    }
+    if taken:
+        raise FeastOwnershipError(
+            f"task {task}: Feast objects {sorted(taken)} already belong to task(s) "
+            f"{sorted(set(taken.values()))}: give them names of their own"
+        )
+    for obj in objects.values():
+        obj.tags[OWNER_TAG] = task
     store.apply(list(objects.values()))
+
+    def owned(items) -> list[str]:
+        return sorted(o.name for o in items if o.tags.get(OWNER_TAG) == task)
+
     return {
-        "entities": sorted(e.name for e in store.list_entities()),
-        "feature_views": sorted(v.name for v in store.list_feature_views()),
-        "feature_services": sorted(s.name for s in store.list_feature_services()),
+        "entities": owned(store.list_entities()),
+        "feature_views": owned(store.list_feature_views()),
+        "feature_services": owned(store.list_feature_services()),
     }
 
 
@@ -115,17 +147,15 @@ def historical_features(
 ) -> pd.DataFrame:
     """Point-in-time join: each row gets, per view, the latest values at or before its timestamp
     (within the view's TTL). Rows come back in the entity frame's order."""
+    # Feast returns rows in its own order: a row number carried through puts them back.
+    entities = entity_rows.reset_index(drop=True).assign(**{ROW_ID: np.arange(len(entity_rows))})
     job = store.get_historical_features(
-        entity_df=entity_rows, features=store.get_feature_service(service)
+        entity_df=entities, features=store.get_feature_service(service)
     )
     joined = job.to_df()
-    order = entity_rows[["flight_id"]].reset_index(drop=True).reset_index(names="_row")
-    return (
-        order.merge(joined, on="flight_id", how="left")
-        .sort_values("_row")
-        .drop(columns="_row")
-        .reset_index(drop=True)
-    )
+    features = joined.drop(columns=[c for c in entity_rows.columns if c in joined.columns])
+    aligned = entities[[ROW_ID]].merge(features, on=ROW_ID, how="left").drop(columns=ROW_ID)
+    return pd.concat([entity_rows.reset_index(drop=True), aligned], axis=1)
 
 
 @dataclass
@@ -136,18 +166,22 @@ class MaterializationResult:
     seconds: float
 
 
-def materialize_up_to(store: FeatureStore, end: datetime) -> MaterializationResult:
+def materialize_up_to(
+    store: FeatureStore, end: datetime, views: list[str] | None = None
+) -> MaterializationResult:
     """Bring the online store up to `end`, incrementally per view.
 
     Each view continues from its own watermark (or from `end - ttl` the first time; from the
     beginning for views without TTL). Feast's materialize_incremental counts a first run back from
     the wall clock, which is wrong on a replayed clock, so the interval is computed here. A view
     already at or past `end` (a backfill of older days) is left alone: online values never move
-    back in time.
+    back in time. `views` limits it to one task's views.
     """
     started = time.perf_counter()
     behind, ahead = [], []
     for view in store.list_feature_views():
+        if views is not None and view.name not in views:
+            continue  # another task's view: its own runs materialize it
         watermark = max((interval[1] for interval in view.materialization_intervals), default=None)
         if watermark is not None and watermark >= end:
             ahead.append(view.name)

@@ -1,17 +1,18 @@
 """What changed in the landing folder since the last look: the landing sensor's plain logic.
 
-A day is ready when every daily table has its file. A file is known by (size, mtime) and, when
+A partition (a "day" below; an hour for an hourly task) is ready when every landing table of
+the task has its file. A file is known by (size, mtime) and, when
 those move, by its content hash, so touching a file without changing it re-runs nothing while a
 corrected file re-runs its day. The state is a small JSON document (the sensor's cursor).
 """
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
 from pipelines.platform.lib.landing import SUPPORTED_SUFFIXES, sha256_of
-from pipelines.tasks.flight_delay.source import DAILY_TABLES
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,9 @@ class LandingChanges:
     def nothing_new(self) -> bool:
         return not self.new_days and not self.replaced_days
 
-    def new_ranges(self) -> list[tuple[str, str]]:
+    def new_ranges(self, next_key: Callable[[str], str] | None = None) -> list[tuple[str, str]]:
         """Consecutive new days grouped: a gap of several days becomes one backfill."""
-        return contiguous_ranges(self.new_days)
+        return contiguous_ranges(self.new_days, next_key)
 
     def fingerprint(self, day: str) -> str:
         """One hash of a day's files: the run key of a (re-)run of that day."""
@@ -58,12 +59,14 @@ def _day_of(key: str) -> str:
     return Path(key).stem
 
 
-def scan_landing(landing_dir: str | Path, previous: dict[str, FileState]) -> LandingChanges:
+def scan_landing(
+    landing_dir: str | Path, previous: dict[str, FileState], tables: Sequence[str]
+) -> LandingChanges:
     root = Path(landing_dir)
     state: dict[str, FileState] = {}
     tables_by_day: dict[str, set[str]] = {}
     changes = LandingChanges()
-    for table in DAILY_TABLES:
+    for table in tables:
         folder = root / table
         if not folder.is_dir():
             continue
@@ -84,7 +87,7 @@ def scan_landing(landing_dir: str | Path, previous: dict[str, FileState]) -> Lan
     changes.state = state
     previous_days = {_day_of(k) for k in previous}
     for day in sorted(tables_by_day):
-        missing = sorted(set(DAILY_TABLES) - tables_by_day[day])
+        missing = sorted(set(tables) - tables_by_day[day])
         if missing:
             changes.incomplete_days[day] = missing
             continue
@@ -98,12 +101,18 @@ def scan_landing(landing_dir: str | Path, previous: dict[str, FileState]) -> Lan
     return changes
 
 
-def contiguous_ranges(days: list[str]) -> list[tuple[str, str]]:
+def _next_day(day: str) -> str:
+    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+
+
+def contiguous_ranges(
+    days: list[str], next_key: Callable[[str], str] | None = None
+) -> list[tuple[str, str]]:
+    """`next_key`: the partition after a key (default: the next calendar day)."""
+    following = next_key or _next_day
     ranges: list[tuple[str, str]] = []
     for day in sorted(days):
-        if ranges and date.fromisoformat(ranges[-1][1]) + timedelta(days=1) == date.fromisoformat(
-            day
-        ):
+        if ranges and following(ranges[-1][1]) == day:
             ranges[-1] = (ranges[-1][0], day)
         else:
             ranges.append((day, day))

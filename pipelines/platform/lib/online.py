@@ -1,6 +1,7 @@
-"""The online path: a flight as known at scheduling time -> the model's feature vector, from
-Feast's online store through the same FeatureService and the same request-feature code as
-training. Serving calls this; the skew check compares it with historical retrieval."""
+"""The online path: a request as known at prediction time -> the model's feature vector, from
+Feast's online store through the same FeatureService and the same task code (entity keys,
+request features) as training. Serving calls this; the skew check compares it with historical
+retrieval."""
 
 from dataclasses import dataclass
 
@@ -10,40 +11,24 @@ from feast import FeatureStore
 from feast.online_response import TIMESTAMP_POSTFIX
 
 from pipelines.platform.lib.modeling.dataset import feature_frame
-from pipelines.platform.lib.task import TaskSpec
-from pipelines.tasks.flight_delay.features import departure_hour_key, request_features
-from pipelines.tasks.flight_delay.flights import UNKNOWN_TAILNUM, PredictionTiming
-
-FLIGHT_FIELDS = ("carrier", "flight", "tailnum", "origin", "dest", "sched_dep_ts", "distance")
-ENTITY_KEYS = ("origin", "tailnum", "carrier", "route", "dep_hour")
+from pipelines.platform.lib.task import TaskDomain, TaskSpec
 
 
 @dataclass(frozen=True)
 class OnlineVector:
-    features: pd.DataFrame  # the model input, one row per flight
-    known_at: dict[
-        str, np.ndarray
-    ]  # per feature view: epoch seconds its value became known (0: none)
-    unknown_tailnum: np.ndarray  # the plane is not in the store: plane features are missing
+    features: pd.DataFrame  # the model input, one row per request
+    # per feature view: epoch seconds its value became known (0: none)
+    known_at: dict[str, np.ndarray]
+
+    def missing(self, view: str) -> np.ndarray:
+        """Rows for which the store knew nothing in `view` (e.g. an unknown entity)."""
+        stamps = self.known_at.get(view)
+        return (stamps == 0) if stamps is not None else np.zeros(len(self.features), bool)
 
 
-def flights_frame(flights: pd.DataFrame) -> pd.DataFrame:
-    """Normalize request flights: UTC departure time, text keys, the route."""
-    frame = flights.loc[:, list(FLIGHT_FIELDS)].copy()
-    frame["sched_dep_ts"] = pd.to_datetime(frame["sched_dep_ts"], utc=True)
-    frame["tailnum"] = frame["tailnum"].fillna(UNKNOWN_TAILNUM).astype(str)
-    frame["route"] = frame["origin"].astype(str) + "-" + frame["dest"].astype(str)
-    return frame.reset_index(drop=True)
-
-
-def entity_keys(flights: pd.DataFrame) -> dict[str, list]:
-    return {
-        "origin": flights["origin"].tolist(),
-        "tailnum": flights["tailnum"].tolist(),
-        "carrier": flights["carrier"].tolist(),
-        "route": flights["route"].tolist(),
-        "dep_hour": departure_hour_key(flights["sched_dep_ts"]).tolist(),
-    }
+def entity_key_rows(domain: TaskDomain, rows: pd.DataFrame) -> dict[str, list]:
+    keys = domain.entity_keys(rows)
+    return {column: keys[column].tolist() for column in keys.columns}
 
 
 @dataclass(frozen=True)
@@ -82,22 +67,22 @@ def _epoch_seconds(moments: pd.Series | pd.Timestamp, n: int) -> np.ndarray:
 
 def online_vector(
     store: FeatureStore,
-    flights: pd.DataFrame,
+    rows: pd.DataFrame,
     spec: TaskSpec,
-    request_features_fn=request_features,
+    domain: TaskDomain,
     as_of: pd.Series | pd.Timestamp | None = None,
 ) -> OnlineVector:
-    """`as_of`: the prediction time (default: `lead` before each scheduled departure). A value
-    older than its view's TTL at that time is dropped, exactly as the point-in-time join that
-    built the training set drops it (Feast's online read does not apply TTLs)."""
-    flights = flights_frame(flights)
+    """`rows`: requests normalized by the task's `request_frame`. `as_of`: the prediction time
+    (default: the task's rule for each row). A value older than its view's TTL at that time is
+    dropped, exactly as the point-in-time join that built the training set drops it (Feast's
+    online read does not apply TTLs)."""
     if as_of is None:
-        as_of = PredictionTiming().prediction_time(flights["sched_dep_ts"])
+        as_of = spec.prediction_time(rows[spec.timestamp_column])
     plan = _plan(store, spec.feature_service)
     served = store.get_online_features(
-        features=plan.service, entity_rows=entity_keys(flights)
+        features=plan.service, entity_rows=entity_key_rows(domain, rows)
     ).to_dict(include_event_timestamps=True)
-    now = _epoch_seconds(as_of, len(flights))
+    now = _epoch_seconds(as_of, len(rows))
     values, known_at = {}, {}
     for view, features in plan.features_by_view.items():
         stamps = np.asarray(served[features[0] + TIMESTAMP_POSTFIX], dtype="float64")
@@ -107,19 +92,17 @@ def online_vector(
         for feature in features:
             column = served[feature]
             values[feature] = [None if gone else v for v, gone in zip(column, expired, strict=True)]
-    request = request_features_fn(flights).reset_index(drop=True)
+    request = domain.request_features(rows).reset_index(drop=True)
     table = pd.concat([pd.DataFrame(values), request], axis=1)
     table = table.loc[:, ~table.columns.duplicated(keep="last")]
-    plane = known_at.get("plane_attributes")
-    unknown = (plane == 0) if plane is not None else np.zeros(len(flights), bool)
-    return OnlineVector(feature_frame(table, spec), known_at, unknown)
+    return OnlineVector(feature_frame(table, spec), known_at)
 
 
 def feature_age_seconds(
     vector: OnlineVector, now: pd.Timestamp | pd.Series
 ) -> list[dict[str, float | None]]:
-    """Per flight, the age of each feature view's value at `now` (one instant, or one per flight);
-    None where the store knows nothing. Negative: the store is ahead of that flight's time."""
+    """Per row, the age of each feature view's value at `now` (one instant, or one per row);
+    None where the store knows nothing. Negative: the store is ahead of that row's time."""
     n = len(vector.features)
     at = _epoch_seconds(now, n)
     ages = {

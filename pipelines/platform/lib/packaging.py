@@ -9,9 +9,13 @@ from pathlib import Path
 from pipelines.platform.lib.settings import PROJECT_ROOT
 from pipelines.platform.lib.tracking import CHAMPION, ModelRegistry
 
-SERVICE = "serving.service:FlightDelayService"
-BENTO_NAME = "flight_delay_service"
+SERVICE = "serving.service:PredictionService"  # one generic service, built per task
 MODEL_TAG_ENV = "FLIGHTLINE_BENTO_MODEL"
+TASK_ENV = "FLIGHTLINE_TASK"
+
+
+def bento_name(task: str) -> str:
+    return f"{task}_service"
 
 
 class PackagingError(RuntimeError):
@@ -58,48 +62,51 @@ def _listed(lister, name: str) -> list:
 
 
 @contextmanager
-def _model_tag_env(tag: str):
-    previous = os.environ.get(MODEL_TAG_ENV)
-    os.environ[MODEL_TAG_ENV] = tag
+def _service_env(**values: str):
+    """The service module reads its task and model tag at import, which the build does."""
+    previous = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(MODEL_TAG_ENV, None)
-        else:
-            os.environ[MODEL_TAG_ENV] = previous
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
-def latest_bento_for(model_tag: str):
+def latest_bento_for(task: str, model_tag: str):
     """A Bento already built around exactly this model, if any (rebuild only when it changes)."""
     import bentoml
 
     for bento in sorted(
-        _listed(bentoml.list, BENTO_NAME), key=lambda b: b.info.creation_time, reverse=True
+        _listed(bentoml.list, bento_name(task)), key=lambda b: b.info.creation_time, reverse=True
     ):
         if bento.info.labels.get("model_tag") == model_tag:
             return bento
     return None
 
 
-def build_bento(model_tag: str, labels: dict[str, str]):
+def build_bento(task: str, model_tag: str, labels: dict[str, str]):
     import bentoml
 
-    with _model_tag_env(model_tag):
+    with _service_env(**{MODEL_TAG_ENV: model_tag, TASK_ENV: task}):
         return bentoml.bentos.build(
             service=SERVICE,
-            name=BENTO_NAME,
+            name=bento_name(task),
             labels={"model_tag": model_tag, **labels},
             include=[
                 "serving/*.py",
                 "pipelines/**/*.py",
-                "feature_repo/*.py",
+                "pipelines/defs/**/*.yaml",
                 "feature_repo/*.yaml",
                 "pyproject.toml",
             ],
             # The data root (with BentoML's own store) may sit inside the project: never walk it.
             exclude=["data/", ".venv/", ".git/", "tests/", "benchmarks/", "**/__pycache__/"],
-            args={"model_tag": model_tag},  # serving.service.BuildArgs: stored in bento.yaml
+            # serving.service.BuildArgs: stored in bento.yaml
+            args={"model_tag": model_tag, "task": task},
             # The bento runs in this project's locked environment (make serve); its image gets
             # the same lock from the Dockerfile, so BentoML need not resolve packages again.
             python={"requirements_txt": None, "packages": [], "lock_packages": False},
@@ -113,6 +120,6 @@ def bento_size_bytes(bento) -> int:
 
 
 def write_latest(pointer: Path, bento, model) -> None:
-    """What `make serve` starts: the Bento the packaging asset built last."""
+    """What `make serve TASK=...` starts: the Bento the task's packaging asset built last."""
     pointer.parent.mkdir(parents=True, exist_ok=True)
     pointer.write_text(json.dumps({"bento": str(bento.tag), "model": str(model.tag)}))

@@ -16,25 +16,28 @@ def markdown_image(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
-def training_set_summary(frame: pd.DataFrame, feature_columns: list[str], day_column: str) -> bytes:
-    """Rows and delay rate per day, and the share of rows each feature is known for."""
-    daily = frame.groupby(day_column).agg(rows=("label", "size"), delay_rate=("label", "mean"))
+def training_set_summary(
+    frame: pd.DataFrame, feature_columns: list[str], day_column: str, label: str = "label"
+) -> bytes:
+    """Rows and positive rate per day, and the share of rows each feature is known for."""
+    days = frame[day_column].astype(str).str[:10]  # hourly partition keys start with their day
+    daily = frame.groupby(days).agg(rows=(label, "size"), delay_rate=(label, "mean"))
     coverage = frame[feature_columns].notna().mean().sort_values()
     fig, (left, right) = plt.subplots(
         1, 2, figsize=(11, max(3.5, 0.16 * len(coverage))), gridspec_kw={"width_ratios": [3, 2]}
     )
     x = pd.to_datetime(daily.index)
-    left.bar(x, daily["rows"], color="#c9d7e8", label="labelled flights")
-    left.set_ylabel("labelled flights per day")
+    left.bar(x, daily["rows"], color="#c9d7e8", label="labelled rows")
+    left.set_ylabel("labelled rows per day")
     rate = left.twinx()
     rate.plot(
         x,
         daily["delay_rate"],
         color="#c0392b",
         marker="." if len(daily) < 60 else None,
-        label="delayed > 15 min",
+        label="positive label",
     )
-    rate.set_ylabel("delay rate")
+    rate.set_ylabel("positive rate")
     rate.set_ylim(0, max(0.6, float(daily["delay_rate"].max()) * 1.1))
     left.set_title("training rows and label rate by day")
     left.tick_params(axis="x", rotation=30)

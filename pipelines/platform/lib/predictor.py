@@ -1,4 +1,4 @@
-"""What the service does per request, without the HTTP layer: online features for the flights,
+"""What the service does per request, without the HTTP layer: online features for the requests,
 the pinned model's probabilities, the feature ages, and a record for the prediction log."""
 
 import time
@@ -11,8 +11,7 @@ from feast import FeatureStore
 
 from pipelines.platform.lib.online import feature_age_seconds, online_vector
 from pipelines.platform.lib.prediction_log import PredictionLogWriter
-from pipelines.platform.lib.task import TaskSpec
-from pipelines.tasks.flight_delay.flights import PredictionTiming
+from pipelines.platform.lib.task import TaskDomain, TaskSpec
 
 
 class FeatureStoreUnavailable(RuntimeError):
@@ -34,14 +33,25 @@ class Predictor:
     def __init__(
         self,
         spec: TaskSpec,
+        domain: TaskDomain,
         store: FeatureStore | None,
         model,
         info: ModelInfo,
         log: PredictionLogWriter | None = None,
         clock=None,
         probe: Callable[[], None] | None = None,
+        score_field: str = "probability",
+        flags: dict[str, str] | None = None,
+        partition_of: Callable[[pd.Series], list[str]] | None = None,
     ):
         self.spec = spec
+        self.domain = domain
+        self.score_field = score_field  # the name of the probability in each answer
+        self.flags = flags or {}  # answer field -> feature view: true when the store knew nothing
+        # The prediction log's partition of each answer (the task's partitions, by timestamp).
+        self.partition_of = partition_of or (
+            lambda ts: ts.dt.tz_convert("UTC").dt.strftime("%Y-%m-%d").tolist()
+        )
         # Pings the online store's server (Redis): readiness asks it, and a failed lookup asks
         # it for a clearer reason ("online store unreachable: redis://...").
         self.probe = probe
@@ -49,7 +59,7 @@ class Predictor:
         self.model = model
         self.info = info
         self.log = log
-        # The replayed clock: feature ages are measured against the flight's prediction time
+        # The replayed clock: feature ages are measured against the request's prediction time
         # unless a clock is given (a live deployment passes wall-clock time).
         self.clock = clock
 
@@ -76,19 +86,9 @@ class Predictor:
     def warm_up(self, rounds: int = 20) -> None:
         """The first lookups of a process cost several ms each (connections, caches): pay them
         at start-up, not on the first requests."""
-        probe = pd.DataFrame(
-            [
-                {
-                    "carrier": "UA",
-                    "flight": 1,
-                    "tailnum": None,
-                    "origin": "EWR",
-                    "dest": "IAH",
-                    "sched_dep_ts": pd.Timestamp("2013-01-01T12:00", tz="UTC"),
-                    "distance": 1400.0,
-                }
-            ]
-        )
+        if not self.domain.warm_up_request:
+            return
+        probe = pd.DataFrame([self.domain.warm_up_request])
         log, self.log = self.log, None  # probes are not predictions
         try:
             for _ in range(rounds):
@@ -96,36 +96,38 @@ class Predictor:
         finally:
             self.log = log
 
-    def predict(self, flights: pd.DataFrame) -> list[dict]:
+    def predict(self, requests: pd.DataFrame) -> list[dict]:
         started = time.perf_counter()
         if self.model is None:
             raise ModelUnavailable(f"model {self.info.bento_model_tag} is not loaded")
         if self.store is None:
             raise FeatureStoreUnavailable("no feature store configured")
+        rows = self.domain.request_frame(requests)
         try:
-            vector = online_vector(self.store, flights, self.spec)
+            vector = online_vector(self.store, rows, self.spec, self.domain)
         except Exception as exc:
             self._raise_if_unreachable()
             raise FeatureStoreUnavailable(
                 f"online feature lookup failed: {type(exc).__name__}: {exc}"
             ) from exc
         probabilities = np.asarray(self.model.predict(vector.features), dtype="float64")
-        sched = pd.to_datetime(flights["sched_dep_ts"], utc=True).reset_index(drop=True)
-        # Ages at the moment of prediction (`lead` before departure on the replayed clock).
-        now = self.clock() if self.clock else PredictionTiming().prediction_time(sched)
+        when = pd.to_datetime(rows[self.spec.timestamp_column], utc=True).reset_index(drop=True)
+        # Ages at the moment of prediction (the task's rule on the replayed clock).
+        now = self.clock() if self.clock else self.spec.prediction_time(when)
         ages = feature_age_seconds(vector, now)
+        flags = {name: vector.missing(view) for name, view in self.flags.items()}
         results = [
             {
-                "delay_probability": float(p),
+                self.score_field: float(p),
                 "model_name": self.info.name,
                 "model_version": self.info.version,
                 "feature_age_seconds": age,
-                "unknown_tailnum": bool(unknown),
+                **{name: bool(values[i]) for name, values in flags.items()},
             }
-            for p, age, unknown in zip(probabilities, ages, vector.unknown_tailnum, strict=True)
+            for i, (p, age) in enumerate(zip(probabilities, ages, strict=True))
         ]
         if self.log is not None:
-            self._log(flights, sched, vector, results, (time.perf_counter() - started) * 1000)
+            self._log(requests, when, vector, results, (time.perf_counter() - started) * 1000)
         return results
 
     def _raise_if_unreachable(self) -> None:
@@ -136,11 +138,11 @@ class Predictor:
         except Exception as exc:
             raise FeatureStoreUnavailable(str(exc)) from exc
 
-    def _log(self, flights, sched, vector, results, latency_ms: float) -> None:
+    def _log(self, requests, when, vector, results, latency_ms: float) -> None:
         """Plain-Python records from whole-batch conversions (a per-row pandas loop cost more
         than the prediction); serializing and writing happen on the log's own thread."""
-        days = sched.dt.tz_convert("America/New_York").dt.strftime("%Y-%m-%d").tolist()
-        requests = flights.reset_index(drop=True).to_dict(orient="records")
+        days = self.partition_of(when)
+        requests = requests.reset_index(drop=True).to_dict(orient="records")
         names = list(vector.features.columns)
         rows = vector.features.to_numpy(dtype=object)  # NaN stays NaN: json writes and reads it
         logged_at = time.time()

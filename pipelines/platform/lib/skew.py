@@ -1,44 +1,34 @@
-"""Training/serving skew: the feature vector the online path builds for a flight against the one
-historical retrieval (what training used) builds for the same flight at the same time."""
+"""Training/serving skew: the feature vector the online path builds for a request against the one
+historical retrieval (what training used) builds for the same request at the same time."""
 
 import pandas as pd
 from feast import FeatureStore
 
 from pipelines.platform.lib.feature_store import historical_features
 from pipelines.platform.lib.modeling.dataset import feature_frame
-from pipelines.platform.lib.online import compare_vectors, entity_keys, flights_frame, online_vector
-from pipelines.platform.lib.task import TaskSpec
-from pipelines.tasks.flight_delay.features import EVENT_TIMESTAMP, request_features
-from pipelines.tasks.flight_delay.flights import PredictionTiming
+from pipelines.platform.lib.online import compare_vectors, online_vector
+from pipelines.platform.lib.task import TaskDomain, TaskSpec
+
+EVENT_TIMESTAMP = "event_timestamp"
 
 
 def feature_skew(
     store: FeatureStore,
     spec: TaskSpec,
-    flights: pd.DataFrame,
+    domain: TaskDomain,
+    examples: pd.DataFrame,
     as_of: pd.Timestamp,
-    request_features_fn=request_features,
 ) -> tuple[dict[str, int], int]:
-    """Flights are asked about as if scheduled `lead` after `as_of` (the online store's clock):
-    the features each path builds must agree. Returns differing features (rows) and rows compared."""
-    timing = PredictionTiming()
-    flights = flights_frame(flights).assign(
-        sched_dep_ts=as_of + pd.Timedelta(minutes=timing.lead_minutes)
+    """Examples are asked about as if predicted at `as_of` (the online store's clock): the
+    features each path builds must agree. Returns differing features (rows) and rows compared."""
+    rows = domain.request_frame(examples)
+    rows[spec.timestamp_column] = pd.Timestamp(as_of) + pd.Timedelta(minutes=spec.lead_minutes)
+    online = online_vector(store, rows, spec, domain, as_of=as_of)
+    entities = domain.entity_keys(rows).reset_index(drop=True)
+    entities[EVENT_TIMESTAMP] = pd.Series(
+        [pd.Timestamp(as_of).tz_convert("UTC")] * len(entities), dtype="datetime64[us, UTC]"
     )
-    online = online_vector(
-        store, flights, spec, request_features_fn=request_features_fn, as_of=as_of
-    )
-    entities = pd.DataFrame(entity_keys(flights)).assign(
-        flight_id=[f"skew-{i}" for i in range(len(flights))],
-        **{EVENT_TIMESTAMP: pd.Timestamp(as_of).tz_convert("UTC")},
-    )
-    entities[EVENT_TIMESTAMP] = entities[EVENT_TIMESTAMP].astype("datetime64[us, UTC]")
     joined = historical_features(store, entities, spec.feature_service)
-    offline = pd.concat(
-        [
-            joined,
-            request_features(flights).drop(columns=["carrier", "origin"]).reset_index(drop=True),
-        ],
-        axis=1,
-    )
-    return compare_vectors(online.features, feature_frame(offline, spec)), len(flights)
+    offline = pd.concat([joined, domain.request_features(rows).reset_index(drop=True)], axis=1)
+    offline = offline.loc[:, ~offline.columns.duplicated(keep="last")]
+    return compare_vectors(online.features, feature_frame(offline, spec)), len(rows)

@@ -1,9 +1,11 @@
 """The typed task spec: everything the generic half of the graph (training set onward) needs to
 know about a prediction task. A new task is a new spec, not a copy of the model code."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-MODEL_FAMILIES = ("lightgbm", "torch")
+MODEL_FAMILIES = ("lightgbm", "torch")  # the default; the registry: lib/modeling/families.py
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,14 @@ class TaskSpec:
     families: tuple[str, ...] = MODEL_FAMILIES
     split: TimeSplit = field(default_factory=TimeSplit)
     gate: GateThresholds = field(default_factory=GateThresholds)
-    asset_prefix: tuple[str, ...] = ()  # e.g. ("toy",) keeps a second task's assets apart
+    asset_prefix: tuple[str, ...] = ()  # the task's asset-key prefix: tasks never share keys
+    # The prediction is made this long before the timestamp (0: at the timestamp itself).
+    lead_minutes: int = 0
 
     def __post_init__(self) -> None:
-        unknown = set(self.families) - set(MODEL_FAMILIES)
+        from pipelines.platform.lib.modeling.families import FAMILIES
+
+        unknown = set(self.families) - set(FAMILIES)
         if unknown:
             raise ValueError(f"task {self.name}: unknown model families {sorted(unknown)}")
         overlap = set(self.categorical_features) & set(self.numeric_features)
@@ -67,3 +73,29 @@ class TaskSpec:
     @property
     def registered_model(self) -> str:
         return self.name
+
+    def prediction_time(self, timestamps, lead_minutes: int | None = None):
+        """When each example is predicted: nothing known later may reach it."""
+        import pandas as pd
+
+        lead = self.lead_minutes if lead_minutes is None else lead_minutes
+        return pd.to_datetime(timestamps, utc=True) - pd.Timedelta(minutes=lead)
+
+
+@dataclass(frozen=True)
+class TaskDomain:
+    """The task's own code, which the platform calls but cannot know: how a request (or a
+    training example) becomes the keys Feast joins on and the features computed from the request
+    itself. Training and serving call the same functions, so they cannot drift apart.
+
+    Every function takes and returns pandas frames; `request_frame` normalizes rows first (text
+    keys, the prediction timestamp as UTC) and the others read what it returns.
+    """
+
+    request_frame: Callable[[Any], Any]  # raw rows -> normalized rows (one per prediction)
+    entity_keys: Callable[[Any], Any]  # normalized rows -> Feast join-key columns
+    request_features: Callable[[Any], Any]  # normalized rows -> features from the request itself
+    # lake table name -> path glob of that table: the task's Feast objects by name
+    feature_definitions: Callable[[Callable[[str], str]], dict]
+    read_reference: Callable[[str], Any] | None = None  # reference tables shipped with the source
+    warm_up_request: dict = field(default_factory=dict)  # one valid request (service warm-up)

@@ -128,7 +128,9 @@ def code_version() -> str:
 def pip_requirements(family: str) -> list[str]:
     # Explicit: MLflow's inference would record a torch build this machine cannot install.
     packages = ["mlflow", "pandas", "numpy", "scikit-learn", "pyarrow"]
-    packages.append("lightgbm" if family == "lightgbm" else "torch")
+    from pipelines.platform.lib.modeling.families import family as lookup
+
+    packages.append(lookup(family).package)
     return [f"{p}=={installed_version(p)}" for p in packages]
 
 

@@ -5,16 +5,17 @@ Every view's timestamp is the moment its values became known; the leakage test c
 post-departure column (dep_delay, arr_delay, ...) of the *flight being predicted* is a feature.
 """
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Float64, Int64, String
 
-from pipelines.platform.lib.lake import Lake
-from pipelines.platform.lib.settings import DataPaths
 from pipelines.tasks.flight_delay.features import WEATHER_COLUMNS
 
 TIMESTAMP = "event_timestamp"
+TASK = "flight_delay"
+TablePath = Callable[[str], str]  # lake table name -> a path pattern DuckDB reads
 
 origin_airport = Entity(
     name="origin_airport",
@@ -48,8 +49,8 @@ departure_hour = Entity(
 ENTITIES = [origin_airport, plane, carrier, route, departure_hour]
 
 
-def _source(lake: Lake, table: str) -> FileSource:
-    return FileSource(name=table, path=lake.glob(table), timestamp_field=TIMESTAMP)
+def _source(table_path: TablePath, table: str) -> FileSource:
+    return FileSource(name=table, path=table_path(table), timestamp_field=TIMESTAMP)
 
 
 # Operational features must be fresh at request time: departures and landings are pushed into
@@ -61,8 +62,8 @@ PUSH_SOURCES = {
 }
 
 
-def _push_source(lake: Lake, table: str) -> PushSource:
-    return PushSource(name=PUSH_SOURCES[table], batch_source=_source(lake, table))
+def _push_source(table_path: TablePath, table: str) -> PushSource:
+    return PushSource(name=PUSH_SOURCES[table], batch_source=_source(table_path, table))
 
 
 def _floats(*names: str) -> list[Field]:
@@ -80,27 +81,26 @@ def _trailing_stats(prefix: str) -> list[Field]:
     return fields
 
 
-def _delay_stats_view(lake: Lake, entity: Entity) -> FeatureView:
+def _delay_stats_view(table_path: TablePath, entity: Entity) -> FeatureView:
     prefix = entity.join_key
     return FeatureView(
         name=f"{prefix}_delay_stats",
         entities=[entity],
         ttl=timedelta(days=2),
         schema=_trailing_stats(prefix),
-        source=_source(lake, f"{prefix}_delay_stats"),
+        source=_source(table_path, f"{prefix}_delay_stats"),
         description=f"Trailing delay statistics of the {prefix}, from labels known by local midnight",
     )
 
 
-def feature_definitions(lake_root: str) -> dict:
-    """Every Feast object of the task, with sources in the lake at `lake_root`, by name."""
-    lake = Lake(lake_root)
+def feature_definitions(table_path: TablePath) -> dict:
+    """Every Feast object of the task by name; `table_path` says where each lake table lies."""
     weather_hourly = FeatureView(
         name="weather_hourly",
         entities=[origin_airport],
         ttl=timedelta(hours=3),
         schema=_floats(*(f"weather_{c}" for c in WEATHER_COLUMNS)),
-        source=_source(lake, "weather_features"),
+        source=_source(table_path, "weather_features"),
         description="Hourly METAR observations at the origin, stamped at observation time",
     )
 
@@ -113,7 +113,7 @@ def feature_definitions(lake_root: str) -> dict:
             Field(name="plane_manufacturer", dtype=String),
             Field(name="plane_engine_type", dtype=String),
         ],
-        source=_source(lake, "plane_features"),
+        source=_source(table_path, "plane_features"),
         description="FAA registry attributes of the aircraft",
     )
 
@@ -125,7 +125,7 @@ def feature_definitions(lake_root: str) -> dict:
             Field(name="origin_hour_scheduled", dtype=Int64),
             Field(name="origin_day_scheduled", dtype=Int64),
         ],
-        source=_source(lake, "scheduled_traffic"),
+        source=_source(table_path, "scheduled_traffic"),
         description="Scheduled departures at the origin in the flight's hour and day; published the day before",
     )
 
@@ -136,7 +136,7 @@ def feature_definitions(lake_root: str) -> dict:
         schema=_floats(
             "origin_dep_delay_mean_2h", "origin_dep_delayed_share_2h", "origin_departures_2h"
         ),
-        source=_push_source(lake, "origin_recent_departures"),
+        source=_push_source(table_path, "origin_recent_departures"),
         description="Departure delays at the origin over the 2 hours before; stamped when each departure happened",
     )
 
@@ -145,12 +145,12 @@ def feature_definitions(lake_root: str) -> dict:
         entities=[plane],
         ttl=timedelta(hours=24),
         schema=_floats("tail_prev_arr_delay", "tail_prev_dep_delay"),
-        source=_push_source(lake, "aircraft_last_arrival"),
+        source=_push_source(table_path, "aircraft_last_arrival"),
         description="The aircraft's previous leg; stamped when it landed",
     )
 
     carrier_delay_stats, route_delay_stats, origin_delay_stats = (
-        _delay_stats_view(lake, entity) for entity in (carrier, route, origin_airport)
+        _delay_stats_view(table_path, entity) for entity in (carrier, route, origin_airport)
     )
 
     flight_delay_v1 = FeatureService(
@@ -180,7 +180,4 @@ def feature_definitions(lake_root: str) -> dict:
     }
 
 
-# Module-level objects for the Feast CLI, which scans this file; the platform calls
-# feature_definitions() with its configured lake root instead.
-globals().update(feature_definitions(DataPaths.from_env().lake))
 FEATURE_SERVICE = "flight_delay_v1"

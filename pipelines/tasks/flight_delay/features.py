@@ -273,3 +273,16 @@ def _empty(columns: list[str]) -> pd.DataFrame:
     if EVENT_TIMESTAMP in frame:
         frame[EVENT_TIMESTAMP] = frame[EVENT_TIMESTAMP].astype("datetime64[us, UTC]")
     return frame
+
+
+# The three trailing-statistics tables, each over the flight timeline's trailing window.
+def carrier_delay_stats(timeline: pd.DataFrame, partition_keys: list[str]) -> pd.DataFrame:
+    return trailing_delay_stats(timeline, partition_keys, "carrier", "carrier")
+
+
+def route_delay_stats(timeline: pd.DataFrame, partition_keys: list[str]) -> pd.DataFrame:
+    return trailing_delay_stats(timeline, partition_keys, "route", "route")
+
+
+def origin_delay_stats(timeline: pd.DataFrame, partition_keys: list[str]) -> pd.DataFrame:
+    return trailing_delay_stats(timeline, partition_keys, "origin", "origin")

@@ -18,7 +18,7 @@ REQUEST_NUMERIC = (
 
 def feature_service_features(name: str = FEATURE_SERVICE) -> tuple[str, ...]:
     """The features the versioned FeatureService serves, in its order (declarations only: no store)."""
-    service = feature_definitions("/nonexistent-lake")[name]
+    service = feature_definitions(lambda table: f"/nonexistent-lake/{table}")[name]
     return tuple(f.name for p in service.feature_view_projections for f in p.features)
 
 

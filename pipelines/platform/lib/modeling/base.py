@@ -25,13 +25,7 @@ class TrainResult:
 
 
 def load_classifier(family: str, directory: Path) -> BinaryClassifier:
-    # Imported here so that serving a LightGBM model never imports torch, and the reverse.
-    if family == "lightgbm":
-        from pipelines.platform.lib.modeling.lgbm import LgbmClassifier
+    # Each family imports its library on load: serving a LightGBM model never imports torch.
+    from pipelines.platform.lib.modeling.families import family as lookup
 
-        return LgbmClassifier.load(directory)
-    if family == "torch":
-        from pipelines.platform.lib.modeling.mlp import MlpClassifier
-
-        return MlpClassifier.load(directory)
-    raise ValueError(f"unknown model family {family!r}")
+    return lookup(family).load(directory)

@@ -1,0 +1,302 @@
+"""The task definition: the typed attributes of a task's `defs.yaml`, and the resolved `Task` the
+stage factories build from. Data lives in the YAML; Python (source readers, feature functions,
+Feast declarations, contracts) is referenced from it as `module:attribute`."""
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Literal
+
+import dagster as dg
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from pipelines.platform.lib.task import (
+    MODEL_FAMILIES,
+    GateThresholds,
+    TaskDomain,
+    TaskSpec,
+    TimeSplit,
+)
+from pipelines.platform.lib.validation import TableContract
+
+
+class DefinitionError(ValueError):
+    """A task definition that cannot be built; the message names the task and the field."""
+
+
+def load_reference(ref: str, what: str) -> Any:
+    """`package.module:attribute` -> the object, with an error naming the field."""
+    module_name, _, attribute = ref.partition(":")
+    if not module_name or not attribute:
+        raise DefinitionError(f"{what}: {ref!r} is not a 'module:attribute' reference")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise DefinitionError(f"{what}: cannot import {module_name!r}: {exc}") from exc
+    try:
+        return getattr(module, attribute)
+    except AttributeError as exc:
+        raise DefinitionError(f"{what}: {module_name} has no attribute {attribute!r}") from exc
+
+
+class Strict(dg.Model, dg.Resolvable):
+    # A misspelt field is an error at load time, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid")
+
+
+class PartitionsModel(Strict):
+    grain: Literal["daily", "hourly"] = "daily"
+    start: str = Field(description="First partition (YYYY-MM-DD or YYYY-MM-DD-HH:MM)")
+    end: str | None = Field(default=None, description="Exclusive end; open-ended if unset")
+    timezone: str = "UTC"
+
+
+class LandingTableModel(Strict):
+    name: str
+    contract: str = Field(description="module:attribute of the table's TableContract")
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TableInput:
+    table: str
+    window: int = 0  # also read this many partitions before the run's own (trailing windows)
+
+
+class FeatureTableModel(Strict):
+    name: str
+    function: str = Field(description="module:function computing the table from its inputs")
+    inputs: list[str] = Field(description="Tables passed to the function, in order")
+    # Inputs read with a trailing window: table -> how many partitions before the run's own.
+    windows: dict[str, int] = {}
+    description: str = ""
+    entity: str | None = Field(default=None, description="Entity column, for its metadata")
+    feast_source: bool = Field(default=True, description="Read by a Feast feature view")
+
+    def table_inputs(self) -> list[TableInput]:
+        return [TableInput(t, self.windows.get(t, 0)) for t in self.inputs]
+
+
+class ExamplesModel(Strict):
+    table: str = Field(description="The feature table with one row per example (and its label)")
+    id_column: str
+    timestamp: str = Field(description="The example's time; the prediction is lead_minutes before")
+    label: str
+    lead_minutes: int = Field(default=0, ge=0)
+
+
+class FeaturesModel(Strict):
+    feature_service: str
+    categorical: list[str]
+    # Numeric features computed from the request itself (the rest come from the FeatureService).
+    request_numeric: list[str] = []
+
+
+class ServingModel(Strict):
+    request_model: str = Field(description="module:attribute of the pydantic model of a request")
+    request_name: str = Field(description="The request's field name in the /predict body")
+    score_field: str = "probability"
+    score_description: str = "P(label = 1)"
+    # Answer fields that say a view knew nothing of the request's entity: field -> feature view.
+    flags: dict[str, str] = {}
+    max_batch: int = Field(default=1000, ge=1)
+
+
+class AutomationModel(Strict):
+    retrain_cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+
+
+class ModelFamiliesModel(Strict):
+    families: list[str] = list(MODEL_FAMILIES)
+    # Default hyper-parameters per family (the Launchpad can still change them per run).
+    params: dict[str, dict[str, int | float | str | list[int]]] = {}
+
+    @field_validator("families")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        from pipelines.platform.lib.modeling.families import FAMILIES
+
+        unknown = sorted(set(value) - set(MODEL_FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown model families {unknown}; known: {sorted(FAMILIES)}")
+        return value
+
+
+class TaskDefinition(Strict):
+    """Everything the platform needs to build a prediction task's whole life."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    domain: str = Field(description="module:attribute of the task's TaskDomain")
+    partitions: PartitionsModel
+    landing_tables: list[LandingTableModel]
+    reference_tables: list[str] = []
+    feature_tables: list[FeatureTableModel]
+    examples: ExamplesModel
+    features: FeaturesModel
+    slices: list[str] = []
+    baseline_keys: list[str] = []
+    models: ModelFamiliesModel = ModelFamiliesModel()
+    split: dict[str, int] = {}
+    gate: dict[str, int | float] = {}
+    serving: ServingModel
+    automation: AutomationModel = AutomationModel()
+
+    @model_validator(mode="after")
+    def _tables_exist(self) -> "TaskDefinition":
+        known = {f"raw_{t.name}" for t in self.landing_tables} | set(self.reference_tables)
+        for table in self.feature_tables:
+            stray = set(table.windows) - set(table.inputs)
+            if stray:
+                raise ValueError(
+                    f"feature_tables.{table.name}.windows: not inputs: {sorted(stray)}"
+                )
+            for source in table.table_inputs():
+                if source.table not in known:
+                    raise ValueError(
+                        f"feature_tables.{table.name}.inputs: unknown table {source.table!r} "
+                        f"(known so far: {sorted(known)})"
+                    )
+            known.add(table.name)
+        if self.examples.table not in known:
+            raise ValueError(f"examples.table: unknown table {self.examples.table!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class Task:
+    """A resolved definition: names, keys and partitions every stage factory shares."""
+
+    definition: TaskDefinition
+    spec: TaskSpec
+    domain: TaskDomain
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def prefix(self) -> list[str]:
+        return list(self.spec.asset_prefix)
+
+    def key(self, name: str) -> dg.AssetKey:
+        return dg.AssetKey([*self.prefix, name])
+
+    def table(self, name: str) -> str:
+        """The asset's table in the lake (the IO manager's path for its key)."""
+        return "/".join(self.key(name).path)
+
+    def group(self, stage: str) -> str:
+        return f"{self.name}_{stage}"
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {"flightline/task": self.name}
+
+    @cached_property
+    def partitions_def(self) -> dg.TimeWindowPartitionsDefinition:
+        p = self.definition.partitions
+        cls = dg.DailyPartitionsDefinition if p.grain == "daily" else dg.HourlyPartitionsDefinition
+        return cls(start_date=p.start, end_date=p.end, timezone=p.timezone)
+
+    def next_partition(self, key: str) -> str | None:
+        return self.partitions_def.get_next_partition_key(key)
+
+    def partition_end(self, key: str):
+        """The instant a partition ends (UTC): its data is complete up to here."""
+        return self.partitions_def.time_window_for_partition_key(key).end
+
+    def partition_of(self, timestamps) -> list[str]:
+        """The partition key of each (UTC) instant, in the task's time zone and grain."""
+        p = self.definition.partitions
+        local = timestamps.dt.tz_convert(p.timezone)
+        fmt = "%Y-%m-%d" if p.grain == "daily" else "%Y-%m-%d-%H:00"
+        return local.dt.strftime(fmt).tolist()
+
+    @cached_property
+    def contracts(self) -> dict[str, TableContract]:
+        out = {}
+        for table in self.definition.landing_tables:
+            contract = load_reference(
+                table.contract, f"task {self.name}: landing_tables.{table.name}.contract"
+            )
+            if not isinstance(contract, TableContract):
+                raise DefinitionError(
+                    f"task {self.name}: landing_tables.{table.name}.contract is not a TableContract"
+                )
+            out[table.name] = contract
+        return out
+
+    def function(self, table: FeatureTableModel) -> Callable:
+        fn = load_reference(
+            table.function, f"task {self.name}: feature_tables.{table.name}.function"
+        )
+        if not callable(fn):
+            raise DefinitionError(
+                f"task {self.name}: feature_tables.{table.name}.function is not callable"
+            )
+        return fn
+
+    def feast_objects(self, lake_root: str) -> dict:
+        from pipelines.platform.lib.lake import Lake
+
+        lake = Lake(lake_root)
+        return self.domain.feature_definitions(lambda table: lake.glob(self.table(table)))
+
+    def feature_view_names(self) -> list[str]:
+        from feast import FeatureView
+
+        return [
+            name
+            for name, obj in self.feast_objects("/nonexistent").items()
+            if isinstance(obj, FeatureView)
+        ]
+
+
+def accepts(fn: Callable, parameter: str) -> bool:
+    return parameter in inspect.signature(fn).parameters
+
+
+def resolve(definition: TaskDefinition) -> Task:
+    """Import what the definition references and build the model half's TaskSpec."""
+    domain = load_reference(definition.domain, f"task {definition.name}: domain")
+    if not isinstance(domain, TaskDomain):
+        raise DefinitionError(f"task {definition.name}: domain must be a TaskDomain")
+    served = _service_features(domain, definition.features.feature_service, definition.name)
+    categorical = tuple(definition.features.categorical)
+    try:
+        spec = TaskSpec(
+            name=definition.name,
+            training_asset=(definition.name, "training_set"),
+            feature_service=definition.features.feature_service,
+            entity_keys=(definition.examples.id_column,),
+            timestamp_column=definition.examples.timestamp,
+            label_column=definition.examples.label,
+            categorical_features=categorical,
+            numeric_features=tuple(c for c in served if c not in categorical)
+            + tuple(definition.features.request_numeric),
+            slice_columns=tuple(definition.slices),
+            baseline_keys=tuple(definition.baseline_keys),
+            families=tuple(definition.models.families),
+            split=TimeSplit(**definition.split),
+            gate=GateThresholds(**definition.gate),
+            asset_prefix=(definition.name,),
+            lead_minutes=definition.examples.lead_minutes,
+        )
+    except (TypeError, ValueError) as exc:
+        raise DefinitionError(f"task {definition.name}: {exc}") from exc
+    return Task(definition, spec, domain)
+
+
+def _service_features(domain: TaskDomain, service: str, task: str) -> tuple[str, ...]:
+    """The features the versioned FeatureService serves, in its order (declarations only)."""
+    objects = domain.feature_definitions(lambda table: f"/nonexistent/{table}")
+    if service not in objects:
+        raise DefinitionError(
+            f"task {task}: features.feature_service: {service!r} is not declared "
+            f"(declared: {sorted(objects)})"
+        )
+    return tuple(f.name for p in objects[service].feature_view_projections for f in p.features)

@@ -1,0 +1,146 @@
+"""Packaging and serving of a task: its champion as a Bento (the generic service built for the
+task), the training/serving skew check, and the log of what the service answered."""
+
+import dagster as dg
+import pandas as pd
+
+from pipelines.platform.components.definition import Task
+from pipelines.platform.lib.lake import PARTITION_COLUMN
+from pipelines.platform.lib.packaging import (
+    bento_size_bytes,
+    build_bento,
+    import_champion,
+    latest_bento_for,
+    write_latest,
+)
+from pipelines.platform.lib.prediction_log import read_day
+from pipelines.platform.lib.settings import DataPaths
+from pipelines.platform.lib.skew import feature_skew
+from pipelines.platform.partitions import partition_keys, single_run_backfill
+from pipelines.platform.resources import BentoResource, FeastResource, LakeResource, MlflowResource
+
+SKEW_SAMPLE = 200
+
+
+def prediction_log_root(task: Task):
+    """Each task's service logs under a folder of its own."""
+    return DataPaths.from_env().prediction_log / task.name
+
+
+def serving_defs(task: Task) -> dg.Definitions:
+    spec = task.spec
+    examples = task.definition.examples.table
+
+    @dg.asset(
+        key=task.key("bento"),
+        deps=[task.key("champion")],
+        group_name=task.group("serving"),
+        kinds={"bentoml"},
+        code_version="1",
+        tags=task.tags,
+        description=f"The {task.name} champion imported into BentoML's store and built into a "
+        "Bento with its exact model tag pinned; an unchanged champion reuses its Bento",
+    )
+    def bento(
+        context: dg.AssetExecutionContext, mlflow: MlflowResource, bento: BentoResource
+    ) -> dict:
+        bento.check_home()
+        registry = mlflow.registry()
+        registry.check_reachable()
+        model, imported = import_champion(registry, spec.registered_model)
+        existing = latest_bento_for(task.name, str(model.tag))
+        built = existing or build_bento(
+            task.name,
+            str(model.tag),
+            {"task": task.name, "mlflow_version": model.info.labels["mlflow_version"]},
+        )
+        write_latest(bento.latest_pointer(task.name), built, model)
+        version = model.info.labels["mlflow_version"]
+        context.add_output_metadata(
+            {
+                "bento_tag": str(built.tag),
+                "bento_model_tag": str(model.tag),
+                "mlflow_model_version": f"{spec.registered_model} v{version}",
+                "mlflow_model": dg.MetadataValue.url(
+                    mlflow.model_version_url(spec.registered_model, version)
+                ),
+                "model_family": model.info.labels.get("model_family", "?"),
+                "bento_size_bytes": bento_size_bytes(built),
+                "rebuilt": existing is None,
+                "model_imported": imported,
+                "serve": f"make serve TASK={task.name}",
+            }
+        )
+        return {"bento": str(built.tag), "model": str(model.tag), "mlflow_version": version}
+
+    @dg.asset_check(
+        asset=bento,
+        name="bento_feature_skew",
+        blocking=True,
+        description="For recent examples, the online path's feature vector equals historical "
+        "retrieval's",
+    )
+    def bento_feature_skew(lake: LakeResource, feast: FeastResource) -> dg.AssetCheckResult:
+        keys = lake.lake.partitions(task.table(examples))
+        if not keys:
+            return dg.AssetCheckResult(
+                passed=False, description=f"no {examples} partition to sample"
+            )
+        rows = lake.lake.read(task.table(examples), keys[-1])
+        rows = rows.sample(min(SKEW_SAMPLE, len(rows)), random_state=0)
+        as_of = pd.Timestamp(task.partition_end(keys[-1]))  # the online store's clock
+        differing, compared = feature_skew(feast.store(), spec, task.domain, rows, as_of)
+        return dg.AssetCheckResult(
+            passed=not differing,
+            description=(
+                f"{compared} examples as of {as_of}: online and offline vectors agree"
+                if not differing
+                else f"features differ between online and offline: {sorted(differing)}"
+            ),
+            metadata={
+                "examples_compared": compared,
+                "differing_features": dg.MetadataValue.json(differing),
+            },
+        )
+
+    score = task.definition.serving.score_field
+
+    @dg.asset(
+        key=task.key("prediction_log"),
+        partitions_def=task.partitions_def,
+        backfill_policy=single_run_backfill,
+        group_name=task.group("serving"),
+        kinds={"pandas"},
+        code_version="1",
+        tags=task.tags,
+        description="Every prediction the service answered for that partition: request, "
+        "features used, model version, latency. Monitoring reads it.",
+    )
+    def prediction_log(context: dg.AssetExecutionContext) -> pd.DataFrame:
+        root = prediction_log_root(task)
+        frames, torn = [], 0
+        for key in partition_keys(context):
+            frame, skipped = read_day(root, key)
+            torn += skipped
+            frames.append(frame.assign(**{PARTITION_COLUMN: key}) if len(frame) else frame)
+        table = (
+            pd.concat([f for f in frames if len(f)], ignore_index=True)
+            if any(len(f) for f in frames)
+            else pd.DataFrame({PARTITION_COLUMN: pd.Series(dtype=object)})
+        )
+        meta = {"torn_lines_skipped": torn, "predictions": len(table)}
+        if len(table):
+            meta |= {
+                "model_versions": dg.MetadataValue.json(
+                    table["model_version"].value_counts().to_dict()
+                ),
+                "latency_ms_p50": float(table["latency_ms"].median()),
+                "latency_ms_p99": float(table["latency_ms"].quantile(0.99)),
+                f"mean_{score}": float(table[score].mean()),
+            }
+            for flag in task.definition.serving.flags:
+                meta[f"{flag}_share"] = float(table[flag].mean())
+        context.add_output_metadata(meta)
+        return table
+
+    return dg.Definitions(assets=[bento, prediction_log], asset_checks=[bento_feature_skew])

@@ -1,0 +1,99 @@
+"""The training set of a task: its labelled examples joined point-in-time to their features
+through the versioned FeatureService, plus the features computed from the example itself (the
+same task code serving runs on a request)."""
+
+import dagster as dg
+import pandas as pd
+
+from pipelines.platform.components.definition import Task
+from pipelines.platform.lib.feature_store import historical_features
+from pipelines.platform.lib.lake import PARTITION_COLUMN
+from pipelines.platform.lib.plots import markdown_image, training_set_summary
+from pipelines.platform.partitions import single_run_backfill
+from pipelines.platform.resources import FeastResource
+
+EVENT_TIMESTAMP = "event_timestamp"
+
+
+def build_training_rows(
+    task: Task, examples: pd.DataFrame, store, lead_minutes: int, feature_service: str
+) -> tuple[pd.DataFrame, list[str]]:
+    """Labelled examples -> training rows (features known at each prediction time, label,
+    timestamp, partition); also returns the columns that came from the feature store."""
+    spec, domain, ex = task.spec, task.domain, task.definition.examples
+    labelled = examples.loc[examples[ex.label].notna()].reset_index(drop=True)
+    rows = domain.request_frame(labelled)
+    entities = domain.entity_keys(rows)
+    entities[ex.id_column] = labelled[ex.id_column].to_numpy()
+    entities[EVENT_TIMESTAMP] = spec.prediction_time(rows[ex.timestamp], lead_minutes).astype(
+        "datetime64[us, UTC]"
+    )
+    joined = historical_features(store, entities, feature_service)
+    request = domain.request_features(rows).reset_index(drop=True)
+    table = pd.concat(
+        [joined, request, labelled[[ex.timestamp, ex.label, PARTITION_COLUMN]]], axis=1
+    )
+    table = table.loc[:, ~table.columns.duplicated(keep="first")]
+    table[ex.label] = table[ex.label].astype("int64")
+    stored = [c for c in joined.columns if c not in entities.columns]
+    return table, stored
+
+
+def training_defs(task: Task) -> dg.Definitions:
+    ex = task.definition.examples
+    service = task.definition.features.feature_service
+
+    class TrainingSetConfig(dg.Config):
+        """How training rows are cut; editable in the Launchpad."""
+
+        lead_minutes: int = ex.lead_minutes  # the prediction is made this long before the timestamp
+        feature_service: str = service
+
+    @dg.asset(
+        key=task.key("training_set"),
+        ins={"examples": dg.AssetIn(task.key(ex.table))},
+        partitions_def=task.partitions_def,
+        backfill_policy=single_run_backfill,
+        group_name=task.group("training"),
+        kinds={"pandas", "feast"},
+        code_version="1",
+        tags=task.tags,
+        deps=[task.key("feast_definitions")]
+        + [task.key(t.name) for t in task.definition.feature_tables if t.feast_source],
+        description=f"Labelled {ex.table} rows (unlabelled ones are left out) with the features "
+        "known at prediction time, retrieved through the versioned FeatureService",
+    )
+    def training_set(
+        context: dg.AssetExecutionContext,
+        config: TrainingSetConfig,
+        examples: pd.DataFrame,
+        feast: FeastResource,
+    ) -> pd.DataFrame:
+        table, stored = build_training_rows(
+            task, examples, feast.store(), config.lead_minutes, config.feature_service
+        )
+        coverage = table[stored].notna().mean().sort_values()
+        context.add_output_metadata(
+            {
+                "rows": len(table),
+                "excluded_unlabelled": int(len(examples) - len(table)),
+                "positive_rate": float(table[ex.label].mean()) if len(table) else float("nan"),
+                "feature_service": config.feature_service,
+                "lead_minutes": config.lead_minutes,
+                "feature_coverage": dg.MetadataValue.md(
+                    coverage.rename("non-null share").to_frame().to_markdown()
+                ),
+            }
+        )
+        if len(table):
+            chart = training_set_summary(table, stored, PARTITION_COLUMN, ex.label)
+            context.add_output_metadata(
+                {
+                    "summary_chart": dg.MetadataValue.md(
+                        markdown_image(chart, "training set summary")
+                    )
+                }
+            )
+        return table
+
+    return dg.Definitions(assets=[training_set])
