@@ -42,10 +42,10 @@ CATEGORICAL = list(SPEC.categorical_features)
 
 
 def _frames(lake: Lake) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
-    days = lake.partitions("training_set")
+    days = lake.partitions("flight_delay/training_set")
     if len(days) < 3:
         raise SystemExit("need a data root with training_set partitions: run `make run` first")
-    table = lake.read_partitions("training_set", days)
+    table = lake.read_partitions("flight_delay/training_set", days)
     rng = np.random.default_rng(0)
     frame = feature_frame(table, SPEC).assign(**{PREDICTION: rng.random(len(table))})
     last = table[PARTITION_COLUMN] == days[-1]

@@ -36,8 +36,8 @@ SPEC = TASKS[0]
 def build_training_set(paths: DataPaths, start: date, end: date) -> list[str]:
     days = [d.strftime("%Y-%m-%d") for d in pd.date_range(start, end)]
     lake = Lake(paths.lake)
-    if not all(lake.exists("training_set", d) for d in days):
-        replay_days(paths.landing, start, end)
+    if not all(lake.exists("flight_delay/training_set", d) for d in days):
+        replay_days(paths.landing / "flight_delay", start, end)
         started = time.perf_counter()
         rows = bare_pipeline(paths, days)
         print(
@@ -97,7 +97,7 @@ def main() -> None:
     os.environ["FLIGHTLINE_DATA_ROOT"] = str(root / "data")
     paths = DataPaths.from_env()
     days = build_training_set(paths, date.fromisoformat(args.start), date.fromisoformat(args.end))
-    table = Lake(paths.lake).read_partitions("training_set", days)
+    table = Lake(paths.lake).read_partitions("flight_delay/training_set", days)
     (root / "dagster_home").mkdir(parents=True, exist_ok=True)
 
     bare, bare_read, asset = [], [], []
@@ -105,7 +105,7 @@ def main() -> None:
         embedded_resources()["mlflow"].registry().check_reachable()  # MLflow's schema setup: once
         for i in range(args.repeat):
             started = time.perf_counter()
-            fresh = Lake(paths.lake).read_partitions("training_set", days)
+            fresh = Lake(paths.lake).read_partitions("flight_delay/training_set", days)
             read_seconds = time.perf_counter() - started
             seconds, best = bare_lightgbm(fresh)
             bare.append(seconds)

@@ -45,8 +45,8 @@ def build_feature_tables(lake: Lake, days: list[str]) -> None:
         **{PARTITION_COLUMN: lambda f: day_key(f)}
     )
     timeline = flight_timeline(flights)
-    lake.write("plane_features", F.plane_features(read_table("planes")))
-    lake.write_partitions("weather_features", F.weather_features(weather), days)
+    lake.write("flight_delay/plane_features", F.plane_features(read_table("planes")))
+    lake.write_partitions("flight_delay/weather_features", F.weather_features(weather), days)
     for name, build in (
         ("scheduled_traffic", F.scheduled_traffic),
         ("origin_recent_departures", F.origin_recent_departures),
@@ -134,7 +134,7 @@ def main() -> None:
                 "route_delay_stats",
                 "origin_delay_stats",
             )
-        ) + len(lake.read("plane_features"))
+        ) + len(lake.read("flight_delay/plane_features"))
         for i in range(args.repeat):
             online = root / f"online-{i}.db"
             store = open_store(

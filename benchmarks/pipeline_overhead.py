@@ -58,19 +58,23 @@ def bare_pipeline(paths: DataPaths, days: list[str]) -> int:
         }
     for name in ("planes", "airports", "airlines"):
         lake.write(name, read_table(name).copy())
-    lake.write("plane_features", F.plane_features(lake.read("planes")))
-    timeline = flight_timeline(lake.read_partitions("raw_flights", days))
-    lake.write_partitions("flight_timeline", timeline, days)
+    lake.write("flight_delay/plane_features", F.plane_features(lake.read("flight_delay/planes")))
+    timeline = flight_timeline(lake.read_partitions("flight_delay/raw_flights", days))
+    lake.write_partitions("flight_delay/flight_timeline", timeline, days)
     lake.write_partitions(
-        "weather_features", F.weather_features(lake.read_partitions("raw_weather", days)), days
+        "weather_features",
+        F.weather_features(lake.read_partitions("flight_delay/raw_weather", days)),
+        days,
     )
     for name, build in (
         ("scheduled_traffic", F.scheduled_traffic),
         ("origin_recent_departures", F.origin_recent_departures),
         ("aircraft_last_arrival", F.aircraft_last_arrival),
     ):
-        lake.write_partitions(name, build(lake.read_partitions("flight_timeline", days)), days)
-    history = lake.read_partitions("flight_timeline", days)
+        lake.write_partitions(
+            name, build(lake.read_partitions("flight_delay/flight_timeline", days)), days
+        )
+    history = lake.read_partitions("flight_delay/flight_timeline", days)
     for entity in ("carrier", "route", "origin"):
         lake.write_partitions(
             f"{entity}_delay_stats", F.trailing_delay_stats(history, days, entity, entity), days
@@ -87,7 +91,7 @@ def bare_pipeline(paths: DataPaths, days: list[str]) -> int:
     apply_definitions(store, paths.lake)
     end = day_start_utc(pd.Series([max(days)])).iloc[0] + pd.Timedelta(days=1)
     materialize_up_to(store, end.to_pydatetime())
-    timeline = lake.read_partitions("flight_timeline", days)
+    timeline = lake.read_partitions("flight_delay/flight_timeline", days)
     labelled = timeline.loc[timeline["label"].notna()].reset_index(drop=True)
     joined = historical_features(
         store, F.entity_rows(labelled, PredictionTiming()), FEATURE_SERVICE
@@ -101,7 +105,7 @@ def bare_pipeline(paths: DataPaths, days: list[str]) -> int:
         ],
         axis=1,
     )
-    lake.write_partitions("training_set", training, days)
+    lake.write_partitions("flight_delay/training_set", training, days)
     return len(training)
 
 
@@ -138,7 +142,7 @@ def main() -> None:
         # alternate the order so drift of the machine hits both sides alike
         for side in ("bare", "dagster") if i % 2 == 0 else ("dagster", "bare"):
             with fresh_data_root(side) as (paths, root):
-                replay_days(paths.landing, start, end)
+                replay_days(paths.landing / "flight_delay", start, end)
                 if side == "bare":
                     bare_times.append(
                         timed(lambda p=paths: rows_holder.append(bare_pipeline(p, days)))

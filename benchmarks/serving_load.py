@@ -104,7 +104,9 @@ def floor(batch: int, rounds: int) -> dict:
     from pipelines.tasks import TASKS
 
     spec = TASKS[0]
-    latest = json.loads((DataPaths.from_env().root / "serving" / "latest.json").read_text())
+    latest = json.loads(
+        (DataPaths.from_env().root / "serving" / "flight_delay" / "latest.json").read_text()
+    )
     classifier = (
         bentoml.mlflow.load_model(bentoml.models.get(latest["model"]))
         .unwrap_python_model()
@@ -239,7 +241,7 @@ def main() -> None:
         sys.exit("wrk is not installed: apt-get install wrk")
     os.environ.pop("FLIGHTLINE_REDIS_URL", None)  # the embedded store unless asked
     paths = DataPaths.from_env()
-    latest = json.loads((paths.root / "serving" / "latest.json").read_text())
+    latest = json.loads((paths.root / "serving" / "flight_delay" / "latest.json").read_text())
     stores = ["sqlite", "redis"] if args.online_store == "both" else [args.online_store]
     results = {}
     try:

@@ -1,19 +1,24 @@
-"""The flight-delay prediction service: the champion pinned by exact tag, features from Feast's
-online store through the same FeatureService and request-feature code as training.
+"""The prediction service, one for every task: the task's champion pinned by exact tag, features
+from Feast's online store through the task's FeatureService and the same task code (entity keys,
+request features) as training. The request model is the task's; the answer model is generated
+from its definition (score field, flags).
 
-The model tag is a build argument the `bento` asset stores in the Bento it builds (never
-`:latest`); from source, FLIGHTLINE_BENTO_MODEL names it. Run the built Bento with `make serve`.
+The task and the model tag are build arguments the `bento` asset stores in the Bento it builds
+(never `:latest`); from source, FLIGHTLINE_TASK and FLIGHTLINE_BENTO_MODEL name them. Run the
+built Bento with `make serve TASK=<task>`.
 """
 
+import inspect
 import os
 from typing import Annotated
 
 import bentoml
 import pandas as pd
-from bentoml.exceptions import InvalidArgument
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 from starlette.responses import JSONResponse
 
+from pipelines.platform.components.definition import load_reference
+from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.feature_store import location_from_paths, open_store
 from pipelines.platform.lib.prediction_log import PredictionLogWriter
 from pipelines.platform.lib.predictor import (
@@ -24,20 +29,48 @@ from pipelines.platform.lib.predictor import (
 )
 from pipelines.platform.lib.services import check_redis, check_uri
 from pipelines.platform.lib.settings import DataPaths
-from pipelines.tasks import TASKS
-from serving.schemas import MAX_BATCH, Flight, Prediction, Readiness
-
-SPEC = TASKS[0]
 
 
 class BuildArgs(BaseModel):
-    model_tag: str = ""  # set by the `bento` asset at build time; stored in the Bento
+    # Set by the `bento` asset at build time; stored in the Bento.
+    model_tag: str = ""
+    task: str = ""
 
 
-# The Bento carries its model tag as a build argument; serving from source reads the environment.
-MODEL_TAG = bentoml.use_arguments(BuildArgs).model_tag or os.environ.get(
-    "FLIGHTLINE_BENTO_MODEL", ""
+ARGS = bentoml.use_arguments(BuildArgs)
+TASK = load_task(ARGS.task or os.environ.get("FLIGHTLINE_TASK", "flight_delay"))
+SERVING = TASK.definition.serving
+BATCH_NAME = SERVING.batch_name or f"{SERVING.request_name}s"
+MODEL_TAG = ARGS.model_tag or os.environ.get("FLIGHTLINE_BENTO_MODEL", "")
+Request = load_reference(SERVING.request_model, f"task {TASK.name}: serving.request_model")
+
+Prediction = create_model(
+    "Prediction",
+    **{
+        SERVING.score_field: (float, Field(description=SERVING.score_description)),
+        "model_name": (str, ...),
+        "model_version": (str, Field(description="MLflow model version that answered")),
+        "feature_age_seconds": (
+            dict[str, float | None],
+            Field(
+                description="Per feature view, the age of the value used at prediction time; "
+                "null if none"
+            ),
+        ),
+        **{
+            flag: (bool, Field(description=f"The feature store knew nothing in {view}"))
+            for flag, view in SERVING.flags.items()
+        },
+    },
 )
+
+
+class Readiness(BaseModel):
+    ready: bool
+    model: str
+    model_ok: bool
+    feature_store_ok: bool
+    feature_store_error: str | None = None
 
 
 def _model_ref():
@@ -48,24 +81,37 @@ def _model_ref():
     return bentoml.models.BentoModel(MODEL_TAG)
 
 
+def _with_request(func, name: str, annotation, returns):
+    """The API takes the task's request under its own field name (`{"flight": {...}}`):
+    BentoML reads the parameters from the signature, so the signature says so."""
+    func.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation),
+        ],
+        return_annotation=returns,
+    )
+    return func
+
+
 # BentoML's Prometheus metrics cost several ms per request here (multiprocess histograms), more
 # than the whole lookup + predict: off unless FLIGHTLINE_SERVICE_METRICS=1.
 @bentoml.service(
-    name="flight_delay_service",
+    name=f"{TASK.name}_service",
     workers=1,
     traffic={"timeout": 10},
     metrics={"enabled": os.environ.get("FLIGHTLINE_SERVICE_METRICS") == "1"},
     # Every prediction is already in the prediction log; a second access line per request costs.
     logging={"access": {"enabled": os.environ.get("FLIGHTLINE_SERVICE_ACCESS_LOG") == "1"}},
 )
-class FlightDelayService:
+class PredictionService:
     model_ref = _model_ref()
 
     def __init__(self) -> None:
         paths = DataPaths.from_env()
         stored = bentoml.models.get(self.model_ref.tag)
         info = ModelInfo(
-            name=stored.info.labels.get("task", SPEC.name),
+            name=stored.info.labels.get("task", TASK.name),
             version=stored.info.labels.get("mlflow_version", "?"),
             bento_model_tag=str(stored.tag),
         )
@@ -80,42 +126,48 @@ class FlightDelayService:
             store = open_store(location)
         except Exception:
             store = None
-        log = PredictionLogWriter(paths.root / "prediction_log")
+        log = PredictionLogWriter(paths.prediction_log / TASK.name)
         self.predictor = Predictor(
-            SPEC,
+            TASK.spec,
+            TASK.domain,
             store,
             model,
             info,
             log=log,
             probe=(lambda: check_redis(redis_url)) if redis_url else None,
+            score_field=SERVING.score_field,
+            flags=SERVING.flags,
+            partition_of=TASK.partition_of,
         )
         if store is not None and self.predictor.check()["ready"]:
             self.predictor.warm_up()
 
-    def _answer(self, flights: list[Flight]) -> list[Prediction]:
-        frame = pd.DataFrame(
-            [
-                {**f.model_dump(exclude={"sched_dep"}), "sched_dep_ts": _as_utc(f.sched_dep)}
-                for f in flights
-            ]
-        )
+    def _answer(self, requests: list) -> list:
+        frame = pd.DataFrame([r.to_row() for r in requests])
         try:
             return [Prediction(**r) for r in self.predictor.predict(frame)]
         except (FeatureStoreUnavailable, ModelUnavailable) as exc:
             return _unavailable(str(exc))
 
-    @bentoml.api
-    def predict(self, flight: Flight) -> Prediction:
-        """Delay probability of one flight."""
-        answer = self._answer([flight])
+    def predict(self, **body):
+        """One prediction."""
+        answer = self._answer([body[SERVING.request_name]])
         return answer if isinstance(answer, JSONResponse) else answer[0]
 
-    @bentoml.api
-    def predict_batch(
-        self, flights: Annotated[list[Flight], Field(min_length=1, max_length=MAX_BATCH)]
-    ) -> list[Prediction]:
-        """Delay probabilities of up to 1000 flights in one call."""
-        return self._answer(flights)
+    predict = bentoml.api(_with_request(predict, SERVING.request_name, Request, Prediction))
+
+    def predict_batch(self, **body):
+        """Up to `max_batch` predictions in one call."""
+        return self._answer(body[BATCH_NAME])
+
+    predict_batch = bentoml.api(
+        _with_request(
+            predict_batch,
+            BATCH_NAME,
+            Annotated[list[Request], Field(min_length=1, max_length=SERVING.max_batch)],
+            list[Prediction],
+        )
+    )
 
     @bentoml.api(route="/ready", input_spec=None)
     def ready(self) -> Readiness:
@@ -142,14 +194,3 @@ class _TypedFeatures:
 def _unavailable(reason: str) -> JSONResponse:
     # BentoML hides the message of any 5xx it renders itself; the reason is the point here.
     return JSONResponse({"error": "service unavailable", "reason": reason}, status_code=503)
-
-
-def _as_utc(moment) -> pd.Timestamp:
-    stamp = pd.Timestamp(moment)
-    if stamp.tzinfo is None:  # a wall-clock time is New York local time
-        stamp = stamp.tz_localize("America/New_York", ambiguous="NaT", nonexistent="NaT")
-        if pd.isna(stamp):
-            raise InvalidArgument(
-                "sched_dep: a local time that does not exist or is ambiguous (DST)"
-            )
-    return stamp.tz_convert("UTC")

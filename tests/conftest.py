@@ -37,7 +37,9 @@ def instance(tmp_path: Path):
 @pytest.fixture
 def replay(data_paths: DataPaths):
     def _replay(start: str, end: str):
-        return replay_days(data_paths.landing, date.fromisoformat(start), date.fromisoformat(end))
+        return replay_days(
+            data_paths.landing / "flight_delay", date.fromisoformat(start), date.fromisoformat(end)
+        )
 
     return _replay
 

@@ -16,9 +16,9 @@ DAYS = [d.strftime("%Y-%m-%d") for d in pd.date_range(START, END)]
 SPLIT = {"validation_days": 2, "holdout_days": 2}
 MODEL_RUN_CONFIG = {
     "ops": {
-        "lgbm_model": {"config": SPLIT},
-        "torch_model": {"config": {**SPLIT, "max_epochs": 8}},
-        "model_evaluation": {"config": {**SPLIT, "bootstrap_samples": 300}},
+        "flight_delay__lgbm_model": {"config": SPLIT},
+        "flight_delay__torch_model": {"config": {**SPLIT, "max_epochs": 8}},
+        "flight_delay__model_evaluation": {"config": {**SPLIT, "bootstrap_samples": 300}},
     }
 }
 
@@ -33,7 +33,9 @@ def built(tmp_path_factory):
     ):
         mp.setenv("FLIGHTLINE_DATA_ROOT", str(root / "data"))
         paths = DataPaths.from_env()
-        replay_days(paths.landing, date.fromisoformat(START), date.fromisoformat(END))
+        replay_days(
+            paths.landing / "flight_delay", date.fromisoformat(START), date.fromisoformat(END)
+        )
         results = materialize_window(
             date.fromisoformat(START),
             date.fromisoformat(END),

@@ -1,9 +1,10 @@
-"""Command line: replay days into the landing folder, and materialize the graph over them.
+"""Command line: replay a task's days into its landing folder, and materialize its graph.
 
-flightline replay --start 2013-01-01 --end 2013-01-14
-flightline run    --start 2013-01-01 --end 2013-01-14   (replay, then materialize everything)
+flightline replay --start 2013-01-01 --end 2013-01-14   (--task flight_delay is the default)
+flightline run    --start 2013-01-01 --end 2013-01-14   (replay, then materialize the task)
 flightline rollback --task flight_delay                 (champion back to the version it replaced)
 flightline push-events --start 2013-02-01 --end 2013-02-01 --until 17:00  (live events, online)
+flightline tasks                                        (the tasks of the code location)
 """
 
 import argparse
@@ -12,14 +13,15 @@ import os
 import sys
 import time
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 
 from pipelines.platform.lib.settings import DataPaths
-from pipelines.tasks.flight_delay.replay import replay_days
 
 DEFAULT_START = "2013-01-01"
 DEFAULT_END = "2013-01-31"
+DEFAULT_TASK = "flight_delay"
 # Dagster's own console logger prints every event; the progress logger prints one line per step.
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "ERROR"}}, "progress": {}}}
 
@@ -96,18 +98,24 @@ def materialize_window(
     instance: dg.DagsterInstance,
     only: set[str] | None = None,
     run_config: dict | None = None,
+    task: str | None = None,
 ) -> list[dg.ExecuteInProcessResult]:
-    """Materialize the graph over [start, end] in three runs: the unpartitioned assets upstream of
-    the days (reference tables), every partitioned asset over the range as one run, then the
-    unpartitioned assets downstream of the days (models, evaluation, promotion). `only` narrows
-    the selection to some asset names; `run_config` (ops: ...) reaches the assets it names."""
+    """Materialize a task's graph over the days [start, end] in three runs: the unpartitioned
+    assets upstream of the partitions (reference tables), every partitioned asset over the range
+    as one run, then the unpartitioned assets downstream (models, evaluation, promotion). `task`:
+    only that task's assets (default: every task); `only` narrows the selection to some asset
+    names; `run_config` (ops: ...) reaches the assets it names."""
     from pipelines.definitions import defs
 
     definitions = defs()
     graph = definitions.resolve_asset_graph()
     keys = [
-        k for k in graph.materializable_asset_keys if only is None or k.to_user_string() in only
+        k
+        for k in graph.materializable_asset_keys
+        if (only is None or k.to_user_string() in only or k.path[-1] in only)
+        and (task is None or k.path[0] == task)
     ]
+    partitioned = [graph.get(k).partitions_def for k in keys if graph.get(k).partitions_def]
 
     def after_days(key: dg.AssetKey) -> bool:
         parents = graph.get(key).parent_keys
@@ -116,7 +124,10 @@ def materialize_window(
     unpartitioned = [k for k in keys if graph.get(k).partitions_def is None]
     phases = (
         ([k for k in unpartitioned if not after_days(k)], {}),
-        ([k for k in keys if graph.get(k).partitions_def is not None], _range_tags(start, end)),
+        (
+            [k for k in keys if graph.get(k).partitions_def is not None],
+            _range_tags(partitioned[0], start, end) if partitioned else {},
+        ),
         ([k for k in unpartitioned if after_days(k)], {}),
     )
     results = []
@@ -147,14 +158,26 @@ def materialize_window(
     return results
 
 
-def _range_tags(start: date, end: date) -> dict:
+def _range_tags(partitions_def, start: date, end: date) -> dict:
+    """The first and last partition of the days [start, end] (days or hours)."""
+    import pandas as pd
+
+    zone = partitions_def.timezone
+    window = partitions_def.get_partition_keys_in_time_window(
+        dg.TimeWindow(
+            pd.Timestamp(start, tz=zone).to_pydatetime(),
+            (pd.Timestamp(end, tz=zone) + pd.Timedelta(days=1)).to_pydatetime(),
+        )
+    )
     return {
-        "dagster/asset_partition_range_start": start.isoformat(),
-        "dagster/asset_partition_range_end": end.isoformat(),
+        "dagster/asset_partition_range_start": window[0],
+        "dagster/asset_partition_range_end": window[-1],
     }
 
 
-def _summary(results: list[dg.ExecuteInProcessResult], paths: DataPaths, started: float) -> str:
+def _summary(
+    results: list[dg.ExecuteInProcessResult], paths: DataPaths, started: float, task
+) -> str:
     lines = ["", "=" * 72, "Summary"]
     built: dict[str, int] = {}
     partitions: dict[str, set] = {}
@@ -179,18 +202,18 @@ def _summary(results: list[dg.ExecuteInProcessResult], paths: DataPaths, started
                     failed_checks.append(f"{data.asset_key.to_user_string()}.{data.check_name}")
     for key in sorted(built):
         days = partitions.get(key)
-        span = f"{min(days)}..{max(days)} ({len(days)} days)" if days else "unpartitioned"
+        span = f"{min(days)}..{max(days)} ({len(days)} partitions)" if days else "unpartitioned"
         rows = f"{built[key]:>9,} rows" if built[key] >= 0 else " " * 14
-        lines.append(f"  {key:<28}{rows}  {span}")
+        lines.append(f"  {key:<40}{rows}  {span}")
     lines.append(
         f"  checks: {passed_checks} passed, {len(failed_checks)} failed {failed_checks or ''}"
     )
     ok = run_succeeded(results)
-    lines += _champion_lines(results)
+    lines += _champion_lines(results, [task.spec])
     lines += [
         f"  status: {'SUCCESS' if ok else 'FAILED (see the lines marked FAILED above)'} in {time.perf_counter() - started:.0f}s",
         f"  lake (Parquet):      {paths.lake}",
-        f"  landing / archive:   {paths.landing} / {paths.root / 'archive'}",
+        f"  landing / archive:   {_landing(paths, task)} / {paths.root / 'archive' / task.name}",
         f"  Feast registry:      {paths.feast_registry}",
         f"  Feast online store:  {_online_store(paths)}",
         "  open the UI:         make ui   (then http://127.0.0.1:3000)",
@@ -215,37 +238,38 @@ def _quiet_mlflow() -> None:
     logging.getLogger("mlflow").setLevel(logging.ERROR)
 
 
-def _push_events(start: date, end: date, until: str | None) -> int:
-    import pandas as pd
+def _load_task(name: str):
+    from pipelines.platform.components.task import load_task
 
-    from pipelines.platform.lib.landing import LandingError, read_landed_day
+    return load_task(name)
+
+
+def _landing(paths: DataPaths, task) -> Path:
+    return paths.landing / task.name
+
+
+def _push_events(task, start: date, end: date, until: str | None) -> int:
     from pipelines.platform.resources_config import embedded_resources
-    from pipelines.tasks.flight_delay.flights import flight_timeline
-    from pipelines.tasks.flight_delay.live_events import event_rows, push_in_time_order
 
-    paths = DataPaths.from_env()
+    if task.domain.push_events is None:
+        print(f"task {task.name} has no live events to push", file=sys.stderr)
+        return 2
     store = embedded_resources()["feast"].store()
-    stop = None
-    if until:
-        stop = pd.Timestamp(f"{end.isoformat()}T{until}", tz="America/New_York").tz_convert("UTC")
-    for day in pd.date_range(start, end).strftime("%Y-%m-%d"):
-        try:
-            landed = read_landed_day(paths.landing, "flights", day)
-        except LandingError as exc:
-            print(f"{day}: {exc}", file=sys.stderr)
-            return 1
-        rows = event_rows(flight_timeline(landed.frame.assign(partition_date=day)))
-        pushed = push_in_time_order(store, rows, until=stop if day == end.isoformat() else None)
-        print(f"{day}: pushed " + ", ".join(f"{n:,} {name}" for name, n in pushed.items()))
-    return 0
+    return task.domain.push_events(store, _landing(DataPaths.from_env(), task), start, end, until)
 
 
-def _paced_replay(paths: DataPaths, start: date, end: date, pace: float) -> int:
+def _replay(task, paths: DataPaths, start: date, end: date) -> list:
+    if task.domain.replay is None:
+        raise ValueError(f"task {task.name} has no replay: land its files by other means")
+    return task.domain.replay(_landing(paths, task), start, end)
+
+
+def _paced_replay(task, paths: DataPaths, start: date, end: date, pace: float) -> int:
     from datetime import timedelta
 
     day = start
     while day <= end:
-        landed = replay_days(paths.landing, day, day)
+        landed = _replay(task, paths, day, day)
         print(f"landed {day}: {sum(f.rows for f in landed):,} rows", flush=True)
         day += timedelta(days=1)
         if day <= end:
@@ -256,12 +280,7 @@ def _paced_replay(paths: DataPaths, start: date, end: date, pace: float) -> int:
 def _rollback(task: str) -> int:
     from pipelines.platform.lib.tracking import PromotionRefused
     from pipelines.platform.resources_config import embedded_resources
-    from pipelines.tasks import TASKS
 
-    names = [spec.name for spec in TASKS]
-    if task not in names:
-        print(f"unknown task {task!r}; tasks: {', '.join(names)}", file=sys.stderr)
-        return 2
     registry = embedded_resources()["mlflow"].registry()
     try:
         registry.check_reachable()
@@ -284,9 +303,8 @@ def run_succeeded(results: list[dg.ExecuteInProcessResult]) -> bool:
     ) and bool(results)
 
 
-def _champion_lines(results: list[dg.ExecuteInProcessResult]) -> list[str]:
+def _champion_lines(results: list[dg.ExecuteInProcessResult], specs: list) -> list[str]:
     from pipelines.platform.resources_config import embedded_resources
-    from pipelines.tasks import TASKS
 
     promoted = set()  # key prefixes of the tasks whose champion this run moved
     for r in results:
@@ -305,7 +323,7 @@ def _champion_lines(results: list[dg.ExecuteInProcessResult]) -> list[str]:
     }
     registry = embedded_resources()["mlflow"].registry()
     lines = []
-    for spec in TASKS:
+    for spec in specs:
         try:
             current = registry.alias(spec.registered_model, "champion")
         except Exception as exc:
@@ -323,7 +341,7 @@ def _champion_lines(results: list[dg.ExecuteInProcessResult]) -> list[str]:
             + ("promoted by this run" if this_run else "unchanged by this run")
         )
     lines += [f"  gate refused: {reason}" for reason in sorted(refused)]
-    if TASKS:
+    if specs:
         lines.append("  MLflow UI:           make mlflow   (then http://127.0.0.1:5000)")
     return lines
 
@@ -333,11 +351,13 @@ def main(argv: list[str] | None = None) -> int:
         prog="flightline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("tasks", help="list the tasks of the code location")
     for name, help_text in (
-        ("replay", "drop day files of a 2013 range into the landing folder"),
-        ("run", "replay, then materialize the graph over the range"),
+        ("replay", "drop a task's files of a range of days into its landing folder"),
+        ("run", "replay, then materialize the task's graph over the range"),
     ):
         cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("--task", default=DEFAULT_TASK)
         cmd.add_argument("--start", type=_parse_day, default=_parse_day(DEFAULT_START))
         cmd.add_argument("--end", type=_parse_day, default=_parse_day(DEFAULT_END))
     sub.choices["replay"].add_argument(
@@ -353,12 +373,28 @@ def main(argv: list[str] | None = None) -> int:
     push.add_argument("--start", type=_parse_day, default=_parse_day(DEFAULT_START))
     push.add_argument("--end", type=_parse_day, default=_parse_day(DEFAULT_END))
     push.add_argument("--until", default=None, help="stop at this local time of --end (HH:MM)")
+    push.add_argument("--task", default=DEFAULT_TASK)
     rollback = sub.add_parser(
         "rollback", help="point a task's @champion back at the version it replaced"
     )
-    rollback.add_argument("--task", default="flight_delay")
+    rollback.add_argument("--task", default=DEFAULT_TASK)
     args = parser.parse_args(argv)
     _quiet_mlflow()
+    from pipelines.platform.components.definition import DefinitionError
+    from pipelines.platform.components.task import task_definition_paths
+
+    try:
+        tasks = task_definition_paths()
+    except DefinitionError as exc:
+        print(f"flightline: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "tasks":
+        for name, path in tasks.items():
+            print(f"{name}\t{path}")
+        return 0
+    if args.task not in tasks:
+        print(f"unknown task {args.task!r}; tasks: {', '.join(tasks)}", file=sys.stderr)
+        return 2
     if args.command != "replay":
         # Production profile: wrong credentials or a server that is down fail here, naming the
         # URL, not at the first query deep inside a step.
@@ -371,24 +407,26 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.command == "rollback":
         return _rollback(args.task)
+    task = _load_task(args.task)
     if args.command == "push-events":
-        return _push_events(args.start, args.end, args.until)
+        return _push_events(task, args.start, args.end, args.until)
     paths = DataPaths.from_env()
     started = time.perf_counter()
     try:
         if args.command == "replay" and args.pace > 0:
-            return _paced_replay(paths, args.start, args.end, args.pace)
-        landed = replay_days(paths.landing, args.start, args.end)
+            return _paced_replay(task, paths, args.start, args.end, args.pace)
+        landed = _replay(task, paths, args.start, args.end)
     except ValueError as exc:
         parser.error(str(exc))
     print(
-        f"replayed {args.start}..{args.end}: {len(landed)} day files ({sum(f.rows for f in landed):,} rows) into {paths.landing}"
+        f"replayed {task.name} {args.start}..{args.end}: {len(landed)} files "
+        f"({sum(f.rows for f in landed):,} rows) into {_landing(paths, task)}"
     )
     if args.command == "replay":
         return 0
     instance = dg.DagsterInstance.get()
-    results = materialize_window(args.start, args.end, instance)
-    print(_summary(results, paths, started))
+    results = materialize_window(args.start, args.end, instance, task=task.name)
+    print(_summary(results, paths, started, task))
     return 0 if run_succeeded(results) else 1
 
 

@@ -94,7 +94,7 @@ def site(tmp_path_factory):
         paths = DataPaths.from_env()
         instance = dg.DagsterInstance.get()
         # Reference tables are not daily: built once, as `make run` does.
-        replay_days(paths.landing, date(2013, 1, 1), date(2013, 1, 5))
+        replay_days(paths.landing / "flight_delay", date(2013, 1, 1), date(2013, 1, 5))
         assert all(
             r.success
             for r in materialize_window(
@@ -144,10 +144,14 @@ def test_landed_days_run_once_across_a_daemon_restart(site):
 
     # The daemon goes down; four more days land and a corrected file replaces day 3.
     daemon.stop()
-    replay_days(paths.landing, date(2013, 1, 6), date(2013, 1, 9))
+    replay_days(paths.landing / "flight_delay", date(2013, 1, 6), date(2013, 1, 9))
     # Same flights, another order: a new file (new hash) that leaves the data as the e2e fixture's.
     corrected = source_day("flights", "2013-01-03").iloc[::-1]
-    corrected.to_csv(Path(paths.landing) / "flights" / "2013-01-03.csv", index=False, na_rep="NA")
+    corrected.to_csv(
+        Path(paths.landing) / "flight_delay" / "flights" / "2013-01-03.csv",
+        index=False,
+        na_rep="NA",
+    )
     daemon.start()
     runs = _wait(
         lambda: len(runs := _landing_runs(instance)) >= 3 and _finished(runs) and runs,
@@ -168,7 +172,8 @@ def test_landed_days_run_once_across_a_daemon_restart(site):
     counts = Counter(
         r.partition_key
         for r in instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("training_set")), limit=100
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(["flight_delay", "training_set"])),
+            limit=100,
         ).records
     )
     assert counts == {f"2013-01-0{d}": 2 if d == 3 else 1 for d in range(1, 10)}
@@ -218,7 +223,7 @@ def test_two_retrains_queued_at_once_run_one_at_a_time_and_promote_once(site):
     # Same data, same seed: the second challenger is no better than the champion it now faces.
     assert second.status == dg.DagsterRunStatus.FAILURE
     champion_events = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("champion")), limit=10
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(["flight_delay", "champion"])), limit=10
     ).records
     assert [e.run_id for e in champion_events] == [first.run_id]
     registry = ModelRegistry(paths.mlflow_tracking_uri, paths.mlflow_artifact_root)

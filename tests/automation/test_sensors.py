@@ -7,16 +7,16 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pandas as pd
 import pytest
-from pipelines.defs.automation.jobs import DAILY_JOB, RETRAIN_TAG
-from pipelines.defs.automation.schedules import nightly_schedule
-from pipelines.defs.automation.sensors import drift_sensor, landing_sensor
 
 from pipelines.definitions import defs
 from pipelines.platform.cli import materialize_window
+from pipelines.platform.components.automation import RETRAIN_TAG
 from pipelines.platform.resources import LakeResource, LandingZone, RetrainPolicy
-from pipelines.tasks import TASKS
 from pipelines.tasks.flight_delay.replay import replay_days
 from tests.conftest import source_day
+
+TASK = "flight_delay"
+DAILY_JOB = f"{TASK}_partitions"
 
 
 @pytest.fixture(scope="module")
@@ -36,22 +36,22 @@ def _landing_tick(definitions, instance, paths, cursor=None):
             )
         },
     )
-    return landing_sensor(context)
+    return definitions.get_sensor_def(f"{TASK}_landing_sensor")(context)
 
 
 def test_new_day_then_nothing_new_then_a_replaced_file(definitions, instance, data_paths):
-    replay_days(data_paths.landing, date(2013, 1, 1), date(2013, 1, 1))
+    replay_days(data_paths.landing / "flight_delay", date(2013, 1, 1), date(2013, 1, 1))
     first = _landing_tick(definitions, instance, data_paths)
     [request] = first.run_requests
     assert request.partition_key == "2013-01-01"
-    assert request.run_key.startswith("2013-01-01:")
+    assert request.run_key.startswith(f"{TASK}:2013-01-01:")
     assert request.tags["flightline/trigger"] == "landed"
 
     nothing = _landing_tick(definitions, instance, data_paths, first.cursor)
     assert isinstance(nothing, dg.SkipReason)
-    assert "no new or replaced day files" in nothing.skip_message
+    assert "no new or replaced files" in nothing.skip_message
 
-    flights = Path(data_paths.landing) / "flights" / "2013-01-01.csv"
+    flights = Path(data_paths.landing) / "flight_delay" / "flights" / "2013-01-01.csv"
     source_day("flights", "2013-01-01").head(500).to_csv(flights, index=False, na_rep="NA")
     replaced = _landing_tick(definitions, instance, data_paths, first.cursor)
     [rerun] = replaced.run_requests
@@ -61,9 +61,9 @@ def test_new_day_then_nothing_new_then_a_replaced_file(definitions, instance, da
 
 
 def test_a_gap_of_days_becomes_one_backfill_of_every_daily_asset(definitions, instance, data_paths):
-    replay_days(data_paths.landing, date(2013, 1, 1), date(2013, 1, 1))
+    replay_days(data_paths.landing / "flight_delay", date(2013, 1, 1), date(2013, 1, 1))
     first = _landing_tick(definitions, instance, data_paths)
-    replay_days(data_paths.landing, date(2013, 1, 2), date(2013, 1, 5))
+    replay_days(data_paths.landing / "flight_delay", date(2013, 1, 2), date(2013, 1, 5))
     result = _landing_tick(definitions, instance, data_paths, first.cursor)
     [backfill] = result.run_requests
     assert backfill.requires_backfill_daemon()
@@ -81,11 +81,11 @@ def test_a_gap_of_days_becomes_one_backfill_of_every_daily_asset(definitions, in
 
 
 def test_a_day_missing_a_table_waits(definitions, instance, data_paths):
-    replay_days(data_paths.landing, date(2013, 1, 1), date(2013, 1, 1))
-    (Path(data_paths.landing) / "weather" / "2013-01-01.csv").unlink()
+    replay_days(data_paths.landing / "flight_delay", date(2013, 1, 1), date(2013, 1, 1))
+    (Path(data_paths.landing) / "flight_delay" / "weather" / "2013-01-01.csv").unlink()
     waiting = _landing_tick(definitions, instance, data_paths)
     assert isinstance(waiting, dg.SkipReason)
-    assert "waiting for 1 incomplete day" in waiting.skip_message
+    assert "waiting for 1 incomplete partition" in waiting.skip_message
 
 
 def _drift_tick(definitions, instance, paths, cursor=None, **policy):
@@ -98,14 +98,14 @@ def _drift_tick(definitions, instance, paths, cursor=None, **policy):
             "retrain_policy": RetrainPolicy(**policy),
         },
     )
-    return drift_sensor(context)
+    return definitions.get_sensor_def(f"{TASK}_drift_sensor")(context)
 
 
 def test_failed_validation_produces_no_report_and_the_sensor_says_why(
     definitions, instance, data_paths
 ):
     day = "2013-01-02"
-    replay_days(data_paths.landing, date(2013, 1, 1), date(2013, 1, 2))
+    replay_days(data_paths.landing / "flight_delay", date(2013, 1, 1), date(2013, 1, 2))
     assert all(
         r.success
         for r in materialize_window(
@@ -114,7 +114,9 @@ def test_failed_validation_produces_no_report_and_the_sensor_says_why(
     )
     good = source_day("flights", day)
     pd.concat([good, good.head(3)]).to_csv(
-        Path(data_paths.landing) / "flights" / f"{day}.csv", index=False, na_rep="NA"
+        Path(data_paths.landing) / "flight_delay" / "flights" / f"{day}.csv",
+        index=False,
+        na_rep="NA",
     )
     # Definitions bind resources to the data root of the environment: build them for this test's.
     result = (
@@ -128,7 +130,9 @@ def test_failed_validation_produces_no_report_and_the_sensor_says_why(
         )
     )
     assert not result.success
-    assert day not in instance.get_materialized_partitions(dg.AssetKey("drift_report"))
+    assert day not in instance.get_materialized_partitions(
+        dg.AssetKey(["flight_delay", "drift_report"])
+    )
     tick = _drift_tick(definitions, instance, data_paths)
     assert not tick.run_requests
     assert f"{day}: validation failed (raw_flights_unique_rows): no drift report, no retrain" in (
@@ -143,7 +147,10 @@ def reported(built, definitions):
     job = defs().resolve_job_def(DAILY_JOB)
     for day in ("2013-01-08", "2013-01-09"):
         result = job.get_subset(
-            asset_selection={dg.AssetKey("drift_report"), dg.AssetKey("live_performance")}
+            asset_selection={
+                dg.AssetKey(["flight_delay", "drift_report"]),
+                dg.AssetKey(["flight_delay", "live_performance"]),
+            }
         ).execute_in_process(instance=instance, partition_key=day)
         assert result.success
     return paths, instance
@@ -151,7 +158,7 @@ def reported(built, definitions):
 
 def _last_two_report_ids(instance) -> tuple[int, int]:
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("drift_report")), limit=2
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(["flight_delay", "drift_report"])), limit=2
     ).records
     assert [r.partition_key for r in records] == ["2013-01-09", "2013-01-08"]
     return records[1].storage_id, records[0].storage_id
@@ -165,13 +172,13 @@ def test_drift_over_the_threshold_launches_one_retrain_with_its_reasons(reported
     # A threshold every day crosses: the first new day triggers, the second is reported.
     tick = _drift_tick(definitions, instance, paths, cursor, drift_share=0.0)
     [request] = tick.run_requests
-    report = pd.read_parquet(Path(paths.lake) / "drift_report" / "2013-01-08.parquet")
+    report = pd.read_parquet(Path(paths.lake) / TASK / "drift_report" / "2013-01-08.parquet")
     version = report["reference_version"].iloc[0]
     assert {"status", "drift_share", "prediction_distance", "prediction_drifted"} <= set(report)
     assert report["status"].iloc[0] in ("drift", "no_drift")
-    assert request.job_name == f"{TASKS[0].name}_retrain"
-    assert request.run_key == f"drift:{TASKS[0].name}:v{version}:2013-01-08"
-    assert request.tags[RETRAIN_TAG] == TASKS[0].name
+    assert request.job_name == f"{TASK}_retrain"
+    assert request.run_key == f"drift:{TASK}:v{version}:2013-01-08"
+    assert request.tags[RETRAIN_TAG] == TASK
     assert request.tags["flightline/trigger"] == "drift"
     assert request.tags["flightline/trigger_partition"] == "2013-01-08"
     assert request.tags["flightline/drift_share"] == f"{report['drift_share'].iloc[0]:.4f}"
@@ -206,18 +213,22 @@ def test_thresholds_not_crossed_launch_nothing(reported, definitions):
 
 
 def test_nightly_schedule_retrains_up_to_yesterday_with_a_valid_run_config(definitions):
-    schedule = nightly_schedule(TASKS[0])
+    schedule = definitions.get_schedule_def(f"{TASK}_nightly_retrain")
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.execution_timezone == "America/New_York"
     moment = datetime(2026, 11, 23, 2, 0, tzinfo=ZoneInfo("America/New_York"))
     request = schedule.evaluate_tick(
         dg.build_schedule_context(scheduled_execution_time=moment)
     ).run_requests[0]
-    assert request.run_key == f"nightly:{TASKS[0].name}:2026-11-22"
-    assert request.tags[RETRAIN_TAG] == TASKS[0].name
+    assert request.run_key == f"nightly:{TASK}:2026-11-22"
+    assert request.tags[RETRAIN_TAG] == TASK
     assert request.tags["flightline/trigger"] == "schedule"
-    job = definitions.resolve_job_def(f"{TASKS[0].name}_retrain")
-    assert set(request.run_config["ops"]) == {"lgbm_model", "torch_model", "model_evaluation"}
+    job = definitions.resolve_job_def(f"{TASK}_retrain")
+    assert set(request.run_config["ops"]) == {
+        f"{TASK}__lgbm_model",
+        f"{TASK}__torch_model",
+        f"{TASK}__model_evaluation",
+    }
     assert {op["config"]["until"] for op in request.run_config["ops"].values()} == {"2026-11-22"}
     assert dg.validate_run_config(job, request.run_config)
 

@@ -1,40 +1,44 @@
+import ast
 import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from pipelines.definitions import defs
+from pipelines.platform.components.definition import DefinitionError
+from pipelines.platform.components.task import load_definition, load_task
 
 ROOT = Path(__file__).resolve().parents[2]
+TASK = "flight_delay"
+
+
+def key(name: str) -> dg.AssetKey:
+    return dg.AssetKey([TASK, name])
 
 
 def _graph():
     return defs().resolve_asset_graph()
 
 
-def test_one_graph_with_a_group_per_stage():
+def test_one_graph_with_a_group_per_stage_under_the_task_prefix():
     graph = _graph()
+    assert {k.path[0] for k in graph.materializable_asset_keys} == {TASK}
     groups = {graph.get(k).group_name for k in graph.materializable_asset_keys}
-    assert groups == {"ingestion", "features", "training", "evaluation", "serving", "monitoring"}
-    training_set = dg.AssetKey("training_set")
-    upstream = graph.get(training_set).parent_keys
-    assert {
-        dg.AssetKey("flight_timeline"),
-        dg.AssetKey("feast_definitions"),
-        dg.AssetKey("weather_features"),
-    } <= upstream
+    stages = ("ingestion", "features", "training", "evaluation", "serving", "monitoring")
+    assert groups == {f"{TASK}_{stage}" for stage in stages}
+    upstream = graph.get(key("training_set")).parent_keys
+    assert {key("flight_timeline"), key("feast_definitions"), key("weather_features")} <= upstream
 
 
 def test_model_half_hangs_off_the_training_set_behind_a_blocking_gate():
     graph = _graph()
     for model in ("lgbm_model", "torch_model"):
-        assert graph.get(dg.AssetKey(model)).parent_keys == {dg.AssetKey("training_set")}
-    evaluation = dg.AssetKey("model_evaluation")
-    assert {dg.AssetKey("lgbm_model"), dg.AssetKey("torch_model")} <= graph.get(
-        evaluation
-    ).parent_keys
-    assert graph.get(dg.AssetKey("champion")).parent_keys == {evaluation}
+        assert graph.get(key(model)).parent_keys == {key("training_set")}
+    evaluation = key("model_evaluation")
+    assert {key("lgbm_model"), key("torch_model")} <= graph.get(evaluation).parent_keys
+    assert graph.get(key("champion")).parent_keys == {evaluation}
     [gate] = [k for k in graph.asset_check_keys if k.asset_key == evaluation]
     assert gate.name == "model_evaluation_gate" and graph.get_check_spec(gate).blocking
 
@@ -42,7 +46,7 @@ def test_model_half_hangs_off_the_training_set_behind_a_blocking_gate():
 def test_raw_assets_have_blocking_checks_for_every_property():
     graph = _graph()
     for table in ("raw_flights", "raw_weather"):
-        checks = {k.name for k in graph.asset_check_keys if k.asset_key == dg.AssetKey(table)}
+        checks = {k.name for k in graph.asset_check_keys if k.asset_key == key(table)}
         assert checks == {
             f"{table}_{c}"
             for c in (
@@ -60,7 +64,7 @@ def test_raw_assets_have_blocking_checks_for_every_property():
 
 def test_daily_partitions_cover_2013_and_ranges_run_once():
     graph = _graph()
-    node = graph.get(dg.AssetKey("raw_flights"))
+    node = graph.get(key("raw_flights"))
     keys = node.partitions_def.get_partition_keys()
     assert keys[0] == "2013-01-01" and keys[-1] == "2013-12-31" and len(keys) == 365
     assert node.backfill_policy == dg.BackfillPolicy.single_run()
@@ -80,7 +84,6 @@ def test_dagster_cli_validates_the_code_location():
 
 def test_monitoring_hangs_off_the_champion_and_the_days():
     graph = _graph()
-    key = dg.AssetKey
     assert graph.get(key("drift_reference")).parent_keys == {key("champion"), key("training_set")}
     assert graph.get(key("drift_report")).parent_keys == {
         key("drift_reference"),
@@ -90,3 +93,109 @@ def test_monitoring_hangs_off_the_champion_and_the_days():
     assert key("drift_reference") in graph.get(key("live_performance")).parent_keys
     for daily in ("drift_report", "live_performance"):
         assert graph.get(key(daily)).partitions_def is not None
+
+
+def test_the_task_owns_its_jobs_sensors_and_schedule():
+    definitions = defs()
+    assert {j.name for j in definitions.jobs} == {
+        f"{TASK}_partitions",
+        f"{TASK}_retrain",
+        f"{TASK}_rollback",
+    }
+    assert {s.name for s in definitions.sensors} == {
+        f"{TASK}_landing_sensor",
+        f"{TASK}_drift_sensor",
+    }
+    [schedule] = definitions.schedules
+    assert (schedule.name, schedule.cron_schedule, schedule.execution_timezone) == (
+        f"{TASK}_nightly_retrain",
+        "0 2 * * *",
+        "America/New_York",
+    )
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_platform_never_imports_a_task():
+    """Platform code knows no task: tasks are referenced from their defs.yaml only."""
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(
+            n for n in _imports(path) if n.startswith("pipelines.tasks")
+        )
+        for folder in ("pipelines/platform", "serving")
+        for path in (ROOT / folder).rglob("*.py")
+    }
+    assert {p: names for p, names in offenders.items() if names} == {}
+    assert {p.name for p in (ROOT / "pipelines" / "defs").rglob("*.py")} <= {"__init__.py"}
+
+
+def _write_definition(tmp_path: Path, change) -> Path:
+    import yaml
+
+    document = yaml.safe_load((ROOT / "pipelines/defs/flight_delay/defs.yaml").read_text())
+    change(document["attributes"])
+    path = tmp_path / "defs.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda a: a.update(lead_minute=60), "lead_minute"),
+        (lambda a: a["examples"].update(lead_minutes="an hour"), "examples.lead_minutes"),
+        (lambda a: a["partitions"].update(grain="weekly"), "partitions.grain"),
+        (lambda a: a["models"].update(families=["lightgbm", "xgboost"]), "models.families"),
+        (
+            lambda a: a["feature_tables"][0].update(inputs=["raw_flight"]),
+            "feature_tables.flight_timeline.inputs",
+        ),
+    ],
+)
+def test_a_malformed_definition_names_its_file_and_field(tmp_path, change, field):
+    path = _write_definition(tmp_path, change)
+    with pytest.raises(DefinitionError) as error:
+        load_definition(path)
+    assert str(path) in str(error.value) and field in str(error.value)
+
+
+def test_a_wrong_reference_names_the_field(tmp_path):
+    path = _write_definition(
+        tmp_path,
+        lambda a: a["landing_tables"][0].update(
+            contract="pipelines.tasks.flight_delay.contracts:FLIGHT"
+        ),
+    )
+    task = load_task(TASK, path)
+    with pytest.raises(
+        DefinitionError, match=r"landing_tables\.flights\.contract: .* no attribute 'FLIGHT'"
+    ):
+        task.contracts  # noqa: B018 - resolving the reference is the point
+
+
+def test_the_code_location_reports_a_malformed_definition_with_file_and_line(tmp_path, monkeypatch):
+    """dg's loader (what the UI and `dagster` CLI use) names the file and line of a bad field."""
+    project = tmp_path / "badproject"
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.dg]\ndirectory_type = "project"\n[tool.dg.project]\n'
+        'root_module = "badproject"\ndefs_module = "badproject.defs"\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    defs_dir = project / "defs" / TASK
+    defs_dir.mkdir(parents=True)
+    (project / "defs" / "__init__.py").write_text("")
+    (project / "__init__.py").write_text("")
+    path = _write_definition(tmp_path, lambda a: a["examples"].update(lead_minutes="an hour"))
+    (defs_dir / "defs.yaml").write_text(path.read_text())
+    with pytest.raises(Exception) as error:
+        dg.load_from_defs_folder(path_within_project=project / "defs")
+    message = str(error.value) + str(error.value.__cause__)
+    assert "defs.yaml" in message and "lead_minutes" in message

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.platform.components.model import task_definitions
+from pipelines.platform.components.model import model_defs
 from pipelines.platform.lib.task import TaskSpec, TimeSplit
 from pipelines.platform.lib.tracking import CHAMPION, PromotionRefused
 from pipelines.platform.resources import LakeIOManager, MlflowResource
@@ -60,7 +60,7 @@ def _toy_run(
     def examples() -> pd.DataFrame:
         return table
 
-    defs = task_definitions(spec)
+    defs = model_defs(spec)
     mlflow = MlflowResource(
         tracking_uri=tracking_uri or f"sqlite:///{tmp_path}/mlflow/mlflow.db",
         artifact_root=str(tmp_path / "mlflow" / "artifacts"),

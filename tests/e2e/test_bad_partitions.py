@@ -18,7 +18,7 @@ D = date.fromisoformat(DAY)
 
 @pytest.fixture
 def landed(data_paths, instance):
-    replay_days(data_paths.landing, date(2013, 1, 1), D)
+    replay_days(data_paths.landing / "flight_delay", date(2013, 1, 1), D)
     # the two days before, so the row-count check has history
     assert all(
         r.success
@@ -30,7 +30,7 @@ def landed(data_paths, instance):
 
 
 def _flights_file(paths) -> Path:
-    return Path(paths.landing) / "flights" / f"{DAY}.csv"
+    return Path(paths.landing) / "flight_delay" / "flights" / f"{DAY}.csv"
 
 
 def _check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
@@ -53,7 +53,9 @@ def test_duplicated_flights_block_downstream_and_a_correction_recovers(landed):
     failures = evaluation.metadata["failures"].value
     assert failures[0]["rows"] == 6 and len(failures[0]["sample"]) == 5
     assert "expect_compound_columns_to_be_unique" in failures[0]["expectation"]
-    assert DAY not in instance.get_materialized_partitions(dg.AssetKey("flight_timeline"))
+    assert DAY not in instance.get_materialized_partitions(
+        dg.AssetKey(["flight_delay", "flight_timeline"])
+    )
     assert _flights_file(paths).exists()  # the raw file is kept
 
     # a later run of the consumer alone still refuses the bad day
@@ -66,7 +68,9 @@ def test_duplicated_flights_block_downstream_and_a_correction_recovers(landed):
     good.to_csv(_flights_file(paths), index=False, na_rep="NA")
     [fixed] = materialize_window(D, D, instance, only={"raw_flights", "flight_timeline"})
     assert fixed.success
-    assert DAY in instance.get_materialized_partitions(dg.AssetKey("flight_timeline"))
+    assert DAY in instance.get_materialized_partitions(
+        dg.AssetKey(["flight_delay", "flight_timeline"])
+    )
     archived = list((Path(paths.root) / "archive" / "flights" / DAY).iterdir())
     assert len(archived) == 2  # both versions that landed are kept
 
@@ -83,7 +87,9 @@ def test_unreadable_files_fail_the_ingestion_with_the_reason(landed, content, me
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert failure.step_key == "raw_flights" and message in failure.step_failure_data.error.message
-    assert DAY not in instance.get_materialized_partitions(dg.AssetKey("flight_timeline"))
+    assert DAY not in instance.get_materialized_partitions(
+        dg.AssetKey(["flight_delay", "flight_timeline"])
+    )
     assert _flights_file(paths).read_bytes() == content
 
 
@@ -97,4 +103,6 @@ def test_wrong_day_rows_and_low_row_count_are_named(landed):
     assert not evaluations["raw_flights_on_partition_day"].passed
     assert not evaluations["raw_flights_row_count"].passed
     assert evaluations["raw_flights_schema"].passed
-    assert DAY not in instance.get_materialized_partitions(dg.AssetKey("flight_timeline"))
+    assert DAY not in instance.get_materialized_partitions(
+        dg.AssetKey(["flight_delay", "flight_timeline"])
+    )

@@ -106,7 +106,8 @@ def test_null_model_is_refused_and_the_champion_stays(first_champion):
     assert run_succeeded(results)  # a refusal is an outcome, not an error
     assert not any(
         e.event_type_value == "ASSET_MATERIALIZATION"
-        and e.step_materialization_data.materialization.asset_key == dg.AssetKey("champion")
+        and e.step_materialization_data.materialization.asset_key
+        == dg.AssetKey(["flight_delay", "champion"])
         for r in results
         for e in r.all_events
     )

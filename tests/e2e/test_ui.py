@@ -66,7 +66,7 @@ def webserver(built):
     report = (
         defs()
         .resolve_job_def(DAILY_JOB)
-        .get_subset(asset_selection={dg.AssetKey("drift_report")})
+        .get_subset(asset_selection={dg.AssetKey(["flight_delay", "drift_report"])})
         .execute_in_process(instance=instance, partition_key="2013-01-09")
     )
     assert report.success

@@ -206,7 +206,9 @@ def prod_built(profile, tmp_path_factory):
         for name, value in env.items():
             mp.setenv(name, value)
         paths = DataPaths.from_env()
-        replay_days(paths.landing, date.fromisoformat(START), date.fromisoformat(END))
+        replay_days(
+            paths.landing / "flight_delay", date.fromisoformat(START), date.fromisoformat(END)
+        )
         instance = postgres_instance(root / "dagster_home")
         started = time.perf_counter()
         results = materialize_window(

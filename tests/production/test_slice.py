@@ -60,7 +60,7 @@ def prod_client(prod_built):
     """The service, in-process through its ASGI app, started with the production variables.
     serving.service reads its model tag at import: a fresh import, put back afterwards."""
     paths, _, _, env, _ = prod_built
-    latest = json.loads((paths.root / "serving" / "latest.json").read_text())
+    latest = json.loads((paths.root / "serving" / "flight_delay" / "latest.json").read_text())
     saved = sys.modules.pop("serving.service", None)
     try:
         with pytest.MonkeyPatch.context() as mp:

@@ -34,7 +34,7 @@ FLIGHT = {
 @pytest.fixture(scope="module")
 def packaged(built):
     paths, instance, _ = built
-    latest = json.loads((paths.root / "serving" / "latest.json").read_text())
+    latest = json.loads((paths.root / "serving" / "flight_delay" / "latest.json").read_text())
     os.environ["FLIGHTLINE_BENTO_MODEL"] = latest["model"]
     return paths, instance, latest
 
@@ -123,7 +123,7 @@ def test_readiness_and_prediction_log(client, packaged):
     client.post("/predict", json={"flight": {**FLIGHT, "flight": 4242}})
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        logged, torn = read_day(paths.prediction_log, "2013-01-09")
+        logged, torn = read_day(paths.prediction_log / "flight_delay", "2013-01-09")
         if len(logged) and (logged["request.flight"] == 4242).any():
             break
         time.sleep(0.1)
@@ -217,7 +217,7 @@ def test_skew_check_passes_on_the_real_path(packaged):
     import dagster as dg
 
     record = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-        [dg.AssetCheckKey(dg.AssetKey("bento"), "bento_feature_skew")]
+        [dg.AssetCheckKey(dg.AssetKey(["flight_delay", "bento"]), "bento_feature_skew")]
     )
     evaluation = next(iter(record.values())).event.dagster_event.event_specific_data
     assert evaluation.passed, evaluation.description
@@ -234,7 +234,7 @@ def test_skew_check_names_a_feature_computed_differently_online(packaged):
     from pipelines.tasks.flight_delay.features import request_features
 
     paths, _, _ = packaged
-    flights = Lake(paths.lake).read("flight_timeline", END).head(50)
+    flights = Lake(paths.lake).read("flight_delay/flight_timeline", END).head(50)
 
     def off_by_one_hour(timeline):
         features = request_features(timeline)
@@ -262,9 +262,11 @@ def test_pushed_events_make_operational_features_fresh(packaged):
     from pipelines.tasks.flight_delay.replay import replay_days
 
     paths, _, _ = packaged
-    replay_days(paths.landing, date(2013, 1, 10), date(2013, 1, 10))
+    replay_days(paths.landing / "flight_delay", date(2013, 1, 10), date(2013, 1, 10))
     store = embedded_resources()["feast"].store()
-    flights = Lake(paths.lake).read("flight_timeline", END)  # flights of the last built day...
+    flights = Lake(paths.lake).read(
+        "flight_delay/flight_timeline", END
+    )  # flights of the last built day...
     flights = flights.head(20).assign(  # ...asked about as if they left on 01-10 at 13:30
         sched_dep_ts=pd.Timestamp("2013-01-10T13:30", tz="America/New_York").tz_convert("UTC")
     )

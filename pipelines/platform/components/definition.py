@@ -84,7 +84,7 @@ class ExamplesModel(Strict):
     id_column: str
     timestamp: str = Field(description="The example's time; the prediction is lead_minutes before")
     label: str
-    lead_minutes: int = Field(default=0, ge=0)
+    lead_minutes: int = 0
 
 
 class FeaturesModel(Strict):
@@ -97,11 +97,12 @@ class FeaturesModel(Strict):
 class ServingModel(Strict):
     request_model: str = Field(description="module:attribute of the pydantic model of a request")
     request_name: str = Field(description="The request's field name in the /predict body")
+    batch_name: str = Field(default="", description="Its name in /predict_batch (default: plural)")
     score_field: str = "probability"
     score_description: str = "P(label = 1)"
     # Answer fields that say a view knew nothing of the request's entity: field -> feature view.
     flags: dict[str, str] = {}
-    max_batch: int = Field(default=1000, ge=1)
+    max_batch: int = 1000
 
 
 class AutomationModel(Strict):
@@ -161,6 +162,10 @@ class TaskDefinition(Strict):
                         f"(known so far: {sorted(known)})"
                     )
             known.add(table.name)
+        if self.examples.lead_minutes < 0:
+            raise ValueError("examples.lead_minutes: must be 0 or more")
+        if self.serving.max_batch < 1:
+            raise ValueError("serving.max_batch: must be at least 1")
         if self.examples.table not in known:
             raise ValueError(f"examples.table: unknown table {self.examples.table!r}")
         return self
@@ -204,6 +209,19 @@ class Task:
 
     def next_partition(self, key: str) -> str | None:
         return self.partitions_def.get_next_partition_key(key)
+
+    def previous_partitions(self, key: str, count: int) -> list[str]:
+        """Up to `count` partitions before `key`, oldest first (fewer at the start)."""
+        keys: list[str] = []
+        window = self.partitions_def.time_window_for_partition_key(key)
+        while len(keys) < count:
+            window = self.partitions_def.get_prev_partition_window(window.start)
+            if window is None:
+                break
+            keys.insert(
+                0, self.partitions_def.get_partition_key_range_for_time_window(window).start
+            )
+        return keys
 
     def partition_end(self, key: str):
         """The instant a partition ends (UTC): its data is complete up to here."""

@@ -137,14 +137,7 @@ def _trailing_counts(
     lake: LakeResource, task: Task, table: str, keys: Sequence[str], trailing: int
 ) -> dict[str, int]:
     """Row counts of the partitions before the run's first one that are already in the lake."""
-    before: list[str] = []
-    key = min(keys)
-    for _ in range(trailing):
-        previous = task.partitions_def.get_prev_partition_key(key)
-        if previous is None:
-            break
-        before.insert(0, previous)
-        key = previous
+    before = task.previous_partitions(min(keys), trailing)
     path = task.table(table)
     return {k: lake.lake.row_count(path, k) for k in before if lake.lake.exists(path, k)}
 

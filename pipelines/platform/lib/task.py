@@ -98,4 +98,10 @@ class TaskDomain:
     # lake table name -> path glob of that table: the task's Feast objects by name
     feature_definitions: Callable[[Callable[[str], str]], dict]
     read_reference: Callable[[str], Any] | None = None  # reference tables shipped with the source
+    # (landing_dir, start day, end day) -> landed files: drops the source's files for those days
+    # into the task's landing folder, as if they had just arrived (`make replay TASK=...`).
+    replay: Callable[..., list] | None = None
+    # (feature store, landing_dir, start day, end day, until "HH:MM" or None) -> exit code:
+    # pushes landed events into the online store in time order (`flightline push-events`).
+    push_events: Callable[..., int] | None = None
     warm_up_request: dict = field(default_factory=dict)  # one valid request (service warm-up)

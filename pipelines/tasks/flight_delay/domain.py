@@ -7,6 +7,8 @@ from pipelines.platform.lib.task import TaskDomain
 from pipelines.tasks.flight_delay.feast_declarations import feature_definitions
 from pipelines.tasks.flight_delay.features import departure_hour_key, request_features
 from pipelines.tasks.flight_delay.flights import UNKNOWN_TAILNUM
+from pipelines.tasks.flight_delay.live_events import push_landed_events
+from pipelines.tasks.flight_delay.replay import replay_days
 from pipelines.tasks.flight_delay.source import read_table
 
 FLIGHT_FIELDS = ("carrier", "flight", "tailnum", "origin", "dest", "sched_dep_ts", "distance")
@@ -40,6 +42,8 @@ DOMAIN = TaskDomain(
     request_features=request_features,
     feature_definitions=feature_definitions,
     read_reference=read_table,
+    replay=replay_days,
+    push_events=push_landed_events,
     warm_up_request={
         "carrier": "UA",
         "flight": 1,

@@ -50,3 +50,26 @@ def push_in_time_order(
                 pushed[name] += len(batch)
         window += step
     return pushed
+
+
+def push_landed_events(store, landing_dir, start, end, until: str | None) -> int:
+    """`flightline push-events`: each landed day's departures and landings, in time order; the
+    last day stops at `until` (local HH:MM) when given."""
+    import sys
+
+    from pipelines.platform.lib.landing import LandingError, read_landed_day
+    from pipelines.tasks.flight_delay.flights import LOCAL_TZ, flight_timeline
+
+    stop = None
+    if until:
+        stop = pd.Timestamp(f"{end.isoformat()}T{until}", tz=LOCAL_TZ).tz_convert("UTC")
+    for day in pd.date_range(start, end).strftime("%Y-%m-%d"):
+        try:
+            landed = read_landed_day(landing_dir, "flights", day)
+        except LandingError as exc:
+            print(f"{day}: {exc}", file=sys.stderr)
+            return 1
+        rows = event_rows(flight_timeline(landed.frame.assign(partition_date=day)))
+        pushed = push_in_time_order(store, rows, until=stop if day == end.isoformat() else None)
+        print(f"{day}: pushed " + ", ".join(f"{n:,} {name}" for name, n in pushed.items()))
+    return 0

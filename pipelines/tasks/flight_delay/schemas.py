@@ -1,7 +1,8 @@
-"""Request and response models of the prediction service."""
+"""The flight-delay service's request: a flight as known when it is scheduled."""
 
 from datetime import datetime
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.tasks.flight_delay.source import read_table
@@ -10,7 +11,7 @@ from pipelines.tasks.flight_delay.source import read_table
 KNOWN_CARRIERS = frozenset(read_table("airlines")["carrier"].astype(str))
 KNOWN_AIRPORTS = frozenset(read_table("airports")["faa"].astype(str))
 ORIGINS = frozenset({"EWR", "JFK", "LGA"})  # the model knows departures from New York only
-MAX_BATCH = 1000
+LOCAL_TZ = "America/New_York"
 
 
 class Flight(BaseModel):
@@ -50,22 +51,16 @@ class Flight(BaseModel):
             raise ValueError(f"unknown airport code {value!r}")
         return value
 
+    @field_validator("sched_dep")
+    @classmethod
+    def _exists_in_new_york(cls, value: datetime) -> datetime:
+        stamp = pd.Timestamp(value)
+        if stamp.tzinfo is None:  # a wall-clock time is New York local time
+            stamp = stamp.tz_localize(LOCAL_TZ, ambiguous="NaT", nonexistent="NaT")
+            if pd.isna(stamp):
+                raise ValueError("a local time that does not exist or is ambiguous (DST)")
+        return stamp.tz_convert("UTC").to_pydatetime()
 
-class Prediction(BaseModel):
-    delay_probability: float = Field(description="P(arrival more than 15 minutes late)")
-    model_name: str
-    model_version: str = Field(description="MLflow model version that answered")
-    feature_age_seconds: dict[str, float | None] = Field(
-        description="Per feature view, the age of the value used at prediction time; null if none"
-    )
-    unknown_tailnum: bool = Field(
-        description="The plane is not in the feature store: plane features were missing"
-    )
-
-
-class Readiness(BaseModel):
-    ready: bool
-    model: str
-    model_ok: bool
-    feature_store_ok: bool
-    feature_store_error: str | None = None
+    def to_row(self) -> dict:
+        """The row the task's request_frame reads (departure as UTC)."""
+        return {**self.model_dump(exclude={"sched_dep"}), "sched_dep_ts": self.sched_dep}
