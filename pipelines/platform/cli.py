@@ -99,15 +99,17 @@ def materialize_window(
     only: set[str] | None = None,
     run_config: dict | None = None,
     task: str | None = None,
+    definitions: dg.Definitions | None = None,
 ) -> list[dg.ExecuteInProcessResult]:
     """Materialize a task's graph over the days [start, end] in three runs: the unpartitioned
     assets upstream of the partitions (reference tables), every partitioned asset over the range
     as one run, then the unpartitioned assets downstream (models, evaluation, promotion). `task`:
     only that task's assets (default: every task); `only` narrows the selection to some asset
-    names; `run_config` (ops: ...) reaches the assets it names."""
+    names; `run_config` (ops: ...) reaches the assets it names. `definitions`: the code
+    location's by default."""
     from pipelines.definitions import defs
 
-    definitions = defs()
+    definitions = definitions or defs()
     graph = definitions.resolve_asset_graph()
     keys = [
         k

@@ -1,6 +1,7 @@
 """The prediction-task component: a `defs.yaml` under `pipelines/defs/<task>/` whose attributes
 are the task definition, built into the task's whole life (every asset under its key prefix)."""
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -22,6 +23,7 @@ from pipelines.platform.components.serving import serving_defs
 from pipelines.platform.components.training import training_defs
 
 DEFS_ROOT = Path(__file__).resolve().parents[2] / "defs"
+DEFS_PATH_ENV = "FLIGHTLINE_DEFS_PATH"
 
 
 class PredictionTask(dg.Component, TaskDefinition):
@@ -65,10 +67,14 @@ def load_definition(path: str | Path) -> TaskDefinition:
 
 
 def task_definition_paths() -> dict[str, Path]:
-    """Every task of the code location by name: pipelines/defs/<task>/defs.yaml."""
+    """Every task by name: pipelines/defs/<task>/defs.yaml, and the defs.yaml files under the
+    folders FLIGHTLINE_DEFS_PATH lists (os.pathsep-separated; tasks kept outside the project,
+    such as the tests' own)."""
+    roots = [DEFS_ROOT, *(Path(p) for p in os.environ.get(DEFS_PATH_ENV, "").split(os.pathsep) if p)]
     out = {}
-    for path in sorted(DEFS_ROOT.glob("*/defs.yaml")):
-        out[load_definition(path).name] = path
+    for root in roots:
+        for path in sorted(root.glob("**/defs.yaml")):
+            out[load_definition(path).name] = path
     return out
 
 

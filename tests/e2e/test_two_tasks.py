@@ -1,0 +1,203 @@
+"""Two tasks in one code location: flight delay (daily) and the tests' toy sensor task (hourly,
+tests/tasks/toy_sensor). The toy task's whole life materializes from its definition alone, and
+neither task's jobs, sensors, models, Bentos or folders touch the other's."""
+
+import importlib
+import sys
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+from starlette.testclient import TestClient
+
+from pipelines.definitions import defs
+from pipelines.platform.cli import materialize_window, run_succeeded
+from pipelines.platform.components.task import DEFS_PATH_ENV, build_task_defs, load_task
+from pipelines.platform.lib.settings import DataPaths
+from pipelines.platform.resources import LandingZone
+
+ROOT = Path(__file__).resolve().parents[2]
+TOY_DEFS = ROOT / "tests" / "tasks"
+TOY, FLIGHTS = "toy_sensor", "flight_delay"
+START, END = date(2024, 3, 1), date(2024, 3, 14)
+
+
+@pytest.fixture(scope="module")
+def env():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(DEFS_PATH_ENV, str(TOY_DEFS))
+        yield mp
+
+
+@pytest.fixture(scope="module")
+def both(env):
+    """The code location's definitions plus the toy task, as a second defs.yaml would add it."""
+    return dg.Definitions.merge(defs(), build_task_defs(load_task(TOY)))
+
+
+def _keys(definitions, job: str) -> set[dg.AssetKey]:
+    return set(definitions.resolve_job_def(job).asset_layer.selected_asset_keys)
+
+
+def test_each_task_has_its_own_jobs_sensors_and_schedule(both):
+    for task in (TOY, FLIGHTS):
+        other = FLIGHTS if task == TOY else TOY
+        for job in (f"{task}_retrain", f"{task}_partitions"):
+            keys = _keys(both, job)
+            assert keys and {k.path[0] for k in keys} == {task}, job
+        retrain = {k.path[-1] for k in _keys(both, f"{task}_retrain")}
+        assert retrain == {
+            "lgbm_model",
+            "torch_model",
+            "model_evaluation",
+            "champion",
+            "bento",
+            "drift_reference",
+        }
+        tags = both.resolve_job_def(f"{task}_retrain").tags
+        assert tags["flightline/retrain"] == task  # one retrain per task at a time, tasks apart
+        assert both.get_sensor_def(f"{task}_landing_sensor")
+        assert both.get_schedule_def(f"{task}_nightly_retrain")
+        drift = both.get_sensor_def(f"{task}_drift_sensor")
+        assert [t.job_name for t in drift.targets] == [f"{task}_retrain"]
+    graph = both.resolve_asset_graph()
+    toy_raw = graph.get(dg.AssetKey([TOY, "raw_readings"]))
+    assert toy_raw.partitions_def.get_partition_keys()[:2] == ["2024-03-01-00:00", "2024-03-01-01:00"]
+    assert graph.get(dg.AssetKey([TOY, "training_set"])).group_name == f"{TOY}_training"
+
+
+def _landing_tick(definitions, instance, task: str, paths: DataPaths, cursor=None):
+    context = dg.build_sensor_context(
+        instance=instance,
+        definitions=definitions,
+        cursor=cursor,
+        resources={
+            "landing": LandingZone(
+                landing_dir=str(paths.landing), archive_dir=str(paths.root / "archive")
+            )
+        },
+    )
+    return definitions.get_sensor_def(f"{task}_landing_sensor")(context)
+
+
+def test_one_tasks_landed_files_never_launch_the_other(both, instance, data_paths):
+    task = load_task(TOY)
+    task.domain.replay(data_paths.landing / TOY, date(2024, 3, 1), date(2024, 3, 1))
+    flight = _landing_tick(both, instance, FLIGHTS, data_paths)
+    assert isinstance(flight, dg.SkipReason)
+    toy = _landing_tick(both, instance, TOY, data_paths)
+    [backfill] = toy.run_requests  # 24 new hours: one backfill of the toy's partitioned assets
+    subset = backfill.asset_graph_subset
+    assert {k.path[0] for k in subset.partitions_subsets_by_asset_key} == {TOY}
+    assert set(subset.partitions_subsets_by_asset_key) == _keys(both, f"{TOY}_partitions")
+    key = dg.AssetKey([TOY, "raw_readings"])
+    hours = sorted(subset.get_partitions_subset(key).get_partition_keys())
+    assert hours[0] == "2024-03-01-00:00" and hours[-1] == "2024-03-01-23:00" and len(hours) == 24
+
+    task.domain.replay(data_paths.landing / TOY, date(2024, 3, 2), date(2024, 3, 2))
+    more = _landing_tick(both, instance, TOY, data_paths, toy.cursor)
+    [next_day] = more.run_requests
+    assert backfill.tags["flightline/task"] == next_day.tags["flightline/task"] == TOY
+
+
+@pytest.fixture(scope="module")
+def toy_built(both, env, tmp_path_factory):
+    root = tmp_path_factory.mktemp("two_tasks")
+    (root / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+        env.setenv("FLIGHTLINE_DATA_ROOT", str(root / "data"))
+        paths = DataPaths.from_env()
+        task = load_task(TOY)
+        task.domain.replay(paths.landing / TOY, START, END)
+        results = materialize_window(START, END, instance, task=TOY, definitions=both)
+        yield paths, instance, results
+
+
+@pytest.mark.slow
+def test_the_toy_task_lives_its_whole_life_from_its_definition(toy_built):
+    paths, instance, results = toy_built
+    assert run_succeeded(results), [r.success for r in results]
+    built = {
+        key
+        for r in results
+        for key in (
+            e.step_materialization_data.materialization.asset_key
+            for e in r.all_events
+            if e.event_type_value == "ASSET_MATERIALIZATION"
+        )
+    }
+    names = {k.path[-1] for k in built}
+    assert {k.path[0] for k in built} == {TOY}  # nothing of flight delay ran
+    assert {
+        "raw_readings",
+        "reading_features",
+        "examples",
+        "feast_definitions",
+        "online_features",
+        "training_set",
+        "lgbm_model",
+        "torch_model",
+        "model_evaluation",
+        "champion",
+        "bento",
+        "drift_reference",
+        "prediction_log",
+        "drift_report",
+        "live_performance",
+    } <= names
+    checks = {
+        e.event_specific_data.check_name: e.event_specific_data.passed
+        for r in results
+        for e in r.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert checks["raw_readings_on_partition_day"] and checks["bento_feature_skew"]
+    # Hourly partitions, a two-hour label: 14 days of readings, the first two hours unlabelled.
+    training = pd.concat(
+        pd.read_parquet(p) for p in sorted((Path(paths.lake) / TOY / "training_set").glob("*.parquet"))
+    )
+    assert len(training) == 14 * 24 * 4
+    assert (training["event_timestamp"] == training["predicted_at"]).all()
+    assert training["temperature"].notna().mean() > 0.95
+
+    from pipelines.platform.resources_config import embedded_resources
+
+    registry = embedded_resources()["mlflow"].registry()
+    assert registry.alias(TOY, "champion") is not None
+    assert registry.alias(FLIGHTS, "champion") is None
+    assert (paths.root / "serving" / TOY / "latest.json").exists()
+    assert not (paths.root / "serving" / FLIGHTS).exists()
+
+
+@pytest.mark.slow
+def test_the_toy_service_answers_and_refuses_with_its_own_schema(toy_built, env):
+    import json
+
+    paths, _, _ = toy_built
+    latest = json.loads((paths.root / "serving" / TOY / "latest.json").read_text())
+    env.setenv("FLIGHTLINE_TASK", TOY)
+    env.setenv("FLIGHTLINE_BENTO_MODEL", latest["model"])
+    sys.modules.pop("serving.service", None)
+    service = importlib.import_module("serving.service")
+    try:
+        with TestClient(service.PredictionService.to_asgi()) as client:
+            ok = client.post(
+                "/predict", json={"reading": {"machine": "m2", "predicted_at": "2024-03-14T20:00:00Z"}}
+            )
+            assert ok.status_code == 200, ok.text
+            body = ok.json()
+            assert 0 <= body["hot_probability"] <= 1 and body["model_name"] == TOY
+            assert set(body["feature_age_seconds"]) == {"toy_machine_latest"}
+            bad = client.post(
+                "/predict", json={"reading": {"machine": "m9", "predicted_at": "2024-03-14T20:00:00Z"}}
+            )
+            assert bad.status_code == 400 and "machine" in bad.text
+            batch = client.post(
+                "/predict_batch",
+                json={"readings": [{"machine": m, "predicted_at": "2024-03-14T20:00:00Z"} for m in ("m1", "m3")]},
+            )
+            assert batch.status_code == 200 and len(batch.json()) == 2
+    finally:
+        sys.modules.pop("serving.service", None)
