@@ -64,7 +64,10 @@ def test_each_task_has_its_own_jobs_sensors_and_schedule(both):
         assert [t.job_name for t in drift.targets] == [f"{task}_retrain"]
     graph = both.resolve_asset_graph()
     toy_raw = graph.get(dg.AssetKey([TOY, "raw_readings"]))
-    assert toy_raw.partitions_def.get_partition_keys()[:2] == ["2024-03-01-00:00", "2024-03-01-01:00"]
+    assert toy_raw.partitions_def.get_partition_keys()[:2] == [
+        "2024-03-01-00:00",
+        "2024-03-01-01:00",
+    ]
     assert graph.get(dg.AssetKey([TOY, "training_set"])).group_name == f"{TOY}_training"
 
 
@@ -103,7 +106,7 @@ def test_one_tasks_landed_files_never_launch_the_other(both, instance, data_path
 
 
 @pytest.fixture(scope="module")
-def toy_built(both, env, tmp_path_factory):
+def toy_built(env, tmp_path_factory):
     root = tmp_path_factory.mktemp("two_tasks")
     (root / "dagster_home").mkdir()
     with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
@@ -111,6 +114,8 @@ def toy_built(both, env, tmp_path_factory):
         paths = DataPaths.from_env()
         task = load_task(TOY)
         task.domain.replay(paths.landing / TOY, START, END)
+        # Resources follow the data root at definition time: the definitions come after it.
+        both = dg.Definitions.merge(defs(), build_task_defs(load_task(TOY)))
         results = materialize_window(START, END, instance, task=TOY, definitions=both)
         yield paths, instance, results
 
@@ -156,7 +161,8 @@ def test_the_toy_task_lives_its_whole_life_from_its_definition(toy_built):
     assert checks["raw_readings_on_partition_day"] and checks["bento_feature_skew"]
     # Hourly partitions, a two-hour label: 14 days of readings, the first two hours unlabelled.
     training = pd.concat(
-        pd.read_parquet(p) for p in sorted((Path(paths.lake) / TOY / "training_set").glob("*.parquet"))
+        pd.read_parquet(p)
+        for p in sorted((Path(paths.lake) / TOY / "training_set").glob("*.parquet"))
     )
     assert len(training) == 14 * 24 * 4
     assert (training["event_timestamp"] == training["predicted_at"]).all()
@@ -184,19 +190,25 @@ def test_the_toy_service_answers_and_refuses_with_its_own_schema(toy_built, env)
     try:
         with TestClient(service.PredictionService.to_asgi()) as client:
             ok = client.post(
-                "/predict", json={"reading": {"machine": "m2", "predicted_at": "2024-03-14T20:00:00Z"}}
+                "/predict",
+                json={"reading": {"machine": "m2", "predicted_at": "2024-03-14T20:00:00Z"}},
             )
             assert ok.status_code == 200, ok.text
             body = ok.json()
             assert 0 <= body["hot_probability"] <= 1 and body["model_name"] == TOY
             assert set(body["feature_age_seconds"]) == {"toy_machine_latest"}
             bad = client.post(
-                "/predict", json={"reading": {"machine": "m9", "predicted_at": "2024-03-14T20:00:00Z"}}
+                "/predict",
+                json={"reading": {"machine": "m9", "predicted_at": "2024-03-14T20:00:00Z"}},
             )
             assert bad.status_code == 400 and "machine" in bad.text
             batch = client.post(
                 "/predict_batch",
-                json={"readings": [{"machine": m, "predicted_at": "2024-03-14T20:00:00Z"} for m in ("m1", "m3")]},
+                json={
+                    "readings": [
+                        {"machine": m, "predicted_at": "2024-03-14T20:00:00Z"} for m in ("m1", "m3")
+                    ]
+                },
             )
             assert batch.status_code == 200 and len(batch.json()) == 2
     finally:

@@ -70,7 +70,10 @@ def task_definition_paths() -> dict[str, Path]:
     """Every task by name: pipelines/defs/<task>/defs.yaml, and the defs.yaml files under the
     folders FLIGHTLINE_DEFS_PATH lists (os.pathsep-separated; tasks kept outside the project,
     such as the tests' own)."""
-    roots = [DEFS_ROOT, *(Path(p) for p in os.environ.get(DEFS_PATH_ENV, "").split(os.pathsep) if p)]
+    roots = [
+        DEFS_ROOT,
+        *(Path(p) for p in os.environ.get(DEFS_PATH_ENV, "").split(os.pathsep) if p),
+    ]
     out = {}
     for root in roots:
         for path in sorted(root.glob("**/defs.yaml")):

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64
-from pydantic import BaseModel, ConfigDict, Field as PydanticField, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import Field as PydanticField
 
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.task import TaskDomain
