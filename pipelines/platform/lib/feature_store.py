@@ -7,18 +7,17 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-from feast import FeatureStore, RepoConfig
-from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
-from feast.infra.online_stores.redis import RedisOnlineStoreConfig
-from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
-from feast.infra.registry.sql import SqlRegistryConfig
-from feast.repo_config import RegistryConfig
 
 from pipelines.platform.lib.services import mask, redis_client, redis_connection_string
 from pipelines.platform.lib.settings import PROJECT_ROOT
-from pipelines.tasks.flight_delay.feast_declarations import feature_definitions
+
+# Feast imports torch and costs ~6-9 s here: it is imported when a store is opened, never when
+# the code location loads (which imports this module for its types and helpers).
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 logging.getLogger("feast").setLevel(logging.WARNING)
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -55,7 +54,14 @@ def location_from_paths(paths, project: str = "flightline") -> FeastLocation:
     )
 
 
-def open_store(location: FeastLocation) -> FeatureStore:
+def open_store(location: FeastLocation) -> "FeatureStore":
+    from feast import FeatureStore, RepoConfig
+    from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
+    from feast.infra.online_stores.redis import RedisOnlineStoreConfig
+    from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+    from feast.infra.registry.sql import SqlRegistryConfig
+    from feast.repo_config import RegistryConfig
+
     if location.sql_registry:
         registry = SqlRegistryConfig(
             path=location.registry_path,
@@ -90,8 +96,10 @@ def open_store(location: FeastLocation) -> FeatureStore:
     return store
 
 
-def apply_definitions(store: FeatureStore, lake_root: str) -> dict[str, list[str]]:
+def apply_definitions(store: "FeatureStore", lake_root: str) -> dict[str, list[str]]:
     """Register (or update) every declared object; returns what is registered, by kind."""
+    from pipelines.tasks.flight_delay.feast_declarations import feature_definitions
+
     objects = feature_definitions(lake_root)
     store.apply(list(objects.values()))
     return {
@@ -101,7 +109,7 @@ def apply_definitions(store: FeatureStore, lake_root: str) -> dict[str, list[str
     }
 
 
-def service_feature_names(store: FeatureStore, service: str) -> list[str]:
+def service_feature_names(store: "FeatureStore", service: str) -> list[str]:
     fs = store.get_feature_service(service)
     return [
         f"{proj.name}:{feature.name}"
@@ -111,7 +119,7 @@ def service_feature_names(store: FeatureStore, service: str) -> list[str]:
 
 
 def historical_features(
-    store: FeatureStore, entity_rows: pd.DataFrame, service: str
+    store: "FeatureStore", entity_rows: pd.DataFrame, service: str
 ) -> pd.DataFrame:
     """Point-in-time join: each row gets, per view, the latest values at or before its timestamp
     (within the view's TTL). Rows come back in the entity frame's order."""
@@ -136,7 +144,7 @@ class MaterializationResult:
     seconds: float
 
 
-def materialize_up_to(store: FeatureStore, end: datetime) -> MaterializationResult:
+def materialize_up_to(store: "FeatureStore", end: datetime) -> MaterializationResult:
     """Bring the online store up to `end`, incrementally per view.
 
     Each view continues from its own watermark (or from `end - ttl` the first time; from the

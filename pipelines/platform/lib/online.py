@@ -3,16 +3,20 @@ Feast's online store through the same FeatureService and the same request-featur
 training. Serving calls this; the skew check compares it with historical retrieval."""
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from feast import FeatureStore
-from feast.online_response import TIMESTAMP_POSTFIX
 
 from pipelines.platform.lib.modeling.dataset import feature_frame
 from pipelines.platform.lib.task import TaskSpec
 from pipelines.tasks.flight_delay.features import departure_hour_key, request_features
 from pipelines.tasks.flight_delay.flights import UNKNOWN_TAILNUM, PredictionTiming
+
+# Feast (6-9 s of imports, torch included) is loaded by whoever opens the store; this module only
+# receives one, so importing it stays cheap for the code location.
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 FLIGHT_FIELDS = ("carrier", "flight", "tailnum", "origin", "dest", "sched_dep_ts", "distance")
 ENTITY_KEYS = ("origin", "tailnum", "carrier", "route", "dep_hour")
@@ -53,7 +57,7 @@ class _ServicePlan:
     ttl_seconds: dict[str, float]  # 0: no TTL
 
 
-def _plan(store: FeatureStore, name: str) -> _ServicePlan:
+def _plan(store: "FeatureStore", name: str) -> _ServicePlan:
     """The FeatureService and its views' TTLs, looked up once per store (2 ms per registry read)."""
     cache = store.__dict__.setdefault("_flightline_plans", {})
     if name not in cache:
@@ -81,7 +85,7 @@ def _epoch_seconds(moments: pd.Series | pd.Timestamp, n: int) -> np.ndarray:
 
 
 def online_vector(
-    store: FeatureStore,
+    store: "FeatureStore",
     flights: pd.DataFrame,
     spec: TaskSpec,
     request_features_fn=request_features,
@@ -93,6 +97,8 @@ def online_vector(
     flights = flights_frame(flights)
     if as_of is None:
         as_of = PredictionTiming().prediction_time(flights["sched_dep_ts"])
+    from feast.online_response import TIMESTAMP_POSTFIX
+
     plan = _plan(store, spec.feature_service)
     served = store.get_online_features(
         features=plan.service, entity_rows=entity_keys(flights)

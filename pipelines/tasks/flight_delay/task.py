@@ -1,7 +1,7 @@
 """The flight-delay task: the first user of the generic model half."""
 
 from pipelines.platform.lib.task import TaskSpec
-from pipelines.tasks.flight_delay.feast_declarations import FEATURE_SERVICE, feature_definitions
+from pipelines.tasks.flight_delay.feast_declarations import FEATURE_SERVICE, served_features
 
 # Text features (LightGBM treats them natively, the MLP embeds them). Of the entity keys only
 # carrier and origin are model inputs: tailnum is described by plane_* and route by origin + dest.
@@ -16,14 +16,8 @@ REQUEST_NUMERIC = (
 )
 
 
-def feature_service_features(name: str = FEATURE_SERVICE) -> tuple[str, ...]:
-    """The features the versioned FeatureService serves, in its order (declarations only: no store)."""
-    service = feature_definitions("/nonexistent-lake")[name]
-    return tuple(f.name for p in service.feature_view_projections for f in p.features)
-
-
 def flight_delay_spec() -> TaskSpec:
-    served = feature_service_features()
+    served = served_features(FEATURE_SERVICE)
     return TaskSpec(
         name="flight_delay",
         training_asset=("training_set",),
