@@ -148,3 +148,22 @@ def test_models_pickled_under_the_old_wrapper_path_still_load():
 
     old_reference = b"cpipelines.platform.lib.tracking\nClassifierPyfunc\n."
     assert pickle.loads(old_reference) is ClassifierPyfunc
+
+
+def test_cold_start_benchmark_smoke(tmp_path):
+    # A benchmark that stops working must fail here, not rot: one repeat, its figures parsed.
+    # No time bound: targets are measured by the benchmark, not asserted by timed tests.
+    out = tmp_path / "cold_start.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/cold_start.py", "--repeat", "1", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result["seconds"]) == {"load", "load_floor", "validate", "validate_floor"}
+    assert all(seconds > 0 for seconds in result["seconds"].values())
+    assert result["heavy_libraries_loaded"] == []
+    assert "code location (import + defs())" in done.stdout
