@@ -163,7 +163,17 @@ def test_cold_start_benchmark_smoke(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert set(result["seconds"]) == {"load", "load_floor", "validate", "validate_floor"}
+    assert set(result["seconds"]) == {
+        "load",
+        "load_floor",
+        "validate",
+        "validate_floor",
+        "ui_first_page",
+        "ui_loaded",
+        "ui_floor_first_page",
+        "ui_floor_loaded",
+    }
     assert all(seconds > 0 for seconds in result["seconds"].values())
+    assert result["ui_ratio"] > 0
     assert result["heavy_libraries_loaded"] == []
     assert "code location (import + defs())" in done.stdout
