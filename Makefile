@@ -95,6 +95,7 @@ benchmark: setup
 	$(UV) run --frozen python benchmarks/online_materialization.py
 	$(UV) run --frozen python benchmarks/model_training.py
 	$(UV) run --frozen python benchmarks/drift_check.py --data-root $(DATA_ROOT)
+	$(UV) run --frozen python benchmarks/cold_start.py
 
 clean:
 	rm -rf $(DATA_ROOT)

@@ -32,6 +32,7 @@ from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
 from pipelines.platform.lib.landing import archive_landed_file, read_landed_day
 from pipelines.platform.lib.settings import PROJECT_ROOT, DataPaths
 from pipelines.tasks.flight_delay import features as F
+from pipelines.tasks.flight_delay.contracts import FLIGHTS, WEATHER
 from pipelines.tasks.flight_delay.feast_declarations import FEATURE_SERVICE
 from pipelines.tasks.flight_delay.flights import PredictionTiming, day_start_utc, flight_timeline
 from pipelines.tasks.flight_delay.replay import replay_days

@@ -1,10 +1,10 @@
 """Typed resources. Their defaults are the embedded profile; every field is set by configuration."""
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import pandas as pd
-from feast import FeatureStore
 from pydantic import PrivateAttr
 
 from pipelines.platform.lib.feature_store import FeastLocation, open_store
@@ -13,6 +13,11 @@ from pipelines.platform.lib.landing import LandedDay, archive_landed_file, read_
 from pipelines.platform.lib.retrain_policy import Thresholds
 from pipelines.platform.lib.services import check_uri
 from pipelines.platform.lib.tracking import ModelRegistry
+
+# Feast is imported when a step opens the store (FeastResource.store), not when the code location
+# loads: it costs seconds in every process, step pods included.
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 
 class LakeIOManager(dg.ConfigurableIOManager):
@@ -109,7 +114,8 @@ class FeastResource(dg.ConfigurableResource):
     repo_path: str
     redis_url: str | None = None  # redis://host:port/db: Redis instead of the SQLite file
 
-    _store: FeatureStore | None = PrivateAttr(default=None)
+    # Typed Any: pydantic resolves this annotation at class creation, which would import Feast.
+    _store: Any = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # A wrong password or a server that is down fails the run at start, naming the URL.
@@ -127,7 +133,7 @@ class FeastResource(dg.ConfigurableResource):
             self.redis_url,
         )
 
-    def store(self) -> FeatureStore:
+    def store(self) -> "FeatureStore":
         if self._store is None:
             self._store = open_store(self.location)
         return self._store

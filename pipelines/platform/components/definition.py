@@ -311,6 +311,13 @@ def resolve(definition: TaskDefinition) -> Task:
 
 def _service_features(domain: TaskDomain, service: str, task: str) -> tuple[str, ...]:
     """The features the versioned FeatureService serves, in its order (declarations only)."""
+    if domain.served_features is not None:
+        try:
+            return tuple(domain.served_features(service))
+        except KeyError:
+            raise DefinitionError(
+                f"task {task}: features.feature_service: {service!r} is not declared"
+            ) from None
     objects = domain.feature_definitions(lambda table: f"/nonexistent/{table}")
     if service not in objects:
         raise DefinitionError(

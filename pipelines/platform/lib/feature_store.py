@@ -7,18 +7,18 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from feast import FeatureStore, RepoConfig
-from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
-from feast.infra.online_stores.redis import RedisOnlineStoreConfig
-from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
-from feast.infra.registry.sql import SqlRegistryConfig
-from feast.repo_config import RegistryConfig
 
 from pipelines.platform.lib.services import mask, redis_client, redis_connection_string
 from pipelines.platform.lib.settings import PROJECT_ROOT
+
+# Feast imports torch and costs ~6-9 s here: it is imported when a store is opened, never when
+# the code location loads (which imports this module for its types and helpers).
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 logging.getLogger("feast").setLevel(logging.WARNING)
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -56,7 +56,14 @@ def location_from_paths(paths, project: str = "flightline") -> FeastLocation:
     )
 
 
-def open_store(location: FeastLocation) -> FeatureStore:
+def open_store(location: FeastLocation) -> "FeatureStore":
+    from feast import FeatureStore, RepoConfig
+    from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
+    from feast.infra.online_stores.redis import RedisOnlineStoreConfig
+    from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+    from feast.infra.registry.sql import SqlRegistryConfig
+    from feast.repo_config import RegistryConfig
+
     if location.sql_registry:
         registry = SqlRegistryConfig(
             path=location.registry_path,
@@ -100,7 +107,7 @@ class FeastOwnershipError(ValueError):
     pass
 
 
-def apply_definitions(store: FeatureStore, objects: dict, task: str) -> dict[str, list[str]]:
+def apply_definitions(store: "FeatureStore", objects: dict, task: str) -> dict[str, list[str]]:
     """Register (or update) one task's declared objects, without touching other tasks' objects
     (Feast's partial apply deletes nothing); returns what the task has registered, by kind."""
     existing = {
@@ -133,7 +140,7 @@ def apply_definitions(store: FeatureStore, objects: dict, task: str) -> dict[str
     }
 
 
-def service_feature_names(store: FeatureStore, service: str) -> list[str]:
+def service_feature_names(store: "FeatureStore", service: str) -> list[str]:
     fs = store.get_feature_service(service)
     return [
         f"{proj.name}:{feature.name}"
@@ -143,7 +150,7 @@ def service_feature_names(store: FeatureStore, service: str) -> list[str]:
 
 
 def historical_features(
-    store: FeatureStore, entity_rows: pd.DataFrame, service: str
+    store: "FeatureStore", entity_rows: pd.DataFrame, service: str
 ) -> pd.DataFrame:
     """Point-in-time join: each row gets, per view, the latest values at or before its timestamp
     (within the view's TTL). Rows come back in the entity frame's order."""
@@ -167,7 +174,7 @@ class MaterializationResult:
 
 
 def materialize_up_to(
-    store: FeatureStore, end: datetime, views: list[str] | None = None
+    store: "FeatureStore", end: datetime, views: list[str] | None = None
 ) -> MaterializationResult:
     """Bring the online store up to `end`, incrementally per view.
 

@@ -4,14 +4,18 @@ request features) as training. Serving calls this; the skew check compares it wi
 retrieval."""
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from feast import FeatureStore
-from feast.online_response import TIMESTAMP_POSTFIX
 
 from pipelines.platform.lib.modeling.dataset import feature_frame
 from pipelines.platform.lib.task import TaskDomain, TaskSpec
+
+# Feast (6-9 s of imports, torch included) is loaded by whoever opens the store; this module only
+# receives one, so importing it stays cheap for the code location.
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class _ServicePlan:
     ttl_seconds: dict[str, float]  # 0: no TTL
 
 
-def _plan(store: FeatureStore, name: str) -> _ServicePlan:
+def _plan(store: "FeatureStore", name: str) -> _ServicePlan:
     """The FeatureService and its views' TTLs, looked up once per store (2 ms per registry read)."""
     cache = store.__dict__.setdefault("_flightline_plans", {})
     if name not in cache:
@@ -66,7 +70,7 @@ def _epoch_seconds(moments: pd.Series | pd.Timestamp, n: int) -> np.ndarray:
 
 
 def online_vector(
-    store: FeatureStore,
+    store: "FeatureStore",
     rows: pd.DataFrame,
     spec: TaskSpec,
     domain: TaskDomain,
@@ -78,6 +82,8 @@ def online_vector(
     online read does not apply TTLs)."""
     if as_of is None:
         as_of = spec.prediction_time(rows[spec.timestamp_column])
+    from feast.online_response import TIMESTAMP_POSTFIX
+
     plan = _plan(store, spec.feature_service)
     served = store.get_online_features(
         features=plan.service, entity_rows=entity_key_rows(domain, rows)

@@ -1,15 +1,23 @@
 """Small charts for asset metadata, rendered to PNG (markdown with a data URI shows in the UI)."""
 
 import base64
+import functools
 import io
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on servers
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from sklearn.metrics import precision_recall_curve, roc_curve
+
+
+@functools.cache
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (no display on servers). Imported on first use:
+    matplotlib costs about a second, which every process loading the code location would pay."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def markdown_image(png: bytes, alt: str) -> str:
@@ -23,6 +31,7 @@ def training_set_summary(
     days = frame[day_column].astype(str).str[:10]  # hourly partition keys start with their day
     daily = frame.groupby(days).agg(rows=(label, "size"), delay_rate=(label, "mean"))
     coverage = frame[feature_columns].notna().mean().sort_values()
+    plt = _pyplot()
     fig, (left, right) = plt.subplots(
         1, 2, figsize=(11, max(3.5, 0.16 * len(coverage))), gridspec_kw={"width_ratios": [3, 2]}
     )
@@ -52,12 +61,15 @@ def _png(fig) -> bytes:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
+    _pyplot().close(fig)
     return buffer.getvalue()
 
 
 def evaluation_curves(y: np.ndarray, predictions: dict[str, np.ndarray], bins: int = 10) -> bytes:
     """ROC, precision-recall and calibration (reliability) curves of every model on one holdout."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    plt = _pyplot()
     fig, (roc, pr, cal) = plt.subplots(1, 3, figsize=(15, 4.6))
     for name, p in predictions.items():
         fpr, tpr, _ = roc_curve(y, p)
@@ -89,6 +101,7 @@ def learning_curves(history: dict[str, list[float]], step_name: str) -> bytes:
     losses = {k: v for k, v in history.items() if "loss" in k}
     others = {k: v for k, v in history.items() if k not in losses and "seconds" not in k}
     panels = [d for d in (losses, others) if d]
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.8), squeeze=False)
     for axis, curves in zip(axes[0], panels, strict=True):
         for name, values in curves.items():
@@ -101,6 +114,7 @@ def learning_curves(history: dict[str, list[float]], step_name: str) -> bytes:
 def drift_chart(distances: dict[str, float], threshold: float, title: str) -> bytes:
     """Drift distance per column, largest first, with the threshold a column drifts at."""
     ordered = sorted(distances.items(), key=lambda kv: kv[1])
+    plt = _pyplot()
     fig, axis = plt.subplots(figsize=(7, max(3.0, 0.18 * len(ordered))))
     colors = ["#c0392b" if v >= threshold else "#5d8aa8" for _, v in ordered]
     axis.barh([k for k, _ in ordered], [v for _, v in ordered], color=colors)
@@ -113,6 +127,7 @@ def drift_chart(distances: dict[str, float], threshold: float, title: str) -> by
 
 def daily_metric_chart(daily: pd.DataFrame, columns: list[str], title: str) -> bytes:
     """Metrics by day (one line each) with a rolling mean of the first."""
+    plt = _pyplot()
     fig, axis = plt.subplots(figsize=(8, 3.6))
     x = pd.to_datetime(daily.index)
     for column in columns:

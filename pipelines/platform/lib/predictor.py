@@ -4,14 +4,19 @@ the pinned model's probabilities, the feature ages, and a record for the predict
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from feast import FeatureStore
 
 from pipelines.platform.lib.online import feature_age_seconds, online_vector
 from pipelines.platform.lib.prediction_log import PredictionLogWriter
 from pipelines.platform.lib.task import TaskDomain, TaskSpec
+
+# Feast (6-9 s of imports, torch included) is loaded by whoever opens the store; this module only
+# receives one, so importing it stays cheap for the code location.
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 
 class FeatureStoreUnavailable(RuntimeError):
@@ -34,7 +39,7 @@ class Predictor:
         self,
         spec: TaskSpec,
         domain: TaskDomain,
-        store: FeatureStore | None,
+        store: "FeatureStore | None",
         model,
         info: ModelInfo,
         log: PredictionLogWriter | None = None,

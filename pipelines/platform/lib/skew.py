@@ -1,8 +1,9 @@
 """Training/serving skew: the feature vector the online path builds for a request against the one
 historical retrieval (what training used) builds for the same request at the same time."""
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
-from feast import FeatureStore
 
 from pipelines.platform.lib.feature_store import historical_features
 from pipelines.platform.lib.modeling.dataset import feature_frame
@@ -11,9 +12,14 @@ from pipelines.platform.lib.task import TaskDomain, TaskSpec
 
 EVENT_TIMESTAMP = "event_timestamp"
 
+# Feast (6-9 s of imports, torch included) is loaded by whoever opens the store; this module only
+# receives one, so importing it stays cheap for the code location.
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
 
 def feature_skew(
-    store: FeatureStore,
+    store: "FeatureStore",
     spec: TaskSpec,
     domain: TaskDomain,
     examples: pd.DataFrame,

@@ -98,6 +98,9 @@ class TaskDomain:
     # lake table name -> path glob of that table: the task's Feast objects by name
     feature_definitions: Callable[[Callable[[str], str]], dict]
     read_reference: Callable[[str], Any] | None = None  # reference tables shipped with the source
+    # service name -> its feature names, from declarations alone: loading the code location then
+    # never imports Feast (6-9 s). Without it, the platform builds the Feast objects to read them.
+    served_features: Callable[[str], tuple] | None = None
     # (landing_dir, start day, end day) -> landed files: drops the source's files for those days
     # into the task's landing folder, as if they had just arrived (`make replay TASK=...`).
     replay: Callable[..., list] | None = None

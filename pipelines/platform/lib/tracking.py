@@ -15,20 +15,21 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from importlib.metadata import version as installed_version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import mlflow
 import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
-from mlflow.entities import Metric
-from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema, TensorSpec
 
-from pipelines.platform.lib.modeling.base import BinaryClassifier, load_classifier
+from pipelines.platform.lib.modeling.base import BinaryClassifier
 from pipelines.platform.lib.modeling.dataset import feature_frame
 from pipelines.platform.lib.settings import PROJECT_ROOT
 from pipelines.platform.lib.task import TaskSpec
+
+# MLflow costs about a second to import; every process that loads the code location imports this
+# module, so MLflow is imported inside the methods that talk to it.
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.models import ModelSignature
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 PROMOTED_OVER_TAG = "promoted_over"  # on a champion: the version it replaced ("" for the first)
@@ -63,39 +64,16 @@ class ModelVersionRef:
         return cls(**data)
 
 
-class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
-    """Any family behind one MLflow interface: a frame of features in, P(label = 1) out."""
-
-    def load_context(self, context) -> None:
-        directory = Path(context.artifacts["classifier"])
-        self.meta = json.loads((directory / "task.json").read_text())
-        self.classifier = load_classifier(self.meta["family"], directory)
-
-    def predict(self, context, model_input, params=None):
-        spec = _spec_from_meta(self.meta)
-        return self.classifier.predict_proba(feature_frame(pd.DataFrame(model_input), spec))
-
-
-def model_signature(spec: TaskSpec) -> ModelSignature:
+def model_signature(spec: TaskSpec) -> "ModelSignature":
     """Text categoricals and float64 numerics, every one optional: a feature the store lacks
     for an entity arrives as a missing value, which both families handle."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
     inputs = [ColSpec("string", c, required=False) for c in spec.categorical_features]
     inputs += [ColSpec("double", c, required=False) for c in spec.numeric_features]
     return ModelSignature(
         inputs=Schema(inputs), outputs=Schema([TensorSpec(np.dtype("float64"), (-1,))])
-    )
-
-
-def _spec_from_meta(meta: dict) -> TaskSpec:
-    return TaskSpec(
-        name=meta["task"],
-        training_asset=(),
-        feature_service=None,
-        entity_keys=(),
-        timestamp_column="",
-        label_column="",
-        categorical_features=tuple(meta["categorical"]),
-        numeric_features=tuple(meta["numeric"]),
     )
 
 
@@ -142,6 +120,8 @@ class ModelRegistry:
         for uri in {self.tracking_uri, self.registry_uri}:
             if uri.startswith("sqlite:///"):  # SQLite creates the file, not its folder
                 Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        from mlflow import MlflowClient
+
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
 
     @contextmanager
@@ -149,6 +129,8 @@ class ModelRegistry:
         """MLflow's fluent API (log_model, load_model) reads global URIs: set them for this block
         only. set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment, so the
         environment is restored too."""
+        import mlflow
+
         names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
         saved_env = {name: os.environ.get(name) for name in names}
         previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
@@ -183,6 +165,8 @@ class ModelRegistry:
                 os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = retries
 
     def experiment_id(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
@@ -210,6 +194,10 @@ class ModelRegistry:
     ) -> ModelVersionRef:
         """One MLflow run: params, per-iteration metrics, the model with signature and input
         example, registered as a new version of the task's model."""
+        import mlflow
+
+        from pipelines.platform.lib.model_pyfunc import ClassifierPyfunc
+
         experiment_id = self.experiment_id(spec.name)
         tags = {**tags, "model_family": model.family, "task": spec.name}
         with self.active(), mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
@@ -263,6 +251,8 @@ class ModelRegistry:
         files: list[Path],
     ) -> tuple[str, str]:
         """A monitoring run: metrics and report files (MLflow's UI renders an HTML artifact)."""
+        from mlflow.entities import Metric
+
         experiment_id = self.experiment_id(experiment)
         run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
         self.client.log_batch(
@@ -279,11 +269,15 @@ class ModelRegistry:
         return experiment_id, run.info.run_id
 
     def load(self, model_uri: str):
+        import mlflow
+
         with self.active():
             return mlflow.pyfunc.load_model(model_uri)
 
     def alias(self, name: str, alias: str):
         """The version behind an alias, or None (also when the model is not registered yet)."""
+        from mlflow.exceptions import MlflowException
+
         try:
             return self.client.get_model_version_by_alias(name, alias)
         except MlflowException as exc:
@@ -358,8 +352,10 @@ def _flat(params: dict, prefix: str = "") -> dict:
     return out
 
 
-def _log_history(client: MlflowClient, run_id: str, history: dict[str, list[float]]) -> None:
+def _log_history(client: "MlflowClient", run_id: str, history: dict[str, list[float]]) -> None:
     """Per-iteration (LightGBM) or per-epoch (torch) curves, as stepped metrics, in batches."""
+    from mlflow.entities import Metric
+
     now = int(time.time() * 1000)
     metrics = [
         Metric(key, float(value), now, step)
@@ -369,3 +365,13 @@ def _log_history(client: MlflowClient, run_id: str, history: dict[str, list[floa
     ]
     for start in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+def __getattr__(name: str):
+    # Models logged before the wrapper moved to model_pyfunc.py were pickled as
+    # `pipelines.platform.lib.tracking.ClassifierPyfunc`: unpickling them looks it up here.
+    if name == "ClassifierPyfunc":
+        from pipelines.platform.lib.model_pyfunc import ClassifierPyfunc
+
+        return ClassifierPyfunc
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

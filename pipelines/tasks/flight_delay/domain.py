@@ -4,7 +4,7 @@ Feast joins on and the features computed from the flight itself."""
 import pandas as pd
 
 from pipelines.platform.lib.task import TaskDomain
-from pipelines.tasks.flight_delay.feast_declarations import feature_definitions
+from pipelines.tasks.flight_delay.feast_declarations import feature_definitions, served_features
 from pipelines.tasks.flight_delay.features import departure_hour_key, request_features
 from pipelines.tasks.flight_delay.flights import UNKNOWN_TAILNUM
 from pipelines.tasks.flight_delay.live_events import push_landed_events
@@ -41,6 +41,7 @@ DOMAIN = TaskDomain(
     entity_keys=entity_keys,
     request_features=request_features,
     feature_definitions=feature_definitions,
+    served_features=served_features,
     read_reference=read_table,
     replay=replay_days,
     push_events=push_landed_events,

@@ -3,181 +3,189 @@ versioned FeatureService that training and serving both read.
 
 Every view's timestamp is the moment its values became known; the leakage test checks that no
 post-departure column (dep_delay, arr_delay, ...) of the *flight being predicted* is a feature.
+
+The declarations are plain data and Feast's objects are built from them by
+`feature_definitions()`: every process that loads the code location builds the task spec from the
+served feature names, and importing Feast (it imports torch) costs 6-9 s there.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
-
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
-from feast.types import Float64, Int64, String
 
 from pipelines.tasks.flight_delay.features import WEATHER_COLUMNS
 
 TIMESTAMP = "event_timestamp"
-TASK = "flight_delay"
-TablePath = Callable[[str], str]  # lake table name -> a path pattern DuckDB reads
+FEATURE_SERVICE = "flight_delay_v1"
 
-origin_airport = Entity(
-    name="origin_airport",
-    join_keys=["origin"],
-    value_type=ValueType.STRING,
-    description="Departure airport (FAA code)",
+
+@dataclass(frozen=True)
+class EntityDecl:
+    name: str
+    join_key: str
+    description: str
+
+
+@dataclass(frozen=True)
+class ViewDecl:
+    """A feature view over one lake table."""
+
+    name: str
+    table: str  # the lake table it reads (its FileSource's name)
+    entities: tuple[str, ...]  # entity names
+    ttl: timedelta  # 0: never expires
+    schema: tuple[tuple[str, str], ...]  # (feature, "float64" | "int64" | "string")
+    description: str
+    push_source: str | None = None  # also fed by a push source of this name
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.schema)
+
+
+ENTITIES = (
+    EntityDecl("origin_airport", "origin", "Departure airport (FAA code)"),
+    EntityDecl("plane", "tailnum", "Aircraft tail number"),
+    EntityDecl("carrier", "carrier", "Two-letter carrier code"),
+    EntityDecl("route", "route", "ORIGIN-DEST"),
+    EntityDecl("departure_hour", "dep_hour", "Local scheduled departure hour, YYYY-MM-DDTHH"),
 )
-plane = Entity(
-    name="plane",
-    join_keys=["tailnum"],
-    value_type=ValueType.STRING,
-    description="Aircraft tail number",
-)
-carrier = Entity(
-    name="carrier",
-    join_keys=["carrier"],
-    value_type=ValueType.STRING,
-    description="Two-letter carrier code",
-)
-route = Entity(
-    name="route", join_keys=["route"], value_type=ValueType.STRING, description="ORIGIN-DEST"
-)
-departure_hour = Entity(
-    name="departure_hour",
-    join_keys=["dep_hour"],
-    value_type=ValueType.STRING,
-    description="Local scheduled departure hour, YYYY-MM-DDTHH",
-)
 
 
-ENTITIES = [origin_airport, plane, carrier, route, departure_hour]
+def _floats(*names: str) -> tuple[tuple[str, str], ...]:
+    return tuple((n, "float64") for n in names)
 
 
-def _source(table_path: TablePath, table: str) -> FileSource:
-    return FileSource(name=table, path=table_path(table), timestamp_field=TIMESTAMP)
-
-
-# Operational features must be fresh at request time: departures and landings are pushed into
-# the online store as they happen (`flightline push-events`); the lake tables stay their batch
-# source for training and the nightly materialization.
-PUSH_SOURCES = {
-    "origin_recent_departures": "departures_push",
-    "aircraft_last_arrival": "arrivals_push",
-}
-
-
-def _push_source(table_path: TablePath, table: str) -> PushSource:
-    return PushSource(name=PUSH_SOURCES[table], batch_source=_source(table_path, table))
-
-
-def _floats(*names: str) -> list[Field]:
-    return [Field(name=n, dtype=Float64) for n in names]
-
-
-def _trailing_stats(prefix: str) -> list[Field]:
-    fields = []
-    for window in (7, 28):
-        fields += [
-            Field(name=f"{prefix}_flights_{window}d", dtype=Int64),
-            Field(name=f"{prefix}_delay_rate_{window}d", dtype=Float64),
-            Field(name=f"{prefix}_mean_arr_delay_{window}d", dtype=Float64),
-        ]
-    return fields
-
-
-def _delay_stats_view(table_path: TablePath, entity: Entity) -> FeatureView:
+def _delay_stats_view(entity: EntityDecl) -> ViewDecl:
     prefix = entity.join_key
-    return FeatureView(
+    schema: tuple[tuple[str, str], ...] = ()
+    for window in (7, 28):
+        schema += (
+            (f"{prefix}_flights_{window}d", "int64"),
+            (f"{prefix}_delay_rate_{window}d", "float64"),
+            (f"{prefix}_mean_arr_delay_{window}d", "float64"),
+        )
+    return ViewDecl(
         name=f"{prefix}_delay_stats",
-        entities=[entity],
+        table=f"{prefix}_delay_stats",
+        entities=(entity.name,),
         ttl=timedelta(days=2),
-        schema=_trailing_stats(prefix),
-        source=_source(table_path, f"{prefix}_delay_stats"),
+        schema=schema,
         description=f"Trailing delay statistics of the {prefix}, from labels known by local midnight",
     )
 
 
-def feature_definitions(table_path: TablePath) -> dict:
-    """Every Feast object of the task by name; `table_path` says where each lake table lies."""
-    weather_hourly = FeatureView(
+_ENTITY = {e.name: e for e in ENTITIES}
+
+# Operational features must be fresh at request time: departures and landings are pushed into
+# the online store as they happen (`flightline push-events`); the lake tables stay their batch
+# source for training and the nightly materialization.
+VIEWS = (
+    ViewDecl(
         name="weather_hourly",
-        entities=[origin_airport],
+        table="weather_features",
+        entities=("origin_airport",),
         ttl=timedelta(hours=3),
         schema=_floats(*(f"weather_{c}" for c in WEATHER_COLUMNS)),
-        source=_source(table_path, "weather_features"),
         description="Hourly METAR observations at the origin, stamped at observation time",
-    )
-
-    plane_attributes = FeatureView(
+    ),
+    ViewDecl(
         name="plane_attributes",
-        entities=[plane],
+        table="plane_features",
+        entities=("plane",),
         ttl=timedelta(0),  # static attributes never expire
-        schema=[
+        schema=(
             *_floats("plane_year", "plane_seats", "plane_engines"),
-            Field(name="plane_manufacturer", dtype=String),
-            Field(name="plane_engine_type", dtype=String),
-        ],
-        source=_source(table_path, "plane_features"),
+            ("plane_manufacturer", "string"),
+            ("plane_engine_type", "string"),
+        ),
         description="FAA registry attributes of the aircraft",
-    )
-
-    scheduled_traffic = FeatureView(
+    ),
+    ViewDecl(
         name="scheduled_traffic",
-        entities=[origin_airport, departure_hour],
+        table="scheduled_traffic",
+        entities=("origin_airport", "departure_hour"),
         ttl=timedelta(days=2),
-        schema=[
-            Field(name="origin_hour_scheduled", dtype=Int64),
-            Field(name="origin_day_scheduled", dtype=Int64),
-        ],
-        source=_source(table_path, "scheduled_traffic"),
+        schema=(("origin_hour_scheduled", "int64"), ("origin_day_scheduled", "int64")),
         description="Scheduled departures at the origin in the flight's hour and day; published the day before",
-    )
-
-    origin_recent_departures = FeatureView(
+    ),
+    ViewDecl(
         name="origin_recent_departures",
-        entities=[origin_airport],
+        table="origin_recent_departures",
+        entities=("origin_airport",),
         ttl=timedelta(hours=2),
         schema=_floats(
             "origin_dep_delay_mean_2h", "origin_dep_delayed_share_2h", "origin_departures_2h"
         ),
-        source=_push_source(table_path, "origin_recent_departures"),
         description="Departure delays at the origin over the 2 hours before; stamped when each departure happened",
-    )
-
-    aircraft_last_arrival = FeatureView(
+        push_source="departures_push",
+    ),
+    ViewDecl(
         name="aircraft_last_arrival",
-        entities=[plane],
+        table="aircraft_last_arrival",
+        entities=("plane",),
         ttl=timedelta(hours=24),
         schema=_floats("tail_prev_arr_delay", "tail_prev_dep_delay"),
-        source=_push_source(table_path, "aircraft_last_arrival"),
         description="The aircraft's previous leg; stamped when it landed",
-    )
+        push_source="arrivals_push",
+    ),
+    *(_delay_stats_view(_ENTITY[name]) for name in ("carrier", "route", "origin_airport")),
+)
 
-    carrier_delay_stats, route_delay_stats, origin_delay_stats = (
-        _delay_stats_view(table_path, entity) for entity in (carrier, route, origin_airport)
+# Service name -> (its views in order, description).
+SERVICES = {
+    FEATURE_SERVICE: (
+        tuple(view.name for view in VIEWS),
+        "Flight delay features as known one hour before scheduled departure (v1)",
     )
+}
 
-    flight_delay_v1 = FeatureService(
-        name="flight_delay_v1",
-        features=[
-            weather_hourly,
-            plane_attributes,
-            scheduled_traffic,
-            origin_recent_departures,
-            aircraft_last_arrival,
-            carrier_delay_stats,
-            route_delay_stats,
-            origin_delay_stats,
-        ],
-        description="Flight delay features as known one hour before scheduled departure (v1)",
-    )
-    return {e.name: e for e in ENTITIES} | {
-        "weather_hourly": weather_hourly,
-        "plane_attributes": plane_attributes,
-        "scheduled_traffic": scheduled_traffic,
-        "origin_recent_departures": origin_recent_departures,
-        "aircraft_last_arrival": aircraft_last_arrival,
-        "carrier_delay_stats": carrier_delay_stats,
-        "route_delay_stats": route_delay_stats,
-        "origin_delay_stats": origin_delay_stats,
-        "flight_delay_v1": flight_delay_v1,
+# Lake table -> the push source that feeds it.
+PUSH_SOURCES = {view.table: view.push_source for view in VIEWS if view.push_source}
+
+
+def served_features(service: str = FEATURE_SERVICE) -> tuple[str, ...]:
+    """The features a FeatureService serves, in its order (declarations only: no Feast, no store)."""
+    views = {view.name: view for view in VIEWS}
+    return tuple(f for name in SERVICES[service][0] for f in views[name].features)
+
+
+def feature_definitions(table_path: Callable[[str], str]) -> dict:
+    """Every Feast object of the task by name; `table_path` says where each lake table lies (a
+    path pattern DuckDB reads)."""
+    from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
+    from feast.types import Float64, Int64, String
+
+    dtypes = {"float64": Float64, "int64": Int64, "string": String}
+    entities = {
+        e.name: Entity(
+            name=e.name,
+            join_keys=[e.join_key],
+            value_type=ValueType.STRING,
+            description=e.description,
+        )
+        for e in ENTITIES
     }
 
+    def source(view: ViewDecl):
+        batch = FileSource(name=view.table, path=table_path(view.table), timestamp_field=TIMESTAMP)
+        return PushSource(name=view.push_source, batch_source=batch) if view.push_source else batch
 
-FEATURE_SERVICE = "flight_delay_v1"
+    views = {
+        view.name: FeatureView(
+            name=view.name,
+            entities=[entities[name] for name in view.entities],
+            ttl=view.ttl,
+            schema=[Field(name=name, dtype=dtypes[dtype]) for name, dtype in view.schema],
+            source=source(view),
+            description=view.description,
+        )
+        for view in VIEWS
+    }
+    services = {
+        name: FeatureService(
+            name=name, features=[views[v] for v in view_names], description=description
+        )
+        for name, (view_names, description) in SERVICES.items()
+    }
+    return entities | views | services

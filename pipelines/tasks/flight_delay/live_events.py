@@ -2,13 +2,18 @@
 the operational features are fresh at request time, not only after the nightly materialization.
 The rows are the ones the batch tables hold, computed by the same functions."""
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
-from feast import FeatureStore
-from feast.data_source import PushMode
 
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.tasks.flight_delay import features as F
 from pipelines.tasks.flight_delay.feast_declarations import PUSH_SOURCES
+
+# Feast (6-9 s of imports, torch included) is loaded by whoever opens the store; this module only
+# receives one, so importing it stays cheap for the code location.
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 PUSH_WINDOW = pd.Timedelta(minutes=15)
 
@@ -26,7 +31,7 @@ def event_rows(timeline: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def push_in_time_order(
-    store: FeatureStore,
+    store: "FeatureStore",
     rows: dict[str, pd.DataFrame],
     until: pd.Timestamp | None = None,
     step: pd.Timedelta = PUSH_WINDOW,
@@ -39,6 +44,8 @@ def push_in_time_order(
     start = min(s.min() for s in stamps).floor(step)
     end = until if until is not None else max(s.max() for s in stamps)
     pushed = {name: 0 for name in rows}
+    from feast.data_source import PushMode
+
     window = start
     while window <= end:
         upper = min(window + step, end + pd.Timedelta(microseconds=1))

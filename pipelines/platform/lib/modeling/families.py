@@ -52,7 +52,7 @@ FAMILIES: dict[str, ModelFamily] = {
         ModelFamily(
             name="lightgbm",
             asset_name="lgbm_model",
-            params=f"{_BASE}.lgbm:LgbmParams",
+            params=f"{_BASE}.params:LgbmParams",
             train=f"{_BASE}.lgbm:train_lgbm",
             classifier=f"{_BASE}.lgbm:LgbmClassifier",
             package="lightgbm",
@@ -61,7 +61,7 @@ FAMILIES: dict[str, ModelFamily] = {
         ModelFamily(
             name="torch",
             asset_name="torch_model",
-            params=f"{_BASE}.mlp:MlpParams",
+            params=f"{_BASE}.params:MlpParams",
             train=f"{_BASE}.mlp:train_mlp",
             classifier=f"{_BASE}.mlp:MlpClassifier",
             package="torch",

@@ -7,7 +7,7 @@ no per-batch host-to-device copy, no worker processes, nothing for the GPU to wa
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,21 +16,9 @@ import torch
 from torch import nn
 
 from pipelines.platform.lib.modeling.base import TrainResult
+from pipelines.platform.lib.modeling.params import MlpParams
 
 FAMILY = "torch"
-
-
-@dataclass(frozen=True)
-class MlpParams:
-    hidden: tuple[int, ...] = (256, 128)
-    dropout: float = 0.1
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-5
-    batch_size: int = 1024
-    max_epochs: int = 40
-    patience: int = 4  # epochs without a better validation log loss before stopping
-    seed: int = 7
-    device: str = "auto"  # auto | cpu | cuda
 
 
 class TabularEncoder:

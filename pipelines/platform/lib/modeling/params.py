@@ -1,0 +1,49 @@
+"""Hyper-parameters of the model families, apart from their libraries: building the code
+location's Launchpad configs from them never imports LightGBM or torch."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LgbmParams:
+    num_leaves: int = 63
+    learning_rate: float = 0.05
+    max_rounds: int = 2000
+    early_stopping_rounds: int = 50
+    min_data_in_leaf: int = 50
+    feature_fraction: float = 0.8
+    bagging_fraction: float = 0.8
+    lambda_l2: float = 1.0
+    seed: int = 7
+    num_threads: int = 0  # 0: LightGBM's default (all cores)
+
+    def booster_params(self) -> dict:
+        return {
+            "objective": "binary",
+            "metric": ["binary_logloss", "auc"],
+            "num_leaves": self.num_leaves,
+            "learning_rate": self.learning_rate,
+            "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": self.feature_fraction,
+            "bagging_fraction": self.bagging_fraction,
+            "bagging_freq": 1,
+            "lambda_l2": self.lambda_l2,
+            "seed": self.seed,
+            "deterministic": True,  # same seed and data -> the same trees
+            "force_row_wise": True,
+            "num_threads": self.num_threads,
+            "verbosity": -1,
+        }
+
+
+@dataclass(frozen=True)
+class MlpParams:
+    hidden: tuple[int, ...] = (256, 128)
+    dropout: float = 0.1
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 1024
+    max_epochs: int = 40
+    patience: int = 4  # epochs without a better validation log loss before stopping
+    seed: int = 7
+    device: str = "auto"  # auto | cpu | cuda
