@@ -25,6 +25,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import median, timed
+from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.drift import (
     PREDICTION,
     DriftReference,
@@ -34,9 +35,8 @@ from pipelines.platform.lib.drift import (
 )
 from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
 from pipelines.platform.lib.modeling.dataset import feature_frame
-from pipelines.tasks import TASKS
 
-SPEC = TASKS[0]
+SPEC = load_task("flight_delay").spec
 NUMERIC = [*SPEC.numeric_features, PREDICTION]
 CATEGORICAL = list(SPEC.categorical_features)
 
@@ -54,12 +54,13 @@ def _frames(lake: Lake) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
 
 def _sensor_ticks(data_root: Path, repeat: int) -> dict[str, float]:
     import dagster as dg
-    from pipelines.defs.automation.sensors import drift_sensor, landing_sensor
 
     from pipelines.definitions import defs
     from pipelines.platform.resources_config import embedded_resources
 
     definitions, resources = defs(), embedded_resources()
+    landing_sensor = definitions.get_sensor_def("flight_delay_landing_sensor")
+    drift_sensor = definitions.get_sensor_def("flight_delay_drift_sensor")
     out = {}
     with dg.instance_for_test(temp_dir=tempfile.mkdtemp()) as instance:
         for name, sensor, needs in (

@@ -22,15 +22,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import median, window_parser
 from benchmarks.pipeline_overhead import bare_pipeline
 from pipelines.definitions import defs
+from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.lake import Lake
 from pipelines.platform.lib.modeling import dataset as data
 from pipelines.platform.lib.modeling.lgbm import LgbmClassifier, LgbmParams
 from pipelines.platform.lib.settings import DataPaths
 from pipelines.platform.resources_config import embedded_resources
-from pipelines.tasks import TASKS
 from pipelines.tasks.flight_delay.replay import replay_days
 
-SPEC = TASKS[0]
+SPEC = load_task("flight_delay").spec
 
 
 def build_training_set(paths: DataPaths, start: date, end: date) -> list[str]:

@@ -99,11 +99,11 @@ def floor(batch: int, rounds: int) -> dict:
     """Lookup + predict in-process: the same code the service runs, minus HTTP and BentoML."""
     import bentoml
 
+    from pipelines.platform.components.task import load_task
     from pipelines.platform.lib.online import online_vector
     from pipelines.platform.resources_config import embedded_resources
-    from pipelines.tasks import TASKS
 
-    spec = TASKS[0]
+    task = load_task("flight_delay")
     latest = json.loads(
         (DataPaths.from_env().root / "serving" / "flight_delay" / "latest.json").read_text()
     )
@@ -120,7 +120,7 @@ def floor(batch: int, rounds: int) -> dict:
     lookup, total = [], []
     for i in range(rounds + 50):
         started = time.perf_counter()
-        vector = online_vector(store, flights, spec)
+        vector = online_vector(store, task.domain.request_frame(flights), task.spec, task.domain)
         looked_up = time.perf_counter()
         classifier.predict_proba(vector.features)
         done = time.perf_counter()

@@ -21,13 +21,13 @@ QUERY = """
     isPartitioned
     assetChecksOrError { ... on AssetChecks { checks { name blocking } } }
   }
-  training: assetNodeOrError(assetKey: {path: ["training_set"]}) {
+  training: assetNodeOrError(assetKey: {path: ["flight_delay", "training_set"]}) {
     ... on AssetNode {
       partitionStats { numMaterialized numPartitions }
       assetMaterializations(limit: 1) { metadataEntries { label } }
     }
   }
-  drift: assetNodeOrError(assetKey: {path: ["drift_report"]}) {
+  drift: assetNodeOrError(assetKey: {path: ["flight_delay", "drift_report"]}) {
     ... on AssetNode {
       assetMaterializations(partitions: ["2013-01-09"], limit: 1) {
         partition
@@ -38,7 +38,7 @@ QUERY = """
   repositoriesOrError {
     ... on RepositoryConnection { nodes { sensors { name } schedules { name cronSchedule } } }
   }
-  evaluation: assetNodeOrError(assetKey: {path: ["model_evaluation"]}) {
+  evaluation: assetNodeOrError(assetKey: {path: ["flight_delay", "model_evaluation"]}) {
     ... on AssetNode {
       assetMaterializations(limit: 1) {
         metadataEntries { label ... on UrlMetadataEntry { url } }
@@ -59,13 +59,11 @@ def _free_port() -> int:
 def webserver(built):
     paths, instance, _ = built
     # The last day's drift report against the built champion (the build ran the days before it).
-    from pipelines.defs.automation.jobs import DAILY_JOB
-
     from pipelines.definitions import defs
 
     report = (
         defs()
-        .resolve_job_def(DAILY_JOB)
+        .resolve_job_def("flight_delay_partitions")
         .get_subset(asset_selection={dg.AssetKey(["flight_delay", "drift_report"])})
         .execute_in_process(instance=instance, partition_key="2013-01-09")
     )
@@ -121,16 +119,12 @@ def _graphql(url: str) -> dict:
 def test_ui_shows_one_graph_grouped_by_stage_with_blocking_checks(webserver):
     data = _graphql(webserver)["data"]
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
-    assert {n["groupName"] for n in nodes.values()} == {
-        "ingestion",
-        "features",
-        "training",
-        "evaluation",
-        "serving",
-        "monitoring",
-    }
-    assert nodes["raw_flights"]["isPartitioned"] and nodes["training_set"]["isPartitioned"]
-    checks = nodes["raw_flights"]["assetChecksOrError"]["checks"]
+    stages = ("ingestion", "features", "training", "evaluation", "serving", "monitoring")
+    assert {n["groupName"] for n in nodes.values()} == {f"flight_delay_{s}" for s in stages}
+    assert {k.split("/")[0] for k in nodes} == {"flight_delay"}  # the task's key prefix
+    raw, training = nodes["flight_delay/raw_flights"], nodes["flight_delay/training_set"]
+    assert raw["isPartitioned"] and training["isPartitioned"]
+    checks = raw["assetChecksOrError"]["checks"]
     assert len(checks) == 6 and all(c["blocking"] for c in checks)
     stats = data["training"]["partitionStats"]
     assert stats == {"numMaterialized": 9, "numPartitions": 365}
@@ -141,7 +135,7 @@ def test_ui_shows_one_graph_grouped_by_stage_with_blocking_checks(webserver):
 def test_ui_shows_the_evaluation_its_plots_and_the_blocking_gate(webserver):
     data = _graphql(webserver)["data"]
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
-    [gate] = nodes["model_evaluation"]["assetChecksOrError"]["checks"]
+    [gate] = nodes["flight_delay/model_evaluation"]["assetChecksOrError"]["checks"]
     assert gate == {"name": "model_evaluation_gate", "blocking": True}
     entries = data["evaluation"]["assetMaterializations"][0]["metadataEntries"]
     labels = {e["label"] for e in entries}
@@ -159,7 +153,10 @@ def test_ui_shows_a_drift_report_and_the_automation(webserver):
     assert Path(entries["evidently_html"]["path"]).stat().st_size > 100_000
     assert entries["mlflow_report"]["url"].startswith("http://127.0.0.1:5000/#/experiments/")
     [repository] = data["repositoriesOrError"]["nodes"]
-    assert {s["name"] for s in repository["sensors"]} == {"landing_sensor", "drift_sensor"}
+    assert {s["name"] for s in repository["sensors"]} == {
+        "flight_delay_landing_sensor",
+        "flight_delay_drift_sensor",
+    }
     assert repository["schedules"] == [
         {"name": "flight_delay_nightly_retrain", "cronSchedule": "0 2 * * *"}
     ]

@@ -11,13 +11,13 @@ import dagster as dg
 import pytest
 from kubernetes import client, config
 
+from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.settings import DataPaths
 from pipelines.platform.lib.tracking import ModelRegistry
-from pipelines.tasks import TASKS
 from tests.infra import platform
 from tests.pipeline_fixture import MODEL_RUN_CONFIG
 
-SPEC = TASKS[0]
+SPEC = load_task("flight_delay").spec
 GPU = "nvidia.com/gpu"
 RUN_TIMEOUT = 900
 

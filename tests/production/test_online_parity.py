@@ -5,6 +5,7 @@ import secrets
 
 import pandas as pd
 
+from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.feature_store import (
     FeastLocation,
     apply_definitions,
@@ -12,12 +13,13 @@ from pipelines.platform.lib.feature_store import (
     open_store,
 )
 from pipelines.platform.lib.lake import PARTITION_COLUMN
-from pipelines.platform.lib.online import entity_keys, flights_frame
 from pipelines.platform.lib.settings import PROJECT_ROOT
-from pipelines.tasks import TASKS
+from pipelines.tasks.flight_delay.domain import entity_keys, flights_frame
 from pipelines.tasks.flight_delay.flights import day_start_utc, flight_timeline
 from pipelines.tasks.flight_delay.source import day_key, read_table
 from tests.pipeline_fixture import DAYS
+
+TASK = load_task("flight_delay")
 
 
 def test_redis_serves_the_values_sqlite_serves(prod_built, profile, tmp_path):
@@ -36,14 +38,15 @@ def test_redis_serves_the_values_sqlite_serves(prod_built, profile, tmp_path):
             redis_url,
         )
         stores[name] = open_store(location)
-        apply_definitions(stores[name], paths.lake)
-        materialize_up_to(stores[name], end)
+        apply_definitions(stores[name], TASK.feast_objects(paths.lake), TASK.name)
+        materialize_up_to(stores[name], end, TASK.feature_view_names())
 
     flights = read_table("flights")
     flights = flights[day_key(flights).isin(DAYS[-2:])]
     timeline = flight_timeline(flights.assign(**{PARTITION_COLUMN: day_key(flights)}))
     keys = entity_keys(flights_frame(timeline))
-    spec = TASKS[0]
+    keys = {c: keys[c].tolist() for c in keys.columns}
+    spec = TASK.spec
     served = {
         name: store.get_online_features(
             features=store.get_feature_service(spec.feature_service), entity_rows=keys

@@ -67,9 +67,9 @@ def prod_client(prod_built):
             for name, value in env.items():
                 mp.setenv(name, value)
             mp.setenv("FLIGHTLINE_BENTO_MODEL", latest["model"])
-            from serving.service import FlightDelayService
+            from serving.service import PredictionService
 
-            with TestClient(FlightDelayService.to_asgi()) as client:
+            with TestClient(PredictionService.to_asgi()) as client:
                 yield client
     finally:
         sys.modules.pop("serving.service", None)

@@ -41,9 +41,10 @@ def packaged(built):
 
 @pytest.fixture(scope="module")
 def client(packaged):
-    from serving.service import FlightDelayService
+    os.environ["FLIGHTLINE_TASK"] = "flight_delay"
+    from serving.service import PredictionService
 
-    with TestClient(FlightDelayService.to_asgi()) as test_client:
+    with TestClient(PredictionService.to_asgi()) as test_client:
         yield test_client
 
 
@@ -225,14 +226,17 @@ def test_skew_check_passes_on_the_real_path(packaged):
 
 
 def test_skew_check_names_a_feature_computed_differently_online(packaged):
+    from dataclasses import replace
+
     import pandas as pd
 
+    from pipelines.platform.components.task import load_task
     from pipelines.platform.lib.lake import Lake
     from pipelines.platform.lib.skew import feature_skew
     from pipelines.platform.resources_config import embedded_resources
-    from pipelines.tasks import TASKS
     from pipelines.tasks.flight_delay.features import request_features
 
+    task = load_task("flight_delay")
     paths, _, _ = packaged
     flights = Lake(paths.lake).read("flight_delay/flight_timeline", END).head(50)
 
@@ -242,10 +246,9 @@ def test_skew_check_names_a_feature_computed_differently_online(packaged):
 
     as_of = pd.Timestamp(END, tz="America/New_York") + pd.Timedelta(days=1)
     store = embedded_resources()["feast"].store()
-    assert feature_skew(store, TASKS[0], flights, as_of.tz_convert("UTC"))[0] == {}
-    differing, compared = feature_skew(
-        store, TASKS[0], flights, as_of.tz_convert("UTC"), request_features_fn=off_by_one_hour
-    )
+    assert feature_skew(store, task.spec, task.domain, flights, as_of.tz_convert("UTC"))[0] == {}
+    skewed = replace(task.domain, request_features=off_by_one_hour)
+    differing, compared = feature_skew(store, task.spec, skewed, flights, as_of.tz_convert("UTC"))
     assert differing == {"sched_dep_hour": compared}
 
 
@@ -255,12 +258,13 @@ def test_pushed_events_make_operational_features_fresh(packaged):
     import pandas as pd
 
     from pipelines.platform.cli import main as cli_main
+    from pipelines.platform.components.task import load_task
     from pipelines.platform.lib.lake import Lake
     from pipelines.platform.lib.online import feature_age_seconds, online_vector
     from pipelines.platform.resources_config import embedded_resources
-    from pipelines.tasks import TASKS
     from pipelines.tasks.flight_delay.replay import replay_days
 
+    task = load_task("flight_delay")
     paths, _, _ = packaged
     replay_days(paths.landing / "flight_delay", date(2013, 1, 10), date(2013, 1, 10))
     store = embedded_resources()["feast"].store()
@@ -273,7 +277,8 @@ def test_pushed_events_make_operational_features_fresh(packaged):
     now = pd.Timestamp("2013-01-10T12:30", tz="America/New_York").tz_convert("UTC")
 
     def departures_age() -> list:
-        vector = online_vector(store, flights, TASKS[0])
+        rows = task.domain.request_frame(flights)
+        vector = online_vector(store, rows, task.spec, task.domain)
         return [a["origin_recent_departures"] for a in feature_age_seconds(vector, now)]
 
     assert all(age is None for age in departures_age())  # 2-hour TTL: last night's are stale
