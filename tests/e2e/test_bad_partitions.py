@@ -71,7 +71,7 @@ def test_duplicated_flights_block_downstream_and_a_correction_recovers(landed):
     assert DAY in instance.get_materialized_partitions(
         dg.AssetKey(["flight_delay", "flight_timeline"])
     )
-    archived = list((Path(paths.root) / "archive" / "flights" / DAY).iterdir())
+    archived = list((Path(paths.root) / "archive" / "flight_delay" / "flights" / DAY).iterdir())
     assert len(archived) == 2  # both versions that landed are kept
 
 
@@ -86,7 +86,10 @@ def test_unreadable_files_fail_the_ingestion_with_the_reason(landed, content, me
     [result] = materialize_window(D, D, instance, only={"raw_flights", "flight_timeline"})
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    assert failure.step_key == "raw_flights" and message in failure.step_failure_data.error.message
+    assert (
+        failure.step_key == "flight_delay__raw_flights"
+        and message in failure.step_failure_data.error.message
+    )
     assert DAY not in instance.get_materialized_partitions(
         dg.AssetKey(["flight_delay", "flight_timeline"])
     )

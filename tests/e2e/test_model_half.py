@@ -24,10 +24,12 @@ def _retrain(instance, model_config: dict | None = None, gate_config: dict | Non
     run_config = {
         "ops": {k: {"config": dict(v["config"])} for k, v in MODEL_RUN_CONFIG["ops"].items()}
     }
-    for op in ("lgbm_model", "torch_model"):
+    for op in ("flight_delay__lgbm_model", "flight_delay__torch_model"):
         run_config["ops"][op]["config"].update(model_config or {})
     if gate_config:
-        run_config["ops"]["model_evaluation_model_evaluation_gate"] = {"config": gate_config}
+        run_config["ops"]["flight_delay__model_evaluation_model_evaluation_gate"] = {
+            "config": gate_config
+        }
     return materialize_window(
         date.fromisoformat(START),
         date.fromisoformat(END),
@@ -80,7 +82,7 @@ def test_model_versions_carry_lineage_in_mlflow(first_champion):
     model_run_id = results[-1].run_id
     for tags in (run.data.tags, champion.tags):
         assert tags["dagster.run_id"] == model_run_id
-        assert tags["dagster.asset"] in ("lgbm_model", "torch_model")
+        assert tags["dagster.asset"] in ("flight_delay/lgbm_model", "flight_delay/torch_model")
         assert tags["data.partitions"] == f"{START}..{END} (9 days)"
         assert tags["feature_service"] == "flight_delay_v1"
         assert tags["code_version"] and tags["code_version"] != "unknown"

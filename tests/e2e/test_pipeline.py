@@ -15,7 +15,7 @@ from tests.e2e.conftest import DAYS
 
 
 def _read(paths: DataPaths, table: str) -> pd.DataFrame:
-    return Lake(paths.lake).read_partitions(table, DAYS)
+    return Lake(paths.lake).read_partitions(f"flight_delay/{table}", DAYS)
 
 
 def test_every_asset_is_materialized_for_every_day(built):
@@ -30,10 +30,13 @@ def test_every_asset_is_materialized_for_every_day(built):
         "online_features",
         "training_set",
     ):
-        materialized = instance.get_materialized_partitions(dg.AssetKey(key))
+        materialized = instance.get_materialized_partitions(dg.AssetKey(["flight_delay", key]))
         assert materialized == set(DAYS), key
     for key in ("planes", "plane_features", "feast_definitions"):
-        assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None
+        assert (
+            instance.get_latest_materialization_event(dg.AssetKey(["flight_delay", key]))
+            is not None
+        )
 
 
 def test_training_set_holds_every_labelled_flight_once(built):
@@ -129,4 +132,6 @@ def test_online_store_serves_the_latest_values(built):
 def test_landing_files_are_kept(built):
     paths, _, _ = built
     assert len(list(Path(paths.landing, "flight_delay", "flights").glob("*.csv"))) == len(DAYS)
-    assert len(list(Path(paths.root, "archive", "flights").rglob("*.csv"))) == len(DAYS)
+    assert len(list(Path(paths.root, "archive", "flight_delay", "flights").rglob("*.csv"))) == len(
+        DAYS
+    )

@@ -61,7 +61,7 @@ def test_bento_pins_the_champion_and_is_rebuilt_only_when_it_changes(packaged):
         results = materialize_window(
             date.fromisoformat(START), date.fromisoformat(END), instance, only={"bento"}
         )
-        [materialization] = results[-1].asset_materializations_for_node("bento")
+        [materialization] = results[-1].asset_materializations_for_node("flight_delay__bento")
         return {k: v.value for k, v in materialization.metadata.items()}
 
     # Other tests may have moved @champion since the pipeline ran: package whatever it is now,
@@ -137,7 +137,7 @@ def test_readiness_and_prediction_log(client, packaged):
     results = materialize_window(
         date(2013, 1, 9), date(2013, 1, 9), instance, only={"prediction_log"}
     )
-    [materialization] = results[-1].asset_materializations_for_node("prediction_log")
+    [materialization] = results[-1].asset_materializations_for_node("flight_delay__prediction_log")
     assert materialization.partition == "2013-01-09"
     assert materialization.metadata["predictions"].value >= 1
     assert materialization.metadata["latency_ms_p50"].value > 0
@@ -222,7 +222,7 @@ def test_skew_check_passes_on_the_real_path(packaged):
     )
     evaluation = next(iter(record.values())).event.dagster_event.event_specific_data
     assert evaluation.passed, evaluation.description
-    assert evaluation.metadata["flights_compared"].value > 0
+    assert evaluation.metadata["examples_compared"].value > 0
 
 
 def test_skew_check_names_a_feature_computed_differently_online(packaged):
@@ -248,7 +248,9 @@ def test_skew_check_names_a_feature_computed_differently_online(packaged):
     store = embedded_resources()["feast"].store()
     assert feature_skew(store, task.spec, task.domain, flights, as_of.tz_convert("UTC"))[0] == {}
     skewed = replace(task.domain, request_features=off_by_one_hour)
-    differing, compared = feature_skew(store, task.spec, skewed, flights, as_of.tz_convert("UTC"))
+    differing, compared = feature_skew(
+        store, task.spec, task.domain, flights, as_of.tz_convert("UTC"), online_domain=skewed
+    )
     assert differing == {"sched_dep_hour": compared}
 
 

@@ -70,7 +70,10 @@ def _current_side(
         else prediction_log.iloc[0:0]
     )
     if len(served):
-        features = pd.DataFrame(list(served["features"]))
+        # The log's records are flattened on reading: each feature is a "features.<name>" column.
+        columns = [c for c in served.columns if c.startswith("features.")]
+        features = served[columns].rename(columns=lambda c: c.removeprefix("features."))
+        features = features.reset_index(drop=True)
         return features, served[score].to_numpy(dtype="float64"), "prediction_log"
     rows = training_set[training_set[PARTITION_COLUMN] == day]
     return rows, None, "training_set"

@@ -24,12 +24,15 @@ def feature_skew(
     domain: TaskDomain,
     examples: pd.DataFrame,
     as_of: pd.Timestamp,
+    online_domain: TaskDomain | None = None,
 ) -> tuple[dict[str, int], int]:
     """Examples are asked about as if predicted at `as_of` (the online store's clock): the
-    features each path builds must agree. Returns differing features (rows) and rows compared."""
+    features each path builds must agree. Returns differing features (rows) and rows compared.
+    `online_domain`: the task code the online path runs, when it is not `domain` (a deployed
+    service built from other code)."""
     rows = domain.request_frame(examples)
     rows[spec.timestamp_column] = pd.Timestamp(as_of) + pd.Timedelta(minutes=spec.lead_minutes)
-    online = online_vector(store, rows, spec, domain, as_of=as_of)
+    online = online_vector(store, rows, spec, online_domain or domain, as_of=as_of)
     entities = domain.entity_keys(rows).reset_index(drop=True)
     entities[EVENT_TIMESTAMP] = pd.Series(
         [pd.Timestamp(as_of).tz_convert("UTC")] * len(entities), dtype="datetime64[us, UTC]"
