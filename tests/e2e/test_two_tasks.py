@@ -43,7 +43,6 @@ def _keys(definitions, job: str) -> set[dg.AssetKey]:
 
 def test_each_task_has_its_own_jobs_sensors_and_schedule(both):
     for task in (TOY, FLIGHTS):
-        other = FLIGHTS if task == TOY else TOY
         for job in (f"{task}_retrain", f"{task}_partitions"):
             keys = _keys(both, job)
             assert keys and {k.path[0] for k in keys} == {task}, job
@@ -122,7 +121,7 @@ def toy_built(env, tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_toy_task_lives_its_whole_life_from_its_definition(toy_built):
-    paths, instance, results = toy_built
+    paths, _, results = toy_built
     assert run_succeeded(results), [r.success for r in results]
     built = {
         key

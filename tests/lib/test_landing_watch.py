@@ -2,14 +2,14 @@
 
 import os
 
-TABLES = ("flights", "weather")  # the landing tables of flight delay
-
 from pipelines.platform.lib.landing_watch import (
     contiguous_ranges,
     dump_state,
     load_state,
     scan_landing,
 )
+
+TABLES = ("flights", "weather")  # the landing tables of flight delay
 
 
 def _land(root, day, tables=("flights", "weather"), content="a,b\n1,2\n"):
