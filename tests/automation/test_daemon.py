@@ -177,7 +177,7 @@ def test_landed_days_run_once_across_a_daemon_restart(site):
         ).records
     )
     assert counts == {f"2013-01-0{d}": 2 if d == 3 else 1 for d in range(1, 10)}
-    day3 = pd.read_parquet(Path(paths.lake) / "raw_flights" / "2013-01-03.parquet")
+    day3 = pd.read_parquet(Path(paths.lake) / "flight_delay" / "raw_flights" / "2013-01-03.parquet")
     assert day3["flight"].tolist() == corrected["flight"].tolist()  # the lake holds the new file
 
 
