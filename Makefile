@@ -6,6 +6,8 @@ UV := $(PYTHON) -m uv
 DATA_ROOT ?= $(CURDIR)/data
 START ?= 2013-01-01
 END ?= 2013-01-31
+# The prediction task the run/replay/serve/rollback commands act on (pipelines/defs/<task>/).
+TASK ?= flight_delay
 
 export FLIGHTLINE_DATA_ROOT := $(DATA_ROOT)
 export DAGSTER_HOME := $(DATA_ROOT)/dagster_home
@@ -14,7 +16,7 @@ export BENTOML_HOME := $(DATA_ROOT)/bentoml
 SERVE_PORT ?= 3001
 export UV_LINK_MODE := copy
 
-.PHONY: setup run replay ui ui-prod mlflow rollback serve test lint format benchmark clean FORCE k8s-build k8s-cluster k8s-test
+.PHONY: setup run replay ui ui-prod mlflow rollback serve test test-fast tasks lint format benchmark clean FORCE k8s-build k8s-cluster k8s-test
 
 setup: .venv/.synced $(DAGSTER_HOME)/dagster.yaml
 
@@ -36,10 +38,13 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml dagster.production.yaml FORCE
 		$(UV) run --frozen python -m pipelines.platform.lib.services provision; fi
 
 run: setup
-	$(UV) run --frozen flightline run --start $(START) --end $(END)
+	$(UV) run --frozen flightline run --task $(TASK) --start $(START) --end $(END)
 
 replay: setup
-	$(UV) run --frozen flightline replay --start $(START) --end $(END) $(if $(PACE),--pace $(PACE))
+	$(UV) run --frozen flightline replay --task $(TASK) --start $(START) --end $(END) $(if $(PACE),--pace $(PACE))
+
+tasks: setup
+	$(UV) run --frozen flightline tasks
 
 ui: setup
 	$(UV) run --frozen dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
@@ -58,18 +63,23 @@ mlflow: setup
 		"from pipelines.platform.lib.settings import DataPaths; print(DataPaths.from_env().mlflow_tracking_uri)") \
 		--default-artifact-root $(DATA_ROOT)/mlflow/artifacts --host 127.0.0.1 --port 5000
 
-# The Bento the `bento` asset built last (it pins the champion's exact model tag), on its own
-# port so that it never clashes with the Dagster UI (3000) or MLflow (5000).
+# The Bento the task's `bento` asset built last (it pins the champion's exact model tag), on its
+# own port so that it never clashes with the Dagster UI (3000) or MLflow (5000).
 serve: setup
-	@test -f $(DATA_ROOT)/serving/latest.json || { echo "no Bento built yet: run 'make run' first"; exit 1; }
-	$(UV) run --frozen bentoml serve $$($(PYTHON) -c "import json;print(json.load(open('$(DATA_ROOT)/serving/latest.json'))['bento'])") \
+	@test -f $(DATA_ROOT)/serving/$(TASK)/latest.json || { echo "no Bento built for $(TASK) yet: run 'make run TASK=$(TASK)' first"; exit 1; }
+	$(UV) run --frozen bentoml serve $$($(PYTHON) -c "import json;print(json.load(open('$(DATA_ROOT)/serving/$(TASK)/latest.json'))['bento'])") \
 		--host 127.0.0.1 --port $(SERVE_PORT)
 
 rollback: setup
-	$(UV) run --frozen flightline rollback --task $(or $(TASK),flight_delay)
+	$(UV) run --frozen flightline rollback --task $(TASK)
 
 test: setup
 	$(UV) run --frozen pytest
+
+# The fast tier: plain-Python lib, definitions (both tasks, the import boundary, malformed
+# definitions) and cold start; a few minutes.
+test-fast: setup
+	$(UV) run --frozen pytest tests/lib tests/defs tests/platform
 
 # Kubernetes: build (once, ~6-8 min, cached in ~/.cache/flightline) a 1.20 control plane from
 # Debian's sources, start one on loopback by hand, or run only the Kubernetes tests.
