@@ -100,13 +100,15 @@ def materialize_window(
     run_config: dict | None = None,
     task: str | None = None,
     definitions: dg.Definitions | None = None,
+    blocked: set[str] | None = None,
 ) -> list[dg.ExecuteInProcessResult]:
     """Materialize a task's graph over the days [start, end] in three runs: the unpartitioned
     assets upstream of the partitions (reference tables), every partitioned asset over the range
     as one run, then the unpartitioned assets downstream (models, evaluation, promotion). `task`:
     only that task's assets (default: every task); `only` narrows the selection to some asset
     names; `run_config` (ops: ...) reaches the assets it names. `definitions`: the code
-    location's by default."""
+    location's by default. `blocked`: partitions left out (files missing): the range runs as
+    its contiguous runs around them, and one failing run does not stop the others."""
     from pipelines.definitions import defs
 
     definitions = definitions or defs()
@@ -124,61 +126,109 @@ def materialize_window(
         return any(graph.get(p).partitions_def is not None or after_days(p) for p in parents)
 
     unpartitioned = [k for k in keys if graph.get(k).partitions_def is None]
-    phases = (
+    ranges = _runnable_ranges(partitioned[0], start, end, blocked or set()) if partitioned else []
+    phases = [
         ([k for k in unpartitioned if not after_days(k)], {}),
-        (
-            [k for k in keys if graph.get(k).partitions_def is not None],
-            _range_tags(partitioned[0], start, end) if partitioned else {},
+        *(
+            ([k for k in keys if graph.get(k).partitions_def is not None], _range_tags(first, last))
+            for first, last in ranges
         ),
         ([k for k in unpartitioned if after_days(k)], {}),
-    )
-    results = []
-    for selected, tags in phases:
-        if not selected:
-            continue
-        job = dg.define_asset_job(
-            "make_run", selection=dg.AssetSelection.assets(*selected), tags=tags
-        )
-        job_def = dg.Definitions(
-            assets=list(definitions.assets or []),
-            asset_checks=list(definitions.asset_checks or []),
-            jobs=[job],
-            resources=definitions.resources,
-            loggers={"progress": _progress_logger(), "console": dg.colored_console_logger},
-        ).resolve_job_def("make_run")
-        names = set(job_def.graph.node_dict)  # asset and check ops of this phase
-        ops = {k: v for k, v in ((run_config or {}).get("ops") or {}).items() if k in names}
-        result = job_def.execute_in_process(
-            instance=instance,
-            raise_on_error=False,
-            tags=tags,
-            run_config={**QUIET_CONSOLE, "ops": ops} if ops else QUIET_CONSOLE,
-        )
+    ]
+    results: list[dg.ExecuteInProcessResult] = []
+    range_runs: list[bool] = []
+    for index, (selected, tags) in enumerate(phases):
+        last = index == len(phases) - 1
+        if not selected or (last and range_runs and not any(range_runs)):
+            continue  # no partition range succeeded: nothing new for the models
+        result = _execute(definitions, selected, tags, run_config, instance)
         results.append(result)
-        if not result.success:
+        if tags:
+            range_runs.append(result.success)  # a failed range does not stop the next one
+        elif not result.success:
             break
     return results
 
 
-def _range_tags(partitions_def, start: date, end: date) -> dict:
-    """The first and last partition of the days [start, end] (days or hours)."""
+def _execute(definitions, selected, tags, run_config, instance) -> dg.ExecuteInProcessResult:
+    job = dg.define_asset_job("make_run", selection=dg.AssetSelection.assets(*selected), tags=tags)
+    job_def = dg.Definitions(
+        assets=list(definitions.assets or []),
+        asset_checks=list(definitions.asset_checks or []),
+        jobs=[job],
+        resources=definitions.resources,
+        loggers={"progress": _progress_logger(), "console": dg.colored_console_logger},
+    ).resolve_job_def("make_run")
+    names = set(job_def.graph.node_dict)  # asset and check ops of this phase
+    ops = {k: v for k, v in ((run_config or {}).get("ops") or {}).items() if k in names}
+    return job_def.execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        tags=tags,
+        run_config={**QUIET_CONSOLE, "ops": ops} if ops else QUIET_CONSOLE,
+    )
+
+
+def _partitions_between(partitions_def, start: date, end: date) -> list[str]:
+    """The partitions of the days [start, end] (days or hours)."""
     import pandas as pd
 
     zone = partitions_def.timezone
-    window = partitions_def.get_partition_keys_in_time_window(
+    return partitions_def.get_partition_keys_in_time_window(
         dg.TimeWindow(
             pd.Timestamp(start, tz=zone).to_pydatetime(),
             (pd.Timestamp(end, tz=zone) + pd.Timedelta(days=1)).to_pydatetime(),
         )
     )
+
+
+def _runnable_ranges(
+    partitions_def, start: date, end: date, blocked: set[str]
+) -> list[tuple[str, str]]:
+    """Contiguous runs of the window's partitions around the blocked ones."""
+    ranges: list[tuple[str, str]] = []
+    previous_ok = False
+    for key in _partitions_between(partitions_def, start, end):
+        if key in blocked:
+            previous_ok = False
+        elif previous_ok:
+            ranges[-1] = (ranges[-1][0], key)
+        else:
+            ranges.append((key, key))
+            previous_ok = True
+    return ranges
+
+
+def _range_tags(first: str, last: str) -> dict:
     return {
-        "dagster/asset_partition_range_start": window[0],
-        "dagster/asset_partition_range_end": window[-1],
+        "dagster/asset_partition_range_start": first,
+        "dagster/asset_partition_range_end": last,
     }
 
 
+def blocked_partitions(task, landing_dir: Path, start: date, end: date) -> dict[str, str]:
+    """Partitions of [start, end] that cannot run: a landing table's file is missing."""
+    from pipelines.platform.lib.landing_watch import scan_landing
+
+    window = set(_partitions_between(task.partitions_def, start, end))
+    tables = [t.name for t in task.definition.landing_tables]
+    changes = scan_landing(landing_dir, {}, tables)
+    seen = {Path(k).stem for k in changes.state} | set(changes.incomplete_days)
+    out = {
+        key: f"no {', '.join(missing)} file"
+        for key, missing in changes.incomplete_days.items()
+        if key in window
+    }
+    out |= {key: f"no {', '.join(tables)} files" for key in window - seen}
+    return dict(sorted(out.items()))
+
+
 def _summary(
-    results: list[dg.ExecuteInProcessResult], paths: DataPaths, started: float, task
+    results: list[dg.ExecuteInProcessResult],
+    paths: DataPaths,
+    started: float,
+    task,
+    blocked: dict[str, str] | None = None,
 ) -> str:
     lines = ["", "=" * 72, "Summary"]
     built: dict[str, int] = {}
@@ -210,6 +260,8 @@ def _summary(
     lines.append(
         f"  checks: {passed_checks} passed, {len(failed_checks)} failed {failed_checks or ''}"
     )
+    for key, why in (blocked or {}).items():
+        lines.append(f"  blocked {key}: {why} (nothing downstream built for it)")
     ok = run_succeeded(results)
     lines += _champion_lines(results, [task.spec])
     lines += [
@@ -427,8 +479,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "replay":
         return 0
     instance = dg.DagsterInstance.get()
-    results = materialize_window(args.start, args.end, instance, task=task.name)
-    print(_summary(results, paths, started, task))
+    blocked = blocked_partitions(task, _landing(paths, task), args.start, args.end)
+    for key, why in blocked.items():
+        print(f"blocked {task.name} {key}: {why}; the other partitions run without it")
+    results = materialize_window(
+        args.start, args.end, instance, task=task.name, blocked=set(blocked)
+    )
+    print(_summary(results, paths, started, task, blocked))
     return 0 if run_succeeded(results) else 1
 
 

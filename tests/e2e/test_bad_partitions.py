@@ -109,3 +109,27 @@ def test_wrong_day_rows_and_low_row_count_are_named(landed):
     assert DAY not in instance.get_materialized_partitions(
         dg.AssetKey(["flight_delay", "flight_timeline"])
     )
+
+
+def test_a_day_missing_a_file_is_blocked_and_the_others_of_the_range_complete(data_paths, instance):
+    """`make run` over a range where one day lacks its weather file (as 2013-12-31 does in the
+    source): that day is blocked, named, and the days around it run."""
+    from pipelines.platform.cli import blocked_partitions
+    from pipelines.platform.components.task import load_task
+
+    task = load_task("flight_delay")
+    landing = data_paths.landing / "flight_delay"
+    replay_days(landing, date(2013, 1, 1), date(2013, 1, 4))
+    (landing / "weather" / "2013-01-02.csv").unlink()
+    blocked = blocked_partitions(task, landing, date(2013, 1, 1), date(2013, 1, 5))
+    assert blocked == {"2013-01-02": "no weather file", "2013-01-05": "no flights, weather files"}
+    results = materialize_window(
+        date(2013, 1, 1),
+        date(2013, 1, 5),
+        instance,
+        only={"raw_flights", "raw_weather", "weather_features"},
+        blocked=set(blocked),
+    )
+    assert len(results) == 2 and all(r.success for r in results)  # 01-01, then 01-03..01-04
+    built = instance.get_materialized_partitions(dg.AssetKey(["flight_delay", "weather_features"]))
+    assert built == {"2013-01-01", "2013-01-03", "2013-01-04"}
