@@ -11,9 +11,10 @@ import pytest
 from pipelines.definitions import defs
 from pipelines.platform.cli import materialize_window
 from pipelines.platform.components.automation import RETRAIN_TAG
-from pipelines.platform.resources import LakeResource, LandingZone, RetrainPolicy
+from pipelines.platform.resources import LakeResource, RetrainPolicy
 from pipelines.tasks.flight_delay.replay import replay_days
 from tests.conftest import source_day
+from tests.sensor_ticks import landing_tick
 
 TASK = "flight_delay"
 DAILY_JOB = f"{TASK}_partitions"
@@ -25,35 +26,21 @@ def definitions():
     return defs()
 
 
-def _landing_tick(definitions, instance, paths, cursor=None):
-    context = dg.build_sensor_context(
-        instance=instance,
-        definitions=definitions,
-        cursor=cursor,
-        resources={
-            "landing": LandingZone(
-                landing_dir=str(paths.landing), archive_dir=str(paths.root / "archive")
-            )
-        },
-    )
-    return definitions.get_sensor_def(f"{TASK}_landing_sensor")(context)
-
-
 def test_new_day_then_nothing_new_then_a_replaced_file(definitions, instance, data_paths):
     replay_days(data_paths.landing / "flight_delay", date(2013, 1, 1), date(2013, 1, 1))
-    first = _landing_tick(definitions, instance, data_paths)
+    first = landing_tick(definitions, instance, TASK, data_paths)
     [request] = first.run_requests
     assert request.partition_key == "2013-01-01"
     assert request.run_key.startswith(f"{TASK}:2013-01-01:")
     assert request.tags["flightline/trigger"] == "landed"
 
-    nothing = _landing_tick(definitions, instance, data_paths, first.cursor)
+    nothing = landing_tick(definitions, instance, TASK, data_paths, first.cursor)
     assert isinstance(nothing, dg.SkipReason)
     assert "no new or replaced files" in nothing.skip_message
 
     flights = Path(data_paths.landing) / "flight_delay" / "flights" / "2013-01-01.csv"
     source_day("flights", "2013-01-01").head(500).to_csv(flights, index=False, na_rep="NA")
-    replaced = _landing_tick(definitions, instance, data_paths, first.cursor)
+    replaced = landing_tick(definitions, instance, TASK, data_paths, first.cursor)
     [rerun] = replaced.run_requests
     assert rerun.partition_key == "2013-01-01"
     assert rerun.tags["flightline/trigger"] == "replaced"
@@ -62,9 +49,9 @@ def test_new_day_then_nothing_new_then_a_replaced_file(definitions, instance, da
 
 def test_a_gap_of_days_becomes_one_backfill_of_every_daily_asset(definitions, instance, data_paths):
     replay_days(data_paths.landing / "flight_delay", date(2013, 1, 1), date(2013, 1, 1))
-    first = _landing_tick(definitions, instance, data_paths)
+    first = landing_tick(definitions, instance, TASK, data_paths)
     replay_days(data_paths.landing / "flight_delay", date(2013, 1, 2), date(2013, 1, 5))
-    result = _landing_tick(definitions, instance, data_paths, first.cursor)
+    result = landing_tick(definitions, instance, TASK, data_paths, first.cursor)
     [backfill] = result.run_requests
     assert backfill.requires_backfill_daemon()
     assert backfill.tags["flightline/days"] == "2013-01-02..2013-01-05"
@@ -83,7 +70,7 @@ def test_a_gap_of_days_becomes_one_backfill_of_every_daily_asset(definitions, in
 def test_a_day_missing_a_table_waits(definitions, instance, data_paths):
     replay_days(data_paths.landing / "flight_delay", date(2013, 1, 1), date(2013, 1, 1))
     (Path(data_paths.landing) / "flight_delay" / "weather" / "2013-01-01.csv").unlink()
-    waiting = _landing_tick(definitions, instance, data_paths)
+    waiting = landing_tick(definitions, instance, TASK, data_paths)
     assert isinstance(waiting, dg.SkipReason)
     assert "waiting for 1 incomplete partition" in waiting.skip_message
 

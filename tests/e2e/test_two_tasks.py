@@ -16,7 +16,7 @@ from pipelines.definitions import defs
 from pipelines.platform.cli import materialize_window, run_succeeded
 from pipelines.platform.components.task import DEFS_PATH_ENV, build_task_defs, load_task
 from pipelines.platform.lib.settings import DataPaths
-from pipelines.platform.resources import LandingZone
+from tests.sensor_ticks import landing_tick
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY_DEFS = ROOT / "tests" / "tasks"
@@ -70,26 +70,12 @@ def test_each_task_has_its_own_jobs_sensors_and_schedule(both):
     assert graph.get(dg.AssetKey([TOY, "training_set"])).group_name == f"{TOY}_training"
 
 
-def _landing_tick(definitions, instance, task: str, paths: DataPaths, cursor=None):
-    context = dg.build_sensor_context(
-        instance=instance,
-        definitions=definitions,
-        cursor=cursor,
-        resources={
-            "landing": LandingZone(
-                landing_dir=str(paths.landing), archive_dir=str(paths.root / "archive")
-            )
-        },
-    )
-    return definitions.get_sensor_def(f"{task}_landing_sensor")(context)
-
-
 def test_one_tasks_landed_files_never_launch_the_other(both, instance, data_paths):
     task = load_task(TOY)
     task.domain.replay(data_paths.landing / TOY, date(2024, 3, 1), date(2024, 3, 1))
-    flight = _landing_tick(both, instance, FLIGHTS, data_paths)
+    flight = landing_tick(both, instance, FLIGHTS, data_paths)
     assert isinstance(flight, dg.SkipReason)
-    toy = _landing_tick(both, instance, TOY, data_paths)
+    toy = landing_tick(both, instance, TOY, data_paths)
     [backfill] = toy.run_requests  # 24 new hours: one backfill of the toy's partitioned assets
     subset = backfill.asset_graph_subset
     assert {k.path[0] for k in subset.partitions_subsets_by_asset_key} == {TOY}
@@ -99,7 +85,7 @@ def test_one_tasks_landed_files_never_launch_the_other(both, instance, data_path
     assert hours[0] == "2024-03-01-00:00" and hours[-1] == "2024-03-01-23:00" and len(hours) == 24
 
     task.domain.replay(data_paths.landing / TOY, date(2024, 3, 2), date(2024, 3, 2))
-    more = _landing_tick(both, instance, TOY, data_paths, toy.cursor)
+    more = landing_tick(both, instance, TOY, data_paths, toy.cursor)
     [next_day] = more.run_requests
     assert backfill.tags["flightline/task"] == next_day.tags["flightline/task"] == TOY
 
