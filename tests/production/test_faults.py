@@ -39,7 +39,7 @@ def _state(paths, profile) -> dict:
         views = dict(cur.fetchall())
     return {
         "rows": {
-            table: len(lake.read_partitions(table, RERUN))
+            table: len(lake.read_partitions(f"flight_delay/{table}", RERUN))
             for table in ("raw_flights", "raw_weather", "weather_features")
         },
         "views": views,

@@ -93,7 +93,7 @@ def test_webserver_and_daemon_share_the_instance_and_run_two_at_once(webserver_a
                 client.submit_job_execution(
                     "__ASSET_JOB", repository_location_name="flightline", asset_selection=[key]
                 )
-                for key in (["airlines"], ["airports"])
+                for key in (["flight_delay", "airlines"], ["flight_delay", "airports"])
             ]
             break
         except Exception:
@@ -131,5 +131,7 @@ def test_webserver_and_daemon_share_the_instance_and_run_two_at_once(webserver_a
         kinds = [e.dagster_event.event_type for e in instance.all_logs(run_id)]
         assert kinds.count(dg.DagsterEventType.RUN_SUCCESS) == 1
         assert kinds.count(dg.DagsterEventType.ASSET_MATERIALIZATION) == 1
-        materialization = instance.get_latest_materialization_event(dg.AssetKey(asset))
+        materialization = instance.get_latest_materialization_event(
+            dg.AssetKey(["flight_delay", asset])
+        )
         assert materialization is not None and materialization.run_id == run_id
