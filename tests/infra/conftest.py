@@ -47,7 +47,9 @@ def _retrain_inputs(data_root: Path) -> None:
         only.add("online_features")  # the Bento's skew check compares online with offline
 
         replay_days(
-            DataPaths.from_env().landing, date.fromisoformat(START), date.fromisoformat(END)
+            DataPaths.from_env().landing / "flight_delay",
+            date.fromisoformat(START),
+            date.fromisoformat(END),
         )
         with dg.instance_for_test() as instance:
             results = materialize_window(

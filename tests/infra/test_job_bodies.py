@@ -81,7 +81,7 @@ def test_run_worker_body(bodies):
 
 def test_only_the_training_step_asks_for_a_gpu(bodies):
     _, steps = bodies
-    training = _pod(steps.pop("torch_model"))
+    training = _pod(steps.pop("flight_delay__torch_model"))
     (container,) = training["containers"]
     assert " -m dagster api execute_step" in " ".join(container["args"])
     assert container["image"] == IMAGE
@@ -89,7 +89,7 @@ def test_only_the_training_step_asks_for_a_gpu(bodies):
     assert container["resources"]["requests"][GPU] == "1"
     assert training["nodeSelector"] == {"flightline/accelerator": "nvidia-gpu"}
     assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in training["tolerations"]
-    assert "lgbm_model" in steps and "champion" in steps
+    assert "flight_delay__lgbm_model" in steps and "flight_delay__champion" in steps
     for op, job in steps.items():
         pod = _pod(job)
         (container,) = pod["containers"]

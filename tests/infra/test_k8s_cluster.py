@@ -104,7 +104,7 @@ def _submit_step(cluster, tmp_path, instance, op_tags: dict) -> client.V1Pod:
     launcher = production_launcher(cluster.kubeconfig, platform.TEST_IMAGE)
     _, run = run_worker_body(launcher, instance, "flight_delay_retrain")
     tags = {k: json.dumps(v) for k, v in op_tags.items()}  # op tags reach the executor as JSON
-    body = step_body(launcher, run, "torch_model", tags)
+    body = step_body(launcher, run, "flight_delay__torch_model", tags)
     body.metadata.name = f"dagster-step-{uuid.uuid4().hex[:12]}"
     api = config.new_client_from_config(str(cluster.kubeconfig))
     client.BatchV1Api(api).create_namespaced_job(platform.NAMESPACE, body)

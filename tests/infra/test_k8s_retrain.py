@@ -110,13 +110,13 @@ def test_retrain_completes_as_kubernetes_jobs(k8s_platform, retrain):
 
     pods = core.list_namespaced_pod(platform.NAMESPACE, label_selector=selector).items
     by_op = {p.metadata.labels.get("dagster/op", "run_worker"): p for p in pods}
-    training = by_op.pop("torch_model")
+    training = by_op.pop("flight_delay__torch_model")
     assert training.spec.node_name == "gpu-node"
     limits = training.spec.containers[0].resources.limits
     assert limits[GPU] == "1" and training.spec.containers[0].resources.requests[GPU] == "1"
     assert training.spec.node_selector == {"flightline/accelerator": "nvidia-gpu"}
     assert any(t.key == GPU and t.effect == "NoSchedule" for t in training.spec.tolerations)
-    assert set(by_op) == (executed - {"torch_model"}) | {"run_worker"}
+    assert set(by_op) == (executed - {"flight_delay__torch_model"}) | {"run_worker"}
     for op, pod in by_op.items():
         assert pod.spec.node_name == "cpu-node", op
         assert GPU not in (pod.spec.containers[0].resources.limits or {}), op
@@ -142,7 +142,7 @@ def failed_retrains(k8s_platform, retrain):
     crash = {"container_config": {"command": ["python", "-c", "import sys; sys.exit(137)"]}}
     crash_config = {
         **MODEL_RUN_CONFIG,
-        "execution": {"config": {"per_step_k8s_config": {"torch_model": crash}}},
+        "execution": {"config": {"per_step_k8s_config": {"flight_delay__torch_model": crash}}},
     }
     image_tags = {"dagster-k8s/config": json.dumps({"container_config": {"image": MISSING_IMAGE}})}
     with ThreadPoolExecutor(2) as pool:
@@ -181,11 +181,11 @@ def test_a_failing_step_pod_fails_the_run_and_leaves_the_champion(k8s_platform, 
     assert run.status == dg.DagsterRunStatus.FAILURE
     messages = _failure_messages(instance, run.run_id)
     assert "Discovered failed Kubernetes job dagster-step-" in messages
-    assert "for step torch_model" in messages
+    assert "for step flight_delay__torch_model" in messages
     assert "Terminated with exit code 137" in messages  # the pod's status, from Kubernetes
     core, _ = _apis(k8s_platform)
     (pod,) = core.list_namespaced_pod(
-        platform.NAMESPACE, label_selector=f"dagster/run-id={run.run_id},dagster/op=torch_model"
+        platform.NAMESPACE, label_selector=f"dagster/run-id={run.run_id},dagster/op=flight_delay__torch_model"
     ).items
     assert pod.status.phase == "Failed"
     assert pod.status.container_statuses[0].state.terminated.exit_code == 137
