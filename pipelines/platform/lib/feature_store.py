@@ -16,6 +16,7 @@ from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
 from feast.infra.registry.sql import SqlRegistryConfig
 from feast.repo_config import RegistryConfig
 
+from pipelines.platform.lib.online_writes import guard_online_writes
 from pipelines.platform.lib.services import mask, redis_client, redis_connection_string
 from pipelines.platform.lib.settings import PROJECT_ROOT
 from pipelines.tasks.flight_delay.feast_declarations import feature_definitions
@@ -87,7 +88,7 @@ def open_store(location: FeastLocation) -> FeatureStore:
         # Feast builds its client from the connection string with redis-py's default retries
         # (up to 10 s of backoff when Redis is down); ours fails within a second instead.
         store._get_provider().online_store._client = redis_client(location.redis_url)
-    return store
+    return guard_online_writes(store)  # an older event never overwrites a newer one
 
 
 def apply_definitions(store: FeatureStore, lake_root: str) -> dict[str, list[str]]:

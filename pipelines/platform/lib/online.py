@@ -2,7 +2,7 @@
 Feast's online store through the same FeatureService and the same request-feature code as
 training. Serving calls this; the skew check compares it with historical retrieval."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,23 @@ class OnlineVector:
         str, np.ndarray
     ]  # per feature view: epoch seconds its value became known (0: none)
     unknown_tailnum: np.ndarray  # the plane is not in the store: plane features are missing
+    # per feature view: rows whose stored value was stamped after their prediction time and so
+    # was withheld (see `stamped_after`); a row with any is not a point-in-time answer
+    withheld: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def point_in_time(self) -> np.ndarray:
+        """Per row: every served value was known at the row's prediction time."""
+        flags = np.ones(len(self.features), bool)
+        for rows in self.withheld.values():
+            flags &= ~rows
+        return flags
+
+    def withheld_views(self) -> list[list[str]]:
+        """Per row: the views whose value was withheld as being from the row's future."""
+        return [
+            [view for view, rows in self.withheld.items() if rows[i]]
+            for i in range(len(self.features))
+        ]
 
 
 def flights_frame(flights: pd.DataFrame) -> pd.DataFrame:
@@ -80,6 +97,18 @@ def _epoch_seconds(moments: pd.Series | pd.Timestamp, n: int) -> np.ndarray:
     return np.full(n, pd.Timestamp(moments).timestamp())
 
 
+def stamped_after(stamps: np.ndarray, as_of: np.ndarray) -> np.ndarray:
+    """Values the online store holds that became known after the request's prediction time.
+
+    The online store keeps only the newest value per entity, so a request behind the store's
+    clock (a replay, a backfill, a late retry) would otherwise be answered with the future. Such
+    values are withheld, as if the store knew nothing yet, and the answer is flagged as not
+    point-in-time (`OnlineVector.withheld`), rather than refused: the older value that was current
+    then is gone from the online store, and refusing would fail every replayed request.
+    """
+    return (stamps > 0) & (stamps > as_of)
+
+
 def online_vector(
     store: FeatureStore,
     flights: pd.DataFrame,
@@ -89,7 +118,8 @@ def online_vector(
 ) -> OnlineVector:
     """`as_of`: the prediction time (default: `lead` before each scheduled departure). A value
     older than its view's TTL at that time is dropped, exactly as the point-in-time join that
-    built the training set drops it (Feast's online read does not apply TTLs)."""
+    built the training set drops it (Feast's online read does not apply TTLs); a value stamped
+    after that time is withheld (`stamped_after`)."""
     flights = flights_frame(flights)
     if as_of is None:
         as_of = PredictionTiming().prediction_time(flights["sched_dep_ts"])
@@ -98,11 +128,13 @@ def online_vector(
         features=plan.service, entity_rows=entity_keys(flights)
     ).to_dict(include_event_timestamps=True)
     now = _epoch_seconds(as_of, len(flights))
-    values, known_at = {}, {}
+    values, known_at, withheld = {}, {}, {}
     for view, features in plan.features_by_view.items():
         stamps = np.asarray(served[features[0] + TIMESTAMP_POSTFIX], dtype="float64")
         ttl = plan.ttl_seconds[view]
         expired = (stamps > 0) & (now - stamps > ttl) if ttl else np.zeros(len(stamps), bool)
+        withheld[view] = stamped_after(stamps, now)
+        expired = expired | withheld[view]
         known_at[view] = np.where(expired, 0.0, stamps)
         for feature in features:
             column = served[feature]
@@ -112,7 +144,7 @@ def online_vector(
     table = table.loc[:, ~table.columns.duplicated(keep="last")]
     plane = known_at.get("plane_attributes")
     unknown = (plane == 0) if plane is not None else np.zeros(len(flights), bool)
-    return OnlineVector(feature_frame(table, spec), known_at, unknown)
+    return OnlineVector(feature_frame(table, spec), known_at, unknown, withheld)
 
 
 def feature_age_seconds(

@@ -114,6 +114,7 @@ class Predictor:
         # Ages at the moment of prediction (`lead` before departure on the replayed clock).
         now = self.clock() if self.clock else PredictionTiming().prediction_time(sched)
         ages = feature_age_seconds(vector, now)
+        withheld = vector.withheld_views()
         results = [
             {
                 "delay_probability": float(p),
@@ -121,8 +122,13 @@ class Predictor:
                 "model_version": self.info.version,
                 "feature_age_seconds": age,
                 "unknown_tailnum": bool(unknown),
+                # values from after the prediction time were withheld: not point-in-time
+                "point_in_time": not views,
+                "withheld_views": views,
             }
-            for p, age, unknown in zip(probabilities, ages, vector.unknown_tailnum, strict=True)
+            for p, age, unknown, views in zip(
+                probabilities, ages, vector.unknown_tailnum, withheld, strict=True
+            )
         ]
         if self.log is not None:
             self._log(flights, sched, vector, results, (time.perf_counter() - started) * 1000)
