@@ -27,7 +27,7 @@ from pipelines.tasks.flight_delay.flights import (
 from pipelines.tasks.flight_delay.source import day_key, read_table
 
 DAYS = ["2013-01-10", "2013-01-11", "2013-01-12"]
-T = pd.Timestamp("2013-01-11 15:00", tz="America/New_York").tz_convert("UTC")
+T = pd.Timestamp("2013-01-11 15:20", tz="America/New_York").tz_convert("UTC")
 SPEC = TASKS[0]
 WEATHER_RANGES = {  # valid ranges of each perturbed weather column
     "temp": (-10.0, 100.0),
