@@ -129,14 +129,31 @@ def test_recent_departures_are_stamped_at_the_departure_and_look_back_two_hours(
     assert list(recent["origin_dep_delay_mean_2h"]) == [10.0, 20.0, 50.0]
 
 
-def test_aircraft_last_arrival_is_stamped_when_it_landed():
+def test_aircraft_state_is_stamped_at_its_departure_and_at_its_landing():
     raw = _raw(
-        [{"day": 2, "sched_dep_time": 800, "dep_delay": 10.0, "arr_delay": 25.0, "tailnum": "N9"}]
+        [
+            {
+                "day": 2,
+                "sched_dep_time": 800,
+                "dep_delay": 10.0,
+                "arr_delay": 25.0,
+                "tailnum": "N9",
+            },
+            {"day": 2, "sched_dep_time": 1500, "dep_delay": 0.0, "arr_delay": 0.0, "tailnum": "N9"},
+        ]
     )
     t = flight_timeline(raw)
-    last = F.aircraft_last_arrival(t)
-    assert last.iloc[0][F.EVENT_TIMESTAMP] == t.iloc[0]["arr_known_at"]
-    assert last.iloc[0]["tail_prev_arr_delay"] == 25.0
+    rows = F.aircraft_last_arrival(t).iloc[:2]
+    departed, landed = rows.iloc[0], rows.iloc[1]
+    assert departed[F.EVENT_TIMESTAMP] == t.iloc[0]["dep_known_at"]
+    assert pd.isna(departed["tail_prev_arr_delay"]) and departed["tail_prev_dep_delay"] == 10.0
+    assert landed[F.EVENT_TIMESTAMP] == t.iloc[0]["arr_known_at"]
+    assert landed["tail_prev_arr_delay"] == 25.0
+    # scheduled back at 11:00 + 3 h return = 14:00 for a 15:00 departure; 10 min late on
+    # leaving, then 25 min late at the gate
+    assert departed["tail_turnaround_slack_min"] == 50.0
+    assert landed["tail_turnaround_slack_min"] == 35.0
+    assert departed["tail_legs_today"] == 1.0
 
 
 def test_scheduled_traffic_is_published_the_day_before():

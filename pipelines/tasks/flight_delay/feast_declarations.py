@@ -144,9 +144,14 @@ def feature_definitions(lake_root: str) -> dict:
         name="aircraft_last_arrival",
         entities=[plane],
         ttl=timedelta(hours=24),
-        schema=_floats("tail_prev_arr_delay", "tail_prev_dep_delay"),
+        schema=_floats(
+            "tail_prev_arr_delay",
+            "tail_prev_dep_delay",
+            "tail_turnaround_slack_min",
+            "tail_legs_today",
+        ),
         source=_push_source(lake, "aircraft_last_arrival"),
-        description="The aircraft's previous leg; stamped when it landed",
+        description="The aircraft after its latest departure or landing: delays, turnaround slack before its next departure",
     )
 
     carrier_delay_stats, route_delay_stats, origin_delay_stats = (

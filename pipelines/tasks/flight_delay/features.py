@@ -150,21 +150,65 @@ def origin_recent_departures(timeline: pd.DataFrame) -> pd.DataFrame:
 
 
 def aircraft_last_arrival(timeline: pd.DataFrame) -> pd.DataFrame:
-    """Each aircraft's latest completed leg, stamped when it landed (not when it was scheduled)."""
-    landed = timeline.loc[timeline["arr_known_at"].notna() & (timeline["tailnum"] != "UNKNOWN")]
+    """Each aircraft's state after each of its departures and landings, stamped when it happened.
+
+    - tail_prev_dep_delay: the departure delay of its latest departed leg;
+    - tail_prev_arr_delay: the arrival delay of its latest landed leg;
+    - tail_turnaround_slack_min: minutes between the aircraft's expected return (the latest leg's
+      expected gate arrival, i.e. scheduled arrival plus the departure delay until it lands and
+      the real arrival after, plus the same scheduled block time back to New York) and its next
+      scheduled departure of that day; negative: the next departure will wait for the aircraft;
+    - tail_legs_today: legs it has departed on that day.
+    The schedule (the next departure, block times) is known the day before; the return leg to New
+    York is not in the data, so its scheduled duration stands in for it.
+    """
+    known = timeline.loc[timeline["tailnum"] != "UNKNOWN"].sort_values(
+        ["tailnum", "sched_dep_ts"], kind="stable"
+    )
+    next_dep = known.groupby(["tailnum", PARTITION_COLUMN])["sched_dep_ts"].shift(-1)
+    legs = known.assign(
+        _next_dep=next_dep,
+        _block=known["sched_arr_ts"] - known["sched_dep_ts"],
+    ).loc[known["dep_known_at"].notna()]
+    legs = legs.assign(
+        tail_legs_today=legs.sort_values("dep_known_at", kind="stable")
+        .groupby(["tailnum", PARTITION_COLUMN])
+        .cumcount()
+        .add(1)
+        .astype("float64")
+    )
+    departed = legs.assign(
+        _at=legs["dep_known_at"],
+        _expected_arr=legs["sched_arr_ts"] + pd.to_timedelta(legs["dep_delay"], unit="min"),
+        tail_prev_arr_delay=np.nan,
+        _kind=0,
+    )
+    landed = legs.loc[legs["arr_known_at"].notna()]
+    landed = landed.assign(
+        _at=landed["arr_known_at"],
+        _expected_arr=landed["arr_known_at"],
+        tail_prev_arr_delay=landed["arr_delay"],
+        _kind=1,
+    )
+    events = pd.concat([departed, landed], ignore_index=True)
+    events = events.sort_values(["tailnum", "_at", "_kind"], kind="stable").reset_index(drop=True)
+    slack = events["_next_dep"] - (events["_expected_arr"] + events["_block"])
+    by_tail = events.groupby("tailnum", sort=False)
     out = pd.DataFrame(
         {
-            "tailnum": landed["tailnum"].values,
-            EVENT_TIMESTAMP: _utc(landed["arr_known_at"]).values,
-            "tail_prev_arr_delay": landed["arr_delay"].values,
-            "tail_prev_dep_delay": landed["dep_delay"].values,
-            PARTITION_COLUMN: landed[PARTITION_COLUMN].values,
+            "tailnum": events["tailnum"].astype(str),
+            EVENT_TIMESTAMP: _utc(events["_at"]),
+            # a departure row still carries the arrival delay of the leg that landed before it
+            "tail_prev_arr_delay": by_tail["tail_prev_arr_delay"].ffill(),
+            "tail_prev_dep_delay": events["dep_delay"].astype("float64"),
+            "tail_turnaround_slack_min": slack.dt.total_seconds() / 60,
+            "tail_legs_today": events["tail_legs_today"],
+            PARTITION_COLUMN: events[PARTITION_COLUMN].astype(str),
         }
     )
-    out[EVENT_TIMESTAMP] = _utc(out[EVENT_TIMESTAMP])
     return (
-        out.sort_values(EVENT_TIMESTAMP)
-        .drop_duplicates(["tailnum", EVENT_TIMESTAMP], keep="last")
+        out.drop_duplicates(["tailnum", EVENT_TIMESTAMP], keep="last")
+        .sort_values([EVENT_TIMESTAMP, "tailnum"], kind="stable")
         .reset_index(drop=True)
     )
 
