@@ -189,3 +189,22 @@ def test_entity_rows_are_stamped_at_prediction_time(lead):
     rows = F.entity_rows(t, PredictionTiming(lead))
     assert (t["sched_dep_ts"] - rows[F.EVENT_TIMESTAMP]).iloc[0] == pd.Timedelta(minutes=lead)
     assert rows["route"].iloc[0] == "JFK-MIA" and rows["dep_hour"].iloc[0] == "2013-01-02T08"
+
+
+def test_delays_earlier_the_same_day_count_only_what_is_known_by_each_row():
+    raw = _raw(
+        [
+            {"day": 2, "sched_dep_time": 800, "dep_delay": 30.0, "arr_delay": 40.0},
+            {"day": 2, "sched_dep_time": 1200, "dep_delay": 10.0, "arr_delay": 0.0},
+        ]
+    )
+    stats = F.trailing_delay_stats(flight_timeline(raw), ["2013-01-02"], "carrier", "carrier")
+    rows = stats.set_index(F.EVENT_TIMESTAMP)
+    first_departure = rows.loc[pd.Timestamp("2013-01-02 13:30", tz="UTC")]
+    assert first_departure["carrier_departed_today"] == 1
+    assert first_departure["carrier_dep_delay_mean_today"] == 30.0
+    assert pd.isna(first_departure["carrier_arr_delay_mean_today"])  # not landed yet
+    landed = rows.loc[pd.Timestamp("2013-01-02 16:40", tz="UTC")]  # 11:00 EST + 40 min
+    assert landed["carrier_arr_delay_mean_today"] == 40.0
+    second = rows.loc[pd.Timestamp("2013-01-02 17:10", tz="UTC")]
+    assert second["carrier_departed_today"] == 2 and second["carrier_dep_delay_mean_today"] == 20.0

@@ -12,7 +12,7 @@ from feast.types import Float64, Int64, String
 
 from pipelines.platform.lib.lake import Lake
 from pipelines.platform.lib.settings import DataPaths
-from pipelines.tasks.flight_delay.features import WEATHER_COLUMNS
+from pipelines.tasks.flight_delay.features import TODAY_COLUMNS, WEATHER_COLUMNS
 
 TIMESTAMP = "event_timestamp"
 
@@ -77,7 +77,7 @@ def _trailing_stats(prefix: str) -> list[Field]:
             Field(name=f"{prefix}_delay_rate_{window}d", dtype=Float64),
             Field(name=f"{prefix}_mean_arr_delay_{window}d", dtype=Float64),
         ]
-    return fields
+    return fields + _floats(*(f"{prefix}_{name}" for name in TODAY_COLUMNS))
 
 
 def _delay_stats_view(lake: Lake, entity: Entity) -> FeatureView:
@@ -88,7 +88,7 @@ def _delay_stats_view(lake: Lake, entity: Entity) -> FeatureView:
         ttl=timedelta(days=2),
         schema=_trailing_stats(prefix),
         source=_source(lake, f"{prefix}_delay_stats"),
-        description=f"Trailing delay statistics of the {prefix}, from labels known by local midnight",
+        description=f"Trailing delay statistics of the {prefix} from labels known by local midnight, and its delays known so far that day",
     )
 
 

@@ -10,6 +10,8 @@ EVENT_TIMESTAMP = "event_timestamp"
 STATIC_FEATURES_SINCE = pd.Timestamp("2000-01-01", tz="UTC")
 RECENT_DEPARTURES_WINDOW = "2h"
 TRAILING_WINDOWS_DAYS = (7, 28)
+# Delays of the entity's flights of the same day known so far (carrier, route, origin).
+TODAY_COLUMNS = ("departed_today", "dep_delay_mean_today", "arr_delay_mean_today")
 # Post-departure facts: they never enter a feature view (the leakage test holds us to this).
 POST_DEPARTURE_COLUMNS = ("dep_time", "dep_delay", "arr_time", "arr_delay", "air_time", "label")
 WEATHER_COLUMNS = (
@@ -237,6 +239,7 @@ def trailing_delay_stats(
             for w in TRAILING_WINDOWS_DAYS
             for name in ("flights", "delay_rate", "mean_arr_delay")
         ]
+        + [f"{prefix}_{name}" for name in TODAY_COLUMNS]
         + [PARTITION_COLUMN]
     )
     if daily.empty:
@@ -271,10 +274,55 @@ def trailing_delay_stats(
     table = table[table[f"{prefix}_flights_{max(TRAILING_WINDOWS_DAYS)}d"] > 0].reset_index()
     table = table.rename(columns={"level_0": PARTITION_COLUMN, "index": PARTITION_COLUMN})
     table[EVENT_TIMESTAMP] = day_start_utc(table[PARTITION_COLUMN])
+    table = _with_earlier_today(table, history, days, entity, prefix)
     for column in table.columns:
         if column.endswith(("_7d", "_28d")) and "_flights_" in column:
             table[column] = table[column].fillna(0).astype("int64")
     return table[columns].sort_values([EVENT_TIMESTAMP, entity]).reset_index(drop=True)
+
+
+def _with_earlier_today(
+    snapshots: pd.DataFrame, history: pd.DataFrame, days: list[str], entity: str, prefix: str
+) -> pd.DataFrame:
+    """Add a row at each departure and landing of the entity's flights of day D, before the
+    midnight that ends D: the day's snapshot plus the delays known so far that day. The midnight
+    snapshot itself has seen nothing of the day yet."""
+    flights = history.loc[history[PARTITION_COLUMN].isin(days)].reset_index(drop=True)
+    day_end = day_start_utc(flights[PARTITION_COLUMN]) + pd.Timedelta(days=1)
+    nothing = pd.Series(np.nan, index=flights.index)
+    events = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    entity: flights[entity],
+                    PARTITION_COLUMN: flights[PARTITION_COLUMN],
+                    "_at": _utc(flights[at]),
+                    "_end": day_end,
+                    "_dep": flights["dep_delay"] if at == "dep_known_at" else nothing,
+                    "_arr": flights["arr_delay"] if at == "arr_known_at" else nothing,
+                }
+            )
+            for at in ("dep_known_at", "arr_known_at")
+        ],
+        ignore_index=True,
+    )
+    # Landings after the day's end belong to the next day's snapshot, not to this day's rows.
+    events = events.loc[events["_at"].notna() & (events["_at"] < events["_end"])]
+    events = events.sort_values([entity, "_at"], kind="stable").reset_index(drop=True)
+    keys = [events[entity], events[PARTITION_COLUMN]]
+    today = events[[entity, PARTITION_COLUMN]].assign(**{EVENT_TIMESTAMP: events["_at"]})
+    for column, name in (("_dep", "dep_delay_mean_today"), ("_arr", "arr_delay_mean_today")):
+        count = events[column].notna().groupby(keys).cumsum()
+        total = events[column].fillna(0.0).groupby(keys).cumsum()
+        today[f"{prefix}_{name}"] = total / count.where(count > 0)
+        if column == "_dep":
+            today[f"{prefix}_departed_today"] = count.astype("float64")
+    snapshot_columns = [c for c in snapshots.columns if c not in (EVENT_TIMESTAMP,)]
+    today = today.merge(snapshots[snapshot_columns], on=[entity, PARTITION_COLUMN], how="left")
+    snapshots = snapshots.assign(**{f"{prefix}_departed_today": 0.0})
+    both = pd.concat([snapshots, today], ignore_index=True)
+    # Several events in one instant: the last row holds them all.
+    return both.drop_duplicates([entity, EVENT_TIMESTAMP], keep="last")
 
 
 def request_features(timeline: pd.DataFrame) -> pd.DataFrame:
