@@ -18,9 +18,17 @@ def feature_skew(
     flights: pd.DataFrame,
     as_of: pd.Timestamp,
     request_features_fn=request_features,
+    behind: pd.Timedelta | None = None,
 ) -> tuple[dict[str, int], int]:
     """Flights are asked about as if scheduled `lead` after `as_of` (the online store's clock):
-    the features each path builds must agree. Returns differing features (rows) and rows compared."""
+    the features each path builds must agree. Returns differing features (rows) and rows compared.
+
+    `behind`: ask instead at `as_of - behind`, a request behind the store's clock. Values the
+    online path withheld as being from that request's future are left out of the comparison
+    (they are flagged, not served); every other value must match the point-in-time join, so a
+    value the store no longer holds (older than what it materialized) is reported."""
+    if behind is not None:
+        as_of = as_of - behind
     timing = PredictionTiming()
     flights = flights_frame(flights).assign(
         sched_dep_ts=as_of + pd.Timedelta(minutes=timing.lead_minutes)
@@ -41,4 +49,15 @@ def feature_skew(
         ],
         axis=1,
     )
-    return compare_vectors(online.features, feature_frame(offline, spec)), len(flights)
+    offline = feature_frame(offline, spec)
+    served = online.features.copy()
+    views = {
+        p.name: [f.name for f in p.features]
+        for p in store.get_feature_service(spec.feature_service).feature_view_projections
+    }
+    for view, rows in online.withheld.items():
+        for feature in views.get(view, []):
+            if feature in served and rows.any():
+                served.loc[rows, feature] = None  # withheld and flagged online: not compared
+                offline.loc[rows, feature] = None
+    return compare_vectors(served, offline), len(flights)

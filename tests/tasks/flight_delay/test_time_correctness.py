@@ -2,11 +2,15 @@
 (delays, times, weather) must not change anything a prediction made before T sees, through the
 batch feature tables, Feast's point-in-time join (training) or the online path (serving)."""
 
+import contextlib
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipelines.platform.lib.feature_store import (
+    EARLIEST,
     FeastLocation,
     apply_definitions,
     historical_features,
@@ -16,6 +20,7 @@ from pipelines.platform.lib.feature_store import (
 from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
 from pipelines.platform.lib.online import online_vector, stamped_after
 from pipelines.platform.lib.settings import PROJECT_ROOT
+from pipelines.platform.lib.skew import feature_skew
 from pipelines.tasks import TASKS
 from pipelines.tasks.flight_delay import features as F
 from pipelines.tasks.flight_delay.flights import (
@@ -206,3 +211,26 @@ def test_values_stamped_after_the_prediction_time_are_withheld():
     stamps = np.array([0.0, 100.0, 200.0, 300.0])  # 0: the store knows nothing
     as_of = np.array([150.0, 150.0, 150.0, 300.0])
     assert stamped_after(stamps, as_of).tolist() == [False, False, True, False]
+
+
+def test_skew_check_covers_requests_behind_the_store_clock(worlds, tmp_path):
+    real, _ = worlds
+    store = _store(tmp_path, "skew", real)
+    end = day_start_utc(pd.Series([DAYS[-1]])).iloc[0] + pd.Timedelta(days=1)
+    # the whole window, so the store still holds every entity's newest value
+    with contextlib.redirect_stdout(io.StringIO()):
+        store.materialize(start_date=EARLIEST, end_date=end.to_pydatetime())
+    flights = real["flight_timeline"].head(200)
+    flights = flights.assign(flight=flights["flight"].astype("int64"))
+    # the store's clock is the end of the window; the requests are a day and a half behind it
+    differing, rows = feature_skew(store, SPEC, flights, end, behind=pd.Timedelta(hours=36))
+    assert rows == 200 and differing == {}
+    vector = online_vector(
+        store,
+        flights.assign(sched_dep_ts=end - pd.Timedelta(hours=35)),
+        SPEC,
+        as_of=end - pd.Timedelta(hours=36),
+    )
+    assert not vector.point_in_time().any()  # weather at least is from their future
+    assert all(views for views in vector.withheld_views())
+    assert vector.features["weather_temp"].isna().all()  # flagged values are not served
