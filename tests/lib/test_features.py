@@ -204,7 +204,9 @@ def test_delays_earlier_the_same_day_count_only_what_is_known_by_each_row():
     assert first_departure["carrier_departed_today"] == 1
     assert first_departure["carrier_dep_delay_mean_today"] == 30.0
     assert pd.isna(first_departure["carrier_arr_delay_mean_today"])  # not landed yet
-    landed = rows.loc[pd.Timestamp("2013-01-02 16:40", tz="UTC")]  # 11:00 EST + 40 min
+    # landed at 16:40 (11:00 EST + 40 min): published at the end of its 15-minute window
+    assert pd.Timestamp("2013-01-02 16:40", tz="UTC") not in rows.index
+    landed = rows.loc[pd.Timestamp("2013-01-02 16:45", tz="UTC")]
     assert landed["carrier_arr_delay_mean_today"] == 40.0
-    second = rows.loc[pd.Timestamp("2013-01-02 17:10", tz="UTC")]
+    second = rows.loc[pd.Timestamp("2013-01-02 17:15", tz="UTC")]  # left at 17:10
     assert second["carrier_departed_today"] == 2 and second["carrier_dep_delay_mean_today"] == 20.0
