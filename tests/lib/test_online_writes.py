@@ -3,6 +3,7 @@
 import pandas as pd
 from feast.data_source import PushMode
 
+from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.feature_store import FeastLocation, apply_definitions, open_store
 from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
 from pipelines.platform.lib.settings import PROJECT_ROOT
@@ -10,6 +11,8 @@ from pipelines.tasks.flight_delay import features as F
 from pipelines.tasks.flight_delay.feast_declarations import PUSH_SOURCES
 from pipelines.tasks.flight_delay.flights import flight_timeline
 from tests.conftest import source_day
+
+TASK = load_task("flight_delay")
 
 DAY = "2013-01-05"
 
@@ -35,7 +38,9 @@ def _served(store, tailnum: str):
 
 def test_an_older_push_does_not_overwrite_a_newer_value(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
-    lake.write_partitions("aircraft_last_arrival", F.aircraft_last_arrival(TIMELINE), [DAY])
+    lake.write_partitions(
+        TASK.table("aircraft_last_arrival"), F.aircraft_last_arrival(TIMELINE), [DAY]
+    )
     store = open_store(
         FeastLocation(
             "writes",
@@ -45,7 +50,7 @@ def test_an_older_push_does_not_overwrite_a_newer_value(tmp_path):
             str(PROJECT_ROOT / "feature_repo"),
         )
     )
-    apply_definitions(store, lake.root)
+    apply_definitions(store, TASK.feast_objects(lake.root), TASK.name)
     source = PUSH_SOURCES["aircraft_last_arrival"]
 
     def push(*rows):
