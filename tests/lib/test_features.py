@@ -6,7 +6,6 @@ import pytest
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.tasks.flight_delay import features as F
 from pipelines.tasks.flight_delay.flights import (
-    ARRIVAL_REPORT_LAG,
     PredictionTiming,
     flight_timeline,
     local_to_utc,
@@ -28,6 +27,10 @@ def _raw(rows):
         "tailnum": "N1",
     }
     frame = pd.DataFrame([{**base, **r} for r in rows])
+    if "sched_arr_time" not in frame:
+        # JFK-MIA is scheduled for 3 hours, both ends on Eastern time
+        minutes = (frame["sched_dep_time"] // 100 * 60 + frame["sched_dep_time"] % 100 + 180) % 1440
+        frame["sched_arr_time"] = minutes // 60 * 100 + minutes % 60
     frame[PARTITION_COLUMN] = frame.apply(lambda r: f"2013-01-{int(r['day']):02d}", axis=1)
     frame["flight"] = range(1, len(frame) + 1)
     return frame
@@ -65,12 +68,8 @@ def test_timeline_times_and_labels():
     first = t.iloc[0]
     assert first["sched_dep_ts"] == pd.Timestamp("2013-01-02 14:00", tz="UTC")  # 09:00 EST
     assert first["dep_known_at"] == pd.Timestamp("2013-01-02 14:30", tz="UTC")
-    assert (
-        first["arr_known_at"]
-        == pd.Timestamp("2013-01-02 14:30", tz="UTC")
-        + pd.Timedelta(minutes=150)
-        + ARRIVAL_REPORT_LAG
-    )
+    # at the gate: scheduled 12:00 EST plus 40 minutes late
+    assert first["arr_known_at"] == pd.Timestamp("2013-01-02 17:40", tz="UTC")
     assert first["label"] == 1.0
     cancelled, diverted = t.iloc[1], t.iloc[2]
     assert (
@@ -130,14 +129,31 @@ def test_recent_departures_are_stamped_at_the_departure_and_look_back_two_hours(
     assert list(recent["origin_dep_delay_mean_2h"]) == [10.0, 20.0, 50.0]
 
 
-def test_aircraft_last_arrival_is_stamped_when_it_landed():
+def test_aircraft_state_is_stamped_at_its_departure_and_at_its_landing():
     raw = _raw(
-        [{"day": 2, "sched_dep_time": 800, "dep_delay": 10.0, "arr_delay": 25.0, "tailnum": "N9"}]
+        [
+            {
+                "day": 2,
+                "sched_dep_time": 800,
+                "dep_delay": 10.0,
+                "arr_delay": 25.0,
+                "tailnum": "N9",
+            },
+            {"day": 2, "sched_dep_time": 1500, "dep_delay": 0.0, "arr_delay": 0.0, "tailnum": "N9"},
+        ]
     )
     t = flight_timeline(raw)
-    last = F.aircraft_last_arrival(t)
-    assert last.iloc[0][F.EVENT_TIMESTAMP] == t.iloc[0]["arr_known_at"]
-    assert last.iloc[0]["tail_prev_arr_delay"] == 25.0
+    rows = F.aircraft_last_arrival(t).iloc[:2]
+    departed, landed = rows.iloc[0], rows.iloc[1]
+    assert departed[F.EVENT_TIMESTAMP] == t.iloc[0]["dep_known_at"]
+    assert pd.isna(departed["tail_prev_arr_delay"]) and departed["tail_prev_dep_delay"] == 10.0
+    assert landed[F.EVENT_TIMESTAMP] == t.iloc[0]["arr_known_at"]
+    assert landed["tail_prev_arr_delay"] == 25.0
+    # scheduled back at 11:00 + 3 h return = 14:00 for a 15:00 departure; 10 min late on
+    # leaving, then 25 min late at the gate
+    assert departed["tail_turnaround_slack_min"] == 50.0
+    assert landed["tail_turnaround_slack_min"] == 35.0
+    assert departed["tail_legs_today"] == 1.0
 
 
 def test_scheduled_traffic_is_published_the_day_before():
@@ -173,3 +189,24 @@ def test_entity_rows_are_stamped_at_prediction_time(lead):
     rows = F.entity_rows(t, PredictionTiming(lead))
     assert (t["sched_dep_ts"] - rows[F.EVENT_TIMESTAMP]).iloc[0] == pd.Timedelta(minutes=lead)
     assert rows["route"].iloc[0] == "JFK-MIA" and rows["dep_hour"].iloc[0] == "2013-01-02T08"
+
+
+def test_delays_earlier_the_same_day_count_only_what_is_known_by_each_row():
+    raw = _raw(
+        [
+            {"day": 2, "sched_dep_time": 800, "dep_delay": 30.0, "arr_delay": 40.0},
+            {"day": 2, "sched_dep_time": 1200, "dep_delay": 10.0, "arr_delay": 0.0},
+        ]
+    )
+    stats = F.trailing_delay_stats(flight_timeline(raw), ["2013-01-02"], "carrier", "carrier")
+    rows = stats.set_index(F.EVENT_TIMESTAMP)
+    first_departure = rows.loc[pd.Timestamp("2013-01-02 13:30", tz="UTC")]
+    assert first_departure["carrier_departed_today"] == 1
+    assert first_departure["carrier_dep_delay_mean_today"] == 30.0
+    assert pd.isna(first_departure["carrier_arr_delay_mean_today"])  # not landed yet
+    # landed at 16:40 (11:00 EST + 40 min): published at the end of its 15-minute window
+    assert pd.Timestamp("2013-01-02 16:40", tz="UTC") not in rows.index
+    landed = rows.loc[pd.Timestamp("2013-01-02 16:45", tz="UTC")]
+    assert landed["carrier_arr_delay_mean_today"] == 40.0
+    second = rows.loc[pd.Timestamp("2013-01-02 17:15", tz="UTC")]  # left at 17:10
+    assert second["carrier_departed_today"] == 2 and second["carrier_dep_delay_mean_today"] == 20.0

@@ -95,7 +95,9 @@ def open_store(location: FeastLocation) -> "FeatureStore":
         # Feast builds its client from the connection string with redis-py's default retries
         # (up to 10 s of backoff when Redis is down); ours fails within a second instead.
         store._get_provider().online_store._client = redis_client(location.redis_url)
-    return store
+    from pipelines.platform.lib.online_writes import guard_online_writes
+
+    return guard_online_writes(store)  # an older event never overwrites a newer one
 
 
 OWNER_TAG = (

@@ -3,7 +3,7 @@ Feast's online store through the same FeatureService and the same task code (ent
 request features) as training. Serving calls this; the skew check compares it with historical
 retrieval."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,11 +23,28 @@ class OnlineVector:
     features: pd.DataFrame  # the model input, one row per request
     # per feature view: epoch seconds its value became known (0: none)
     known_at: dict[str, np.ndarray]
+    # per feature view: rows whose stored value was stamped after their prediction time and so
+    # was withheld (see `stamped_after`); a row with any is not a point-in-time answer
+    withheld: dict[str, np.ndarray] = field(default_factory=dict)
 
     def missing(self, view: str) -> np.ndarray:
         """Rows for which the store knew nothing in `view` (e.g. an unknown entity)."""
         stamps = self.known_at.get(view)
         return (stamps == 0) if stamps is not None else np.zeros(len(self.features), bool)
+
+    def point_in_time(self) -> np.ndarray:
+        """Per row: every served value was known at the row's prediction time."""
+        flags = np.ones(len(self.features), bool)
+        for rows in self.withheld.values():
+            flags &= ~rows
+        return flags
+
+    def withheld_views(self) -> list[list[str]]:
+        """Per row: the views whose value was withheld as being from the row's future."""
+        return [
+            [view for view, rows in self.withheld.items() if rows[i]]
+            for i in range(len(self.features))
+        ]
 
 
 def entity_key_rows(domain: TaskDomain, rows: pd.DataFrame) -> dict[str, list]:
@@ -69,6 +86,18 @@ def _epoch_seconds(moments: pd.Series | pd.Timestamp, n: int) -> np.ndarray:
     return np.full(n, pd.Timestamp(moments).timestamp())
 
 
+def stamped_after(stamps: np.ndarray, as_of: np.ndarray) -> np.ndarray:
+    """Values the online store holds that became known after the request's prediction time.
+
+    The online store keeps only the newest value per entity, so a request behind the store's
+    clock (a replay, a backfill, a late retry) would otherwise be answered with the future. Such
+    values are withheld, as if the store knew nothing yet, and the answer is flagged as not
+    point-in-time (`OnlineVector.withheld`), rather than refused: the older value that was current
+    then is gone from the online store, and refusing would fail every replayed request.
+    """
+    return (stamps > 0) & (stamps > as_of)
+
+
 def online_vector(
     store: "FeatureStore",
     rows: pd.DataFrame,
@@ -79,7 +108,8 @@ def online_vector(
     """`rows`: requests normalized by the task's `request_frame`. `as_of`: the prediction time
     (default: the task's rule for each row). A value older than its view's TTL at that time is
     dropped, exactly as the point-in-time join that built the training set drops it (Feast's
-    online read does not apply TTLs)."""
+    online read does not apply TTLs); a value stamped after that time is withheld
+    (`stamped_after`)."""
     if as_of is None:
         as_of = spec.prediction_time(rows[spec.timestamp_column])
     from feast.online_response import TIMESTAMP_POSTFIX
@@ -89,11 +119,13 @@ def online_vector(
         features=plan.service, entity_rows=entity_key_rows(domain, rows)
     ).to_dict(include_event_timestamps=True)
     now = _epoch_seconds(as_of, len(rows))
-    values, known_at = {}, {}
+    values, known_at, withheld = {}, {}, {}
     for view, features in plan.features_by_view.items():
         stamps = np.asarray(served[features[0] + TIMESTAMP_POSTFIX], dtype="float64")
         ttl = plan.ttl_seconds[view]
         expired = (stamps > 0) & (now - stamps > ttl) if ttl else np.zeros(len(stamps), bool)
+        withheld[view] = stamped_after(stamps, now)
+        expired = expired | withheld[view]
         known_at[view] = np.where(expired, 0.0, stamps)
         for feature in features:
             column = served[feature]
@@ -101,7 +133,7 @@ def online_vector(
     request = domain.request_features(rows).reset_index(drop=True)
     table = pd.concat([pd.DataFrame(values), request], axis=1)
     table = table.loc[:, ~table.columns.duplicated(keep="last")]
-    return OnlineVector(feature_frame(table, spec), known_at)
+    return OnlineVector(feature_frame(table, spec), known_at, withheld)
 
 
 def feature_age_seconds(

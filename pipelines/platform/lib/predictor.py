@@ -121,6 +121,7 @@ class Predictor:
         now = self.clock() if self.clock else self.spec.prediction_time(when)
         ages = feature_age_seconds(vector, now)
         flags = {name: vector.missing(view) for name, view in self.flags.items()}
+        withheld = vector.withheld_views()
         results = [
             {
                 self.score_field: float(p),
@@ -128,6 +129,9 @@ class Predictor:
                 "model_version": self.info.version,
                 "feature_age_seconds": age,
                 **{name: bool(values[i]) for name, values in flags.items()},
+                # values from after the prediction time were withheld: not point-in-time
+                "point_in_time": not withheld[i],
+                "withheld_views": withheld[i],
             }
             for i, (p, age) in enumerate(zip(probabilities, ages, strict=True))
         ]

@@ -25,11 +25,19 @@ def feature_skew(
     examples: pd.DataFrame,
     as_of: pd.Timestamp,
     online_domain: TaskDomain | None = None,
+    behind: pd.Timedelta | None = None,
 ) -> tuple[dict[str, int], int]:
     """Examples are asked about as if predicted at `as_of` (the online store's clock): the
     features each path builds must agree. Returns differing features (rows) and rows compared.
     `online_domain`: the task code the online path runs, when it is not `domain` (a deployed
-    service built from other code)."""
+    service built from other code).
+
+    `behind`: ask instead at `as_of - behind`, a request behind the store's clock. Values the
+    online path withheld as being from that request's future are left out of the comparison
+    (they are flagged, not served); every other value must match the point-in-time join, so a
+    value the store no longer holds (older than what it materialized) is reported."""
+    if behind is not None:
+        as_of = as_of - behind
     rows = domain.request_frame(examples)
     rows[spec.timestamp_column] = pd.Timestamp(as_of) + pd.Timedelta(minutes=spec.lead_minutes)
     online = online_vector(store, rows, spec, online_domain or domain, as_of=as_of)
@@ -39,5 +47,15 @@ def feature_skew(
     )
     joined = historical_features(store, entities, spec.feature_service)
     offline = pd.concat([joined, domain.request_features(rows).reset_index(drop=True)], axis=1)
-    offline = offline.loc[:, ~offline.columns.duplicated(keep="last")]
-    return compare_vectors(online.features, feature_frame(offline, spec)), len(rows)
+    offline = feature_frame(offline.loc[:, ~offline.columns.duplicated(keep="last")], spec)
+    served = online.features.copy()
+    views = {
+        p.name: [f.name for f in p.features]
+        for p in store.get_feature_service(spec.feature_service).feature_view_projections
+    }
+    for view, withheld in online.withheld.items():
+        for feature in views.get(view, []):
+            if feature in served and withheld.any():
+                served.loc[withheld, feature] = None  # withheld and flagged online: not compared
+                offline.loc[withheld, feature] = None
+    return compare_vectors(served, offline), len(rows)

