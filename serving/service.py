@@ -61,6 +61,17 @@ Prediction = create_model(
             flag: (bool, Field(description=f"The feature store knew nothing in {view}"))
             for flag, view in SERVING.flags.items()
         },
+        "point_in_time": (
+            bool,
+            Field(description="Every value served was known at the prediction time"),
+        ),
+        "withheld_views": (
+            list[str],
+            Field(
+                description="Views whose stored value is from after the prediction time: "
+                "withheld (served as missing), so the answer is not point-in-time"
+            ),
+        ),
     },
 )
 

@@ -185,7 +185,8 @@ def test_a_failing_step_pod_fails_the_run_and_leaves_the_champion(k8s_platform, 
     assert "Terminated with exit code 137" in messages  # the pod's status, from Kubernetes
     core, _ = _apis(k8s_platform)
     (pod,) = core.list_namespaced_pod(
-        platform.NAMESPACE, label_selector=f"dagster/run-id={run.run_id},dagster/op=flight_delay__torch_model"
+        platform.NAMESPACE,
+        label_selector=f"dagster/run-id={run.run_id},dagster/op=flight_delay__torch_model",
     ).items
     assert pod.status.phase == "Failed"
     assert pod.status.container_statuses[0].state.terminated.exit_code == 137

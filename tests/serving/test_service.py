@@ -82,6 +82,10 @@ def test_predicts_one_flight_with_model_version_and_feature_ages(client, package
         body["feature_age_seconds"]
     )
     assert body["unknown_tailnum"] is False
+    # Predicted at 16:00 on the 9th while the store holds the whole day: the weather reported
+    # after 16:00 is withheld (served as missing) and the answer says it is not point-in-time.
+    assert body["point_in_time"] is False and "weather_hourly" in body["withheld_views"]
+    assert body["feature_age_seconds"]["weather_hourly"] is None
 
 
 def test_batch_and_unknown_tailnum(client):
