@@ -21,6 +21,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.pipeline_overhead import bare_pipeline
+from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.evaluation import binary_metrics
 from pipelines.platform.lib.lake import Lake
 from pipelines.platform.lib.modeling import dataset as data
@@ -28,22 +29,23 @@ from pipelines.platform.lib.modeling.baseline import HistoricalRateBaseline
 from pipelines.platform.lib.modeling.lgbm import LgbmParams, train_lgbm
 from pipelines.platform.lib.modeling.mlp import MlpParams, train_mlp
 from pipelines.platform.lib.settings import DataPaths
-from pipelines.tasks import TASKS
 from pipelines.tasks.flight_delay.replay import replay_days
 
-SPEC = TASKS[0]
+SPEC = load_task("flight_delay").spec
 START, TRAIN_END, TEST_START, END = "2013-01-01", "2013-10-31", "2013-11-01", "2013-12-30"
 
 
 def training_table(paths: DataPaths) -> pd.DataFrame:
     days = [d.strftime("%Y-%m-%d") for d in pd.date_range(START, END)]
     lake = Lake(paths.lake)
-    if not all(lake.exists("training_set", d) for d in days):
-        replay_days(paths.landing, date.fromisoformat(START), date.fromisoformat(END))
+    if not all(lake.exists("flight_delay/training_set", d) for d in days):
+        replay_days(
+            paths.landing / "flight_delay", date.fromisoformat(START), date.fromisoformat(END)
+        )
         started = time.perf_counter()
         rows = bare_pipeline(paths, days)
         print(f"built training_set: {rows:,} rows in {time.perf_counter() - started:.0f}s")
-    return lake.read_partitions("training_set", days)
+    return lake.read_partitions("flight_delay/training_set", days)
 
 
 def evaluate(table: pd.DataFrame, spec, valid_days: int, families: list[str]) -> dict:

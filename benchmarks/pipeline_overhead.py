@@ -20,103 +20,87 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import fresh_data_root, median, timed, window_parser
 from pipelines.definitions import defs  # imported up front: neither side pays imports
 from pipelines.platform.cli import materialize_window
+from pipelines.platform.components.definition import Task, accepts
+from pipelines.platform.components.task import load_task
+from pipelines.platform.components.training import build_training_rows
 from pipelines.platform.lib import validation
 from pipelines.platform.lib.feature_store import (
-    FeastLocation,
     apply_definitions,
-    historical_features,
+    location_from_paths,
     materialize_up_to,
     open_store,
 )
 from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
 from pipelines.platform.lib.landing import archive_landed_file, read_landed_day
-from pipelines.platform.lib.settings import PROJECT_ROOT, DataPaths
-from pipelines.tasks.flight_delay import features as F
-from pipelines.tasks.flight_delay.contracts import FLIGHTS, WEATHER
-from pipelines.tasks.flight_delay.feast_declarations import FEATURE_SERVICE
-from pipelines.tasks.flight_delay.flights import PredictionTiming, day_start_utc, flight_timeline
-from pipelines.tasks.flight_delay.replay import replay_days
-from pipelines.tasks.flight_delay.source import read_table
+from pipelines.platform.lib.settings import DataPaths
+
+TASK = "flight_delay"
 
 
-def bare_pipeline(paths: DataPaths, days: list[str]) -> int:
-    """What the assets do, called directly: read, archive, validate, build, store, register, join."""
+def bare_pipeline(paths: DataPaths, days: list[str], task: Task | None = None) -> int:
+    """What the assets do, called directly from the same task definition: read, archive,
+    validate, build each feature table, store, register in Feast, materialize, join."""
+    task = task or load_task(TASK)
     lake = Lake(paths.lake)
-    raw = {}
-    for table, contract in (("flights", FLIGHTS), ("weather", WEATHER)):
+    landing = paths.landing / task.name
+    partitioned = set()
+    for table, contract in task.contracts.items():
         frames = []
         for day in days:
-            landed = read_landed_day(paths.landing, table, day)
-            archive_landed_file(landed, paths.root / "archive")
+            landed = read_landed_day(landing, table, day)
+            archive_landed_file(landed, paths.root / "archive" / task.name)
             frames.append(landed.frame.assign(**{PARTITION_COLUMN: day}))
-        raw[table] = pd.concat(frames, ignore_index=True)
-        lake.write_partitions(f"raw_{table}", raw[table], days)
-        outcomes = validation.validate(lake.read_partitions(f"raw_{table}", days), contract, days)
-        counts = raw[table].groupby(PARTITION_COLUMN).size().to_dict()
+        raw = pd.concat(frames, ignore_index=True)
+        lake.write_partitions(task.table(f"raw_{table}"), raw, days)
+        outcomes = validation.validate(raw, contract, days)
+        counts = raw.groupby(PARTITION_COLUMN).size().to_dict()
         outcomes["row_count"] = validation.row_count_outcome(counts, {})
         assert all(o.passed for o in outcomes.values()), {
             k: o.describe() for k, o in outcomes.items()
         }
-    for name in ("planes", "airports", "airlines"):
-        lake.write(name, read_table(name).copy())
-    lake.write("flight_delay/plane_features", F.plane_features(lake.read("flight_delay/planes")))
-    timeline = flight_timeline(lake.read_partitions("flight_delay/raw_flights", days))
-    lake.write_partitions("flight_delay/flight_timeline", timeline, days)
-    lake.write_partitions(
-        "weather_features",
-        F.weather_features(lake.read_partitions("flight_delay/raw_weather", days)),
-        days,
+        partitioned.add(f"raw_{table}")
+    for name in task.definition.reference_tables:
+        lake.write(task.table(name), task.domain.read_reference(name).copy())
+    for table in task.definition.feature_tables:
+        inputs = table.table_inputs()
+        frames = [
+            lake.read_partitions(task.table(i.table), days)
+            if i.table in partitioned
+            else lake.read(task.table(i.table))
+            for i in inputs
+        ]
+        fn = task.function(table)
+        extra = {"partition_keys": days} if accepts(fn, "partition_keys") else {}
+        result = fn(*frames, **extra)
+        if any(i.table in partitioned for i in inputs):
+            partitioned.add(table.name)
+            lake.write_partitions(task.table(table.name), result, days)
+        else:
+            lake.write(task.table(table.name), result)
+    store = open_store(location_from_paths(paths))
+    apply_definitions(store, task.feast_objects(paths.lake), task.name)
+    materialize_up_to(store, task.partition_end(max(days)), task.feature_view_names())
+    examples = lake.read_partitions(task.table(task.definition.examples.table), days)
+    training, _ = build_training_rows(
+        task,
+        examples,
+        store,
+        task.definition.examples.lead_minutes,
+        task.definition.features.feature_service,
     )
-    for name, build in (
-        ("scheduled_traffic", F.scheduled_traffic),
-        ("origin_recent_departures", F.origin_recent_departures),
-        ("aircraft_last_arrival", F.aircraft_last_arrival),
-    ):
-        lake.write_partitions(
-            name, build(lake.read_partitions("flight_delay/flight_timeline", days)), days
-        )
-    history = lake.read_partitions("flight_delay/flight_timeline", days)
-    for entity in ("carrier", "route", "origin"):
-        lake.write_partitions(
-            f"{entity}_delay_stats", F.trailing_delay_stats(history, days, entity, entity), days
-        )
-    store = open_store(
-        FeastLocation(
-            "flightline",
-            str(paths.feast_registry),
-            str(paths.feast_online_store),
-            paths.lake,
-            str(PROJECT_ROOT / "feature_repo"),
-        )
-    )
-    apply_definitions(store, paths.lake)
-    end = day_start_utc(pd.Series([max(days)])).iloc[0] + pd.Timedelta(days=1)
-    materialize_up_to(store, end.to_pydatetime())
-    timeline = lake.read_partitions("flight_delay/flight_timeline", days)
-    labelled = timeline.loc[timeline["label"].notna()].reset_index(drop=True)
-    joined = historical_features(
-        store, F.entity_rows(labelled, PredictionTiming()), FEATURE_SERVICE
-    )
-    request = F.request_features(labelled).drop(columns=["carrier", "origin"])
-    training = pd.concat(
-        [
-            joined,
-            request.reset_index(drop=True),
-            labelled[["sched_dep_ts", "label", PARTITION_COLUMN]].reset_index(drop=True),
-        ],
-        axis=1,
-    )
-    lake.write_partitions("flight_delay/training_set", training, days)
+    lake.write_partitions(task.table("training_set"), training, days)
     return len(training)
 
 
 def data_half() -> set[str]:
-    """Every asset up to training_set: the model assets (tagged with their task) are left out."""
+    """ingestion -> training_set of the task: its ingestion and features groups and the
+    training set (chosen by group and name, never by the absence of a tag)."""
     graph = defs().resolve_asset_graph()
+    groups = {f"{TASK}_ingestion", f"{TASK}_features"}
     return {
         k.to_user_string()
         for k in graph.materializable_asset_keys
-        if "flightline/task" not in (graph.get(k).tags or {})
+        if graph.get(k).group_name in groups or k == dg.AssetKey([TASK, "training_set"])
     }
 
 
@@ -133,9 +117,11 @@ def main() -> None:
     start, end = date.fromisoformat(args.start), date.fromisoformat(args.end)
     days = [d.strftime("%Y-%m-%d") for d in pd.date_range(start, end)]
     # warm imports and GX's context so neither side pays them
+    task = load_task(TASK)
+    contract = task.contracts["flights"]
     validation.validate(
-        read_table("flights").head(50).assign(**{PARTITION_COLUMN: "2013-01-01"}),
-        FLIGHTS,
+        task.domain.read_reference("flights").head(50).assign(**{PARTITION_COLUMN: "2013-01-01"}),
+        contract,
         ["2013-01-01"],
     )
     bare_times, dagster_times = [], []
@@ -143,7 +129,7 @@ def main() -> None:
         # alternate the order so drift of the machine hits both sides alike
         for side in ("bare", "dagster") if i % 2 == 0 else ("dagster", "bare"):
             with fresh_data_root(side) as (paths, root):
-                replay_days(paths.landing / "flight_delay", start, end)
+                task.domain.replay(paths.landing / TASK, start, end)
                 if side == "bare":
                     bare_times.append(
                         timed(lambda p=paths: rows_holder.append(bare_pipeline(p, days)))
