@@ -34,8 +34,8 @@ def feature_skew(
 
     `behind`: ask instead at `as_of - behind`, a request behind the store's clock. Values the
     online path withheld as being from that request's future are left out of the comparison
-    (they are flagged, not served); every other value must match the point-in-time join, so a
-    value the store no longer holds (older than what it materialized) is reported."""
+    (they are flagged, not served), and so are values it no longer holds (stale, served as
+    missing); every value it does serve must match the point-in-time join."""
     if behind is not None:
         as_of = as_of - behind
     rows = domain.request_frame(examples)
@@ -58,4 +58,10 @@ def feature_skew(
             if feature in served and withheld.any():
                 served.loc[withheld, feature] = None  # withheld and flagged online: not compared
                 offline.loc[withheld, feature] = None
+    if behind is not None:
+        # Behind its clock, the store may no longer hold what was current then (it keeps the
+        # newest value per entity, materialized from `end - ttl`): a missing value is stale, not
+        # wrong. What it does serve must be exactly what the point-in-time join gives.
+        for feature in served.columns:
+            offline.loc[served[feature].isna().to_numpy(), feature] = None
     return compare_vectors(served, offline), len(rows)
