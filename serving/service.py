@@ -56,6 +56,11 @@ def _strict(model: type[BaseModel]) -> type[BaseModel]:
             **{**model.model_config, "strict": True, "extra": "forbid", "allow_inf_nan": False}
         ),
     }
+    if SERVING.time_field and SERVING.time_field not in model.model_fields:
+        raise RuntimeError(
+            f"task {TASK.name}: serving.time_field {SERVING.time_field!r} is not a field of "
+            f"{model.__name__}"
+        )
     if SERVING.time_field:
         earliest, latest = (
             datetime.fromisoformat(bound).replace(tzinfo=UTC) if bound else None

@@ -325,6 +325,22 @@ def test_real_bentoml_serve_answers_http_on_loopback(packaged):
             f"{url}/predict", json={"flight": {**FLIGHT, "carrier": "ZZ"}}, timeout=10
         )
         assert bad.status_code == 400 and "carrier" in bad.text
+        assert bad.json()["detail"][0]["loc"] == ["flight", "carrier"]
+        for content_type in ("multipart/form-data", "text/plain"):  # no boundary: not a 500
+            refused = requests.post(
+                f"{url}/predict",
+                data=b"--x",
+                headers={"Content-Type": content_type},
+                timeout=10,
+            )
+            assert refused.status_code == 415, refused.text
+        big = requests.post(
+            f"{url}/predict_batch",
+            data=json.dumps({"flights": [FLIGHT] * 20_000}),
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+        )
+        assert big.status_code == 413 and big.json()["detail"][0]["loc"] == ["body"]
         assert requests.get(f"{url}/docs.json", timeout=10).json()["paths"]["/predict"]
         ready = requests.post(f"{url}/ready", json={}, timeout=10).json()
         assert ready["ready"] and ready["model"].endswith(f"v{reply.json()['model_version']}")
