@@ -10,11 +10,12 @@ built Bento with `make serve TASK=<task>`.
 
 import inspect
 import os
+from datetime import UTC, datetime
 from typing import Annotated
 
 import bentoml
 import pandas as pd
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from starlette.responses import JSONResponse
 
 from pipelines.platform.components.definition import load_reference
@@ -29,6 +30,7 @@ from pipelines.platform.lib.predictor import (
 )
 from pipelines.platform.lib.services import check_redis, check_uri
 from pipelines.platform.lib.settings import DataPaths
+from serving.guard import RequestGuard
 
 
 class BuildArgs(BaseModel):
@@ -42,7 +44,58 @@ TASK = load_task(ARGS.task or os.environ.get("FLIGHTLINE_TASK", "flight_delay"))
 SERVING = TASK.definition.serving
 BATCH_NAME = SERVING.batch_name or f"{SERVING.request_name}s"
 MODEL_TAG = ARGS.model_tag or os.environ.get("FLIGHTLINE_BENTO_MODEL", "")
-Request = load_reference(SERVING.request_model, f"task {TASK.name}: serving.request_model")
+
+
+def _strict(model: type[BaseModel]) -> type[BaseModel]:
+    """The task's request model at the door: no type coercion ("1990" is not a distance), no
+    field it does not declare, finite numbers only, and its time within the serving window."""
+    namespace: dict = {
+        "__module__": model.__module__,
+        "__doc__": model.__doc__,
+        "model_config": ConfigDict(
+            **{**model.model_config, "strict": True, "extra": "forbid", "allow_inf_nan": False}
+        ),
+    }
+    if SERVING.time_field and SERVING.time_field not in model.model_fields:
+        raise RuntimeError(
+            f"task {TASK.name}: serving.time_field {SERVING.time_field!r} is not a field of "
+            f"{model.__name__}"
+        )
+    if SERVING.time_field:
+        earliest, latest = (
+            datetime.fromisoformat(bound).replace(tzinfo=UTC) if bound else None
+            for bound in (SERVING.earliest, SERVING.latest)
+        )
+
+        def _within_window(cls, value: datetime) -> datetime:
+            stamp = value if value.tzinfo else value.replace(tzinfo=UTC)
+            if (earliest and stamp < earliest) or (latest and stamp >= latest):
+                raise ValueError(
+                    f"{SERVING.time_field} {value.isoformat()} is outside the serving window "
+                    f"[{SERVING.earliest or '-inf'}, {SERVING.latest or '+inf'}) UTC"
+                )
+            return value
+
+        namespace["_within_serving_window"] = field_validator(SERVING.time_field)(_within_window)
+    return type(model.__name__, (model,), namespace)
+
+
+Request = _strict(load_reference(SERVING.request_model, f"task {TASK.name}: serving.request_model"))
+# The whole bodies, as strict as the request (an unknown top-level field is refused too).
+_BODY_CONFIG = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+PredictBody = create_model(
+    "PredictBody", __config__=_BODY_CONFIG, **{SERVING.request_name: (Request, ...)}
+)
+PredictBatchBody = create_model(
+    "PredictBatchBody",
+    __config__=_BODY_CONFIG,
+    **{
+        BATCH_NAME: (
+            Annotated[list[Request], Field(min_length=1, max_length=SERVING.max_batch)],
+            ...,
+        )
+    },
+)
 
 Prediction = create_model(
     "Prediction",
@@ -189,6 +242,14 @@ class PredictionService:
                 f"not ready: {status.get('feature_store_error') or 'model not loaded'}"
             )
         return Readiness(**status)
+
+
+PredictionService.add_asgi_middleware(
+    RequestGuard,
+    bodies={"/predict": PredictBody, "/predict_batch": PredictBatchBody, "/ready": None},
+    max_body_bytes=SERVING.max_body_bytes,
+    batch_name=BATCH_NAME,
+)
 
 
 class _TypedFeatures:

@@ -36,7 +36,9 @@ def _k8s_executor() -> dg.ExecutorDefinition:
     adds the pod's status (exit code, reason, waiting state) and its last log lines.
     """
     # Imported here: the Kubernetes client is not needed by the embedded profile.
-    from dagster._core.executor.step_delegating import CheckStepHealthResult
+    from pipelines.platform.compat import check_step_health_result
+
+    CheckStepHealthResult = check_step_health_result()
     from dagster_k8s import k8s_job_executor
     from dagster_k8s.executor import K8sStepHandler
 

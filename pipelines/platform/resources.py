@@ -172,9 +172,9 @@ class BentoResource(dg.ConfigurableResource):
         return Path(self.serving_dir) / task / "latest.json"
 
     def check_home(self) -> None:
-        from bentoml._internal.configuration.containers import BentoMLContainer
+        from pipelines.platform.compat import bentoml_home
 
-        active = str(BentoMLContainer.bentoml_home.get())
+        active = bentoml_home()
         if Path(active).resolve() != Path(self.home).resolve():
             raise RuntimeError(
                 f"BentoML's store is {active} but the platform is configured for {self.home}: "

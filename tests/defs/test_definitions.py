@@ -158,6 +158,10 @@ def _write_definition(tmp_path: Path, change) -> Path:
             lambda a: a["feature_tables"][0].update(inputs=["raw_flight"]),
             "feature_tables.flight_timeline.inputs",
         ),
+        (lambda a: a["serving"].update(earliest="2013-13-01"), "serving.earliest"),
+        (lambda a: a["serving"].update(latest="2012-01-01"), "serving.earliest"),
+        (lambda a: a["serving"].update(time_field=""), "serving.earliest"),
+        (lambda a: a["serving"].update(max_body_bytes=0), "serving.max_body_bytes"),
     ],
 )
 def test_a_malformed_definition_names_its_file_and_field(tmp_path, change, field):

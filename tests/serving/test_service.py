@@ -122,6 +122,129 @@ def test_missing_field_and_oversized_batch_are_refused(client):
     assert reply.status_code == 400 and "at most 1000" in reply.text
 
 
+def _shaped(reply, status: int) -> list[dict]:
+    """Every 4xx has one shape: {"detail": [{"loc", "msg", "type", "batch_index"}]}."""
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"].startswith("application/json")
+    detail = reply.json()["detail"]
+    assert isinstance(detail, list) and detail
+    for item in detail:
+        assert {"loc", "msg", "type", "batch_index"} <= set(item), item
+        assert isinstance(item["loc"], list) and item["loc"] and isinstance(item["msg"], str)
+    return detail
+
+
+@pytest.mark.parametrize(
+    ("change", "loc", "words"),
+    [
+        ({"distance": "1990"}, ["flight", "distance"], "valid number"),  # no coercion
+        ({"flight": True}, ["flight", "flight"], "valid integer"),
+        ({"flight": "1545"}, ["flight", "flight"], "valid integer"),
+        ({"sched_dep": "1900-01-09T17:00:00"}, ["flight", "sched_dep"], "serving window"),
+        ({"sched_dep": "2099-01-09T17:00:00"}, ["flight", "sched_dep"], "serving window"),
+        ({"sched_dep": "2013-03-10T02:30:00"}, ["flight", "sched_dep"], "DST"),  # gap
+        ({"sched_dep": "2013-11-03T01:30:00"}, ["flight", "sched_dep"], "DST"),  # overlap
+    ],
+)
+def test_strict_validation_names_the_field(client, change, loc, words):
+    [item] = _shaped(client.post("/predict", json={"flight": {**FLIGHT, **change}}), 400)
+    assert item["loc"] == loc and words in item["msg"] and item["batch_index"] is None
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_numbers_are_refused_clearly(client, number):
+    body = json.dumps({"flight": FLIGHT}).replace('"distance": 1400', f'"distance": {number}')
+    reply = client.post("/predict", content=body, headers={"Content-Type": "application/json"})
+    [item] = _shaped(reply, 400)
+    assert item["loc"] == ["flight", "distance"] and "finite" in item["msg"]
+
+
+def test_extra_fields_are_refused_at_every_level(client):
+    [item] = _shaped(client.post("/predict", json={"flight": FLIGHT, "debug": True}), 400)
+    assert item["loc"] == ["debug"]
+    [item] = _shaped(client.post("/predict_batch", json={"flights": [FLIGHT], "x": 1}), 400)
+    assert item["loc"] == ["x"]
+    reply = client.post("/predict_batch", json={"flights": [FLIGHT, {**FLIGHT, "dep_delay": 3}]})
+    [item] = _shaped(reply, 400)
+    assert item["loc"] == ["flights", 1, "dep_delay"] and item["batch_index"] == 1
+
+
+def test_batch_errors_carry_the_batch_index(client):
+    flights = [FLIGHT, {**FLIGHT, "dest": "XXX"}, {**FLIGHT, "distance": "far"}]
+    detail = _shaped(client.post("/predict_batch", json={"flights": flights}), 400)
+    assert [(d["loc"], d["batch_index"]) for d in detail] == [
+        (["flights", 1, "dest"], 1),
+        (["flights", 2, "distance"], 2),
+    ]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "multipart/form-data", "application/x-www-form-urlencoded", None],
+)
+def test_unsupported_content_types_are_a_415(client, content_type):
+    headers = {"Content-Type": content_type} if content_type else {}
+    reply = client.post("/predict", content=json.dumps({"flight": FLIGHT}), headers=headers)
+    [item] = _shaped(reply, 415)
+    assert item["loc"] == ["header", "content-type"]
+    # multipart without a boundary: refused at the door, never a 500 from the framework
+    reply = client.post("/predict_batch", content=b"--x", headers=headers)
+    assert reply.status_code == 415
+
+
+def test_oversized_bodies_are_a_413_before_parsing(client):
+    big = json.dumps({"flights": [FLIGHT] * 20_000})  # ~3 MB, over the 1 MB default
+    reply = client.post("/predict_batch", content=big, headers={"Content-Type": "application/json"})
+    [item] = _shaped(reply, 413)
+    assert item["loc"] == ["body"]
+
+    def chunks():  # no Content-Length: counted as it streams in
+        for _ in range(30):
+            yield b" " * 100_000
+
+    reply = client.post("/predict", content=chunks(), headers={"Content-Type": "application/json"})
+    _shaped(reply, 413)
+
+
+def test_malformed_json_is_a_400_in_the_same_shape(client):
+    for body in (b"{not json", b"", b"[]", b"null"):
+        reply = client.post("/predict", content=body, headers={"Content-Type": "application/json"})
+        assert all(item["loc"] for item in _shaped(reply, 400))
+
+
+def test_refused_requests_write_nothing_to_the_prediction_log(client, packaged):
+    paths, _, _ = packaged
+    root = paths.prediction_log / "flight_delay"
+    days_before = {p.name for p in root.iterdir()} if root.exists() else set()
+    refused = [
+        {"flight": {**FLIGHT, "flight": 7001, "distance": "1990"}},
+        {"flight": {**FLIGHT, "flight": 7002, "sched_dep": "1900-01-09T17:00:00"}},
+        {"flight": {**FLIGHT, "flight": 7003, "sched_dep": "2099-01-09T17:00:00"}},
+        {"flight": {**FLIGHT, "flight": 7004}, "extra": 1},
+        {"flight": {**FLIGHT, "flight": 7005, "sched_dep": "2013-01-10T17:00:00", "x": 1}},
+    ]
+    for body in refused:
+        assert client.post("/predict", json=body).status_code == 400
+    batch = {"flights": [{**FLIGHT, "flight": 7006}, {**FLIGHT, "flight": 7007, "dest": "XXX"}]}
+    assert client.post("/predict_batch", json=batch).status_code == 400
+    text = json.dumps({"flight": {**FLIGHT, "flight": 7008}})
+    assert (
+        client.post("/predict", content=text, headers={"Content-Type": "text/plain"}).status_code
+        == 415
+    )
+    # An accepted request after them: once it is logged, the refused ones would have been too.
+    assert client.post("/predict", json={"flight": {**FLIGHT, "flight": 7009}}).status_code == 200
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        logged, _ = read_day(root, "2013-01-09")
+        if len(logged) and (logged["request.flight"] == 7009).any():
+            break
+        time.sleep(0.1)
+    assert (logged["request.flight"] == 7009).sum() == 1
+    assert not logged["request.flight"].between(7001, 7008).any()
+    assert {p.name for p in root.iterdir()} - days_before <= {"2013-01-09"}
+
+
 def test_readiness_and_prediction_log(client, packaged):
     paths, _, _ = packaged
     assert client.post("/ready", json={}).json()["ready"] is True
@@ -202,6 +325,22 @@ def test_real_bentoml_serve_answers_http_on_loopback(packaged):
             f"{url}/predict", json={"flight": {**FLIGHT, "carrier": "ZZ"}}, timeout=10
         )
         assert bad.status_code == 400 and "carrier" in bad.text
+        assert bad.json()["detail"][0]["loc"] == ["flight", "carrier"]
+        for content_type in ("multipart/form-data", "text/plain"):  # no boundary: not a 500
+            refused = requests.post(
+                f"{url}/predict",
+                data=b"--x",
+                headers={"Content-Type": content_type},
+                timeout=10,
+            )
+            assert refused.status_code == 415, refused.text
+        big = requests.post(
+            f"{url}/predict_batch",
+            data=json.dumps({"flights": [FLIGHT] * 20_000}),
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+        )
+        assert big.status_code == 413 and big.json()["detail"][0]["loc"] == ["body"]
         assert requests.get(f"{url}/docs.json", timeout=10).json()["paths"]["/predict"]
         ready = requests.post(f"{url}/ready", json={}, timeout=10).json()
         assert ready["ready"] and ready["model"].endswith(f"v{reply.json()['model_version']}")

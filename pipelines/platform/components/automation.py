@@ -7,9 +7,8 @@ from datetime import timedelta
 
 import dagster as dg
 import pandas as pd
-from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
-from dagster._core.definitions.events import AssetKeyPartitionKey
 
+from pipelines.platform.compat import backfill_subset
 from pipelines.platform.components.definition import Task
 from pipelines.platform.components.ingestion import landing_dir
 from pipelines.platform.lib.lake import PARTITION_COLUMN
@@ -99,9 +98,7 @@ def _landing_sensor(task: Task, selection: dg.AssetSelection) -> dg.SensorDefini
             partitions = task.partitions_def.get_partition_keys_in_range(
                 dg.PartitionKeyRange(start, end)
             )
-            subset = AssetGraphSubset.from_asset_partition_set(
-                {AssetKeyPartitionKey(k, p) for k in keys for p in partitions}, graph
-            )
+            subset = backfill_subset(keys, partitions, graph)
             requests.append(
                 dg.RunRequest.for_asset_graph_subset(
                     subset,

@@ -6,6 +6,7 @@ import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from functools import cached_property
 from typing import Any, Literal
 
@@ -103,6 +104,20 @@ class ServingModel(Strict):
     # Answer fields that say a view knew nothing of the request's entity: field -> feature view.
     flags: dict[str, str] = {}
     max_batch: int = 1000
+    # Requests larger than this are refused (413) before their body is parsed.
+    max_body_bytes: int = 1_000_000
+    # The serving window: a request whose `time_field` (the prediction time) is outside
+    # [earliest, latest) is a 400 naming the field. ISO dates, UTC; empty: no bound.
+    time_field: str = ""
+    earliest: str = ""
+    latest: str = ""
+
+    @field_validator("earliest", "latest")
+    @classmethod
+    def _iso_date(cls, value: str) -> str:
+        if value:
+            date.fromisoformat(value)  # ValueError names the bad value
+        return value
 
 
 class AutomationModel(Strict):
@@ -166,6 +181,13 @@ class TaskDefinition(Strict):
             raise ValueError("examples.lead_minutes: must be 0 or more")
         if self.serving.max_batch < 1:
             raise ValueError("serving.max_batch: must be at least 1")
+        if self.serving.max_body_bytes < 1:
+            raise ValueError("serving.max_body_bytes: must be at least 1")
+        window = (self.serving.earliest, self.serving.latest)
+        if all(window) and window[0] >= window[1]:
+            raise ValueError("serving.earliest: must be before serving.latest")
+        if any(window) and not self.serving.time_field:
+            raise ValueError("serving.earliest/latest: need serving.time_field")
         if self.examples.table not in known:
             raise ValueError(f"examples.table: unknown table {self.examples.table!r}")
         return self

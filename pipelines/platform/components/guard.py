@@ -13,9 +13,11 @@ they targeted.
 from collections.abc import Sequence
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from pipelines.platform.compat import check_execution_statuses
 from pipelines.platform.lib.validation import CHECKS
+
+AssetCheckExecutionRecordStatus = check_execution_statuses()
 
 HISTORY_LIMIT = 5000
 

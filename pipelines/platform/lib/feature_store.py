@@ -94,7 +94,9 @@ def open_store(location: FeastLocation) -> "FeatureStore":
     if location.redis_url:
         # Feast builds its client from the connection string with redis-py's default retries
         # (up to 10 s of backoff when Redis is down); ours fails within a second instead.
-        store._get_provider().online_store._client = redis_client(location.redis_url)
+        from pipelines.platform.compat import online_store_impl
+
+        online_store_impl(store)._client = redis_client(location.redis_url)
     from pipelines.platform.lib.online_writes import guard_online_writes
 
     return guard_online_writes(store)  # an older event never overwrites a newer one

@@ -46,7 +46,9 @@ def guard_online_writes(store: "FeatureStore") -> "FeatureStore":
     from feast.infra.online_stores.redis import RedisOnlineStore
     from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
-    impl = store._get_provider().online_store  # private: the store behind push and materialize
+    from pipelines.platform.compat import online_store_impl
+
+    impl = online_store_impl(store)  # the store behind push and materialize
     if isinstance(impl, RedisOnlineStore) or getattr(impl, "_flightline_guarded", False):
         return store
     if not isinstance(impl, SqliteOnlineStore):
