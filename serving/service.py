@@ -39,11 +39,14 @@ class BuildArgs(BaseModel):
     task: str = ""
 
 
+# A built Bento carries its task and model tag as build arguments. Variables set explicitly win:
+# serving from source, and any process that built a Bento before (BentoML keeps the last build's
+# arguments for the rest of the process).
 ARGS = bentoml.use_arguments(BuildArgs)
-TASK = load_task(ARGS.task or os.environ.get("FLIGHTLINE_TASK", "flight_delay"))
+TASK = load_task(os.environ.get("FLIGHTLINE_TASK") or ARGS.task or "flight_delay")
 SERVING = TASK.definition.serving
 BATCH_NAME = SERVING.batch_name or f"{SERVING.request_name}s"
-MODEL_TAG = ARGS.model_tag or os.environ.get("FLIGHTLINE_BENTO_MODEL", "")
+MODEL_TAG = os.environ.get("FLIGHTLINE_BENTO_MODEL") or ARGS.model_tag
 
 
 def _strict(model: type[BaseModel]) -> type[BaseModel]:

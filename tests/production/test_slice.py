@@ -85,9 +85,11 @@ def test_served_prediction_reads_features_from_redis(prod_client, prod_built):
     body = reply.json()
     assert 0 < body["delay_probability"] < 1
     assert body["model_version"] == champion.champion_version("flight_delay")
-    # Values known from the online store (None would mean the store had nothing for the flight).
+    # Values known from the online store (None would mean the store had nothing for the flight);
+    # the store holds the whole day, so the weather reported after the prediction is withheld.
     ages = body["feature_age_seconds"]
-    assert ages["weather_hourly"] is not None and ages["plane_attributes"] is not None
+    assert ages["plane_attributes"] is not None and ages["scheduled_traffic"] is not None
+    assert body["point_in_time"] is False and "weather_hourly" in body["withheld_views"]
     ready = prod_client.post("/ready", json={})
     assert ready.status_code == 200 and ready.json()["ready"] is True
 
