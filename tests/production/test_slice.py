@@ -67,6 +67,8 @@ def prod_client(prod_built):
             for name, value in env.items():
                 mp.setenv(name, value)
             mp.setenv("FLIGHTLINE_BENTO_MODEL", latest["model"])
+            # Explicit: an earlier in-process Bento build (another task's) leaves its arguments.
+            mp.setenv("FLIGHTLINE_TASK", "flight_delay")
             from serving.service import PredictionService
 
             with TestClient(PredictionService.to_asgi()) as client:
