@@ -207,20 +207,21 @@ def _range_tags(first: str, last: str) -> dict:
 
 
 def blocked_partitions(task, landing_dir: Path, start: date, end: date) -> dict[str, str]:
-    """Partitions of [start, end] that cannot run: a landing table's file is missing."""
-    from pipelines.platform.lib.landing_watch import scan_landing
+    """Partitions of [start, end] that cannot run: a landing table's file is missing (or landed
+    twice), by the same lookup ingestion uses; nothing is read or hashed."""
+    from pipelines.platform.lib.landing import LandingError, find_day_file
 
-    window = set(_partitions_between(task.partitions_def, start, end))
-    tables = [t.name for t in task.definition.landing_tables]
-    changes = scan_landing(landing_dir, {}, tables)
-    seen = {Path(k).stem for k in changes.state} | set(changes.incomplete_days)
-    out = {
-        key: f"no {', '.join(missing)} file"
-        for key, missing in changes.incomplete_days.items()
-        if key in window
-    }
-    out |= {key: f"no {', '.join(tables)} files" for key in window - seen}
-    return dict(sorted(out.items()))
+    blocked = {}
+    for key in _partitions_between(task.partitions_def, start, end):
+        problems = []
+        for table in task.definition.landing_tables:
+            try:
+                find_day_file(landing_dir, table.name, key)
+            except LandingError:
+                problems.append(table.name)
+        if problems:
+            blocked[key] = f"no {', '.join(problems)} file"
+    return blocked
 
 
 def _summary(

@@ -122,7 +122,7 @@ def test_a_day_missing_a_file_is_blocked_and_the_others_of_the_range_complete(da
     replay_days(landing, date(2013, 1, 1), date(2013, 1, 4))
     (landing / "weather" / "2013-01-02.csv").unlink()
     blocked = blocked_partitions(task, landing, date(2013, 1, 1), date(2013, 1, 5))
-    assert blocked == {"2013-01-02": "no weather file", "2013-01-05": "no flights, weather files"}
+    assert blocked == {"2013-01-02": "no weather file", "2013-01-05": "no flights, weather file"}
     results = materialize_window(
         date(2013, 1, 1),
         date(2013, 1, 5),

@@ -6,11 +6,11 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.lake import Lake
 from pipelines.platform.lib.settings import DataPaths
 from pipelines.platform.resources_config import embedded_resources
 from pipelines.tasks.flight_delay.features import EVENT_TIMESTAMP
-from pipelines.tasks.flight_delay.flights import PredictionTiming
 from tests.e2e.conftest import DAYS
 
 
@@ -93,7 +93,8 @@ def test_no_feature_row_from_after_the_prediction_reaches_a_training_row(built):
     training = _read(paths, "training_set")
     assert (
         training[EVENT_TIMESTAMP]
-        == training["sched_dep_ts"] - pd.Timedelta(minutes=PredictionTiming().lead_minutes)
+        == training["sched_dep_ts"]
+        - pd.Timedelta(minutes=load_task("flight_delay").spec.lead_minutes)
     ).all()
     arrivals = _read(paths, "aircraft_last_arrival")
     # the leg a row uses must have landed before the prediction: find it and compare times

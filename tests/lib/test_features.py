@@ -3,14 +3,17 @@
 import pandas as pd
 import pytest
 
+from pipelines.platform.components.task import load_task
+from pipelines.platform.components.training import prediction_entities
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.tasks.flight_delay import features as F
 from pipelines.tasks.flight_delay.flights import (
-    PredictionTiming,
     flight_timeline,
     local_to_utc,
 )
 from tests.conftest import source_day
+
+TASK = load_task("flight_delay")
 
 
 def _raw(rows):
@@ -166,11 +169,8 @@ def test_scheduled_traffic_is_published_the_day_before():
     traffic = F.scheduled_traffic(flight_timeline(raw))
     assert traffic.iloc[0]["origin_hour_scheduled"] == 2
     assert traffic.iloc[0][F.EVENT_TIMESTAMP] == pd.Timestamp("2013-01-01 05:00", tz="UTC")
-    timing = PredictionTiming(lead_minutes=60)
-    assert (
-        traffic[F.EVENT_TIMESTAMP]
-        <= timing.prediction_time(flight_timeline(raw)["sched_dep_ts"]).min()
-    ).all()
+    predicted = TASK.spec.prediction_time(flight_timeline(raw)["sched_dep_ts"], 60)
+    assert (traffic[F.EVENT_TIMESTAMP] <= predicted.min()).all()
 
 
 def test_weather_glitch_is_removed_from_features():
@@ -186,7 +186,7 @@ def test_entity_rows_are_stamped_at_prediction_time(lead):
         [{"day": 2, "sched_dep_time": 800, "dep_delay": 0.0, "arr_delay": 0.0, "tailnum": "N1"}]
     )
     t = flight_timeline(raw)
-    rows = F.entity_rows(t, PredictionTiming(lead))
+    _, rows = prediction_entities(TASK, t, lead)
     assert (t["sched_dep_ts"] - rows[F.EVENT_TIMESTAMP]).iloc[0] == pd.Timedelta(minutes=lead)
     assert rows["route"].iloc[0] == "JFK-MIA" and rows["dep_hour"].iloc[0] == "2013-01-02T08"
 

@@ -14,20 +14,10 @@ import pytest
 
 import pipelines.platform
 import pipelines.tasks
+from benchmarks import cold_start
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = (
-    "feast",
-    "torch",
-    "mlflow",
-    "bentoml",
-    "evidently",
-    "great_expectations",
-    "sklearn",
-    "matplotlib",
-    "lightgbm",
-    "scipy",
-)
+HEAVY = cold_start.HEAVY  # the libraries the benchmark also reports
 
 # The modules that were made lazy for issue 18, and the platform modules the code location loads.
 LAZY_MODULES = (

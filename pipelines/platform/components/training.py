@@ -15,21 +15,31 @@ from pipelines.platform.resources import FeastResource
 EVENT_TIMESTAMP = "event_timestamp"
 
 
+def prediction_entities(
+    task: Task, examples: pd.DataFrame, lead_minutes: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Examples -> (normalized rows, the frame Feast joins on: the task's keys, the example id and
+    the prediction time by the task's rule)."""
+    ex = task.definition.examples
+    rows = task.domain.request_frame(examples)
+    entities = task.domain.entity_keys(rows)
+    entities[ex.id_column] = examples[ex.id_column].to_numpy()
+    entities[EVENT_TIMESTAMP] = task.spec.prediction_time(rows[ex.timestamp], lead_minutes).astype(
+        "datetime64[us, UTC]"
+    )
+    return rows, entities
+
+
 def build_training_rows(
     task: Task, examples: pd.DataFrame, store, lead_minutes: int, feature_service: str
 ) -> tuple[pd.DataFrame, list[str]]:
     """Labelled examples -> training rows (features known at each prediction time, label,
     timestamp, partition); also returns the columns that came from the feature store."""
-    spec, domain, ex = task.spec, task.domain, task.definition.examples
+    ex = task.definition.examples
     labelled = examples.loc[examples[ex.label].notna()].reset_index(drop=True)
-    rows = domain.request_frame(labelled)
-    entities = domain.entity_keys(rows)
-    entities[ex.id_column] = labelled[ex.id_column].to_numpy()
-    entities[EVENT_TIMESTAMP] = spec.prediction_time(rows[ex.timestamp], lead_minutes).astype(
-        "datetime64[us, UTC]"
-    )
+    rows, entities = prediction_entities(task, labelled, lead_minutes)
     joined = historical_features(store, entities, feature_service)
-    request = domain.request_features(rows).reset_index(drop=True)
+    request = task.domain.request_features(rows).reset_index(drop=True)
     table = pd.concat(
         [joined, request, labelled[[ex.timestamp, ex.label, PARTITION_COLUMN]]], axis=1
     )

@@ -17,6 +17,16 @@ class LandingError(ValueError):
 
 
 @dataclass(frozen=True)
+class LandedFile:
+    """A file a task's replay dropped into its landing folder."""
+
+    table: str
+    partition: str
+    path: Path
+    rows: int
+
+
+@dataclass(frozen=True)
 class LandedDay:
     table: str
     day: str

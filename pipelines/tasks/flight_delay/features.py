@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.platform.lib.lake import PARTITION_COLUMN
-from pipelines.tasks.flight_delay.flights import LOCAL_TZ, PredictionTiming, day_start_utc
+from pipelines.tasks.flight_delay.flights import LOCAL_TZ, day_start_utc
 
 EVENT_TIMESTAMP = "event_timestamp"
 STATIC_FEATURES_SINCE = pd.Timestamp("2000-01-01", tz="UTC")
@@ -350,24 +350,6 @@ def request_features(timeline: pd.DataFrame) -> pd.DataFrame:
             "sched_dep_minute_of_day": (local.dt.hour * 60 + local.dt.minute).astype("int64"),
             "day_of_week": local.dt.dayofweek.astype("int64"),
             "month": local.dt.month.astype("int64"),
-        },
-        index=timeline.index,
-    )
-
-
-def entity_rows(timeline: pd.DataFrame, timing: PredictionTiming) -> pd.DataFrame:
-    """The rows Feast joins features onto: keys plus the prediction time of each flight."""
-    return pd.DataFrame(
-        {
-            "flight_id": timeline["flight_id"],
-            "origin": timeline["origin"],
-            "tailnum": timeline["tailnum"],
-            "carrier": timeline["carrier"],
-            "route": timeline["route"],
-            "dep_hour": departure_hour_key(timeline["sched_dep_ts"]),
-            EVENT_TIMESTAMP: timing.prediction_time(timeline["sched_dep_ts"]).astype(
-                "datetime64[us, UTC]"
-            ),
         },
         index=timeline.index,
     )

@@ -14,7 +14,6 @@ and no landing: they are kept in the timeline and count as scheduled traffic, bu
 training rows.
 """
 
-from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
@@ -34,16 +33,6 @@ MISSING_ZONES = {
 LATEST_US_ZONE = "Pacific/Honolulu"  # unknown zone: the latest reading of a wall-clock time
 DELAY_THRESHOLD_MINUTES = 15  # the label: arrival more than 15 minutes late
 UNKNOWN_TAILNUM = "UNKNOWN"
-
-
-@dataclass(frozen=True)
-class PredictionTiming:
-    """A prediction is made `lead_minutes` before the scheduled departure."""
-
-    lead_minutes: int = 60
-
-    def prediction_time(self, sched_dep_ts: pd.Series) -> pd.Series:
-        return sched_dep_ts - pd.Timedelta(minutes=self.lead_minutes)
 
 
 def local_to_utc(year, month, day, hhmm) -> pd.Series:

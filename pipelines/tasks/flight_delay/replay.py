@@ -1,22 +1,14 @@
 """Replay 2013 day by day: write one file per day and table into the landing folder."""
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+from pipelines.platform.lib.landing import LandedFile
 from pipelines.tasks.flight_delay.source import DAILY_TABLES, day_key, read_table
 
 FIRST_DAY = date(2013, 1, 1)
 LAST_DAY = date(2013, 12, 31)
-
-
-@dataclass(frozen=True)
-class LandedFile:
-    table: str
-    day: str
-    path: Path
-    rows: int
 
 
 def days_between(start: date, end: date) -> Iterator[date]:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from pipelines.platform.components.task import load_task
+from pipelines.platform.components.training import prediction_entities
 from pipelines.platform.lib.feature_store import (
     EARLIEST,
     FeastLocation,
@@ -24,7 +25,6 @@ from pipelines.platform.lib.settings import PROJECT_ROOT
 from pipelines.platform.lib.skew import feature_skew
 from pipelines.tasks.flight_delay import features as F
 from pipelines.tasks.flight_delay.flights import (
-    PredictionTiming,
     day_start_utc,
     flight_timeline,
     local_to_utc,
@@ -174,7 +174,7 @@ def _store(tmp_path, name: str, tables: dict[str, pd.DataFrame]):
 
 
 def _predicted_before_t(timeline: pd.DataFrame) -> pd.DataFrame:
-    predicted = PredictionTiming().prediction_time(timeline["sched_dep_ts"])
+    predicted = SPEC.prediction_time(timeline["sched_dep_ts"])
     return timeline[predicted < T].reset_index(drop=True)
 
 
@@ -184,7 +184,7 @@ def test_training_and_served_vectors_before_t_do_not_depend_on_later_facts(world
     early = _predicted_before_t(real["flight_timeline"])
     labelled = early[early["label"].notna()].reset_index(drop=True)
     assert len(labelled) > 1000
-    entities = F.entity_rows(labelled, PredictionTiming())
+    _, entities = prediction_entities(TASK, labelled, SPEC.lead_minutes)
 
     # training: Feast's point-in-time join through the versioned FeatureService
     joined = {

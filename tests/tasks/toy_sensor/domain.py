@@ -7,7 +7,6 @@ of t + 2 h and its features may only use readings up to t.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date, timedelta
 from datetime import datetime as dt
 from functools import cache
@@ -21,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PydanticField
 
 from pipelines.platform.lib.lake import PARTITION_COLUMN
+from pipelines.platform.lib.landing import LandedFile
 from pipelines.platform.lib.task import TaskDomain
 from pipelines.platform.lib.validation import ColumnSpec, RangeRule, TableContract
 
@@ -77,14 +77,6 @@ READINGS = TableContract(
     allowed_values={"machine": list(MACHINES)},
     partition_of=lambda frame: hour_key(frame["ts"]),
 )
-
-
-@dataclass(frozen=True)
-class LandedFile:
-    table: str
-    partition: str
-    path: Path
-    rows: int
 
 
 def replay(landing_dir: Path, start: date, end: date) -> list:
