@@ -9,6 +9,8 @@ timed: one tick of each sensor against the data root's landing folder and instan
 
     python benchmarks/drift_check.py --data-root data --repeat 3
     python benchmarks/drift_check.py --evidently-max-rows 1000000   (Evidently on 1M: minutes)
+    python benchmarks/drift_check.py --data-root /tmp/d --build 2013-01-01..2013-01-04 \
+        --sizes 2000 --repeat 1              # the test suite's smoke run (builds its own days)
 """
 
 import argparse
@@ -17,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import median, timed
+from benchmarks.pipeline_overhead import ensure_training_set
 from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.drift import (
     PREDICTION,
@@ -35,6 +39,7 @@ from pipelines.platform.lib.drift import (
 )
 from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
 from pipelines.platform.lib.modeling.dataset import feature_frame
+from pipelines.platform.lib.settings import DataPaths
 
 SPEC = load_task("flight_delay").spec
 NUMERIC = [*SPEC.numeric_features, PREDICTION]
@@ -98,8 +103,17 @@ def main() -> None:
     parser.add_argument("--data-root", default=os.environ.get("FLIGHTLINE_DATA_ROOT", "data"))
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--evidently-max-rows", type=int, default=100_000)
+    parser.add_argument(
+        "--sizes", default="100000,1000000", help="resampled current sides, besides one day"
+    )
+    parser.add_argument(
+        "--build", metavar="START..END", help="first build these days' training set if missing"
+    )
     args = parser.parse_args()
     os.environ["FLIGHTLINE_DATA_ROOT"] = str(Path(args.data_root).resolve())
+    if args.build:
+        first, last = (date.fromisoformat(d) for d in args.build.split(".."))
+        ensure_training_set(DataPaths.from_env(), first, last)
     lake = Lake(str(Path(args.data_root).resolve() / "lake"))
     reference_rows, days, day = _frames(lake)
     print(
@@ -119,7 +133,8 @@ def main() -> None:
 
     rng = np.random.default_rng(1)
     rows = []
-    for label, size in (("one day", len(day)), ("100k rows", 100_000), ("1M rows", 1_000_000)):
+    sizes = [int(n) for n in args.sizes.split(",") if n]
+    for label, size in [("one day", len(day)), *((f"{n:,} rows", n) for n in sizes)]:
         current = day if size == len(day) else day.sample(size, replace=True, random_state=rng)
 
         def cached_check(current=current):

@@ -1,9 +1,11 @@
 """Model quality on a fixed split, through the platform's own training code on its training set:
 train 2013-01-01..2013-10-31 (its last `--valid-days` drive early stopping), test
-2013-11-01..2013-12-30; LightGBM, the torch MLP and the naive baseline: ROC AUC, PR AUC, log loss.
+2013-11-01..2013-12-30 (by default); LightGBM, the torch MLP and the naive baseline: ROC AUC, PR AUC, log loss.
 
     nice python benchmarks/model_quality.py                      # builds the year once, then trains
     nice python benchmarks/model_quality.py --ablate tail_,_today # also without those features
+    python benchmarks/model_quality.py --end 2013-01-06 --train-end 2013-01-04 --valid-days 1 \
+        --test-start 2013-01-05 --max-epochs 2 --data-root /tmp/q   # the test suite's smoke run
 The training set is built by the bare lib pipeline (benchmarks/pipeline_overhead.py) into
 --data-root and reused when it is already there.
 """
@@ -20,7 +22,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.pipeline_overhead import bare_pipeline
+from benchmarks.pipeline_overhead import ensure_training_set
 from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.evaluation import binary_metrics
 from pipelines.platform.lib.lake import Lake
@@ -29,31 +31,24 @@ from pipelines.platform.lib.modeling.baseline import HistoricalRateBaseline
 from pipelines.platform.lib.modeling.lgbm import LgbmParams, train_lgbm
 from pipelines.platform.lib.modeling.mlp import MlpParams, train_mlp
 from pipelines.platform.lib.settings import DataPaths
-from pipelines.tasks.flight_delay.replay import replay_days
 
 SPEC = load_task("flight_delay").spec
 START, TRAIN_END, TEST_START, END = "2013-01-01", "2013-10-31", "2013-11-01", "2013-12-30"
 
 
-def training_table(paths: DataPaths) -> pd.DataFrame:
-    days = [d.strftime("%Y-%m-%d") for d in pd.date_range(START, END)]
-    lake = Lake(paths.lake)
-    if not all(lake.exists("flight_delay/training_set", d) for d in days):
-        replay_days(
-            paths.landing / "flight_delay", date.fromisoformat(START), date.fromisoformat(END)
-        )
-        started = time.perf_counter()
-        rows = bare_pipeline(paths, days)
-        print(f"built training_set: {rows:,} rows in {time.perf_counter() - started:.0f}s")
-    return lake.read_partitions("flight_delay/training_set", days)
+def training_table(paths: DataPaths, start: str, end: str) -> pd.DataFrame:
+    days = ensure_training_set(paths, date.fromisoformat(start), date.fromisoformat(end))
+    return Lake(paths.lake).read_partitions("flight_delay/training_set", days)
 
 
-def evaluate(table: pd.DataFrame, spec, valid_days: int, families: list[str]) -> dict:
+def evaluate(table: pd.DataFrame, spec, args: argparse.Namespace, families: list[str]) -> dict:
     day = table["partition_date"].astype(str)
-    valid_start = (pd.Timestamp(TRAIN_END) - pd.Timedelta(days=valid_days - 1)).strftime("%Y-%m-%d")
+    valid_start = (pd.Timestamp(args.train_end) - pd.Timedelta(days=args.valid_days - 1)).strftime(
+        "%Y-%m-%d"
+    )
     train = table[day < valid_start]
-    valid = table[(day >= valid_start) & (day <= TRAIN_END)]
-    test = table[day >= TEST_START]
+    valid = table[(day >= valid_start) & (day <= args.train_end)]
+    test = table[day >= args.test_start]
     xs = {n: data.feature_frame(f, spec) for n, f in (("train", train), ("valid", valid))}
     ys = {n: data.labels(f, spec) for n, f in (("train", train), ("valid", valid))}
     test_x, test_y = data.feature_frame(test, spec), data.labels(test, spec)
@@ -67,7 +62,11 @@ def evaluate(table: pd.DataFrame, spec, valid_days: int, families: list[str]) ->
             p = model.predict_proba(test)
         else:
             fit = train_lgbm if family == "lightgbm" else train_mlp
-            params = LgbmParams() if family == "lightgbm" else MlpParams()
+            params = (
+                LgbmParams()
+                if family == "lightgbm"
+                else MlpParams(**({"max_epochs": args.max_epochs} if args.max_epochs else {}))
+            )
             trained = fit(
                 xs["train"], ys["train"], xs["valid"], ys["valid"], categorical, params
             ).model
@@ -79,23 +78,26 @@ def evaluate(table: pd.DataFrame, spec, valid_days: int, families: list[str]) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-root", default="/tmp/flightline-bench-quality")
+    parser.add_argument("--start", default=START)
+    parser.add_argument("--train-end", default=TRAIN_END, help="last day of train + valid")
+    parser.add_argument("--test-start", default=TEST_START)
+    parser.add_argument("--end", default=END)
     parser.add_argument("--valid-days", type=int, default=31)
+    parser.add_argument("--max-epochs", type=int, help="torch (default: the family's own)")
     parser.add_argument("--families", default="lightgbm,torch,baseline")
     parser.add_argument(
         "--ablate", default="", help="comma-separated substrings: also train without them"
     )
     args = parser.parse_args()
     os.environ["FLIGHTLINE_DATA_ROOT"] = str(Path(args.data_root) / "data")
-    table = training_table(DataPaths.from_env())
+    table = training_table(DataPaths.from_env(), args.start, args.end)
     families = args.families.split(",")
     runs = {"all features": SPEC}
     for part in filter(None, args.ablate.split(",")):
         kept = tuple(c for c in SPEC.numeric_features if part not in c)
         runs[f"without *{part}*"] = replace(SPEC, numeric_features=kept)
     for name, spec in runs.items():
-        report = evaluate(
-            table, spec, args.valid_days, families if name == "all features" else ["lightgbm"]
-        )
+        report = evaluate(table, spec, args, families if name == "all features" else ["lightgbm"])
         train, valid, test = report["rows"]
         print(
             f"{name}: {len(spec.features)} features; train {train:,} / valid {valid:,} / test {test:,}"

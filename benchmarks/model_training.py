@@ -4,6 +4,8 @@ model quality (AUC, PR AUC) of both families and the naive baseline on the same 
 
     python benchmarks/model_training.py                        # 2013-01-01..2013-12-30
     python benchmarks/model_training.py --end 2013-03-31 --data-root /tmp/bench-q1
+    python benchmarks/model_training.py --end 2013-01-06 --validation-days 1 --holdout-days 2 \
+        --max-epochs 2 --bootstrap-samples 50                     # the test suite's smoke run
 The training set is built once by the bare lib pipeline (kept with --data-root for re-runs).
 """
 
@@ -20,36 +22,24 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import median, window_parser
-from benchmarks.pipeline_overhead import bare_pipeline
+from benchmarks.pipeline_overhead import ensure_training_set
 from pipelines.definitions import defs
 from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.lake import Lake
 from pipelines.platform.lib.modeling import dataset as data
 from pipelines.platform.lib.modeling.lgbm import LgbmClassifier, LgbmParams
 from pipelines.platform.lib.settings import DataPaths
+from pipelines.platform.lib.task import TimeSplit
 from pipelines.platform.resources_config import embedded_resources
-from pipelines.tasks.flight_delay.replay import replay_days
 
-SPEC = load_task("flight_delay").spec
-
-
-def build_training_set(paths: DataPaths, start: date, end: date) -> list[str]:
-    days = [d.strftime("%Y-%m-%d") for d in pd.date_range(start, end)]
-    lake = Lake(paths.lake)
-    if not all(lake.exists("flight_delay/training_set", d) for d in days):
-        replay_days(paths.landing / "flight_delay", start, end)
-        started = time.perf_counter()
-        rows = bare_pipeline(paths, days)
-        print(
-            f"built training_set: {rows:,} rows in {time.perf_counter() - started:.0f}s", flush=True
-        )
-    return days
+TASK = "flight_delay"
+SPEC = load_task(TASK).spec
 
 
-def bare_lightgbm(table: pd.DataFrame) -> tuple[float, int]:
+def bare_lightgbm(table: pd.DataFrame, split: TimeSplit) -> tuple[float, int]:
     """What the asset's training does, minus Dagster and MLflow: split, encode, train."""
     started = time.perf_counter()
-    frames = data.time_split(table, SPEC)
+    frames = data.time_split(table, SPEC, split)
     train_x, valid_x = (
         data.feature_frame(frames.train, SPEC),
         data.feature_frame(frames.valid, SPEC),
@@ -76,27 +66,51 @@ def bare_lightgbm(table: pd.DataFrame) -> tuple[float, int]:
     return time.perf_counter() - started, booster.best_iteration
 
 
-def materialize(selection: list[str], instance) -> dg.ExecuteInProcessResult:
+def run_config(split: TimeSplit, max_epochs: int | None, bootstrap_samples: int | None) -> dict:
+    """The same split for both model families and the evaluation (the task's own by default)."""
+    common = {"validation_days": split.validation_days, "holdout_days": split.holdout_days}
+    extra = {
+        "torch_model": {"max_epochs": max_epochs} if max_epochs else {},
+        "model_evaluation": {"bootstrap_samples": bootstrap_samples} if bootstrap_samples else {},
+    }
+    return {
+        "ops": {
+            f"{TASK}__{asset}": {"config": common | extra.get(asset, {})}
+            for asset in ("lgbm_model", "torch_model", "model_evaluation")
+        }
+    }
+
+
+def materialize(selection: list[str], instance, config: dict) -> dg.ExecuteInProcessResult:
     definitions = defs()
-    job = dg.define_asset_job("bench", selection=dg.AssetSelection.assets(*selection))
+    keys = [dg.AssetKey([TASK, name]) for name in selection]
+    job = dg.define_asset_job("bench", selection=dg.AssetSelection.assets(*keys))
     job_def = dg.Definitions(
         assets=list(definitions.assets or []),
         asset_checks=list(definitions.asset_checks or []),
         jobs=[job],
         resources=definitions.resources,
     ).resolve_job_def("bench")
-    result = job_def.execute_in_process(instance=instance, raise_on_error=False)
-    return result
+    ops = {node: c for node, c in config["ops"].items() if node.split("__")[-1] in selection}
+    return job_def.execute_in_process(
+        instance=instance, run_config={"ops": ops}, raise_on_error=False
+    )
 
 
 def main() -> None:
     parser = window_parser(__doc__)
     parser.add_argument("--data-root", default=None, help="keep the built data here for re-runs")
+    parser.add_argument("--validation-days", type=int, default=SPEC.split.validation_days)
+    parser.add_argument("--holdout-days", type=int, default=SPEC.split.holdout_days)
+    parser.add_argument("--max-epochs", type=int, help="torch (default: the family's own)")
+    parser.add_argument("--bootstrap-samples", type=int, help="evaluation (default: its own)")
     args = parser.parse_args()
+    split = TimeSplit(args.validation_days, args.holdout_days)
+    config = run_config(split, args.max_epochs, args.bootstrap_samples)
     root = Path(args.data_root or f"/tmp/flightline-bench-models-{args.start}-{args.end}")
     os.environ["FLIGHTLINE_DATA_ROOT"] = str(root / "data")
     paths = DataPaths.from_env()
-    days = build_training_set(paths, date.fromisoformat(args.start), date.fromisoformat(args.end))
+    days = ensure_training_set(paths, date.fromisoformat(args.start), date.fromisoformat(args.end))
     table = Lake(paths.lake).read_partitions("flight_delay/training_set", days)
     (root / "dagster_home").mkdir(parents=True, exist_ok=True)
 
@@ -107,11 +121,11 @@ def main() -> None:
             started = time.perf_counter()
             fresh = Lake(paths.lake).read_partitions("flight_delay/training_set", days)
             read_seconds = time.perf_counter() - started
-            seconds, best = bare_lightgbm(fresh)
+            seconds, best = bare_lightgbm(fresh, split)
             bare.append(seconds)
             bare_read.append(read_seconds + seconds)
             started = time.perf_counter()
-            result = materialize(["lgbm_model"], instance)
+            result = materialize(["lgbm_model"], instance, config)
             asset.append(time.perf_counter() - started)
             assert result.success, "lgbm_model failed"
             print(
@@ -119,13 +133,14 @@ def main() -> None:
                 flush=True,
             )
         started = time.perf_counter()
-        result = materialize(["torch_model", "model_evaluation", "champion"], instance)
+        result = materialize(["torch_model", "model_evaluation", "champion"], instance, config)
+        assert result.success, "torch_model, model_evaluation or champion failed"
         print(
             f"torch_model + model_evaluation + champion: {time.perf_counter() - started:.0f}s",
             flush=True,
         )
-        torch_ref = result.output_for_node("torch_model")
-        report = result.output_for_node("model_evaluation")
+        torch_ref = result.output_for_node(f"{TASK}__torch_model")
+        report = result.output_for_node(f"{TASK}__model_evaluation")
 
     summary = torch_ref["summary"]
     print(f"\n{len(days)} days, {len(table):,} training-set rows, medians of {args.repeat} run(s):")

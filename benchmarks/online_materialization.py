@@ -3,7 +3,7 @@ writing the very same rows straight into the online store's SQLite database; and
 Feast's materialize of the same tables into Redis (the production profile's online store).
 Prints rows/s of each and the ratios.
 
-    python benchmarks/online_materialization.py                  # feature tables of all of 2013
+    python benchmarks/online_materialization.py                  # 2013-01-01..2013-12-30
     python benchmarks/online_materialization.py --end 2013-03-31 --repeat 3
     python benchmarks/online_materialization.py --redis-url none   # SQLite only
 
@@ -15,6 +15,7 @@ import os
 import sqlite3
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -22,41 +23,16 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import fresh_data_root, median, window_parser
+from benchmarks.pipeline_overhead import TASK, bare_feature_tables
+from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.feature_store import (
     FeastLocation,
     apply_definitions,
     materialize_up_to,
     open_store,
 )
-from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
+from pipelines.platform.lib.lake import Lake
 from pipelines.platform.lib.settings import PROJECT_ROOT
-from pipelines.tasks.flight_delay import features as F
-from pipelines.tasks.flight_delay.flights import day_start_utc, flight_timeline
-from pipelines.tasks.flight_delay.source import day_key, read_table
-
-
-def build_feature_tables(lake: Lake, days: list[str]) -> None:
-    flights = read_table("flights")
-    flights = flights[day_key(flights).isin(days)].assign(
-        **{PARTITION_COLUMN: lambda f: day_key(f)}
-    )
-    weather = read_table("weather")
-    weather = weather[day_key(weather).isin(days)].assign(
-        **{PARTITION_COLUMN: lambda f: day_key(f)}
-    )
-    timeline = flight_timeline(flights)
-    lake.write("flight_delay/plane_features", F.plane_features(read_table("planes")))
-    lake.write_partitions("flight_delay/weather_features", F.weather_features(weather), days)
-    for name, build in (
-        ("scheduled_traffic", F.scheduled_traffic),
-        ("origin_recent_departures", F.origin_recent_departures),
-        ("aircraft_last_arrival", F.aircraft_last_arrival),
-    ):
-        lake.write_partitions(name, build(timeline), days)
-    for entity in ("carrier", "route", "origin"):
-        lake.write_partitions(
-            f"{entity}_delay_stats", F.trailing_delay_stats(timeline, days, entity, entity), days
-        )
 
 
 def online_tables(db: Path) -> dict[str, list[tuple]]:
@@ -83,7 +59,14 @@ def write_direct(db: Path, source: Path, tables: dict[str, list[tuple]]) -> floa
     return time.perf_counter() - started
 
 
-def redis_run(root: Path, lake_root: str, end, i: int, url: str) -> float:
+def feast_run(task, location: FeastLocation, end) -> float:
+    """Register the task's Feast objects in a fresh registry, then materialize its views."""
+    store = open_store(location)
+    apply_definitions(store, task.feast_objects(location.lake_root), task.name)
+    return materialize_up_to(store, end, task.feature_view_names()).seconds
+
+
+def redis_run(task, root: Path, lake_root: str, end, i: int, url: str) -> float:
     """Feast materialize of the same tables into Redis; returns seconds."""
     import redis
 
@@ -91,24 +74,21 @@ def redis_run(root: Path, lake_root: str, end, i: int, url: str) -> float:
     if client.dbsize():
         sys.exit(f"{url} is not empty: pick an empty database index (--redis-url)")
     try:
-        store = open_store(
-            FeastLocation(
-                "flightline",
-                str(root / f"registry-redis-{i}.db"),
-                "",
-                lake_root,
-                str(PROJECT_ROOT / "feature_repo"),
-                url,
-            )
+        location = FeastLocation(
+            "flightline",
+            str(root / f"registry-redis-{i}.db"),
+            "",
+            lake_root,
+            str(PROJECT_ROOT / "feature_repo"),
+            url,
         )
-        apply_definitions(store, lake_root)
-        return materialize_up_to(store, end).seconds
+        return feast_run(task, location, end)
     finally:
         client.flushdb()
 
 
 def main() -> None:
-    parser = window_parser(__doc__, end="2013-12-31", repeat=3)
+    parser = window_parser(__doc__, repeat=3)
     parser.add_argument(
         "--redis-url",
         default=os.environ.get("FLIGHTLINE_REDIS_URL", "redis://127.0.0.1:6379/15"),
@@ -118,42 +98,34 @@ def main() -> None:
     redis_url = None if args.redis_url == "none" else args.redis_url
     redis_times = []
     days = [d.strftime("%Y-%m-%d") for d in pd.date_range(args.start, args.end)]
-    end = (day_start_utc(pd.Series([max(days)])).iloc[0] + pd.Timedelta(days=1)).to_pydatetime()
+    task = load_task(TASK)
+    end = task.partition_end(max(days))
     feast_times, direct_times = [], []
     with fresh_data_root("online") as (paths, root):
         lake = Lake(paths.lake)
-        build_feature_tables(lake, days)
+        task.domain.replay(
+            paths.landing / TASK, date.fromisoformat(args.start), date.fromisoformat(args.end)
+        )
+        built = bare_feature_tables(paths, days, task)
         scanned = sum(
-            len(lake.read_partitions(t, days))
-            for t in (
-                "weather_features",
-                "scheduled_traffic",
-                "origin_recent_departures",
-                "aircraft_last_arrival",
-                "carrier_delay_stats",
-                "route_delay_stats",
-                "origin_delay_stats",
-            )
-        ) + len(lake.read("flight_delay/plane_features"))
+            len(lake.read_partitions(task.table(t), days) if daily else lake.read(task.table(t)))
+            for t, daily in built.items()
+        )
         for i in range(args.repeat):
             online = root / f"online-{i}.db"
-            store = open_store(
-                FeastLocation(
-                    "flightline",
-                    str(root / f"registry-{i}.db"),
-                    str(online),
-                    paths.lake,
-                    str(PROJECT_ROOT / "feature_repo"),
-                )
+            location = FeastLocation(
+                "flightline",
+                str(root / f"registry-{i}.db"),
+                str(online),
+                paths.lake,
+                str(PROJECT_ROOT / "feature_repo"),
             )
-            apply_definitions(store, paths.lake)
-            result = materialize_up_to(store, end)
-            feast_times.append(result.seconds)
+            feast_times.append(feast_run(task, location, end))
             tables = online_tables(online)
             rows = sum(len(r) for r in tables.values())
             direct_times.append(write_direct(root / f"direct-{i}.db", online, tables))
             if redis_url:
-                redis_times.append(redis_run(root, paths.lake, end, i, redis_url))
+                redis_times.append(redis_run(task, root, paths.lake, end, i, redis_url))
             into_redis = f", feast->redis {redis_times[-1]:.2f}s" if redis_url else ""
             print(
                 f"run {i + 1}: feast {feast_times[-1]:.2f}s, direct {direct_times[-1]:.3f}s{into_redis} for {rows:,} rows",

@@ -1,24 +1,122 @@
-"""Benchmarks that stop working fail here, not rot: a tiny run of each data-path benchmark, its
-printed figures parsed. No time bound: speed is measured by the benchmarks, not asserted."""
+"""Benchmarks that stop working fail here, not rot: a tiny run of each benchmark in benchmarks/
+(a few days, one repeat) as the README runs it, in a fresh interpreter, its printed figures
+parsed. No time bound on the figures: speed is measured by the benchmarks, not asserted.
+(serving_load.py has its own smoke run with the serving tests' work.)"""
 
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
+NUMBER = r"([\d,]+(?:\.\d+)?)"
+
+# A tiny run still pays imports, Feast and MLflow set-up and a Dagster run on a busy 2-core
+# machine: minutes, not seconds, for the slowest (model_training: ~3.5 min at load average 7).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
-def test_pipeline_overhead_runs_both_sides_from_the_task_definition():
+def run_benchmark(script: str, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "benchmarks/pipeline_overhead.py", "--end", "2013-01-02", "--repeat", "1"],
+        [sys.executable, f"benchmarks/{script}", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1500,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = re.search(r"2 days, ([\d,]+) training rows", done.stdout)
-    ratio = re.search(r"ratio dagster / bare:\s+([\d.]+)", done.stdout)
-    assert rows and int(rows.group(1).replace(",", "")) > 1000, done.stdout
-    assert ratio and float(ratio.group(1)) > 0, done.stdout
+    assert done.returncode == 0, f"{script} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    return done.stdout
+
+
+def figure(pattern: str, out: str) -> float:
+    """The number the pattern's first group captures in the benchmark's output."""
+    found = re.search(pattern, out)
+    assert found, f"no {pattern!r} in the output:\n{out}"
+    return float(found.group(1).replace(",", ""))
+
+
+def test_pipeline_overhead_runs_both_sides_from_the_task_definition():
+    out = run_benchmark("pipeline_overhead.py", "--end", "2013-01-02", "--repeat", "1")
+    assert figure(rf"2 days, {NUMBER} training rows", out) > 1000
+    assert figure(rf"bare script \(lib functions\):\s+{NUMBER} s", out) > 0
+    assert figure(rf"through Dagster:\s+{NUMBER} s", out) > 0
+    assert figure(rf"ratio dagster / bare:\s+{NUMBER}", out) > 0
+
+
+def _empty_redis_url() -> str:
+    """An empty database index of the local Redis for the Redis side, or 'none' without one."""
+    import redis
+
+    try:
+        for index in range(15, 0, -1):
+            if redis.Redis(host="127.0.0.1", port=6379, db=index).dbsize() == 0:
+                return f"redis://127.0.0.1:6379/{index}"
+    except redis.exceptions.ConnectionError:  # no Redis here: the SQLite sides still run
+        pass
+    return "none"
+
+
+def test_online_materialization_runs_feast_and_the_direct_floor():
+    redis_url = _empty_redis_url()
+    out = run_benchmark(
+        "online_materialization.py", "--end", "2013-01-02", "--repeat", "1",
+        "--redis-url", redis_url,
+    )  # fmt: skip
+    online_rows = figure(rf"-> {NUMBER} online rows", out)
+    assert online_rows > 1000
+    assert figure(rf"Feast materialize:\s+{NUMBER} s", out) > 0
+    assert figure(rf"direct SQLite inserts:\s+{NUMBER} s", out) > 0
+    assert figure(rf"ratio feast / direct:\s+{NUMBER}x", out) > 0
+    if redis_url != "none":
+        assert figure(rf"ratio redis / sqlite:\s+{NUMBER}x", out) > 0
+
+
+def test_model_training_runs_the_bare_train_and_the_assets(tmp_path):
+    out = run_benchmark(
+        "model_training.py", "--end", "2013-01-06", "--repeat", "1",
+        "--validation-days", "1", "--holdout-days", "2", "--max-epochs", "2",
+        "--bootstrap-samples", "50", "--data-root", str(tmp_path),
+    )  # fmt: skip
+    assert figure(rf"6 days, {NUMBER} training-set rows", out) > 1000
+    assert figure(rf"ratio asset / bare train: {NUMBER}", out) > 0
+    assert figure(rf"torch MLP: {NUMBER} rows/s", out) > 0
+    for family in ("lightgbm", "torch", "baseline"):
+        assert 0.5 < figure(rf"{family}\s+ROC AUC {NUMBER}", out) <= 1
+
+
+def test_model_quality_trains_every_family_on_a_fixed_split(tmp_path):
+    out = run_benchmark(
+        "model_quality.py", "--end", "2013-01-06", "--train-end", "2013-01-04",
+        "--valid-days", "1", "--test-start", "2013-01-05", "--max-epochs", "2",
+        "--data-root", str(tmp_path),
+    )  # fmt: skip
+    assert figure(rf"train {NUMBER} / valid", out) > 1000
+    assert figure(rf"/ test {NUMBER}", out) > 100
+    for family in ("lightgbm", "torch", "baseline"):
+        assert 0.5 < figure(rf"{family}\s+ROC AUC {NUMBER}", out) <= 1
+
+
+def test_drift_check_compares_the_cached_reference_with_evidently(tmp_path):
+    out = run_benchmark(
+        "drift_check.py", "--data-root", str(tmp_path / "data"),
+        "--build", "2013-01-01..2013-01-04", "--sizes", "2000", "--repeat", "1",
+    )  # fmt: skip
+    assert figure(rf"reference: {NUMBER} rows", out) > 1000
+    for side in ("one day", "2,000 rows"):  # rows, cached reference s, Evidently s, ratio
+        row = re.search(rf"^\|\s*{side}\s*\|(.*)\|\s*$", out, re.MULTILINE)
+        assert row, f"no row {side!r} in the output:\n{out}"
+        cells = [float(c.strip().replace(",", "")) for c in row.group(1).split("|")]
+        assert len(cells) == 4 and all(c > 0 for c in cells), row.group(0)
+    for sensor in ("landing_sensor", "drift_sensor"):
+        assert figure(rf"sensor tick, {sensor}[^:]*: {NUMBER} ms", out) >= 0
+
+
+def test_cold_start_measures_the_location_validate_and_the_ui():
+    out = run_benchmark("cold_start.py", "--repeat", "1", "--ui-repeat", "1")
+    assert figure(rf"code location \(import \+ defs\(\)\): {NUMBER} s", out) > 0
+    assert figure(rf"dagster definitions validate:\s+{NUMBER} s", out) > 0
+    assert figure(rf"UI: first page {NUMBER} s", out) > 0
+    assert figure(rf"code location loaded {NUMBER} s", out) > 0
+    assert "heavy libraries imported by loading the code location: none" in out, out
