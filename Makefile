@@ -73,6 +73,8 @@ serve: setup
 rollback: setup
 	$(UV) run --frozen flightline rollback --task $(TASK)
 
+# A fresh clone needs nothing built first: pytest builds the Kubernetes control plane (once,
+# cached) after collecting the tests and before the first one, outside every test's timeout.
 test: setup
 	$(UV) run --frozen pytest
 

@@ -11,12 +11,17 @@ moment of the machine hits every case alike:
 - the UI (`--ui-repeat`, default 1; 0 skips it): `dagster-webserver` started until its first page
   is served, and until the code location shows as loaded (GraphQL), against an empty location.
 
-Not measured here: a step pod's overhead on the cluster (run worker start -> step start).
+- `--cluster` (needs the local control plane, `make k8s-build`): one retrain on it, through the
+  Kubernetes tests' own set-up (`tests/infra`, its daemon, `K8sRunLauncher`, `k8s_job_executor`,
+  pods played by the fake kubelet); from the run's event log, the run worker's start (its Job
+  created -> RUN_START) and each step pod's (its Job created -> STEP_START), against the step's
+  own work (STEP_START -> STEP_SUCCESS). Always of this checkout, whatever `--tree` says.
 
 It also lists which heavy libraries loading the code location imported (target: none).
 
     python benchmarks/cold_start.py --repeat 5
     python benchmarks/cold_start.py --tree /path/to/other/checkout   (e.g. the commit before)
+    python benchmarks/cold_start.py --repeat 3 --cluster
 """
 
 import argparse
@@ -133,6 +138,70 @@ def ui_once(target: list[str], cwd: Path, env: dict, timeout: float = 600) -> tu
             server.wait()
 
 
+WORKER_JOB_CREATED = "Kubernetes run worker job created"  # dagster_k8s.K8sRunLauncher's event
+
+
+def pod_overheads(records: list) -> dict:
+    """Seconds each pod of one run on Kubernetes spent before its work began, from the run's
+    event log (`instance.all_logs(run_id)`): the run worker (its Job created -> RUN_START) and
+    every step (k8s_job_executor's STEP_WORKER_STARTING, when it creates the step's Job ->
+    STEP_START, once the pod has loaded the code location), with each step's own work."""
+    import dagster as dg
+
+    kind = dg.DagsterEventType
+    first: dict[tuple[str, str | None], float] = {}
+    worker_created = None
+    for record in records:
+        event = record.dagster_event
+        if event is None:
+            continue
+        if event.event_type == kind.ENGINE_EVENT and event.message == WORKER_JOB_CREATED:
+            worker_created = record.timestamp
+        first.setdefault((event.event_type_value, event.step_key), record.timestamp)
+    run_start = first.get((kind.RUN_START.value, None))
+    if worker_created is None or run_start is None:
+        raise ValueError(
+            "not a run launched on Kubernetes that started (no worker Job / RUN_START)"
+        )
+    steps, work = {}, {}
+    for (event_type, step), created in first.items():
+        if event_type != kind.STEP_WORKER_STARTING.value:
+            continue
+        started = first.get((kind.STEP_START.value, step))
+        done = first.get((kind.STEP_SUCCESS.value, step))
+        if started is not None:
+            steps[step] = round(started - created, 2)
+            if done is not None:
+                work[step] = round(done - started, 2)
+    if not steps:
+        raise ValueError("no step of this run started in a pod of its own (k8s_job_executor)")
+    return {
+        "run_worker_seconds": round(run_start - worker_created, 2),
+        "step_pod_seconds": steps,
+        "step_work_seconds": work,
+        "step_pod_median": round(statistics.median(steps.values()), 2),
+    }
+
+
+def cluster_once(json_out: Path) -> dict:
+    """One retrain on the local control plane through the Kubernetes tests' set-up; the test
+    that measures it writes pod_overheads() of that run to `json_out`."""
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            "tests/infra/test_k8s_retrain.py::test_pods_start_within_the_run_monitoring_timeout",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "FLIGHTLINE_POD_OVERHEAD_JSON": str(json_out)},
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )  # fmt: skip
+    if done.returncode != 0 or not json_out.exists():
+        raise RuntimeError(f"the retrain on the local cluster failed:\n{done.stdout[-4000:]}")
+    return json.loads(json_out.read_text())
+
+
 def run_once(command: list[str], cwd: Path, env: dict) -> tuple[float, str]:
     started = time.perf_counter()
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
@@ -142,7 +211,7 @@ def run_once(command: list[str], cwd: Path, env: dict) -> tuple[float, str]:
     return seconds, done.stdout
 
 
-def measure(tree: Path, repeat: int, ui_repeat: int = 1) -> dict:
+def measure(tree: Path, repeat: int, ui_repeat: int = 1, cluster: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="cold-start-") as tmp:
         tmp = Path(tmp)
         (tmp / "dagster_home").mkdir()
@@ -183,6 +252,7 @@ def measure(tree: Path, repeat: int, ui_repeat: int = 1) -> dict:
                 first_page, loaded = ui_once(target, tree, env)
                 times.setdefault(f"{name}_first_page", []).append(first_page)
                 times.setdefault(f"{name}_loaded", []).append(loaded)
+        pods = cluster_once(tmp / "pods.json") if cluster else None
     medians = {name: statistics.median(values) for name, values in times.items()}
     return {
         "tree": str(tree),
@@ -195,6 +265,7 @@ def measure(tree: Path, repeat: int, ui_repeat: int = 1) -> dict:
             round(medians["ui_loaded"] / medians["ui_floor_loaded"], 2) if ui_repeat else None
         ),
         "heavy_libraries_loaded": heavy,
+        "cluster": pods,
         "target_met": medians["load"] < TARGET_SECONDS and not heavy,
     }
 
@@ -211,6 +282,21 @@ def report(result: dict) -> str:
         if result["ui_ratio"] is not None
         else []
     )
+    pods = result.get("cluster")
+    cluster = (
+        [
+            f"  cluster: run worker pod {pods['run_worker_seconds']:.1f} s from its Job to "
+            f"RUN_START; step pods median {pods['step_pod_median']:.1f} s from their Job to "
+            f"STEP_START (code location load: {s['load']:.2f} s)",
+            *(
+                f"    {step}: pod {seconds:.1f} s, work "
+                f"{pods['step_work_seconds'].get(step, float('nan')):.1f} s"
+                for step, seconds in sorted(pods["step_pod_seconds"].items())
+            ),
+        ]
+        if pods
+        else []
+    )
     return "\n".join(
         [
             f"cold start of {result['tree']} (medians of {result['repeat']} fresh interpreters)",
@@ -219,6 +305,7 @@ def report(result: dict) -> str:
             f"  dagster definitions validate:    {s['validate']:.2f} s; floor (empty location) "
             f"{s['validate_floor']:.2f} s: ratio {result['validate_ratio']:.2f}x",
             *ui,
+            *cluster,
             f"  heavy libraries imported by loading the code location: {heavy}",
             f"  target: load under {TARGET_SECONDS:.0f} s with none of them: "
             + ("met" if result["target_met"] else "NOT met"),
@@ -233,9 +320,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--ui-repeat", type=int, default=1, help="0: skip the UI")
     parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout to load")
+    parser.add_argument(
+        "--cluster", action="store_true", help="also a retrain's pods on the local control plane"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    result = measure(args.tree.resolve(), args.repeat, args.ui_repeat)
+    result = measure(args.tree.resolve(), args.repeat, args.ui_repeat, args.cluster)
     print(report(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

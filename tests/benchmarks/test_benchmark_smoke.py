@@ -1,7 +1,8 @@
 """Benchmarks that stop working fail here, not rot: a tiny run of each benchmark in benchmarks/
 (a few days, one repeat) as the README runs it, in a fresh interpreter, its printed figures
 parsed. No time bound on the figures: speed is measured by the benchmarks, not asserted.
-(serving_load.py has its own smoke run with the serving tests' work.)"""
+cold_start.py's smoke run is in tests/platform/test_cold_start.py; serving_load.py's comes with
+the serving work."""
 
 import re
 import subprocess
@@ -111,12 +112,3 @@ def test_drift_check_compares_the_cached_reference_with_evidently(tmp_path):
         assert len(cells) == 4 and all(c > 0 for c in cells), row.group(0)
     for sensor in ("landing_sensor", "drift_sensor"):
         assert figure(rf"sensor tick, {sensor}[^:]*: {NUMBER} ms", out) >= 0
-
-
-def test_cold_start_measures_the_location_validate_and_the_ui():
-    out = run_benchmark("cold_start.py", "--repeat", "1", "--ui-repeat", "1")
-    assert figure(rf"code location \(import \+ defs\(\)\): {NUMBER} s", out) > 0
-    assert figure(rf"dagster definitions validate:\s+{NUMBER} s", out) > 0
-    assert figure(rf"UI: first page {NUMBER} s", out) > 0
-    assert figure(rf"code location loaded {NUMBER} s", out) > 0
-    assert "heavy libraries imported by loading the code location: none" in out, out

@@ -93,7 +93,8 @@ def webserver(built):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        # First page: 10.8 s at load average 4 (benchmarks/cold_start.py); wide margin for busy.
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:
                 if requests.get(f"{url}/server_info", timeout=2).ok:
@@ -101,7 +102,7 @@ def webserver(built):
             except requests.ConnectionError:
                 time.sleep(0.5)
         else:
-            pytest.fail("dagster-webserver did not come up within 120 s")
+            pytest.fail("dagster-webserver did not come up within 300 s")
         yield url
     finally:
         proc.terminate()
@@ -109,11 +110,12 @@ def webserver(built):
 
 
 def _graphql(url: str) -> dict:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300
     while True:  # the code location loads in the background after the server answers
         reply = requests.post(f"{url}/graphql", json={"query": QUERY}, timeout=30).json()
         if reply.get("data", {}).get("assetNodes") or time.monotonic() > deadline:
             return reply
+        time.sleep(1)
 
 
 def test_ui_shows_one_graph_grouped_by_stage_with_blocking_checks(webserver):

@@ -2,7 +2,7 @@
 RBAC and a production-configured Dagster instance whose daemon launches runs as Jobs.
 
 The control-plane binaries are built once (infra/local-cluster/build.sh, ~6-8 min) and cached
-outside the repository; `.ci/run` builds them before the tests.
+outside the repository, before the first test (tests/conftest.py) when they are missing.
 """
 
 import shutil
@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from tests.conftest import k8s_build_error
 from tests.infra import cluster as local_cluster
 from tests.infra import platform
 from tests.infra.fake_kubelet import CPU_NODE, GPU_NODE, FakeKubelet
@@ -20,9 +21,11 @@ from tests.pipeline_fixture import END, START
 
 
 @pytest.fixture(scope="session")
-def k8s_cluster(tmp_path_factory):
+def k8s_cluster(tmp_path_factory, pytestconfig):
+    # Built before the first test by tests/conftest.py's pytest_collection_finish, outside any
+    # test's timeout; a failed build fails these tests at once instead of building again here.
     if not local_cluster.binaries_ready():
-        local_cluster.build()
+        pytest.fail(k8s_build_error(pytestconfig) or f"no control plane in {local_cluster.BIN}")
     with local_cluster.start(tmp_path_factory.mktemp("k8s-cluster")) as cluster:
         print(f"\nlocal control plane ready in {cluster.startup_seconds:.1f}s at {cluster.server}")
         yield cluster
