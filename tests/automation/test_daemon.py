@@ -123,7 +123,9 @@ def _sensor_ticks_after(instance, sensor: str, since: float) -> int:
         tick.status.value in ("SUCCESS", "SKIPPED")
         for state in instance.all_instigator_state()
         if state.instigator_name == sensor
-        for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id, after=since)
+        for tick in instance.get_ticks(
+            state.instigator_origin_id, state.selector_id, after=float(since)
+        )
     )
 
 

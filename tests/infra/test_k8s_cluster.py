@@ -109,7 +109,7 @@ def _submit_step(cluster, tmp_path, instance, op_tags: dict) -> client.V1Pod:
     api = config.new_client_from_config(str(cluster.kubeconfig))
     client.BatchV1Api(api).create_namespaced_job(platform.NAMESPACE, body)
     core = client.CoreV1Api(api)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # the scheduler is slow on busy cores
     while time.monotonic() < deadline:
         pods = core.list_namespaced_pod(
             platform.NAMESPACE, label_selector=f"job-name={body.metadata.name}"
