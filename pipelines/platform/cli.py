@@ -17,6 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipelines.platform.console import quiet_console
 from pipelines.platform.launch import ProgressPrinter, RunResult, materialized_rows, run_job
 from pipelines.platform.lib.settings import DataPaths
 
@@ -286,10 +287,10 @@ def _online_store(paths: DataPaths) -> str:
 
 
 def _quiet_mlflow() -> None:
-    # MLflow logs every model it saves and draws download bars; the progress lines say enough.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow logs every model it saves; the progress lines say enough.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # read when mlflow is first imported
     logging.getLogger("mlflow").setLevel(logging.ERROR)
+    quiet_console()
 
 
 def _load_task(name: str):
@@ -492,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     monitor_from = monitored_from(task, args.start, args.end, args.monitor_days)
     if monitor_from:
         progress.line(
-            f"plan: train on {args.start}..{monitor_from - timedelta(days=1)}, then serve and "
+            f"plan: train on {args.start}..{monitor_from - timedelta(days=1)}, then run and "
             f"monitor {monitor_from}..{args.end} one day at a time"
         )
     elif args.monitor_days:
@@ -516,10 +517,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def monitored_from(task, start: date, end: date, monitor_days: int) -> date | None:
     """The first monitored day: the window's last `monitor_days`, if the days before them still
-    hold the task's validation and holdout days and as many training days (else none)."""
+    hold the task's validation and holdout days and a week to train on (else none)."""
     split = task.spec.split
     train_days = (end - start).days + 1 - monitor_days
-    if monitor_days <= 0 or train_days < 2 * (split.validation_days + split.holdout_days):
+    if monitor_days <= 0 or train_days < split.validation_days + split.holdout_days + 7:
         return None
     return end - timedelta(days=monitor_days - 1)
 
