@@ -100,9 +100,10 @@ def execute_run_events(job, run, instance):
     return execute_run_iterator(job, run, instance)
 
 
-def check_target(instance, asset_key, partition: str):
-    """The materialization of a partition that a check evaluation refers to, as Dagster records
-    it for a check result of a single-partition run: the type has no public constructor.
+def check_targets(instance, asset_key, partitions: list[str]) -> dict:
+    """The latest materialization of each partition, which a check evaluation of that partition
+    refers to (as Dagster records it for a single-partition run's check result), in one query:
+    the type has no public constructor.
     Re-check: dagster._core.definitions.asset_checks.asset_check_evaluation."""
     import dagster as dg
     from dagster._core.definitions.asset_checks.asset_check_evaluation import (
@@ -110,12 +111,15 @@ def check_target(instance, asset_key, partition: str):
     )
 
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=list(partitions)),
+        limit=4 * len(partitions) + 10,  # newest first: the first seen of each partition
     ).records
-    if not records:
-        return None
-    return AssetCheckEvaluationTargetMaterializationData(
-        storage_id=records[0].storage_id,
-        run_id=records[0].run_id,
-        timestamp=records[0].timestamp,
-    )
+    targets = {}
+    for record in records:
+        targets.setdefault(
+            record.partition_key,
+            AssetCheckEvaluationTargetMaterializationData(
+                storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+            ),
+        )
+    return targets

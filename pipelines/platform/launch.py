@@ -107,21 +107,22 @@ class ProgressPrinter:
         return seen
 
     def _check_lines(self, by_check: dict) -> None:
-        """One line per check: passed or failed, on how many partitions, and why it failed."""
+        """One line per check: passed or failed, on how many partitions, and why (a check of
+        one partition or none says what it found: the gate's verdict, the skew compared)."""
         for name, evaluations in by_check.items():
             failed = [e for e in evaluations if not e.passed]
-            scope = (
-                f" ({len(evaluations) - len(failed)}/{len(evaluations)} partitions passed)"
-                if len(evaluations) > 1 or evaluations[0].partition
-                else ""
-            )
-            if not failed:
-                self.line(f"      check {name}: passed{scope}")
-                continue
+            if len(evaluations) > 1:
+                scope = f" ({len(evaluations) - len(failed)}/{len(evaluations)} partitions passed)"
+            else:
+                scope = f" ({evaluations[0].partition})" if evaluations[0].partition else ""
             days = ", ".join(e.partition for e in failed[:5] if e.partition)
-            why = (failed[0].description or "").strip().splitlines()
-            on = f" on {days}" if days else ""
-            self.line(f"      check {name}: FAILED{on}{scope}{f': {why[0][:160]}' if why else ''}")
+            verdict = f"FAILED{f' on {days}' if days and len(evaluations) > 1 else ''}"
+            said = (failed or evaluations)[0].description if failed or len(evaluations) == 1 else ""
+            why = (said or "").strip().splitlines()
+            self.line(
+                f"      check {name}: {verdict if failed else 'passed'}{scope}"
+                + (f": {why[0][:160]}" if why else "")
+            )
 
 
 def _reason(error) -> str:

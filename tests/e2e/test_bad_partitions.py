@@ -163,7 +163,11 @@ def test_a_ranged_run_records_each_days_check_result_under_its_day(landed):
         if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed
     ]
     assert failed.partition == DAY and failed.metadata["failed_rows"].value == 6
-    assert not [  # no evaluation without a partition (the UI would list it as "Skipped")
-        e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
-        and e.event_specific_data.partition is None
-    ]
+    assert (
+        not [  # no evaluation without a partition (the UI would list it as "Skipped")
+            e
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+            and e.event_specific_data.partition is None
+        ]
+    )

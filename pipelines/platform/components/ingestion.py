@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from pipelines.platform.compat import check_target
+from pipelines.platform.compat import check_targets
 from pipelines.platform.components.definition import Task
 from pipelines.platform.lib import validation
 from pipelines.platform.lib.lake import PARTITION_COLUMN
@@ -121,10 +121,7 @@ def _json_safe(value):
 
 
 def _evaluation(
-    context: dg.AssetCheckExecutionContext,
-    key: dg.AssetKey,
-    outcome: validation.CheckOutcome,
-    partition: str,
+    key: dg.AssetKey, outcome: validation.CheckOutcome, partition: str, target
 ) -> dg.AssetCheckEvaluation:
     """One check's result on one partition: a ranged run records each day's result under its
     day, so that the Checks tab shows passed or failed per partition."""
@@ -137,7 +134,7 @@ def _evaluation(
         check_name=f"{key.path[-1]}_{outcome.name}",
         passed=outcome.passed,
         metadata=metadata,
-        target_materialization_data=check_target(context.instance, key, partition),
+        target_materialization_data=target,
         description=outcome.describe(),
         blocking=True,
         partition=partition,
@@ -185,6 +182,7 @@ def raw_table_checks(
             counts, _trailing_counts(lake, task, name, keys, rule.trailing_days), rule
         )
         layer = context.job_def.asset_layer
+        targets = check_targets(context.instance, asset.key, keys)
         for spec in specs:
             if spec.key not in context.selected_asset_check_keys:
                 continue
@@ -195,7 +193,7 @@ def raw_table_checks(
                     if check == "row_count"
                     else days[day][check]
                 )
-                yield _evaluation(context, asset.key, outcome, day)
+                yield _evaluation(asset.key, outcome, day, targets.get(day))
             # The check's output (what blocked steps wait on), with no evaluation of its own.
             yield dg.Output(None, output_name=layer.get_op_output_name(spec.key))
 
