@@ -5,8 +5,8 @@ UV_VERSION := 0.13.9
 UV := $(PYTHON) -m uv
 DATA_ROOT ?= $(CURDIR)/data
 START ?= 2013-01-01
-END ?= 2013-01-31
-# make run: the window's last days are served and monitored by the champion trained before them.
+END ?= 2013-02-07
+# make run: the window's last days are monitored against the champion trained before them.
 MONITOR_DAYS ?= 7
 # The prediction task the run/replay/serve/rollback commands act on (pipelines/defs/<task>/).
 TASK ?= flight_delay
