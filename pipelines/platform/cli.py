@@ -228,15 +228,19 @@ def _summary(
     partitions: dict[str, set] = {}
     checks: dict[str, list[str]] = {}  # check -> the partitions (or "") where it failed
     for result in results:
+        counted = set()  # a ranged run's row count is its whole range's, on each partition
         for event in result.all_events:
             if event.event_type_value == "ASSET_MATERIALIZATION":
                 mat = event.step_materialization_data.materialization
                 key = mat.asset_key.to_user_string()
                 rows = materialized_rows(mat.metadata)
-                if rows is not None:
-                    built[key] = rows
+                if key in counted:
+                    pass
+                elif rows is not None:
+                    built[key] = max(built.get(key, 0), 0) + rows
                 else:
                     built.setdefault(key, -1)
+                counted.add(key)
                 if mat.partition:
                     partitions.setdefault(key, set()).add(mat.partition)
             elif event.event_type_value == "ASSET_CHECK_EVALUATION":
