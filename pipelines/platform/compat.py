@@ -77,8 +77,13 @@ def code_location_job(module: str, attribute: str, working_directory: str, job_n
     """A job of the code location as a reconstructable pointer to the module's definitions
     (not to a copy built in this process), as the run launcher's worker loads it.
     Re-check: dagster._core.definitions.reconstruct."""
-    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
 
+    # Dagster keeps the last definition loaded through an equal pointer (lru_cache on the
+    # class): drop it, so that each run loads the definitions as the environment now says
+    # (resources follow FLIGHTLINE_DATA_ROOT when the definitions are built).
+    ReconstructableJob.get_definition.cache_clear()
+    ReconstructableJob.get_repository_definition.cache_clear()
     repository = ReconstructableRepository.for_module(module, attribute, working_directory)
     return repository.get_reconstructable_job(job_name)
 
