@@ -5,7 +5,9 @@ UV_VERSION := 0.13.9
 UV := $(PYTHON) -m uv
 DATA_ROOT ?= $(CURDIR)/data
 START ?= 2013-01-01
-END ?= 2013-01-31
+END ?= 2013-02-07
+# make run: the window's last days are monitored against the champion trained before them.
+MONITOR_DAYS ?= 7
 # The prediction task the run/replay/serve/rollback commands act on (pipelines/defs/<task>/).
 TASK ?= flight_delay
 
@@ -21,10 +23,10 @@ export UV_LINK_MODE := copy
 setup: .venv/.synced $(DAGSTER_HOME)/dagster.yaml
 
 # uv installs the locked set; torch's CPU wheel comes from the machine's local wheel folder
-# (pyproject's find-links), never the multi-GB CUDA build.
+# (pyproject's find-links), never the multi-GB CUDA build. Quiet: uv still prints what failed.
 .venv/.synced: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
-	$(UV) sync --frozen
+	@$(UV) sync --frozen --quiet
 	@touch $@
 
 # The instance follows the profile: dagster.yaml alone (SQLite under $DAGSTER_HOME), plus
@@ -38,7 +40,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml dagster.production.yaml FORCE
 		$(UV) run --frozen python -m pipelines.platform.lib.services provision; fi
 
 run: setup
-	$(UV) run --frozen flightline run --task $(TASK) --start $(START) --end $(END)
+	$(UV) run --frozen flightline run --task $(TASK) --start $(START) --end $(END) --monitor-days $(MONITOR_DAYS)
 
 replay: setup
 	$(UV) run --frozen flightline replay --task $(TASK) --start $(START) --end $(END) $(if $(PACE),--pace $(PACE))

@@ -4,8 +4,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipelines.platform.console import quiet_console
 from pipelines.platform.executors import configured_executor
 from pipelines.platform.resources_config import embedded_resources
+
+quiet_console()
 
 
 @dg.definitions

@@ -12,18 +12,25 @@ import logging
 import os
 import sys
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
 
+from pipelines.platform.console import quiet_console
+from pipelines.platform.launch import ProgressPrinter, RunResult, materialized_rows, run_job
 from pipelines.platform.lib.settings import DataPaths
 
 DEFAULT_START = "2013-01-01"
-DEFAULT_END = "2013-01-31"
+DEFAULT_END = "2013-02-07"
 DEFAULT_TASK = "flight_delay"
-# Dagster's own console logger prints every event; the progress logger prints one line per step.
-QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "ERROR"}}, "progress": {}}}
+# The last days of `make run`'s window are monitored against the champion trained on the days
+# before them: January trains it (as many days as the gate needs to judge slices), the first
+# week of February is monitored (the rolling view of live performance has its 7 days).
+DEFAULT_MONITOR_DAYS = 7
+SOURCE_TAG = "flightline/source"  # who started a run: make-run here, the sensors their own
+STAGE_TAG = "flightline/stage"
+STARTED = time.perf_counter()  # the one clock of a command: progress lines and the summary
 
 
 def _parse_day(text: str) -> date:
@@ -31,65 +38,6 @@ def _parse_day(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from exc
-
-
-class ProgressPrinter(logging.Handler):
-    """Turns Dagster's event stream into one line per step and per asset built or checked."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.started = time.perf_counter()
-        self.reported: set[str] = set()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        event = getattr(record, "dagster_meta", {}).get("dagster_event")
-        if event is None:
-            return
-        elapsed = f"[{time.perf_counter() - self.started:6.1f}s]"
-        kind = event.event_type_value
-        if kind == "STEP_START":
-            print(f"{elapsed} ... {event.step_key}", flush=True)
-        elif kind == "STEP_FAILURE":
-            error = event.step_failure_data.error
-            print(
-                f"{elapsed} FAILED {event.step_key}: {error.message.strip() if error else ''}",
-                flush=True,
-            )
-        elif kind == "ASSET_MATERIALIZATION":
-            mat = event.step_materialization_data.materialization
-            key = mat.asset_key.to_user_string()
-            if key in self.reported:  # a ranged run reports each of its days; one line is enough
-                return
-            self.reported.add(key)
-            rows = _rows(mat.metadata)
-            shown = f" {rows:,} rows" if rows is not None else ""
-            print(f"{elapsed}  built {key}{shown}", flush=True)
-        elif kind == "ASSET_CHECK_EVALUATION":
-            data = event.event_specific_data
-            if not data.passed:
-                print(
-                    f"{elapsed}  CHECK FAILED {data.asset_key.to_user_string()}.{data.check_name}: {data.description}",
-                    flush=True,
-                )
-
-
-def _rows(metadata) -> int | None:
-    for name in ("dagster/row_count", "rows_in_run"):
-        if name in metadata:
-            return int(metadata[name].value)
-    return None
-
-
-def _progress_logger() -> dg.LoggerDefinition:
-    @dg.logger
-    def progress(_init_context):
-        log = logging.getLogger("flightline.progress")
-        log.handlers = [ProgressPrinter()]
-        log.setLevel(logging.DEBUG)
-        log.propagate = False
-        return log
-
-    return progress
 
 
 def materialize_window(
@@ -101,72 +49,116 @@ def materialize_window(
     task: str | None = None,
     definitions: dg.Definitions | None = None,
     blocked: set[str] | None = None,
-) -> list[dg.ExecuteInProcessResult]:
-    """Materialize a task's graph over the days [start, end] in three runs: the unpartitioned
-    assets upstream of the partitions (reference tables), every partitioned asset over the range
-    as one run, then the unpartitioned assets downstream (models, evaluation, promotion). `task`:
-    only that task's assets (default: every task); `only` narrows the selection to some asset
-    names; `run_config` (ops: ...) reaches the assets it names. `definitions`: the code
-    location's by default. `blocked`: partitions left out (files missing): the range runs as
-    its contiguous runs around them, and one failing run does not stop the others."""
+    *,
+    monitor_from: date | None = None,
+    tags: dict[str, str] | None = None,
+    progress: ProgressPrinter | None = None,
+) -> list[RunResult]:
+    """Materialize a task's graph over the days [start, end] with the code location's own jobs:
+    `<task>_reference_data` (the unpartitioned assets upstream of the partitions), then
+    `<task>_partitions` over the range as one run, then `<task>_retrain` (models, evaluation,
+    promotion, Bento, drift reference). `monitor_from`: the days from it on come after the
+    retrain, one run per day, as the landing sensor would run them: the champion trained on the
+    days before serves and is monitored on them. `task`: only that task's assets (default:
+    every task); `only` narrows the selection to some asset names; `run_config` (ops: ...)
+    reaches the assets it names. `definitions`: the code location's by default (a set built in
+    this process runs without the workspace's origin). `blocked`: partitions left out (files
+    missing): the range runs as its contiguous runs around them, and one failing run does not
+    stop the others."""
     from pipelines.definitions import defs
 
-    definitions = definitions or defs()
-    graph = definitions.resolve_asset_graph()
+    graph = (definitions or defs()).resolve_asset_graph()
     keys = [
         k
         for k in graph.materializable_asset_keys
         if (only is None or k.to_user_string() in only or k.path[-1] in only)
         and (task is None or k.path[0] == task)
     ]
-    partitioned = [graph.get(k).partitions_def for k in keys if graph.get(k).partitions_def]
+    runner = _Runner(instance, run_config, definitions, tags or {}, progress or ProgressPrinter())
+    results: list[RunResult] = []
+    for name in sorted({k.path[0] for k in keys}):
+        mine = [k for k in keys if k.path[0] == name]
+        results += _task_window(
+            runner, name, mine, graph, start, end, blocked or set(), monitor_from
+        )
+    return results
+
+
+class _Runner:
+    def __init__(self, instance, run_config, definitions, tags, progress) -> None:
+        self.instance, self.run_config, self.definitions = instance, run_config, definitions
+        self.tags, self.progress = tags, progress
+
+    def __call__(self, job: str, keys, stage: str, tags=None, run_config=None) -> RunResult:
+        return run_job(
+            job,
+            self.instance,
+            keys,
+            tags={**self.tags, STAGE_TAG: stage, **(tags or {})},
+            run_config=_merge_ops(self.run_config, run_config),
+            definitions=self.definitions,
+            progress=self.progress,
+        )
+
+
+def _merge_ops(base: dict | None, extra: dict | None) -> dict:
+    ops = {k: dict(v) for k, v in ((base or {}).get("ops") or {}).items()}
+    for name, value in ((extra or {}).get("ops") or {}).items():
+        merged = {**(ops.get(name, {}).get("config") or {}), **value["config"]}
+        ops[name] = {"config": merged}
+    return {"ops": ops} if ops else {}
+
+
+def _task_window(runner, name, keys, graph, start, end, blocked, monitor_from) -> list[RunResult]:
+    from pipelines.platform.components.automation import (
+        partitions_job_name,
+        reference_job_name,
+        retrain_job_name,
+    )
 
     def after_days(key: dg.AssetKey) -> bool:
         parents = graph.get(key).parent_keys
         return any(graph.get(p).partitions_def is not None or after_days(p) for p in parents)
 
-    unpartitioned = [k for k in keys if graph.get(k).partitions_def is None]
-    ranges = _runnable_ranges(partitioned[0], start, end, blocked or set()) if partitioned else []
-    phases = [
-        ([k for k in unpartitioned if not after_days(k)], {}),
-        *(
-            ([k for k in keys if graph.get(k).partitions_def is not None], _range_tags(first, last))
-            for first, last in ranges
-        ),
-        ([k for k in unpartitioned if after_days(k)], {}),
+    partitioned = [k for k in keys if graph.get(k).partitions_def is not None]
+    upstream = [k for k in keys if not graph.get(k).partitions_def and not after_days(k)]
+    models = [k for k in keys if not graph.get(k).partitions_def and after_days(k)]
+    # Partitioned assets that read what the models phase builds (drift report, live performance).
+    monitored = {k for k in partitioned if graph.get_ancestor_asset_keys(k) & set(models)}
+    results: list[RunResult] = []
+    if upstream:
+        results.append(runner(reference_job_name(name), upstream, "reference"))
+        if not results[-1].success:
+            return results
+    if not partitioned:
+        return results + ([runner(retrain_job_name(name), models, "retrain")] if models else [])
+    partitions_def = graph.get(partitioned[0]).partitions_def
+    last_train = monitor_from - timedelta(days=1) if monitor_from else end
+    train_keys = [k for k in partitioned if not monitor_from or k not in monitored]
+    range_runs = [
+        runner(partitions_job_name(name), train_keys, "partitions", _range_tags(first, last))
+        for first, last in _runnable_ranges(partitions_def, start, last_train, blocked)
     ]
-    results: list[dg.ExecuteInProcessResult] = []
-    range_runs: list[bool] = []
-    for index, (selected, tags) in enumerate(phases):
-        last = index == len(phases) - 1
-        if not selected or (last and range_runs and not any(range_runs)):
-            continue  # no partition range succeeded: nothing new for the models
-        result = _execute(definitions, selected, tags, run_config, instance)
-        results.append(result)
-        if tags:
-            range_runs.append(result.success)  # a failed range does not stop the next one
-        elif not result.success:
-            break
+    results += range_runs
+    if models and (any(r.success for r in range_runs) or not range_runs):
+        until = None
+        if monitor_from and range_runs:
+            until = _retrain_until(name, _partitions_between(partitions_def, start, last_train))
+        results.append(runner(retrain_job_name(name), models, "retrain", run_config=until))
+    if monitor_from:
+        for day in _partitions_between(partitions_def, monitor_from, end):
+            if day not in blocked:  # one run per landed day, as the landing sensor runs them
+                tags = {"dagster/partition": day}
+                results.append(runner(partitions_job_name(name), partitioned, "monitoring", tags))
     return results
 
 
-def _execute(definitions, selected, tags, run_config, instance) -> dg.ExecuteInProcessResult:
-    job = dg.define_asset_job("make_run", selection=dg.AssetSelection.assets(*selected), tags=tags)
-    job_def = dg.Definitions(
-        assets=list(definitions.assets or []),
-        asset_checks=list(definitions.asset_checks or []),
-        jobs=[job],
-        resources=definitions.resources,
-        loggers={"progress": _progress_logger(), "console": dg.colored_console_logger},
-    ).resolve_job_def("make_run")
-    names = set(job_def.graph.node_dict)  # asset and check ops of this phase
-    ops = {k: v for k, v in ((run_config or {}).get("ops") or {}).items() if k in names}
-    return job_def.execute_in_process(
-        instance=instance,
-        raise_on_error=False,
-        tags=tags,
-        run_config={**QUIET_CONSOLE, "ops": ops} if ops else QUIET_CONSOLE,
-    )
+def _retrain_until(name: str, days: list[str]) -> dict:
+    """The models of the champion read the window's first part only: labelled up to its end."""
+    from pipelines.platform.components.automation import retrain_run_config
+    from pipelines.platform.components.task import load_task
+
+    return retrain_run_config(load_task(name).spec, days[-1])
 
 
 def _partitions_between(partitions_def, start: date, end: date) -> list[str]:
@@ -225,53 +217,66 @@ def blocked_partitions(task, landing_dir: Path, start: date, end: date) -> dict[
 
 
 def _summary(
-    results: list[dg.ExecuteInProcessResult],
+    results: list[RunResult],
     paths: DataPaths,
-    started: float,
+    progress: ProgressPrinter,
     task,
     blocked: dict[str, str] | None = None,
 ) -> str:
     lines = ["", "=" * 72, "Summary"]
     built: dict[str, int] = {}
     partitions: dict[str, set] = {}
-    failed_checks, passed_checks = [], 0
+    checks: dict[str, list[str]] = {}  # check -> the partitions (or "") where it failed
     for result in results:
+        counted = set()  # a ranged run's row count is its whole range's, on each partition
         for event in result.all_events:
             if event.event_type_value == "ASSET_MATERIALIZATION":
                 mat = event.step_materialization_data.materialization
                 key = mat.asset_key.to_user_string()
-                rows = _rows(mat.metadata)
-                if rows is not None:
-                    built[key] = rows
+                rows = materialized_rows(mat.metadata)
+                if key in counted:
+                    pass
+                elif rows is not None:
+                    built[key] = max(built.get(key, 0), 0) + rows
                 else:
                     built.setdefault(key, -1)
+                counted.add(key)
                 if mat.partition:
                     partitions.setdefault(key, set()).add(mat.partition)
             elif event.event_type_value == "ASSET_CHECK_EVALUATION":
                 data = event.event_specific_data
-                if data.passed:
-                    passed_checks += 1
-                else:
-                    failed_checks.append(f"{data.asset_key.to_user_string()}.{data.check_name}")
+                name = f"{data.asset_key.to_user_string()}.{data.check_name}"
+                failed = checks.setdefault(name, [])
+                if not data.passed:
+                    failed.append(data.partition or "")
     for key in sorted(built):
         days = partitions.get(key)
         span = f"{min(days)}..{max(days)} ({len(days)} partitions)" if days else "unpartitioned"
         rows = f"{built[key]:>9,} rows" if built[key] >= 0 else " " * 14
         lines.append(f"  {key:<40}{rows}  {span}")
+    failed = {k: v for k, v in checks.items() if v}
     lines.append(
-        f"  checks: {passed_checks} passed, {len(failed_checks)} failed {failed_checks or ''}"
+        f"  checks: {len(checks) - len(failed)} passed, {len(failed)} failed"
+        + "".join(
+            f"\n    {k} failed {', '.join(filter(None, v)) or ''}".rstrip()
+            for k, v in failed.items()
+        )
     )
     for key, why in (blocked or {}).items():
         lines.append(f"  blocked {key}: {why} (nothing downstream built for it)")
     ok = run_succeeded(results)
+    jobs = sorted({r.job_name for r in results})
     lines += _champion_lines(results, [task.spec])
     lines += [
-        f"  status: {'SUCCESS' if ok else 'FAILED (see the lines marked FAILED above)'} in {time.perf_counter() - started:.0f}s",
+        f"  runs:                {len(results)} runs of {', '.join(jobs)}; in the UI: Runs, "
+        f"tag {SOURCE_TAG}=make-run",
+        f"  status: {'SUCCESS' if ok else 'FAILED (see the lines marked FAILED above)'} "
+        f"in {progress.elapsed():.0f}s",
         f"  lake (Parquet):      {paths.lake}",
         f"  landing / archive:   {_landing(paths, task)} / {paths.root / 'archive' / task.name}",
         f"  Feast registry:      {paths.feast_registry}",
         f"  Feast online store:  {_online_store(paths)}",
-        "  open the UI:         make ui   (then http://127.0.0.1:3000)",
+        "  open the UI:         make ui   (then http://127.0.0.1:3000; README: what to open first)",
         "=" * 72,
     ]
     return "\n".join(lines)
@@ -287,10 +292,10 @@ def _online_store(paths: DataPaths) -> str:
 
 
 def _quiet_mlflow() -> None:
-    # MLflow logs every model it saves and draws download bars; the progress lines say enough.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow logs every model it saves; the progress lines say enough.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # read when mlflow is first imported
     logging.getLogger("mlflow").setLevel(logging.ERROR)
+    quiet_console()
 
 
 def _load_task(name: str):
@@ -347,18 +352,18 @@ def _rollback(task: str) -> int:
     return 0
 
 
-def _failed_steps(result: dg.ExecuteInProcessResult) -> list[str]:
+def _failed_steps(result: RunResult) -> list[str]:
     return [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
 
 
-def run_succeeded(results: list[dg.ExecuteInProcessResult]) -> bool:
+def run_succeeded(results: list[RunResult]) -> bool:
     """A promotion gate that refuses a challenger is a normal outcome, not a failed run."""
     return all(
         r.success or all(step.endswith(GATE_SUFFIX) for step in _failed_steps(r)) for r in results
     ) and bool(results)
 
 
-def _champion_lines(results: list[dg.ExecuteInProcessResult], specs: list) -> list[str]:
+def _champion_lines(results: list[RunResult], specs: list) -> list[str]:
     from pipelines.platform.resources_config import embedded_resources
 
     promoted = set()  # key prefixes of the tasks whose champion this run moved
@@ -415,6 +420,13 @@ def main(argv: list[str] | None = None) -> int:
         cmd.add_argument("--task", default=DEFAULT_TASK)
         cmd.add_argument("--start", type=_parse_day, default=_parse_day(DEFAULT_START))
         cmd.add_argument("--end", type=_parse_day, default=_parse_day(DEFAULT_END))
+    sub.choices["run"].add_argument(
+        "--monitor-days",
+        type=int,
+        default=DEFAULT_MONITOR_DAYS,
+        help="the window's last days come after the champion (trained on the days before): "
+        "served and monitored one day at a time; 0: every day trains",
+    )
     sub.choices["replay"].add_argument(
         "--pace",
         type=float,
@@ -466,14 +478,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "push-events":
         return _push_events(task, args.start, args.end, args.until)
     paths = DataPaths.from_env()
-    started = time.perf_counter()
+    progress = ProgressPrinter(STARTED)
     try:
         if args.command == "replay" and args.pace > 0:
             return _paced_replay(task, paths, args.start, args.end, args.pace)
         landed = _replay(task, paths, args.start, args.end)
     except ValueError as exc:
         parser.error(str(exc))
-    print(
+    progress.line(
         f"replayed {task.name} {args.start}..{args.end}: {len(landed)} files "
         f"({sum(f.rows for f in landed):,} rows) into {_landing(paths, task)}"
     )
@@ -482,12 +494,40 @@ def main(argv: list[str] | None = None) -> int:
     instance = dg.DagsterInstance.get()
     blocked = blocked_partitions(task, _landing(paths, task), args.start, args.end)
     for key, why in blocked.items():
-        print(f"blocked {task.name} {key}: {why}; the other partitions run without it")
+        progress.line(f"blocked {task.name} {key}: {why}; the other partitions run without it")
+    monitor_from = monitored_from(task, args.start, args.end, args.monitor_days)
+    if monitor_from:
+        progress.line(
+            f"plan: train on {args.start}..{monitor_from - timedelta(days=1)}, then run and "
+            f"monitor {monitor_from}..{args.end} one day at a time"
+        )
+    elif args.monitor_days:
+        progress.line(
+            f"plan: {args.start}..{args.end} is too short to also monitor {args.monitor_days} "
+            "days: every day trains the champion"
+        )
     results = materialize_window(
-        args.start, args.end, instance, task=task.name, blocked=set(blocked)
+        args.start,
+        args.end,
+        instance,
+        task=task.name,
+        blocked=set(blocked),
+        monitor_from=monitor_from,
+        tags={SOURCE_TAG: "make-run"},
+        progress=progress,
     )
-    print(_summary(results, paths, started, task, blocked))
+    print(_summary(results, paths, progress, task, blocked), flush=True)
     return 0 if run_succeeded(results) else 1
+
+
+def monitored_from(task, start: date, end: date, monitor_days: int) -> date | None:
+    """The first monitored day: the window's last `monitor_days`, if the days before them still
+    hold the task's validation and holdout days and a week to train on (else none)."""
+    split = task.spec.split
+    train_days = (end - start).days + 1 - monitor_days
+    if monitor_days <= 0 or train_days < split.validation_days + split.holdout_days + 7:
+        return None
+    return end - timedelta(days=monitor_days - 1)
 
 
 if __name__ == "__main__":

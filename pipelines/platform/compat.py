@@ -53,3 +53,78 @@ def online_store_impl(store: "FeatureStore") -> Any:
     """The online store object behind a FeatureStore (the one push and materialize write
     through): Feast exposes no accessor. Re-check: FeatureStore._get_provider().online_store."""
     return store._get_provider().online_store
+
+
+def workspace_job_origin(workspace_yaml: str, location_name: str, job_name: str):
+    """The origin a job of the workspace's code location carries when the UI launches it, so
+    that a run started from the command line is the same job of the same location to the UI
+    (its Re-execute, its job page, the Overview timeline): dagster has no public constructor.
+    Re-check: dagster._core.workspace.load, dagster._core.remote_origin."""
+    from dagster._core.definitions.repository_definition.valid_definitions import (
+        SINGLETON_REPOSITORY_NAME,
+    )
+    from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
+    from dagster._core.workspace.load import location_origins_from_yaml_paths
+
+    origins = {o.location_name: o for o in location_origins_from_yaml_paths([workspace_yaml])}
+    if location_name not in origins:
+        raise ValueError(f"{workspace_yaml} has no code location {location_name!r}")
+    repository = RemoteRepositoryOrigin(origins[location_name], SINGLETON_REPOSITORY_NAME)
+    return RemoteJobOrigin(repository, job_name)
+
+
+def code_location_job(module: str, attribute: str, working_directory: str, job_name: str):
+    """A job of the code location as a reconstructable pointer to the module's definitions
+    (not to a copy built in this process), as the run launcher's worker loads it.
+    Re-check: dagster._core.definitions.reconstruct."""
+    from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
+
+    # Dagster keeps the last definition loaded through an equal pointer (lru_cache on the
+    # class): drop it, so that each run loads the definitions as the environment now says
+    # (resources follow FLIGHTLINE_DATA_ROOT when the definitions are built).
+    ReconstructableJob.get_definition.cache_clear()
+    ReconstructableJob.get_repository_definition.cache_clear()
+    repository = ReconstructableRepository.for_module(module, attribute, working_directory)
+    return repository.get_reconstructable_job(job_name)
+
+
+def in_memory_job(job_def):
+    """A job built in this process (tests that merge a second task into the definitions).
+    Re-check: dagster._core.definitions.job_base."""
+    from dagster._core.definitions.job_base import InMemoryJob
+
+    return InMemoryJob(job_def)
+
+
+def execute_run_events(job, run, instance):
+    """Execute a created run in this process, yielding its events as they happen (progress
+    lines); `dg.execute_job` creates its own run without the workspace origin and returns only
+    at the end. Re-check: dagster._core.execution.api.execute_run_iterator."""
+    from dagster._core.execution.api import execute_run_iterator
+
+    return execute_run_iterator(job, run, instance)
+
+
+def check_targets(instance, asset_key, partitions: list[str]) -> dict:
+    """The latest materialization of each partition, which a check evaluation of that partition
+    refers to (as Dagster records it for a single-partition run's check result), in one query:
+    the type has no public constructor.
+    Re-check: dagster._core.definitions.asset_checks.asset_check_evaluation."""
+    import dagster as dg
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData,
+    )
+
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=list(partitions)),
+        limit=4 * len(partitions) + 10,  # newest first: the first seen of each partition
+    ).records
+    targets = {}
+    for record in records:
+        targets.setdefault(
+            record.partition_key,
+            AssetCheckEvaluationTargetMaterializationData(
+                storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+            ),
+        )
+    return targets

@@ -98,6 +98,7 @@ def test_monitoring_hangs_off_the_champion_and_the_days():
 def test_the_task_owns_its_jobs_sensors_and_schedule():
     definitions = defs()
     assert {j.name for j in definitions.jobs} == {
+        f"{TASK}_reference_data",
         f"{TASK}_partitions",
         f"{TASK}_retrain",
         f"{TASK}_rollback",

@@ -133,3 +133,41 @@ def test_a_day_missing_a_file_is_blocked_and_the_others_of_the_range_complete(da
     assert len(results) == 2 and all(r.success for r in results)  # 01-01, then 01-03..01-04
     built = instance.get_materialized_partitions(dg.AssetKey(["flight_delay", "weather_features"]))
     assert built == {"2013-01-01", "2013-01-03", "2013-01-04"}
+
+
+def check_statuses(instance, asset: str, check: str) -> dict[str, str]:
+    """What the UI's Checks tab shows per partition: the status of each day's latest evaluation."""
+    key = dg.AssetCheckKey(dg.AssetKey(["flight_delay", asset]), check)
+    infos = instance.event_log_storage.get_asset_check_partition_info([key])
+    return {i.partition_key: i.latest_execution_status.value for i in infos}
+
+
+def test_a_ranged_run_records_each_days_check_result_under_its_day(landed):
+    paths, instance = landed
+    good = source_day("flights", DAY)
+    pd.concat([good, good.head(3)]).to_csv(_flights_file(paths), index=False, na_rep="NA")
+
+    [result] = materialize_window(date(2013, 1, 1), D, instance, only={"raw_flights"})
+    assert not result.success  # a blocking check failed on one day of the three
+    assert check_statuses(instance, "raw_flights", "raw_flights_unique_rows") == {
+        "2013-01-01": "SUCCEEDED",
+        "2013-01-02": "SUCCEEDED",
+        DAY: "FAILED",
+    }
+    assert set(check_statuses(instance, "raw_flights", "raw_flights_schema").values()) == {
+        "SUCCEEDED"
+    }
+    [failed] = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed
+    ]
+    assert failed.partition == DAY and failed.metadata["failed_rows"].value == 6
+    assert (
+        not [  # no evaluation without a partition (the UI would list it as "Skipped")
+            e
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+            and e.event_specific_data.partition is None
+        ]
+    )

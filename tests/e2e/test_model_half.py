@@ -82,6 +82,7 @@ def test_model_versions_carry_lineage_in_mlflow(first_champion):
     model_run_id = results[-1].run_id
     for tags in (run.data.tags, champion.tags):
         assert tags["dagster.run_id"] == model_run_id
+        assert tags["dagster.job"] == "flight_delay_retrain"  # a job of the code location
         assert tags["dagster.asset"] in ("flight_delay/lgbm_model", "flight_delay/torch_model")
         assert tags["data.partitions"] == f"{START}..{END} (9 days)"
         assert tags["feature_service"] == "flight_delay_v1"

@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from pipelines.definitions import defs
 from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.lake import Lake
 from pipelines.platform.lib.settings import DataPaths
@@ -132,3 +133,44 @@ def test_landing_files_are_kept(built):
     assert len(list(Path(paths.root, "archive", "flight_delay", "flights").rglob("*.csv"))) == len(
         DAYS
     )
+
+
+def test_runs_are_the_code_locations_jobs_as_the_ui_launches_them(built):
+    """Each run is a job of the workspace's code location (the UI lists it under its job and
+    re-executes it), with the snapshot of that job."""
+    _, instance, results = built
+    assert [r.job_name for r in results] == [
+        "flight_delay_reference_data",
+        "flight_delay_partitions",
+        "flight_delay_retrain",
+    ]
+    location = defs()
+    for result in results:
+        run = instance.get_run_by_id(result.run_id)
+        origin = run.remote_job_origin
+        assert origin.location_name == "flightline" and origin.job_name == result.job_name
+        assert origin.repository_origin.repository_name == "__repository__"
+        assert run.tags["flightline/task"] == "flight_delay" and "flightline/stage" in run.tags
+        # The run's job (before its asset subset) is the code location's job, snapshot for
+        # snapshot: what the UI compares before it offers Re-execute without a warning.
+        parent = instance.get_job_snapshot(run.job_snapshot_id).lineage_snapshot
+        full = location.resolve_job_def(result.job_name).get_job_snapshot_id()
+        assert (parent.parent_snapshot_id if parent else run.job_snapshot_id) == full
+
+
+def test_the_checks_tab_shows_each_days_result(built):
+    """The ranged run records each raw-table check's result under its day (not one result for
+    the range, which the UI lists as "Skipped"), against that day's materialization."""
+    _, instance, _ = built
+    for asset, check in (
+        ("raw_flights", "raw_flights_unique_rows"),
+        ("raw_weather", "raw_weather_row_count"),
+    ):
+        key = dg.AssetCheckKey(dg.AssetKey(["flight_delay", asset]), check)
+        infos = instance.event_log_storage.get_asset_check_partition_info([key])
+        assert {i.partition_key: i.latest_execution_status.value for i in infos} == dict.fromkeys(
+            DAYS, "SUCCEEDED"
+        )
+        assert all(
+            i.is_current for i in infos
+        )  # evaluated against the day's latest materialization

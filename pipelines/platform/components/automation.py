@@ -50,12 +50,16 @@ def retrain_run_config(spec: TaskSpec, until: str) -> dict:
     }
 
 
-def partitions_job_name(task: Task) -> str:
-    return f"{task.name}_partitions"
+def partitions_job_name(task: Task | str) -> str:
+    return f"{getattr(task, 'name', task)}_partitions"
 
 
-def retrain_job_name(task: Task) -> str:
-    return f"{task.name}_retrain"
+def retrain_job_name(task: Task | str) -> str:
+    return f"{getattr(task, 'name', task)}_retrain"
+
+
+def reference_job_name(task: Task | str) -> str:
+    return f"{getattr(task, 'name', task)}_reference_data"
 
 
 def _landing_sensor(task: Task, selection: dg.AssetSelection) -> dg.SensorDefinition:
@@ -277,10 +281,20 @@ def _nightly_schedule(task: Task, job) -> dg.ScheduleDefinition:
     return _nightly
 
 
-def automation_defs(task: Task, partitioned: list[dg.AssetKey]) -> dg.Definitions:
+def automation_defs(
+    task: Task, partitioned: list[dg.AssetKey], reference: dg.AssetSelection
+) -> dg.Definitions:
     """`partitioned`: the task's partitioned assets (landing to monitoring), which a landed
-    partition (or range) runs as one run."""
+    partition (or range) runs as one run. `reference`: the unpartitioned assets upstream of
+    them (reference tables, Feast definitions), run once and when they change."""
     selection = dg.AssetSelection.assets(*partitioned)
+    reference_job = dg.define_asset_job(
+        name=reference_job_name(task),
+        selection=reference,
+        tags=task.tags,
+        description=f"{task.name}'s reference tables and Feast definitions: before the first "
+        "partitions, and again when the source or the feature declarations change",
+    )
     partitions_job = dg.define_asset_job(
         name=partitions_job_name(task),
         selection=selection,
@@ -297,7 +311,7 @@ def automation_defs(task: Task, partitioned: list[dg.AssetKey]) -> dg.Definition
         description=f"Retrain, evaluate, gate, promote and package task {task.name}",
     )
     return dg.Definitions(
-        jobs=[partitions_job, retrain_job],
+        jobs=[reference_job, partitions_job, retrain_job],
         sensors=[_landing_sensor(task, selection), _drift_sensor(task, retrain_job)],
         schedules=[_nightly_schedule(task, retrain_job)],
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from pipelines.platform.compat import check_targets
 from pipelines.platform.components.definition import Task
 from pipelines.platform.lib import validation
 from pipelines.platform.lib.lake import PARTITION_COLUMN
@@ -119,17 +120,24 @@ def _json_safe(value):
     return value
 
 
-def _check_result(key: dg.AssetKey, outcome: validation.CheckOutcome) -> dg.AssetCheckResult:
+def _evaluation(
+    key: dg.AssetKey, outcome: validation.CheckOutcome, partition: str, target
+) -> dg.AssetCheckEvaluation:
+    """One check's result on one partition: a ranged run records each day's result under its
+    day, so that the Checks tab shows passed or failed per partition."""
     metadata = {"expectations_evaluated": outcome.evaluated, "summary": outcome.describe()}
     if not outcome.passed:
         metadata["failed_rows"] = outcome.failed_rows
         metadata["failures"] = dg.MetadataValue.json(_json_safe(outcome.failures))
-    return dg.AssetCheckResult(
+    return dg.AssetCheckEvaluation(
         asset_key=key,
         check_name=f"{key.path[-1]}_{outcome.name}",
         passed=outcome.passed,
         metadata=metadata,
+        target_materialization_data=target,
         description=outcome.describe(),
+        blocking=True,
+        partition=partition,
     )
 
 
@@ -165,14 +173,29 @@ def raw_table_checks(
     )
     def _checks(context: dg.AssetCheckExecutionContext, raw: pd.DataFrame, lake: LakeResource):
         keys = partition_keys(context)
-        outcomes = validation.validate(raw, contract, keys)
+        days = validation.by_partition(
+            raw, contract, keys, validation.validate(raw, contract, keys)
+        )
         counts = raw.groupby(PARTITION_COLUMN).size().reindex(keys, fill_value=0).to_dict()
         rule = validation.RowCountRule()
-        outcomes["row_count"] = validation.row_count_outcome(
+        row_count = validation.row_count_outcome(
             counts, _trailing_counts(lake, task, name, keys, rule.trailing_days), rule
         )
-        for check in validation.CHECKS:
-            yield _check_result(asset.key, outcomes[check])
+        layer = context.job_def.asset_layer
+        targets = check_targets(context.instance, asset.key, keys)
+        for spec in specs:
+            if spec.key not in context.selected_asset_check_keys:
+                continue
+            check = spec.name.removeprefix(f"{name}_")
+            for day in keys:
+                outcome = (
+                    validation.partition_outcome(row_count, day)
+                    if check == "row_count"
+                    else days[day][check]
+                )
+                yield _evaluation(asset.key, outcome, day, targets.get(day))
+            # The check's output (what blocked steps wait on), with no evaluation of its own.
+            yield dg.Output(None, output_name=layer.get_op_output_name(spec.key))
 
     return _checks
 

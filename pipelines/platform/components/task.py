@@ -43,13 +43,14 @@ def build_task_defs(task: Task) -> dg.Definitions:
         serving_defs(task),
         monitoring_defs(task),
     )
-    partitioned = [
-        key
-        for asset in stages.assets or []
-        if isinstance(asset, dg.AssetsDefinition) and asset.partitions_def is not None
-        for key in asset.keys
-    ]
-    return dg.Definitions.merge(stages, automation_defs(task, partitioned))
+    assets = [a for a in stages.assets or [] if isinstance(a, dg.AssetsDefinition)]
+    partitioned = [k for a in assets if a.partitions_def is not None for k in a.keys]
+    # Unpartitioned assets that no partitioned asset precedes: reference tables, Feast apply.
+    reference = (
+        dg.AssetSelection.assets(*(k for a in assets if a.partitions_def is None for k in a.keys))
+        - dg.AssetSelection.assets(*partitioned).downstream()
+    )
+    return dg.Definitions.merge(stages, automation_defs(task, partitioned, reference))
 
 
 def load_definition(path: str | Path) -> TaskDefinition:

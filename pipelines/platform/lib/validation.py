@@ -7,7 +7,7 @@ rows, with a sample of the offending rows.
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -190,9 +190,13 @@ def build_expectations(frame: pd.DataFrame, contract: TableContract, days: Seque
 
 
 def validate(
-    frame: pd.DataFrame, contract: TableContract, days: Sequence[str]
+    frame: pd.DataFrame,
+    contract: TableContract,
+    days: Sequence[str],
+    checks: Collection[str] | None = None,
 ) -> dict[str, CheckOutcome]:
-    """Run the contract's expectations on a batch holding the given days (row count excluded)."""
+    """Run the contract's expectations on a batch holding the given days (row count excluded);
+    `checks`: only those."""
     _, context = _gx()
     batch_frame = with_derived_columns(frame, contract).reset_index(drop=True)
     outcomes = {name: CheckOutcome(name, True) for name in CHECKS if name != "row_count"}
@@ -208,6 +212,9 @@ def validate(
             ],
         )
     expectations = build_expectations(batch_frame, contract, days)
+    if checks is not None:
+        outcomes = {k: v for k, v in outcomes.items() if k in checks}
+        expectations = [e for e in expectations if e.meta["check"] in checks]
     batch = _batch(context, batch_frame)
     for expectation in expectations:
         result = batch.validate(
@@ -221,6 +228,33 @@ def validate(
         outcome.passed = False
         outcome.failures.append(_describe_failure(expectation, result, batch_frame, frame))
     return outcomes
+
+
+def by_partition(
+    frame: pd.DataFrame,
+    contract: TableContract,
+    days: Sequence[str],
+    whole: dict[str, CheckOutcome],
+) -> dict[str, dict[str, CheckOutcome]]:
+    """Each partition's outcome of each check, from the outcomes of the whole batch: a check the
+    batch passed passed on each of its partitions; one it failed is validated again partition by
+    partition (only then: it costs a GX run per partition), to say which failed."""
+    failed = [name for name, outcome in whole.items() if not outcome.passed]
+    out = {
+        day: {
+            name: CheckOutcome(name, True, evaluated=outcome.evaluated)
+            for name, outcome in whole.items()
+            if outcome.passed
+        }
+        for day in days
+    }
+    if failed and len(days) == 1:
+        out[days[0]] |= {name: whole[name] for name in failed}
+    elif failed:
+        for day in days:
+            rows = frame[frame[PARTITION_COLUMN] == day].reset_index(drop=True)
+            out[day] |= validate(rows, contract, [day], checks=failed)
+    return out
 
 
 def _batch(context, frame: pd.DataFrame):
@@ -304,6 +338,13 @@ def row_count_outcome(
                     "expectation": f"row count of {day} >= {floor:.0f} "
                     f"({rule.min_ratio:.0%} of the median of {len(previous)} trailing day(s))",
                     "observed": rows,
+                    "partition": day,
                 }
             )
     return outcome
+
+
+def partition_outcome(outcome: CheckOutcome, day: str) -> CheckOutcome:
+    """One partition's share of a check whose failures name their partition (row count)."""
+    failures = [f for f in outcome.failures if f.get("partition") == day]
+    return CheckOutcome(outcome.name, not failures, failures, evaluated=1)
