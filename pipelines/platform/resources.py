@@ -2,6 +2,7 @@
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import dagster as dg
 import pandas as pd
@@ -146,7 +147,9 @@ class MlflowResource(dg.ConfigurableResource):
     tracking_uri: str
     artifact_root: str
     registry_uri: str | None = None
-    ui_url: str = "http://127.0.0.1:5000"  # where `make mlflow` serves the UI, for links
+    # Where people open the MLflow UI (`make mlflow` serves it on MLFLOW_PORT); links and inline
+    # pictures in asset metadata point there. Set FLIGHTLINE_MLFLOW_UI_URL for a remote UI.
+    ui_url: str = "http://127.0.0.1:5000"
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         check_uri(self.tracking_uri)
@@ -160,6 +163,11 @@ class MlflowResource(dg.ConfigurableResource):
 
     def model_version_url(self, name: str, version: str) -> str:
         return f"{self.ui_url.rstrip('/')}/#/models/{name}/versions/{version}"
+
+    def artifact_url(self, run_id: str, path: str) -> str:
+        """A run's artifact file as the MLflow UI serves it (a PNG shows inline, an HTML page
+        opens as itself)."""
+        return f"{self.ui_url.rstrip('/')}/get-artifact?path={quote(path)}&run_uuid={run_id}"
 
 
 class BentoResource(dg.ConfigurableResource):
