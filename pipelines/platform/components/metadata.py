@@ -66,11 +66,12 @@ def metric_table(frame: pd.DataFrame, digits: int = 4, index: str | None = None)
     )
 
 
-def picture(png: bytes, alt: str, url: str | None = None):
+def picture(png: bytes | None, alt: str, url: str | None = None):
     """A chart for the asset page: shown inline from `url` (the MLflow UI serving the same PNG
     as a run artifact); without one, embedded (the UI then shows it behind "[Show Markdown]")."""
-    if url:
-        markdown = f"![{alt}]({url})"
-        if len(markdown) < INLINE_MARKDOWN_CHARS:
-            return dg.MetadataValue.md(markdown)
+    markdown = f"![{alt}]({url})" if url else ""
+    if url and (len(markdown) < INLINE_MARKDOWN_CHARS or png is None):
+        return dg.MetadataValue.md(markdown)
+    if png is None:
+        raise ValueError(f"picture {alt!r}: neither the PNG nor a URL serving it")
     return dg.MetadataValue.md(markdown_image(png, alt))
