@@ -14,6 +14,7 @@ from pipelines.platform.lib.landing import LandedDay, archive_landed_file, read_
 from pipelines.platform.lib.retrain_policy import Thresholds
 from pipelines.platform.lib.services import check_uri
 from pipelines.platform.lib.tracking import ModelRegistry
+from pipelines.platform.metadata import column_schema, table_metadata
 
 # Feast is imported when a step opens the store (FeastResource.store), not when the code location
 # loads: it costs seconds in every process, step pods included.
@@ -62,10 +63,16 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 if len(keys) == 1
                 else {"rows_in_run": len(obj), "rows_by_day": dg.MetadataValue.json(rows)}
             )
-            context.add_output_metadata({**counts, "path": self.lake.glob(table)})
+            context.add_output_metadata(
+                {
+                    **counts,
+                    "dagster/column_schema": column_schema(obj),
+                    "path": self.lake.glob(table),
+                }
+            )
         else:
             path = self.lake.write(table, obj)
-            context.add_output_metadata({"dagster/row_count": len(obj), "path": path})
+            context.add_output_metadata({**table_metadata(obj), "path": path})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         table = self._table(context)

@@ -13,7 +13,6 @@ import dagster as dg
 import pandas as pd
 import pydantic
 
-from pipelines.platform.components.metadata import metric_table, picture
 from pipelines.platform.executors import training_op_tags
 from pipelines.platform.lib.evaluation import binary_metrics
 from pipelines.platform.lib.lake import PARTITION_COLUMN
@@ -23,6 +22,7 @@ from pipelines.platform.lib.plots import evaluation_curves, learning_curves
 from pipelines.platform.lib.review import gate_decision, review_challengers
 from pipelines.platform.lib.task import GateThresholds, TaskSpec, TimeSplit
 from pipelines.platform.lib.tracking import CHAMPION, ModelVersionRef, code_version
+from pipelines.platform.metadata import metric_table, picture
 from pipelines.platform.resources import MlflowResource
 
 

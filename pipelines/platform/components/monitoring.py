@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 from pipelines.platform.components.definition import Task
-from pipelines.platform.components.metadata import metric_table, picture
 from pipelines.platform.lib.drift import (
     MIN_ROWS,
     PREDICTION,
@@ -31,6 +30,7 @@ from pipelines.platform.lib.monitoring import (
     score_live_performance,
 )
 from pipelines.platform.lib.plots import daily_metric_chart, drift_chart
+from pipelines.platform.metadata import metric_table, picture
 from pipelines.platform.partitions import partition_keys, single_run_backfill
 from pipelines.platform.resources import LakeResource, MlflowResource
 
@@ -445,10 +445,21 @@ def monitoring_defs(task: Task) -> dg.Definitions:
             meta["roc_auc_rolling_7d"] = float(view.loc[days[-1], "roc_auc_rolling_7d"])
         if len(view) >= 2:
             recent = view.iloc[-60:]
+            chart = daily_metric_chart(recent, ["roc_auc", "pr_auc"], "champion on labelled days")
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "live_performance.png"
+                path.write_bytes(chart)
+                experiment_id, run_id = registry.log_report(
+                    f"{task.name}-monitoring",
+                    f"{task.name}-live-{days[0]}..{days[-1]}",
+                    {k: v for k, v in meta.items() if isinstance(v, float)},
+                    {"champion_version": version, "dagster.run_id": context.run.run_id},
+                    [path],
+                )
             meta["rolling_view"] = picture(
-                daily_metric_chart(recent, ["roc_auc", "pr_auc"], "champion on labelled days"),
-                "live performance by day",
+                chart, "live performance by day", mlflow.artifact_url(run_id, path.name)
             )
+            meta["mlflow_report"] = dg.MetadataValue.url(mlflow.run_url(experiment_id, run_id))
         context.add_output_metadata(meta)
         return table
 

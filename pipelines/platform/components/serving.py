@@ -5,7 +5,6 @@ import dagster as dg
 import pandas as pd
 
 from pipelines.platform.components.definition import Task
-from pipelines.platform.components.metadata import metric_table
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.packaging import (
     bento_size_bytes,
@@ -17,6 +16,7 @@ from pipelines.platform.lib.packaging import (
 from pipelines.platform.lib.prediction_log import read_day
 from pipelines.platform.lib.settings import DataPaths
 from pipelines.platform.lib.skew import feature_skew
+from pipelines.platform.metadata import metric_table
 from pipelines.platform.partitions import partition_keys, single_run_backfill
 from pipelines.platform.resources import BentoResource, FeastResource, LakeResource, MlflowResource
 
