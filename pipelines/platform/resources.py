@@ -172,9 +172,13 @@ class MlflowResource(dg.ConfigurableResource):
         return f"{self.ui_url.rstrip('/')}/#/models/{name}/versions/{version}"
 
     def artifact_url(self, run_id: str, path: str) -> str:
-        """A run's artifact file as the MLflow UI serves it (a PNG shows inline, an HTML page
-        opens as itself)."""
+        """A run's artifact file as the MLflow UI serves it (an <img> shows a PNG inline; a
+        browser downloads other files)."""
         return f"{self.ui_url.rstrip('/')}/get-artifact?path={quote(path)}&run_uuid={run_id}"
+
+    def artifact_page_url(self, experiment_id: str, run_id: str, path: str) -> str:
+        """The run's artifact viewer on one file: the MLflow UI renders an HTML report there."""
+        return f"{self.run_url(experiment_id, run_id)}/artifactPath/{quote(path)}"
 
 
 class BentoResource(dg.ConfigurableResource):

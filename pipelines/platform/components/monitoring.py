@@ -242,7 +242,7 @@ def _publish_day(
             chart, "drift by column", mlflow.artifact_url(run_id, "drift_chart.png")
         )
     if html:
-        links["evidently"] = mlflow.artifact_url(run_id, html.name)
+        links["evidently"] = mlflow.artifact_page_url(experiment_id, run_id, html.name)
     return html, links
 
 
