@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -56,9 +57,15 @@ QUERY = """
 
 
 def _serve(command: list[str], url: str, env: dict, log: Path) -> subprocess.Popen:
-    # Output to a file, never a pipe nobody reads (a full pipe blocks the server).
+    # Output to a file, never a pipe nobody reads (a full pipe blocks the server); a session of
+    # its own, so that stopping it stops its workers (code server, uvicorn) too.
     return subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
@@ -147,9 +154,12 @@ def webserver(built, tmp_path_factory):
         yield url
     finally:
         for proc in (dagster_ui, mlflow_ui):
-            proc.terminate()
+            os.killpg(proc.pid, signal.SIGTERM)
         for proc in (dagster_ui, mlflow_ui):
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _graphql(url: str) -> dict:
