@@ -60,10 +60,12 @@ ui-prod: setup
 	$(UV) run --frozen dagster-webserver -w workspace.yaml -h 127.0.0.1 -p 3000
 
 # The MLflow UI on the same store the pipeline writes (SQLite + artifact folder under the data root).
+# Asset metadata links here: run the pipeline with the same MLFLOW_PORT (or FLIGHTLINE_MLFLOW_UI_URL).
+MLFLOW_PORT ?= 5000
 mlflow: setup
 	$(UV) run --frozen mlflow ui --backend-store-uri $$($(UV) run --frozen python -c \
 		"from pipelines.platform.lib.settings import DataPaths; print(DataPaths.from_env().mlflow_tracking_uri)") \
-		--default-artifact-root $(DATA_ROOT)/mlflow/artifacts --host 127.0.0.1 --port 5000
+		--default-artifact-root $(DATA_ROOT)/mlflow/artifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 # The Bento the task's `bento` asset built last (it pins the champion's exact model tag), on its
 # own port so that it never clashes with the Dagster UI (3000) or MLflow (5000).

@@ -1,5 +1,6 @@
 """The pipeline materialized once for the e2e and serving tests: nine real days, in-process."""
 
+import socket
 from datetime import date
 
 import dagster as dg
@@ -23,6 +24,12 @@ MODEL_RUN_CONFIG = {
 }
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
@@ -32,6 +39,8 @@ def built(tmp_path_factory):
         dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance,
     ):
         mp.setenv("FLIGHTLINE_DATA_ROOT", str(root / "data"))
+        # Links and pictures in asset metadata point at an MLflow UI the UI tests can start.
+        mp.setenv("FLIGHTLINE_MLFLOW_UI_URL", f"http://127.0.0.1:{free_port()}")
         paths = DataPaths.from_env()
         replay_days(
             paths.landing / "flight_delay", date.fromisoformat(START), date.fromisoformat(END)

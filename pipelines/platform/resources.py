@@ -2,6 +2,7 @@
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import dagster as dg
 import pandas as pd
@@ -13,6 +14,7 @@ from pipelines.platform.lib.landing import LandedDay, archive_landed_file, read_
 from pipelines.platform.lib.retrain_policy import Thresholds
 from pipelines.platform.lib.services import check_uri
 from pipelines.platform.lib.tracking import ModelRegistry
+from pipelines.platform.metadata import column_schema, table_metadata
 
 # Feast is imported when a step opens the store (FeastResource.store), not when the code location
 # loads: it costs seconds in every process, step pods included.
@@ -61,10 +63,16 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 if len(keys) == 1
                 else {"rows_in_run": len(obj), "rows_by_day": dg.MetadataValue.json(rows)}
             )
-            context.add_output_metadata({**counts, "path": self.lake.glob(table)})
+            context.add_output_metadata(
+                {
+                    **counts,
+                    "dagster/column_schema": column_schema(obj),
+                    "path": self.lake.glob(table),
+                }
+            )
         else:
             path = self.lake.write(table, obj)
-            context.add_output_metadata({"dagster/row_count": len(obj), "path": path})
+            context.add_output_metadata({**table_metadata(obj), "path": path})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         table = self._table(context)
@@ -146,7 +154,9 @@ class MlflowResource(dg.ConfigurableResource):
     tracking_uri: str
     artifact_root: str
     registry_uri: str | None = None
-    ui_url: str = "http://127.0.0.1:5000"  # where `make mlflow` serves the UI, for links
+    # Where people open the MLflow UI (`make mlflow` serves it on MLFLOW_PORT); links and inline
+    # pictures in asset metadata point there. Set FLIGHTLINE_MLFLOW_UI_URL for a remote UI.
+    ui_url: str = "http://127.0.0.1:5000"
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         check_uri(self.tracking_uri)
@@ -160,6 +170,15 @@ class MlflowResource(dg.ConfigurableResource):
 
     def model_version_url(self, name: str, version: str) -> str:
         return f"{self.ui_url.rstrip('/')}/#/models/{name}/versions/{version}"
+
+    def artifact_url(self, run_id: str, path: str) -> str:
+        """A run's artifact file as the MLflow UI serves it (an <img> shows a PNG inline; a
+        browser downloads other files)."""
+        return f"{self.ui_url.rstrip('/')}/get-artifact?path={quote(path)}&run_uuid={run_id}"
+
+    def artifact_page_url(self, experiment_id: str, run_id: str, path: str) -> str:
+        """The run's artifact viewer on one file: the MLflow UI renders an HTML report there."""
+        return f"{self.run_url(experiment_id, run_id)}/artifactPath/{quote(path)}"
 
 
 class BentoResource(dg.ConfigurableResource):

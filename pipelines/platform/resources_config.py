@@ -1,5 +1,7 @@
 """Binds resources to their locations: the embedded default, or what the environment says."""
 
+import os
+
 from pipelines.platform.lib.settings import PROJECT_ROOT, DataPaths
 from pipelines.platform.resources import (
     BentoResource,
@@ -10,6 +12,12 @@ from pipelines.platform.resources import (
     MlflowResource,
     RetrainPolicy,
 )
+
+
+def mlflow_ui_url() -> str:
+    """FLIGHTLINE_MLFLOW_UI_URL, else the local UI on MLFLOW_PORT (`make mlflow`'s, default 5000)."""
+    port = os.environ.get("MLFLOW_PORT") or "5000"
+    return os.environ.get("FLIGHTLINE_MLFLOW_UI_URL") or f"http://127.0.0.1:{port}"
 
 
 def embedded_resources(paths: DataPaths | None = None) -> dict:
@@ -34,6 +42,8 @@ def embedded_resources(paths: DataPaths | None = None) -> dict:
         ),
         "retrain_policy": RetrainPolicy(),
         "mlflow": MlflowResource(
-            tracking_uri=paths.mlflow_tracking_uri, artifact_root=paths.mlflow_artifact_root
+            tracking_uri=paths.mlflow_tracking_uri,
+            artifact_root=paths.mlflow_artifact_root,
+            ui_url=mlflow_ui_url(),
         ),
     }

@@ -1,6 +1,8 @@
 """A second, toy task through the same factory, and the model half's faults through Dagster:
 unreachable MLflow, single-class data, a missing feature, a holdout with too few labels."""
 
+import json
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -105,6 +107,37 @@ def test_a_second_task_runs_through_the_same_factory(tmp_path):
         report["metrics"][champion.tags["model_family"]]["roc_auc"]
         > report["metrics"]["baseline"]["roc_auc"]
     )
+
+
+def test_training_runs_wrap_the_work_and_carry_data_plots_and_no_unset_params(tmp_path):
+    """Read back through MLflow's client: what a person finds in the MLflow UI."""
+    result, registry = _toy_run(tmp_path, toy_examples())
+    assert result.success
+    client = registry.client
+    [experiment] = [e for e in client.search_experiments() if e.name == "toy_churn"]
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    window = "2024-03-01..2024-03-20"
+    assert set(runs) == {f"toy_churn-lightgbm-{window}", f"toy_churn-torch-{window}"}
+    for run in runs.values():
+        # The run wraps the training: its duration covers the fit the model reported.
+        duration_s = (run.info.end_time - run.info.start_time) / 1000
+        assert duration_s >= run.data.metrics["train_seconds"]
+        assert run.info.status == "FINISHED"
+        assert "None" not in run.data.params.values()
+        assert "label_permutation_seed" not in run.data.params  # unset: left out
+        assert run.data.tags["dagster.job"] == result.dagster_run.job_name
+        contexts = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs if i.tags}
+        assert set(contexts) == {"training", "validation"}
+        assert contexts["training"].name == "toy/examples:training"
+        profile = json.loads(contexts["training"].profile)
+        assert profile["num_rows"] == int(run.data.params["split.train.rows"])
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+        artifacts |= {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+        assert artifacts >= {
+            "plots/learning_curves.png",
+            "evaluation/curves.png",
+            "evaluation/report.json",
+        }
 
 
 def test_unreachable_tracking_store_fails_clearly(tmp_path):

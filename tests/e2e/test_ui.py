@@ -1,7 +1,9 @@
 """The Dagster UI on the instance the pipeline wrote: asked through its GraphQL API."""
 
+import json
 import os
-import socket
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -11,7 +13,12 @@ import dagster as dg
 import pytest
 import requests
 
+from pipelines.platform.lib.drift import evidently_verdict
+from tests.browser import ARGS, ARTIFACTS, ensure_chromium
+from tests.pipeline_fixture import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
+DAY = "2013-01-09"
 
 QUERY = """
 {
@@ -49,32 +56,61 @@ QUERY = """
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _serve(command: list[str], url: str, env: dict, log: Path) -> subprocess.Popen:
+    # Output to a file, never a pipe nobody reads (a full pipe blocks the server); a session of
+    # its own, so that stopping it stops its workers (code server, uvicorn) too.
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _wait_up(proc: subprocess.Popen, url: str, log: Path, what: str) -> None:
+    # Dagster's first page: 10.8 s at load average 4 (benchmarks/cold_start.py); wide margin.
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited ({proc.returncode}): {log.read_text()[-2000:]}")
+        try:
+            if requests.get(url, timeout=2).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{what} did not come up within 300 s: {log.read_text()[-2000:]}")
 
 
 @pytest.fixture(scope="module")
-def webserver(built):
+def webserver(built, tmp_path_factory):
     paths, instance, _ = built
-    # The last day's drift report against the built champion (the build ran the days before it).
     from pipelines.definitions import defs
 
-    report = (
-        defs()
-        .resolve_job_def("flight_delay_partitions")
-        .get_subset(asset_selection={dg.AssetKey(["flight_delay", "drift_report"])})
-        .execute_in_process(instance=instance, partition_key="2013-01-09")
-    )
+    job = defs().resolve_job_def("flight_delay_partitions")
+    # The last day's drift report against the built champion (the build ran the days before it).
+    report = job.get_subset(
+        asset_selection={dg.AssetKey(["flight_delay", "drift_report"])}
+    ).execute_in_process(instance=instance, partition_key="2013-01-09")
     assert report.success
-    port = _free_port()
+    # One day of raw flights with its checks, as the landing sensor runs a landed day.
+    raw = {dg.AssetKey(["flight_delay", "raw_flights"])}
+    checks = {k for k in job.asset_layer.asset_graph.asset_check_keys if k.asset_key in raw}
+    day = job.get_subset(asset_selection=raw, asset_check_selection=checks).execute_in_process(
+        instance=instance, partition_key="2013-01-09"
+    )
+    assert day.success
+    logs = tmp_path_factory.mktemp("servers")
     env = {
         **os.environ,
         "DAGSTER_HOME": instance.root_directory,
         "FLIGHTLINE_DATA_ROOT": str(paths.root),
     }
-    proc = subprocess.Popen(
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    dagster_ui = _serve(
         [
             sys.executable,
             "-m",
@@ -86,27 +122,45 @@ def webserver(built):
             "-p",
             str(port),
         ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        url,
+        env,
+        logs / "dagster.log",
     )
-    url = f"http://127.0.0.1:{port}"
+    # The MLflow UI the metadata links to (the fixture chose its address), serving the pictures.
+    mlflow_url = os.environ["FLIGHTLINE_MLFLOW_UI_URL"]
+    mlflow_ui = _serve(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            paths.mlflow_tracking_uri,
+            "--default-artifact-root",
+            paths.mlflow_artifact_root,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            mlflow_url.rsplit(":", 1)[1],
+        ],
+        mlflow_url,
+        env,
+        logs / "mlflow.log",
+    )
     try:
-        # First page: 10.8 s at load average 4 (benchmarks/cold_start.py); wide margin for busy.
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/server_info", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("dagster-webserver did not come up within 300 s")
+        _wait_up(dagster_ui, f"{url}/server_info", logs / "dagster.log", "dagster-webserver")
+        _wait_up(mlflow_ui, f"{mlflow_url}/health", logs / "mlflow.log", "mlflow server")
         yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        for proc in (dagster_ui, mlflow_ui):
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in (dagster_ui, mlflow_ui):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _graphql(url: str) -> dict:
@@ -143,7 +197,7 @@ def test_ui_shows_the_evaluation_its_plots_and_the_blocking_gate(webserver):
     labels = {e["label"] for e in entries}
     assert {"metrics", "comparison", "slices", "curves", "mlflow_run"} <= labels
     [link] = [e["url"] for e in entries if e["label"] == "mlflow_run"]
-    assert link.startswith("http://127.0.0.1:5000/#/experiments/")
+    assert link.startswith(f"{os.environ['FLIGHTLINE_MLFLOW_UI_URL']}/#/experiments/")
 
 
 def test_ui_shows_a_drift_report_and_the_automation(webserver):
@@ -153,7 +207,9 @@ def test_ui_shows_a_drift_report_and_the_automation(webserver):
     assert {"status", "drift_share", "top_drifted", "drift_chart", "reference"} <= set(entries)
     assert entries["evidently_html"]["path"].endswith("2013-01-09.html")
     assert Path(entries["evidently_html"]["path"]).stat().st_size > 100_000
-    assert entries["mlflow_report"]["url"].startswith("http://127.0.0.1:5000/#/experiments/")
+    assert entries["mlflow_report"]["url"].startswith(
+        f"{os.environ['FLIGHTLINE_MLFLOW_UI_URL']}/#/experiments/"
+    )
     [repository] = data["repositoriesOrError"]["nodes"]
     assert {s["name"] for s in repository["sensors"]} == {
         "flight_delay_landing_sensor",
@@ -162,3 +218,153 @@ def test_ui_shows_a_drift_report_and_the_automation(webserver):
     assert repository["schedules"] == [
         {"name": "flight_delay_nightly_retrain", "cronSchedule": "0 2 * * *"}
     ]
+
+
+def test_drift_metadata_is_evidentlys_own_verdict(webserver, built):
+    """The day's Dagster metadata against the numbers Evidently saved beside its page."""
+    _, instance, _ = built
+    [record] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(["flight_delay", "drift_report"]), asset_partitions=[DAY]
+        ),
+        limit=1,
+    ).records
+    meta = record.asset_materialization.metadata
+    saved = Path(meta["evidently_html"].path).with_suffix(".json")
+    evidently = evidently_verdict(json.loads(saved.read_text()))
+    assert set(meta["drifted_columns"].data) == evidently["drifted"] - {"prediction"}
+    assert meta["drift_share"].value == pytest.approx(evidently["share"], abs=1e-12)
+    assert meta["drifted"].text == f"{evidently['count']} of {len(evidently['columns'])} columns"
+    assert meta["status"].text == ("drift" if evidently["share"] >= 0.5 else "no_drift")
+    for row in meta["top_drifted"].records:  # the same distances, against the same thresholds
+        column = row.data["column"]
+        assert evidently["distances"][column] == pytest.approx(row.data["distance"], abs=1e-4)
+        assert (column in evidently["drifted"]) == row.data["drifted"]
+
+
+# --- The same UI in a real browser: what a person sees on the rendered pages. -----------------
+
+
+@pytest.fixture(scope="module")
+def page(webserver):
+    try:
+        chromium = ensure_chromium()
+    except RuntimeError as exc:
+        pytest.skip(f"no browser: {exc}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=ARGS)
+        tab = browser.new_page(viewport={"width": 1600, "height": 1100})
+        tab.set_default_timeout(60_000)
+        # The UI's first-visit newsletter dialog stays closed (it remembers a dismissal so).
+        tab.add_init_script("window.localStorage.setItem('communityNux', '1')")
+        yield tab
+        browser.close()
+
+
+def _open(page, url: str, ready: str) -> None:
+    page.goto(url)
+    page.get_by_text(ready, exact=True).first.wait_for()
+
+
+def _shot(page, name: str) -> None:
+    (ARTIFACTS / "ui").mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui" / f"{name}.png"), full_page=True)
+
+
+def _metadata_row(page, label: str):
+    """The row of a metadata entry in the asset page's metadata table (its first cell is the
+    label; a table value nests rows of its own)."""
+    first_cell = page.locator(":scope > td:first-child", has_text=re.compile(rf"^\s*{label}\s*$"))
+    return page.locator("tr").filter(has=first_cell).first
+
+
+def _picture_loaded(cell) -> bool:
+    image = cell.locator("img").first
+    image.wait_for()
+    # Served by the MLflow UI: a broken link would leave naturalWidth at 0.
+    return (
+        image.evaluate(
+            "img => img.complete ? img.naturalWidth : new Promise(r => "
+            "{img.onload = () => r(img.naturalWidth); img.onerror = () => r(0);})"
+        )
+        > 100
+    )
+
+
+def test_browser_lineage_shows_every_group(page, webserver):
+    stages = ["evaluation", "features", "ingestion", "monitoring", "serving", "training"]
+    _open(page, f"{webserver}/asset-groups", "Global asset lineage")
+    # The graph draws each group as a node whose label ends with the stage (its start is
+    # elided to fit); the sidebar lists the groups by full name.
+    nodes = page.locator("svg foreignObject")
+    nodes.nth(len(stages) - 1).wait_for()
+    labels = [nodes.nth(i).text_content() for i in range(nodes.count())]
+    assert sorted(label.rsplit("_", 1)[-1] for label in labels) == stages, labels
+    for stage in stages:
+        page.get_by_title(f"flight_delay_{stage}", exact=True).first.wait_for()
+    _shot(page, "lineage")
+
+
+def test_browser_checks_tab_shows_a_days_passed_checks(page, webserver):
+    _open(page, f"{webserver}/assets/flight_delay/raw_flights?view=checks", "Checks (6)")
+    names = [
+        "raw_flights_keys_not_null",
+        "raw_flights_on_partition_day",
+        "raw_flights_row_count",
+        "raw_flights_schema",
+        "raw_flights_unique_rows",
+        "raw_flights_values_in_range",
+    ]
+    for name in names:
+        page.get_by_text(name, exact=True).first.click()
+        page.get_by_text(name, exact=True).nth(2).wait_for()  # list, its tag, the detail's title
+        # "Latest execution": a row of fields (result, time, materialization, partition).
+        latest = page.get_by_text("Evaluation result", exact=True).locator("xpath=../..")
+        latest.get_by_text("Passed", exact=True).wait_for()
+        latest.get_by_text(DAY, exact=True).wait_for()
+        if name == names[0]:
+            _shot(page, "raw_flights_checks")
+    body = page.inner_text("body")
+    assert "Failed" not in body
+
+
+def test_browser_model_evaluation_shows_its_metadata(page, webserver):
+    _open(page, f"{webserver}/assets/flight_delay/model_evaluation", "Metadata")
+    for label in ("metrics", "comparison", "slices", "curves", "mlflow_run"):
+        _metadata_row(page, label).wait_for()
+    metrics = _metadata_row(page, "metrics").inner_text()
+    assert all(name in metrics for name in ("lightgbm", "torch", "baseline", "roc_auc"))
+    assert _picture_loaded(_metadata_row(page, "curves"))
+    _shot(page, "model_evaluation")
+
+
+def test_browser_drift_report_shows_its_metadata(page, webserver):
+    url = f"{webserver}/assets/flight_delay/drift_report?view=partitions&partition={DAY}"
+    _open(page, url, "drift_share")
+    for label in ("status", "drifted", "top_drifted", "drift_chart", "evidently_report"):
+        _metadata_row(page, label).wait_for()
+    drifted = _metadata_row(page, "drifted").inner_text()
+    assert " of " in drifted and "columns" in drifted
+    assert "threshold" in _metadata_row(page, "top_drifted").inner_text()
+    assert _picture_loaded(_metadata_row(page, "drift_chart"))
+    link = _metadata_row(page, "evidently_report").locator("a").first.get_attribute("href")
+    assert link.endswith(f"/artifactPath/{DAY}.html")
+    _shot(page, "drift_report")
+    # Evidently's page, rendered by the MLflow UI: the same count of drifted columns.
+    count, total = drifted.split()[0], drifted.split()[2]
+    page.goto(link)
+    verdict = re.compile(rf"Drift is (not )?detected for .* \({count} out of {total}\)")
+    deadline = time.monotonic() + 120
+    while not any(verdict.search(frame_text(f)) for f in page.frames[1:]):
+        assert time.monotonic() < deadline, "Evidently's page did not render in the MLflow UI"
+        page.wait_for_timeout(1000)
+    _shot(page, "evidently_in_mlflow")
+
+
+def frame_text(frame) -> str:
+    try:
+        return frame.locator("body").inner_text(timeout=2000)
+    except Exception:  # a frame still loading, or gone
+        return ""

@@ -1,5 +1,7 @@
 """Drift math against a cached reference: agrees with scipy/Evidently, calibrated per column."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,11 +9,12 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import wasserstein_distance
 
 from pipelines.platform.lib.drift import (
-    OTHER,
+    SKETCH_POINTS,
     DriftInputError,
     DriftReference,
     detect_drift,
     evidently_report,
+    evidently_verdict,
     summarize_reference,
 )
 
@@ -44,7 +47,8 @@ def test_distances_match_scipy(reference_frame):
     assert by_name["x"].distance == pytest.approx(expected_w, rel=0.05)
     p = reference_frame.c.value_counts(normalize=True).sort_index()
     q = current.c.value_counts(normalize=True).sort_index()
-    assert by_name["c"].distance == pytest.approx(jensenshannon(p, q), rel=1e-6)
+    # The sketch holds category shares to 1/SKETCH_POINTS.
+    assert by_name["c"].distance == pytest.approx(jensenshannon(p, q), abs=2e-3)
     assert by_name["x"].drifted and by_name["c"].drifted
     assert not by_name["y"].drifted
     assert result.drift_share == pytest.approx(2 / 3)
@@ -72,15 +76,17 @@ def test_missing_column_is_named(reference_frame):
         detect_drift(reference, _frame(np.random.default_rng(4), 500).drop(columns="y"))
 
 
-def test_unseen_categories_and_missing_values_drift(reference_frame):
+def test_unseen_categories_drift_and_an_empty_column_is_reported_missing(reference_frame):
     reference = summarize_reference(reference_frame, NUMERIC, CATEGORICAL)
     current = _frame(np.random.default_rng(5), 1_000)
-    current["c"] = "zz"  # never seen in the reference: pooled as OTHER
-    current["x"] = np.nan  # a feature gone missing entirely
-    by_name = {c.column: c for c in detect_drift(reference, current).columns}
-    assert by_name["c"].drifted and by_name["x"].drifted
-    assert by_name["x"].null_share == 1.0
-    assert OTHER not in reference.columns["c"].shares
+    current["c"] = "zz"  # never seen in the reference
+    current["x"] = np.nan  # a feature gone missing entirely: no distribution to compare
+    result = detect_drift(reference, current)
+    by_name = {c.column: c for c in result.columns}
+    assert by_name["c"].drifted and by_name["c"].distance == pytest.approx(np.sqrt(np.log(2)))
+    assert result.missing == {"x": "current"} and "x" not in by_name
+    assert result.drift_share == pytest.approx(1 / 2)  # of the two measured columns
+    assert sum(reference.columns["c"].counts.values()) == SKETCH_POINTS
 
 
 def test_thresholds_are_calibrated_on_the_reference_days():
@@ -107,22 +113,55 @@ def test_reference_round_trips_through_json(reference_frame):
     assert detect_drift(again, current).summary() == detect_drift(reference, current).summary()
 
 
-def test_evidently_report_agrees_with_the_cached_check(reference_frame, tmp_path):
+def _assert_one_verdict(result, snapshot):
+    verdict = evidently_verdict(snapshot.dict()["metrics"])
+    assert verdict["columns"] == [c.column for c in result.columns]
+    for column in result.columns:
+        assert verdict["distances"][column.column] == pytest.approx(column.distance, abs=1e-9)
+    assert verdict["drifted"] - {"prediction"} == {c.column for c in result.drifted_columns}
+    assert verdict["count"] == len(result.drifted_columns)
+    assert verdict["share"] == pytest.approx(result.drift_share, abs=1e-12)
+
+
+def test_evidently_report_is_the_cached_check(reference_frame, tmp_path):
+    """Evidently on the reference sketch: the same distances, drifted columns and share."""
     current = _frame(np.random.default_rng(8), 1_000, shift=0.4, probs=(0.2, 0.3, 0.5))
     reference = summarize_reference(reference_frame, NUMERIC, CATEGORICAL)
-    ours = {c.column: c.distance for c in detect_drift(reference, current).columns}
-    snapshot = evidently_report(
-        reference_frame.sample(5_000, random_state=0), current, NUMERIC, CATEGORICAL
+    thresholds = {"x": 0.3, "y": 0.05, "c": 0.5}  # per column: one drifts, two do not
+    reference = DriftReference(
+        reference.rows,
+        {n: replace(c, threshold=thresholds[n]) for n, c in reference.columns.items()},
     )
-    values = {
-        m["metric_name"].split("column=")[1].split(",")[0]: float(m["value"])
-        for m in snapshot.dict()["metrics"]
-        if m["metric_name"].startswith("ValueDrift")
-    }
-    for column in (*NUMERIC, *CATEGORICAL):
-        assert values[column] == pytest.approx(ours[column], abs=0.03)
+    result = detect_drift(reference, current)
+    snapshot = evidently_report(reference.frame(), current, NUMERIC, CATEGORICAL, thresholds)
+    _assert_one_verdict(result, snapshot)
+    assert [c.column for c in result.drifted_columns] == ["x"]
     snapshot.save_html(str(tmp_path / "report.html"))
     assert (tmp_path / "report.html").stat().st_size > 10_000
+
+
+def test_evidently_and_the_cached_check_agree_on_a_real_day():
+    """Real flights: the first three weeks of 2013 as the reference (calibrated on its days),
+    January 28 as the current day; the prediction stood in by the scheduled hour."""
+    from pipelines.tasks.flight_delay.source import day_key, read_table
+
+    flights = read_table("flights")
+    flights = flights[flights.month == 1].assign(day_key=day_key, prediction=lambda f: f.hour / 24)
+    numeric, categorical = ["distance", "sched_dep_time", "hour", "minute"], ["carrier", "origin"]
+    past = flights[flights.day <= 21]
+    today = flights[flights.day == 28]
+    reference = summarize_reference(
+        past, [*numeric, "prediction"], categorical, days=past.day_key.reset_index(drop=True)
+    )
+    result = detect_drift(reference, today, today.prediction.to_numpy())
+    thresholds = {n: c.threshold for n, c in reference.columns.items()}
+    snapshot = evidently_report(
+        reference.frame(), today, numeric, categorical, thresholds, extra=["prediction"]
+    )
+    _assert_one_verdict(result, snapshot)
+    verdict = evidently_verdict(snapshot.dict()["metrics"])
+    assert verdict["distances"]["prediction"] == pytest.approx(result.prediction.distance)
+    assert len(verdict["distances"]) == len(numeric) + len(categorical) + 1
 
 
 def test_evidently_page_leaves_out_a_column_empty_on_one_side(reference_frame):

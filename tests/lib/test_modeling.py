@@ -82,17 +82,18 @@ def test_logged_model_predicts_what_the_trained_one_does(tmp_path):
     frames, args = _matrices(toy_examples())
     registry = ModelRegistry(f"sqlite:///{tmp_path}/m.db", str(tmp_path / "artifacts"))
     for result in (train_lgbm(*args, LgbmParams()), train_mlp(*args, MlpParams(max_epochs=2))):
-        ref = registry.log_model_version(
-            TOY,
-            result.model,
-            params={},
-            history=result.history,
-            metrics={},
-            tags={},
-            example=frames.holdout.head(3),
-            train_end="2024-03-17",
-            summary={},
-        )
+        with registry.training_run(TOY, result.model.family, "round-trip", {}):
+            ref = registry.log_model_version(
+                TOY,
+                result.model,
+                params={},
+                history=result.history,
+                metrics={},
+                tags={},
+                example=frames.holdout.head(3),
+                train_end="2024-03-17",
+                summary={},
+            )
         loaded = registry.load(ref.model_uri)
         x = data.feature_frame(frames.holdout, TOY)
         np.testing.assert_allclose(loaded.predict(x), result.model.predict_proba(x), rtol=1e-6)

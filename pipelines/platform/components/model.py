@@ -5,6 +5,7 @@ The task component calls `model_defs(spec)` for every task; nothing here knows a
 """
 
 import dataclasses
+import json
 import typing
 from dataclasses import replace
 
@@ -17,10 +18,11 @@ from pipelines.platform.lib.evaluation import binary_metrics
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.modeling import dataset as data
 from pipelines.platform.lib.modeling.families import ModelFamily, family
-from pipelines.platform.lib.plots import evaluation_curves, learning_curves, markdown_image
+from pipelines.platform.lib.plots import evaluation_curves, learning_curves
 from pipelines.platform.lib.review import gate_decision, review_challengers
 from pipelines.platform.lib.task import GateThresholds, TaskSpec, TimeSplit
 from pipelines.platform.lib.tracking import CHAMPION, ModelVersionRef, code_version
+from pipelines.platform.metadata import metric_table, picture
 from pipelines.platform.resources import MlflowResource
 
 
@@ -175,38 +177,69 @@ def _model_asset(spec: TaskSpec, family_name: str, defaults: dict) -> dg.AssetsD
     ) -> dict:  # type: ignore[valid-type]
         registry = mlflow.registry()
         registry.check_reachable()
-        frames, result, valid_metrics, train_end = _train_family(
-            spec, family_name, config, table, context.log
-        )
-        ref = registry.log_model_version(
-            spec,
-            result.model,
-            params={**config.model_dump(), "split": frames.describe(spec)},
-            history=result.history,
-            metrics={f"valid_{k}": v for k, v in valid_metrics.items()} | _numbers(result.summary),
-            tags=_lineage_tags(context, spec, config.window(table)),
-            example=frames.holdout.head(5) if len(frames.holdout) else frames.valid.head(5),
-            train_end=train_end,
-            summary=result.summary,
-        )
+        window = config.window(table)
+        tags = _lineage_tags(context, spec, window)
+        run_name = f"{spec.name}-{family_name}-{_window_name(window, spec)}"
+        with registry.training_run(spec, family_name, run_name, tags) as run_id:
+            frames, result, valid_metrics, train_end = _train_family(
+                spec, family_name, config, table, context.log
+            )
+            registry.log_training_data(
+                spec,
+                {"training": frames.train, "validation": frames.valid},
+                "/".join(spec.training_asset),
+            )
+            curves = learning_curves(result.history, step_name)
+            ref = registry.log_model_version(
+                spec,
+                result.model,
+                params={**config.model_dump(), "split": frames.describe(spec)},
+                history=result.history,
+                metrics={f"valid_{k}": v for k, v in valid_metrics.items()}
+                | _numbers(result.summary),
+                tags=tags,
+                example=frames.holdout.head(5) if len(frames.holdout) else frames.valid.head(5),
+                train_end=train_end,
+                summary=result.summary,
+                figures={"learning_curves.png": curves},
+            )
         context.add_output_metadata(
             {
                 "model_version": f"{ref.name} v{ref.version}",
-                "mlflow_run": dg.MetadataValue.url(mlflow.run_url(ref.experiment_id, ref.run_id)),
+                "mlflow_run": dg.MetadataValue.url(mlflow.run_url(ref.experiment_id, run_id)),
+                "mlflow_model": dg.MetadataValue.url(
+                    mlflow.model_version_url(ref.name, ref.version)
+                ),
                 "train_rows": len(frames.train),
                 "valid_roc_auc": valid_metrics["roc_auc"],
                 "valid_log_loss": valid_metrics["log_loss"],
-                "training": dg.MetadataValue.json(
-                    _numbers(result.summary) | {"device": result.summary.get("device", "cpu")}
+                "training": metric_table(
+                    pd.DataFrame(
+                        [{"summary": k, "value": v} for k, v in _numbers(result.summary).items()]
+                        + [{"summary": "device", "value": result.summary.get("device", "cpu")}]
+                    ).astype({"value": str})
                 ),
-                "learning_curves": dg.MetadataValue.md(
-                    markdown_image(learning_curves(result.history, step_name), "learning curves")
+                "learning_curves": picture(
+                    curves,
+                    "learning curves",
+                    mlflow.artifact_url(run_id, "plots/learning_curves.png"),
                 ),
             }
         )
         return ref.as_dict()
 
     return model
+
+
+def _window_name(table: pd.DataFrame, spec: TaskSpec) -> str:
+    """The days a model learned from, for its run name (first..last partition or day)."""
+    if table.empty:
+        return "empty"
+    if PARTITION_COLUMN in table.columns:
+        days = table[PARTITION_COLUMN].astype(str)
+    else:
+        days = pd.to_datetime(table[spec.timestamp_column], utc=True).dt.strftime("%Y-%m-%d")
+    return f"{days.min()}..{days.max()}"
 
 
 def _numbers(summary: dict) -> dict:
@@ -271,7 +304,16 @@ def model_defs(spec: TaskSpec, family_params: dict[str, dict] | None = None) -> 
                     "holdout_start": report["holdout"]["start"],
                 },
             )
-        context.add_output_metadata(_evaluation_metadata(report, review, mlflow))
+        curves = evaluation_curves(review.y, review.predictions)
+        for ref in refs:  # each challenger's run holds the review it was part of
+            registry.log_files(
+                ref.run_id,
+                {
+                    "evaluation/curves.png": curves,
+                    "evaluation/report.json": json.dumps(report, indent=1, default=str),
+                },
+            )
+        context.add_output_metadata(_evaluation_metadata(report, curves, mlflow))
         return report
 
     @dg.asset_check(
@@ -330,11 +372,26 @@ def model_defs(spec: TaskSpec, family_params: dict[str, dict] | None = None) -> 
         context.add_output_metadata(
             {
                 "champion": f"{spec.registered_model} v{candidate['version']} ({candidate['family']})",
+                "model_uri": f"models:/{spec.registered_model}@{CHAMPION}",
+                "model_version": dg.MetadataValue.int(int(candidate["version"])),
+                "family": candidate["family"],
                 "replaced": f"v{replaced}" if replaced else "none (first champion)",
                 "holdout_roc_auc": metrics["roc_auc"],
                 "holdout_pr_auc": metrics["pr_auc"],
+                "holdout_metrics": metric_table(
+                    pd.DataFrame([metrics]).T.rename(columns={0: "value"}), index="metric"
+                ),
+                "holdout": dg.MetadataValue.json(model_evaluation["holdout"]),
+                "curves": picture(
+                    None,
+                    "ROC, PR and calibration on the holdout",
+                    mlflow.artifact_url(candidate["run_id"], "evaluation/curves.png"),
+                ),
                 "mlflow_model": dg.MetadataValue.url(
                     mlflow.model_version_url(spec.registered_model, candidate["version"])
+                ),
+                "mlflow_run": dg.MetadataValue.url(
+                    mlflow.run_url(candidate["experiment_id"], candidate["run_id"])
                 ),
             }
         )
@@ -369,7 +426,7 @@ def model_defs(spec: TaskSpec, family_params: dict[str, dict] | None = None) -> 
     )
 
 
-def _evaluation_metadata(report: dict, review, mlflow: MlflowResource) -> dict:
+def _evaluation_metadata(report: dict, curves: bytes, mlflow: MlflowResource) -> dict:
     metrics = pd.DataFrame(report["metrics"]).T[
         ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "rows"]
     ]
@@ -396,17 +453,15 @@ def _evaluation_metadata(report: dict, review, mlflow: MlflowResource) -> dict:
         )
     return {
         "holdout": dg.MetadataValue.json(report["holdout"]),
-        "metrics": dg.MetadataValue.md(metrics.to_markdown(floatfmt=".4f")),
+        "metrics": metric_table(metrics, index="model"),
         "comparison": dg.MetadataValue.md(comparison),
         "candidate_roc_auc": float(metrics.loc[candidate["family"], "roc_auc"]),
         "reference_roc_auc": float(metrics.loc[reference, "roc_auc"]),
-        "slices": dg.MetadataValue.md(
-            slices.to_markdown(index=False, floatfmt=".4f") if len(slices) else "no slices"
-        ),
-        "curves": dg.MetadataValue.md(
-            markdown_image(
-                evaluation_curves(review.y, review.predictions), "ROC, PR and calibration"
-            )
+        "slices": metric_table(slices) if len(slices) else "no slices",
+        "curves": picture(
+            curves,
+            "ROC, PR and calibration",
+            mlflow.artifact_url(candidate["run_id"], "evaluation/curves.png"),
         ),
         "mlflow_run": dg.MetadataValue.url(
             mlflow.run_url(candidate["experiment_id"], candidate["run_id"])

@@ -2,6 +2,7 @@
 per partition."""
 
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -11,12 +12,13 @@ import pandas as pd
 
 from pipelines.platform.components.definition import Task
 from pipelines.platform.lib.drift import (
-    DRIFT_THRESHOLD,
     MIN_ROWS,
     PREDICTION,
     DriftReference,
+    DriftResult,
     detect_drift,
     evidently_report,
+    evidently_verdict,
     summarize_reference,
 )
 from pipelines.platform.lib.lake import PARTITION_COLUMN
@@ -27,19 +29,15 @@ from pipelines.platform.lib.monitoring import (
     rolling_view,
     score_live_performance,
 )
-from pipelines.platform.lib.plots import daily_metric_chart, drift_chart, markdown_image
+from pipelines.platform.lib.plots import daily_metric_chart, drift_chart
+from pipelines.platform.metadata import metric_table, picture
 from pipelines.platform.partitions import partition_keys, single_run_backfill
 from pipelines.platform.resources import LakeResource, MlflowResource
 
 
-class DriftReferenceConfig(dg.Config):
-    report_sample_rows: int = 2_000  # rows Evidently's HTML report compares against
-
-
 class DriftReportConfig(dg.Config):
     min_rows: int = MIN_ROWS  # fewer rows: "insufficient", never "no drift"
-    html_columns: int = 15  # the most drifted columns shown in the Evidently page
-    evidently_html: bool = True
+    evidently_html: bool = True  # Evidently's page of each day (every feature column: seconds)
 
 
 class LivePerformanceConfig(dg.Config):
@@ -79,38 +77,61 @@ def _current_side(
     return rows, None, "training_set"
 
 
+class VerdictMismatch(RuntimeError):
+    """Evidently's page and the cached check disagree: a bug, never a result to publish."""
+
+
 def _evidently_html(
     task: Task,
     lake: LakeResource,
     reference: DriftReference,
     day,
-    result,
+    result: DriftResult,
     features,
     predictions,
-    n_columns,
 ) -> Path:
-    sample = lake.lake.read(task.table("drift_reference_sample"))
+    """Evidently's page of the day, from the same reference sketch, columns and thresholds as
+    the cached check; its own result is read back and must be the check's."""
     numeric, categorical = task.spec.numeric_features, task.spec.categorical_features
-    shown = [c.column for c in result.top(n_columns)]
     current = features.copy()
     if predictions is not None:
         current[PREDICTION] = predictions
-        shown.append(PREDICTION)
     snapshot = evidently_report(
-        sample,
+        reference.frame(),
         current,
-        [c for c in shown if c in numeric or c == PREDICTION],
-        [c for c in shown if c in categorical],
-        {c: reference.columns[c].threshold for c in shown},
+        list(numeric),
+        list(categorical),
+        {name: column.threshold for name, column in reference.columns.items()},
+        extra=[PREDICTION] if predictions is not None else None,
     )
+    metrics = snapshot.dict()["metrics"]
+    _check_one_verdict(result, evidently_verdict(metrics))
     path = Path(lake.lake.path(task.table("drift_report_html"), day)).with_suffix(".html")
     path.parent.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(path))
+    # Evidently's own numbers beside its page, for whoever checks the verdict later.
+    path.with_suffix(".json").write_text(json.dumps(metrics, default=str))
     return path
 
 
+def _check_one_verdict(result: DriftResult, evidently: dict) -> None:
+    ours = {c.column for c in result.drifted_columns}
+    theirs = evidently["drifted"] - {PREDICTION}
+    measured = sorted(c.column for c in result.columns)
+    if (
+        ours != theirs
+        or sorted(evidently["columns"]) != measured
+        or evidently["count"] != len(ours)
+        or not math.isclose(evidently["share"], result.drift_share, abs_tol=1e-12)
+    ):
+        raise VerdictMismatch(
+            f"Evidently: {evidently['count']}/{len(evidently['columns'])} drifted "
+            f"{sorted(theirs)}; cached check: {len(ours)}/{len(measured)} {sorted(ours)}"
+        )
+
+
 def _log_to_mlflow(
-    task: Task, registry, day: str, result, version: str, html: Path | None
+    task: Task, registry, day: str, result: DriftResult, version: str, files: list[Path]
 ) -> tuple[str, str]:
     """The report as an MLflow run: its UI renders the HTML artifact, one click from Dagster."""
     summary = result.summary()
@@ -123,62 +144,106 @@ def _log_to_mlflow(
         summary_path.write_text(json.dumps(summary, indent=1))
         return registry.log_report(
             f"{task.name}-monitoring",
-            f"drift {day}",
+            f"{task.name}-drift-{day}",
             metrics,
             {"day": day, "status": result.status, "champion_version": version},
-            [summary_path, *([html] if html else [])],
+            [summary_path, *files],
         )
 
 
+def _drift_chart(result: DriftResult, day: str) -> bytes:
+    shown = result.top(20) + ([result.prediction] if result.prediction else [])
+    return drift_chart(
+        {c.column: c.distance for c in shown},
+        {c.column: c.threshold for c in shown},
+        f"drift against the reference, {day}",
+    )
+
+
 def _drift_metadata(
-    task: Task, table: pd.DataFrame, result, html, link, reference: DriftReference
+    task: Task,
+    table: pd.DataFrame,
+    result: DriftResult,
+    html: Path | None,
+    links: dict[str, str],
+    reference: DriftReference,
 ) -> dict:
     meta: dict = {
         "reference": f"{task.spec.registered_model} v{reference.description['champion_version']} "
         f"(trained on {reference.description['first_day']}..{reference.description['last_day']})",
-        "days": dg.MetadataValue.md(
+        "days": metric_table(
             table[
                 [PARTITION_COLUMN, "status", "rows", "source", "drift_share", "prediction_distance"]
-            ].to_markdown(index=False, floatfmt=".3f")
+            ],
+            digits=3,
         ),
     }
     if len(table) == 1:  # a single day: its numbers are the partition's, plotted across days
         meta |= {
             "status": result.status,
-            "rows": result.rows,
+            "current_rows": result.rows,  # rows compared (the asset itself has one per day)
             "source": table["source"].iloc[0],
         }
         if result.status == "insufficient":
             return meta | {"reason": result.reason}
         meta |= {
             "drift_share": float(result.drift_share),
+            "drifted": f"{len(result.drifted_columns)} of {len(result.columns)} columns",
             "drifted_columns": dg.MetadataValue.json([c.column for c in result.drifted_columns]),
-            "top_drifted": dg.MetadataValue.md(
+            "top_drifted": metric_table(
                 pd.DataFrame(
                     [
                         (c.column, c.kind, c.method, c.distance, c.threshold, c.drifted)
                         for c in result.top(10)
                     ],
                     columns=["column", "kind", "method", "distance", "threshold", "drifted"],
-                ).to_markdown(index=False, floatfmt=".4f")
-            ),
-            "drift_chart": dg.MetadataValue.md(
-                markdown_image(
-                    drift_chart(
-                        {c.column: c.distance for c in result.top(20)}
-                        | ({PREDICTION: result.prediction.distance} if result.prediction else {}),
-                        DRIFT_THRESHOLD,
-                        f"drift against the reference, {table[PARTITION_COLUMN].iloc[0]}",
-                    ),
-                    "drift by column",
                 )
             ),
+            "drift_chart": links["chart"],
         }
+        if result.missing:
+            meta["missing_columns"] = dg.MetadataValue.json(result.missing)
         if result.prediction:
             meta["prediction_distance"] = float(result.prediction.distance)
         if html:
             meta["evidently_html"] = dg.MetadataValue.path(str(html))
-    return meta | {"mlflow_report": dg.MetadataValue.url(link)}
+        if "evidently" in links:
+            meta["evidently_report"] = dg.MetadataValue.url(links["evidently"])
+    return meta | {"mlflow_report": dg.MetadataValue.url(links["run"])}
+
+
+def _publish_day(
+    task: Task,
+    lake: LakeResource,
+    mlflow: MlflowResource,
+    registry,
+    reference: DriftReference,
+    day: str,
+    result: DriftResult,
+    features: pd.DataFrame,
+    predictions,
+    config: DriftReportConfig,
+) -> tuple[Path | None, dict]:
+    """The day's chart and Evidently page as artifacts of its MLflow run; the links to them."""
+    version = reference.description["champion_version"]
+    html, files, chart = None, [], b""
+    with tempfile.TemporaryDirectory() as tmp:
+        if result.status != "insufficient":
+            chart = _drift_chart(result, day)
+            files.append(Path(tmp) / "drift_chart.png")
+            files[-1].write_bytes(chart)
+            if config.evidently_html:
+                html = _evidently_html(task, lake, reference, day, result, features, predictions)
+                files.append(html)
+        experiment_id, run_id = _log_to_mlflow(task, registry, day, result, version, files)
+    links = {"run": mlflow.run_url(experiment_id, run_id)}
+    if chart:
+        links["chart"] = picture(
+            chart, "drift by column", mlflow.artifact_url(run_id, "drift_chart.png")
+        )
+    if html:
+        links["evidently"] = mlflow.artifact_page_url(experiment_id, run_id, html.name)
+    return html, links
 
 
 def monitoring_defs(task: Task) -> dg.Definitions:
@@ -202,14 +267,12 @@ def monitoring_defs(task: Task) -> dg.Definitions:
     )
     def drift_reference(
         context: dg.AssetExecutionContext,
-        config: DriftReferenceConfig,
         training_set: pd.DataFrame,
         champion: dict,
         mlflow: MlflowResource,
-        lake: LakeResource,
     ) -> dict:
-        """The champion's training data reduced once to quantiles and category shares (and its own
-        predictions on it), so that each day's drift check summarizes only the current side."""
+        """The champion's training data (and its own predictions on it) sketched once: quantiles
+        and category proportions, which each day's check and Evidently's page compare with."""
         registry = mlflow.registry()
         registry.check_reachable()
         version = str(champion["version"])
@@ -237,9 +300,6 @@ def monitoring_defs(task: Task) -> dg.Definitions:
                 "last_day": str(rows[PARTITION_COLUMN].max()),
             },
         )
-        # Evidently's page needs rows, not summaries: a small sample (with predictions) is kept.
-        sample = frame.sample(min(config.report_sample_rows, len(frame)), random_state=0)
-        lake.lake.write(task.table("drift_reference_sample"), sample.reset_index(drop=True))
         context.add_output_metadata(
             {
                 "champion_version": f"{spec.registered_model} v{version}",
@@ -275,7 +335,7 @@ def monitoring_defs(task: Task) -> dg.Definitions:
         lake: LakeResource,
     ) -> pd.DataFrame:
         """Data drift of the features the service used, and prediction drift, against the champion's
-        reference; with Evidently's report (HTML) for the most drifted columns."""
+        reference; with Evidently's page of the same verdict. One row per day."""
         days = partition_keys(context) or [context.partition_key]
         if not lake.lake.has_json(reference_table):
             return _no_reference(context, days)
@@ -289,12 +349,9 @@ def monitoring_defs(task: Task) -> dg.Definitions:
                 predictions = champion_scores(registry, spec, version, current)
             features = feature_frame(current, spec) if source == "training_set" else current
             result = detect_drift(reference, features, predictions, config.min_rows)
-            html = None
-            if config.evidently_html and result.status != "insufficient":
-                html = _evidently_html(
-                    task, lake, reference, day, result, features, predictions, config.html_columns
-                )
-            link = mlflow.run_url(*_log_to_mlflow(task, registry, day, result, version, html))
+            html, links = _publish_day(
+                task, lake, mlflow, registry, reference, day, result, features, predictions, config
+            )
             rows.append(
                 {
                     PARTITION_COLUMN: day,
@@ -312,11 +369,12 @@ def monitoring_defs(task: Task) -> dg.Definitions:
                     "prediction_drifted": bool(result.prediction and result.prediction.drifted),
                     "reference_version": version,
                     "reason": result.reason,
+                    "missing_columns": json.dumps(result.missing),
                     "html": str(html or ""),
-                    "mlflow_run": link,
+                    "mlflow_run": links["run"],
                 }
             )
-            last = (result, html, link)
+            last = (result, html, links)
         table = pd.DataFrame(rows)
         context.add_output_metadata(_drift_metadata(task, table, *last, reference))
         return table
@@ -387,12 +445,21 @@ def monitoring_defs(task: Task) -> dg.Definitions:
             meta["roc_auc_rolling_7d"] = float(view.loc[days[-1], "roc_auc_rolling_7d"])
         if len(view) >= 2:
             recent = view.iloc[-60:]
-            meta["rolling_view"] = dg.MetadataValue.md(
-                markdown_image(
-                    daily_metric_chart(recent, ["roc_auc", "pr_auc"], "champion on labelled days"),
-                    "live performance by day",
+            chart = daily_metric_chart(recent, ["roc_auc", "pr_auc"], "champion on labelled days")
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "live_performance.png"
+                path.write_bytes(chart)
+                experiment_id, run_id = registry.log_report(
+                    f"{task.name}-monitoring",
+                    f"{task.name}-live-{days[0]}..{days[-1]}",
+                    {k: v for k, v in meta.items() if isinstance(v, float)},
+                    {"champion_version": version, "dagster.run_id": context.run.run_id},
+                    [path],
                 )
+            meta["rolling_view"] = picture(
+                chart, "live performance by day", mlflow.artifact_url(run_id, path.name)
             )
+            meta["mlflow_report"] = dg.MetadataValue.url(mlflow.run_url(experiment_id, run_id))
         context.add_output_metadata(meta)
         return table
 

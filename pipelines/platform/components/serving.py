@@ -16,6 +16,7 @@ from pipelines.platform.lib.packaging import (
 from pipelines.platform.lib.prediction_log import read_day
 from pipelines.platform.lib.settings import DataPaths
 from pipelines.platform.lib.skew import feature_skew
+from pipelines.platform.metadata import metric_table
 from pipelines.platform.partitions import partition_keys, single_run_backfill
 from pipelines.platform.resources import BentoResource, FeastResource, LakeResource, MlflowResource
 
@@ -57,6 +58,20 @@ def serving_defs(task: Task) -> dg.Definitions:
         )
         write_latest(bento.latest_pointer(task.name), built, model)
         version = model.info.labels["mlflow_version"]
+        registered = registry.client.get_model_version(spec.registered_model, version)
+        # The evaluation tags the version with its holdout metrics (holdout_<metric>).
+        holdout = pd.to_numeric(
+            pd.Series(
+                {
+                    k.removeprefix("holdout_"): v
+                    for k, v in registered.tags.items()
+                    if k.startswith("holdout_")
+                },
+                dtype=object,
+            ),
+            errors="coerce",
+        ).dropna()
+        run = registry.client.get_run(registered.run_id)
         context.add_output_metadata(
             {
                 "bento_tag": str(built.tag),
@@ -64,6 +79,18 @@ def serving_defs(task: Task) -> dg.Definitions:
                 "mlflow_model_version": f"{spec.registered_model} v{version}",
                 "mlflow_model": dg.MetadataValue.url(
                     mlflow.model_version_url(spec.registered_model, version)
+                ),
+                "mlflow_run": dg.MetadataValue.url(
+                    mlflow.run_url(run.info.experiment_id, registered.run_id)
+                ),
+                **(
+                    {
+                        "holdout_metrics": metric_table(
+                            pd.Series(holdout).to_frame("value"), index="metric"
+                        )
+                    }
+                    if holdout
+                    else {}
                 ),
                 "model_family": model.info.labels.get("model_family", "?"),
                 "bento_size_bytes": bento_size_bytes(built),

@@ -2,15 +2,19 @@
 through the versioned FeatureService, plus the features computed from the example itself (the
 same task code serving runs on a request)."""
 
+import tempfile
+from pathlib import Path
+
 import dagster as dg
 import pandas as pd
 
 from pipelines.platform.components.definition import Task
 from pipelines.platform.lib.feature_store import historical_features
 from pipelines.platform.lib.lake import PARTITION_COLUMN
-from pipelines.platform.lib.plots import markdown_image, training_set_summary
+from pipelines.platform.lib.plots import training_set_summary
+from pipelines.platform.metadata import metric_table, picture
 from pipelines.platform.partitions import single_run_backfill
-from pipelines.platform.resources import FeastResource
+from pipelines.platform.resources import FeastResource, MlflowResource
 
 EVENT_TIMESTAMP = "event_timestamp"
 
@@ -49,6 +53,35 @@ def build_training_rows(
     return table, stored
 
 
+def _summary_picture(
+    context: dg.AssetExecutionContext,
+    chart: bytes,
+    table: pd.DataFrame,
+    positive_rate: float,
+    mlflow: MlflowResource,
+):
+    """The summary chart, logged to a run of the task's data experiment so that the asset page
+    shows it inline from the MLflow UI."""
+    registry = mlflow.registry()
+    days = table[PARTITION_COLUMN].astype(str)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "training_set_summary.png"
+        path.write_bytes(chart)
+        _, run_id = registry.log_report(
+            f"{context.asset_key.path[0]}-data",
+            f"{context.asset_key.to_user_string().replace('/', '-')}-{days.min()}..{days.max()}",
+            {"rows": len(table), "positive_rate": positive_rate},
+            {
+                "dagster.run_id": context.run.run_id,
+                "dagster.asset": context.asset_key.to_user_string(),
+            },
+            [path],
+        )
+    return picture(
+        chart, "training set summary", mlflow.artifact_url(run_id, "training_set_summary.png")
+    )
+
+
 def training_defs(task: Task) -> dg.Definitions:
     ex = task.definition.examples
     service = task.definition.features.feature_service
@@ -78,31 +111,28 @@ def training_defs(task: Task) -> dg.Definitions:
         config: TrainingSetConfig,
         examples: pd.DataFrame,
         feast: FeastResource,
+        mlflow: MlflowResource,
     ) -> pd.DataFrame:
         table, stored = build_training_rows(
             task, examples, feast.store(), config.lead_minutes, config.feature_service
         )
         coverage = table[stored].notna().mean().sort_values()
+        positive_rate = float(table[ex.label].mean()) if len(table) else float("nan")
         context.add_output_metadata(
             {
-                "rows": len(table),
                 "excluded_unlabelled": int(len(examples) - len(table)),
-                "positive_rate": float(table[ex.label].mean()) if len(table) else float("nan"),
+                "positive_rate": positive_rate,
                 "feature_service": config.feature_service,
                 "lead_minutes": config.lead_minutes,
-                "feature_coverage": dg.MetadataValue.md(
-                    coverage.rename("non-null share").to_frame().to_markdown()
+                "feature_coverage": metric_table(
+                    coverage.rename("non_null_share").to_frame(), digits=3, index="feature"
                 ),
             }
         )
         if len(table):
             chart = training_set_summary(table, stored, PARTITION_COLUMN, ex.label)
             context.add_output_metadata(
-                {
-                    "summary_chart": dg.MetadataValue.md(
-                        markdown_image(chart, "training set summary")
-                    )
-                }
+                {"summary_chart": _summary_picture(context, chart, table, positive_rate, mlflow)}
             )
         return table
 

@@ -1,34 +1,39 @@
-"""Data and prediction drift against a reference summarized once per champion.
+"""Data and prediction drift against a reference sketched once per champion.
 
 Evidently computes both sides of every comparison each time it runs. Here the reference side
-(the champion's training data) is reduced once to what the distance needs: 101 quantiles and the
-standard deviation of each numeric column, the category shares of each categorical one. A daily
-check then only summarizes the current side, which makes it cheap enough for every partition.
+(the champion's training data) is reduced once to a *sketch*: `SKETCH_POINTS` evenly spaced
+quantiles of each numeric column, the same number of values of each categorical column in the
+proportions of its categories. A daily check then only reads the current side.
 
-The distances are those of Evidently's DataDriftPreset on large samples: Wasserstein distance
-normalized by the reference's standard deviation for numeric columns, Jensen-Shannon distance for
-categorical ones. A fixed threshold (Evidently's 0.1) is wrong for a daily check: one day of
-weather, or a day of the week, is far from a month of them on every normal day. So each column's
-threshold is calibrated on the reference itself: the `DAY_QUANTILE` of the distances of its own
-days to the whole, never below 0.1. A column drifts when today is further than normal days were.
-The Evidently HTML report, built on a cached reference sample with the same methods and
-thresholds, is the page people read.
+The distances are exactly those of Evidently's DataDriftPreset (`wasserstein`: Wasserstein
+distance normed by the reference's standard deviation; `jensenshannon` on category shares) and a
+column drifts at distance >= its threshold, as there. The Evidently page is computed from the same
+sketch (`DriftReference.frame()`), over the same columns with the same thresholds, so the page and
+the cached check give one verdict: the same distances, drifted columns and dataset share.
+
+A fixed threshold (Evidently's 0.1) is wrong for a daily check: one day of weather, or a day of
+the week, is far from a month of them on every normal day. So each column's threshold is
+calibrated on the reference itself: the `DAY_QUANTILE` of the distances of its own days to the
+whole, never below 0.1. A column drifts when today is as far as normal days rarely were.
+
+A column empty on either side has no distribution to compare (Evidently refuses it): it is
+reported as missing, apart from the share.
 """
 
-import math
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import wasserstein_distance
 
-QUANTILE_GRID = np.linspace(0.0, 1.0, 101)
-DRIFT_THRESHOLD = 0.1  # Evidently's default for both distances
+SKETCH_POINTS = 1000
+DRIFT_THRESHOLD = 0.1  # Evidently's default for both distances, and the floor of calibration
 DATASET_DRIFT_SHARE = 0.5  # Evidently's default: the dataset drifts when half its columns do
 DAY_QUANTILE = 0.95
 MIN_ROWS = 200  # fewer current rows than this are not evidence either way
-MAX_CATEGORIES = 200  # rarer categories of the reference are pooled into OTHER
-OTHER = "__other__"
 PREDICTION = "prediction"
+METHODS = {"numeric": "wasserstein", "categorical": "jensenshannon"}  # Evidently's names
 
 
 class DriftInputError(ValueError):
@@ -39,10 +44,15 @@ class DriftInputError(ValueError):
 class ColumnReference:
     kind: str  # "numeric" | "categorical"
     null_share: float
-    quantiles: list[float] = field(default_factory=list)  # numeric, at QUANTILE_GRID
-    std: float = 0.0
-    shares: dict[str, float] = field(default_factory=dict)  # categorical
+    sketch: list[float] = field(default_factory=list)  # numeric: sorted quantiles
+    counts: dict[str, int] = field(default_factory=dict)  # categorical: values per category
     threshold: float = DRIFT_THRESHOLD  # calibrated on the reference's own days
+
+    def values(self) -> pd.Series:
+        """The sketch as a column of SKETCH_POINTS values (empty: the column was all missing)."""
+        if self.kind == "numeric":
+            return pd.Series(self.sketch, dtype="float64")
+        return pd.Series(np.repeat(list(self.counts), list(self.counts.values())), dtype=object)
 
 
 @dataclass(frozen=True)
@@ -58,8 +68,20 @@ class DriftReference:
 
     @classmethod
     def from_dict(cls, data: dict) -> "DriftReference":
-        columns = {name: ColumnReference(**col) for name, col in data["columns"].items()}
+        try:
+            columns = {name: ColumnReference(**col) for name, col in data["columns"].items()}
+        except TypeError as exc:
+            raise DriftInputError(
+                f"a drift reference in an older format ({exc}): re-materialize drift_reference"
+            ) from exc
         return cls(rows=data["rows"], columns=columns, description=data.get("description", {}))
+
+    def frame(self) -> pd.DataFrame:
+        """The sketch as rows for Evidently. Each column holds its own values: a row is not a
+        record, which a drift comparison (column by column) never needs."""
+        return pd.DataFrame(
+            {name: col.values().reindex(range(SKETCH_POINTS)) for name, col in self.columns.items()}
+        )
 
 
 @dataclass(frozen=True)
@@ -78,10 +100,11 @@ class ColumnDrift:
 class DriftResult:
     status: str  # "drift" | "no_drift" | "insufficient"
     rows: int
-    drift_share: float  # share of feature columns (the prediction excluded) that drifted
-    columns: list[ColumnDrift]
+    drift_share: float  # share of the measured feature columns (the prediction excluded)
+    columns: list[ColumnDrift]  # measured: values on both sides
     prediction: ColumnDrift | None
     reason: str = ""
+    missing: dict[str, str] = field(default_factory=dict)  # column -> the side it is empty on
 
     @property
     def drifted_columns(self) -> list[ColumnDrift]:
@@ -98,6 +121,8 @@ class DriftResult:
             "rows": self.rows,
             "drift_share": self.drift_share,
             "drifted_columns": [c.column for c in self.drifted_columns],
+            "measured_columns": len(self.columns),
+            "missing_columns": self.missing,
             "prediction_distance": self.prediction.distance if self.prediction else None,
             "prediction_drifted": self.prediction.drifted if self.prediction else None,
             "reason": self.reason,
@@ -111,8 +136,8 @@ def summarize_reference(
     description: dict | None = None,
     days: pd.Series | None = None,
 ) -> DriftReference:
-    """Reduce the reference frame to quantiles / category shares, once; with `days` (the day of
-    each row), calibrate each column's threshold on the distances of those days to the whole."""
+    """Sketch the reference frame, once; with `days` (the day of each row), calibrate each
+    column's threshold on the distances of those days to the whole."""
     reference = _summarize(frame, numeric, categorical, description)
     if days is None or days.nunique() < 2:
         return reference
@@ -122,7 +147,9 @@ def summarize_reference(
         if len(day) < MIN_ROWS:
             continue
         for name, column in reference.columns.items():
-            by_day[name].append(column_drift(name, column, day[name]).distance)
+            drift = column_drift(name, column, day[name])
+            if drift is not None:
+                by_day[name].append(drift.distance)
     calibrated = {
         name: replace(
             column,
@@ -135,6 +162,23 @@ def summarize_reference(
     return replace(reference, columns=calibrated)
 
 
+def _present(values: pd.Series, kind: str) -> pd.Series:
+    """The values a distance is computed on (as Evidently: missing and infinite ones dropped)."""
+    if kind == "numeric":
+        numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+        return numbers[np.isfinite(numbers.to_numpy())]
+    return values.astype("string").dropna().astype(object)
+
+
+def _apportion(shares: pd.Series, total: int) -> dict[str, int]:
+    """Integer counts summing to `total` in the given proportions (largest remainders)."""
+    exact = shares.to_numpy() * total
+    counts = np.floor(exact).astype(int)
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[: total - counts.sum()]] += 1
+    return {str(k): int(n) for k, n in zip(shares.index, counts, strict=True) if n > 0}
+
+
 def _summarize(
     frame: pd.DataFrame, numeric: list[str], categorical: list[str], description: dict | None
 ) -> DriftReference:
@@ -144,98 +188,47 @@ def _summarize(
     if frame.empty:
         raise DriftInputError("the reference frame is empty")
     columns: dict[str, ColumnReference] = {}
+    grid = (np.arange(SKETCH_POINTS) + 0.5) / SKETCH_POINTS
     for name in numeric:
-        values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64")
-        present = values[~np.isnan(values)]
-        null_share = 1.0 - len(present) / len(values)
-        if len(present) == 0:
-            columns[name] = ColumnReference("numeric", null_share)
-            continue
-        columns[name] = ColumnReference(
-            "numeric",
-            null_share,
-            quantiles=np.quantile(present, QUANTILE_GRID).tolist(),
-            std=float(present.std()),
-        )
+        present = _present(frame[name], "numeric").to_numpy()
+        sketch = np.quantile(present, grid).tolist() if len(present) else []
+        columns[name] = ColumnReference("numeric", 1.0 - len(present) / len(frame), sketch=sketch)
     for name in categorical:
-        values = frame[name].astype("string")
-        null_share = float(values.isna().mean())
-        shares = values.dropna().value_counts(normalize=True)
-        kept = shares.iloc[:MAX_CATEGORIES]
-        pooled = {str(k): float(v) for k, v in kept.items()}
-        if len(shares) > MAX_CATEGORIES:
-            pooled[OTHER] = float(shares.iloc[MAX_CATEGORIES:].sum())
-        columns[name] = ColumnReference("categorical", null_share, shares=pooled)
+        present = _present(frame[name], "categorical")
+        counts = (
+            _apportion(present.value_counts(normalize=True), SKETCH_POINTS) if len(present) else {}
+        )
+        columns[name] = ColumnReference(
+            "categorical", 1.0 - len(present) / len(frame), counts=counts
+        )
     return DriftReference(rows=len(frame), columns=columns, description=description or {})
 
 
-def _numeric_drift(name: str, ref: ColumnReference, values: np.ndarray) -> ColumnDrift:
-    present = values[~np.isnan(values)]
-    null_share = 1.0 - len(present) / len(values) if len(values) else 0.0
-    if not ref.quantiles or len(present) == 0:
-        # All missing on one side: drift exactly when the other side has values.
-        distance = 0.0 if (not ref.quantiles and len(present) == 0) else 1.0
-    else:
-        current = np.quantile(present, QUANTILE_GRID)
-        # W1 between two distributions is the area between their quantile functions.
-        w1 = float(np.trapezoid(np.abs(current - np.asarray(ref.quantiles)), QUANTILE_GRID))
-        # Against a constant reference, any move at all is drift.
-        distance = w1 / ref.std if ref.std > 0 else float(w1 > 0)
-    return ColumnDrift(
-        name,
-        "numeric",
-        "wasserstein_normed",
-        distance,
-        ref.threshold,
-        distance > ref.threshold,
-        null_share,
-        ref.null_share,
-    )
-
-
-def _categorical_drift(name: str, ref: ColumnReference, values: pd.Series) -> ColumnDrift:
-    values = values.astype("string")
-    null_share = float(values.isna().mean()) if len(values) else 0.0
-    counts = values.dropna().value_counts(normalize=True)
-    known = set(ref.shares) - {OTHER}
-    current = {str(k): float(v) for k, v in counts.items() if k in known}
-    unseen = float(counts[[k not in known for k in counts.index]].sum())
-    if unseen:
-        current[OTHER] = unseen
-    categories = sorted(set(ref.shares) | set(current))
-    p = np.array([ref.shares.get(c, 0.0) for c in categories])
-    q = np.array([current.get(c, 0.0) for c in categories])
-    distance = _jensen_shannon(p, q) if p.sum() and q.sum() else float(p.sum() != q.sum())
-    return ColumnDrift(
-        name,
-        "categorical",
-        "jensenshannon",
-        distance,
-        ref.threshold,
-        distance > ref.threshold,
-        null_share,
-        ref.null_share,
-    )
-
-
-def _jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
-    """Jensen-Shannon distance (natural log), as scipy.spatial.distance.jensenshannon."""
-    p, q = p / p.sum(), q / q.sum()
-    m = (p + q) / 2
-
-    def kl(a: np.ndarray) -> float:
-        mask = a > 0
-        return float(np.sum(a[mask] * np.log(a[mask] / m[mask])))
-
-    return math.sqrt(max((kl(p) + kl(q)) / 2, 0.0))
-
-
-def column_drift(name: str, ref: ColumnReference, values: pd.Series) -> ColumnDrift:
+def column_drift(name: str, ref: ColumnReference, values: pd.Series) -> ColumnDrift | None:
+    """Evidently's distance of the column to its reference sketch; None when either side has
+    no values."""
+    current = _present(values, ref.kind)
+    reference = ref.values()
+    if current.empty or reference.empty:
+        return None
     if ref.kind == "numeric":
-        return _numeric_drift(
-            name, ref, pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
-        )
-    return _categorical_drift(name, ref, values)
+        norm = max(float(np.std(reference.to_numpy())), 0.001)
+        distance = float(wasserstein_distance(reference.to_numpy(), current.to_numpy()) / norm)
+    else:
+        keys = sorted(set(ref.counts) | set(current.unique()))
+        p = pd.Series(ref.counts, dtype="float64").reindex(keys, fill_value=0.0) / len(reference)
+        q = current.value_counts().reindex(keys, fill_value=0).astype("float64") / len(current)
+        distance = float(jensenshannon(p.to_numpy(), q.to_numpy()))
+    return ColumnDrift(
+        name,
+        ref.kind,
+        METHODS[ref.kind],
+        distance,
+        ref.threshold,
+        distance >= ref.threshold,
+        1.0 - len(current) / len(values) if len(values) else 0.0,
+        ref.null_share,
+    )
 
 
 def detect_drift(
@@ -261,61 +254,99 @@ def detect_drift(
             None,
             reason=f"{rows} rows; a drift decision needs at least {min_rows}",
         )
-    columns = [column_drift(name, reference.columns[name], current[name]) for name in features]
+    columns, missing = [], {}
+    for name in features:
+        drift = column_drift(name, reference.columns[name], current[name])
+        if drift is not None:
+            columns.append(drift)
+        else:
+            missing[name] = "reference" if reference.columns[name].values().empty else "current"
     prediction = None
     if predictions is not None and PREDICTION in reference.columns:
         prediction = column_drift(
             PREDICTION, reference.columns[PREDICTION], pd.Series(predictions, dtype="float64")
         )
     share = sum(c.drifted for c in columns) / len(columns) if columns else 0.0
-    return DriftResult(
-        "drift" if share >= DATASET_DRIFT_SHARE else "no_drift", rows, share, columns, prediction
-    )
+    status = "drift" if share >= DATASET_DRIFT_SHARE else "no_drift"
+    return DriftResult(status, rows, share, columns, prediction, missing=missing)
 
 
 def evidently_report(
-    reference_sample: pd.DataFrame,
+    reference: pd.DataFrame,
     current: pd.DataFrame,
     numeric: list[str],
     categorical: list[str],
     thresholds: dict[str, float] | None = None,
+    extra: list[str] | None = None,
 ):
     """Evidently's data drift report (a Snapshot: .save_html, .dict) with this module's methods
-    and, given, the calibrated per-column thresholds."""
+    and, given, the calibrated per-column thresholds. `extra` columns (the prediction) are
+    compared too, each on its own, outside the dataset-level share."""
     from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset
 
-    # Evidently refuses a column empty on either side; such a column is in the cached check's
-    # result (all missing vs present is drift there), so the page just leaves it out.
+    # Evidently refuses a column empty on either side: detect_drift reports it as missing.
     def usable(column: str) -> bool:
-        return bool(reference_sample[column].notna().any() and current[column].notna().any())
+        return bool(reference[column].notna().any() and current[column].notna().any())
 
+    extra = [c for c in extra or [] if usable(c)]
     numeric = [c for c in numeric if usable(c)]
     categorical = [c for c in categorical if usable(c)]
-    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
-    columns = [*numeric, *categorical]
+    definition = DataDefinition(
+        numerical_columns=[*numeric, *extra], categorical_columns=categorical
+    )
+    thresholds = thresholds or {}
     report = Report(
         [
             DataDriftPreset(
-                columns=columns,
-                num_method="wasserstein",
-                cat_method="jensenshannon",
+                columns=[*numeric, *categorical],
+                num_method=METHODS["numeric"],
+                cat_method=METHODS["categorical"],
                 threshold=DRIFT_THRESHOLD,
-                per_column_threshold=thresholds or None,
+                per_column_threshold={c: thresholds[c] for c in thresholds if c not in extra}
+                or None,
                 drift_share=DATASET_DRIFT_SHARE,
-            )
+            ),
+            *(
+                ValueDrift(
+                    column=c,
+                    method=METHODS["numeric"],
+                    threshold=thresholds.get(c, DRIFT_THRESHOLD),
+                )
+                for c in extra
+            ),
         ]
     )
+    columns = [*numeric, *categorical, *extra]
     return report.run(
-        Dataset.from_pandas(_for_evidently(current, numeric, categorical), definition),
-        Dataset.from_pandas(_for_evidently(reference_sample, numeric, categorical), definition),
+        Dataset.from_pandas(_for_evidently(current, columns, categorical), definition),
+        Dataset.from_pandas(_for_evidently(reference, columns, categorical), definition),
     )
 
 
-def _for_evidently(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
-    out = frame[[*numeric, *categorical]].copy()
-    for name in numeric:
-        out[name] = pd.to_numeric(out[name], errors="coerce").astype("float64")
-    for name in categorical:
-        out[name] = out[name].astype("string").astype(object)
+def evidently_verdict(metrics: list[dict]) -> dict:
+    """Evidently's own result, read back from its snapshot's metrics (`snapshot.dict()["metrics"]`):
+    distance per column, drifted columns (as its thresholds decided), dataset count and share."""
+    verdict: dict = {"distances": {}, "drifted": set()}
+    for metric in metrics:
+        config = metric["config"]
+        if config["type"].endswith("ValueDrift"):
+            verdict["distances"][config["column"]] = float(metric["value"])
+            if float(metric["value"]) >= config["threshold"]:
+                verdict["drifted"].add(config["column"])
+        elif config["type"].endswith("DriftedColumnsCount"):
+            verdict["count"] = int(metric["value"]["count"])
+            verdict["share"] = float(metric["value"]["share"])
+            verdict["columns"] = list(config["columns"])
+    return verdict
+
+
+def _for_evidently(frame: pd.DataFrame, columns: list[str], categorical: list[str]) -> pd.DataFrame:
+    out = frame[columns].copy()
+    for name in columns:
+        if name in categorical:
+            out[name] = out[name].astype("string").astype(object)
+        else:
+            out[name] = pd.to_numeric(out[name], errors="coerce").astype("float64")
     return out

@@ -111,17 +111,21 @@ def learning_curves(history: dict[str, list[float]], step_name: str) -> bytes:
     return _png(fig)
 
 
-def drift_chart(distances: dict[str, float], threshold: float, title: str) -> bytes:
-    """Drift distance per column, largest first, with the threshold a column drifts at."""
+def drift_chart(distances: dict[str, float], thresholds: dict[str, float], title: str) -> bytes:
+    """Drift distance per column, largest on top, each with its own threshold (a column drifts at
+    distance >= its threshold, red)."""
     ordered = sorted(distances.items(), key=lambda kv: kv[1])
+    names = [k for k, _ in ordered]
+    values = [v for _, v in ordered]
+    limits = [thresholds[k] for k in names]
     plt = _pyplot()
-    fig, axis = plt.subplots(figsize=(7, max(3.0, 0.18 * len(ordered))))
-    colors = ["#c0392b" if v >= threshold else "#5d8aa8" for _, v in ordered]
-    axis.barh([k for k, _ in ordered], [v for _, v in ordered], color=colors)
-    axis.axvline(threshold, color="grey", linestyle=":", label=f"drifts at {threshold}")
+    fig, axis = plt.subplots(figsize=(7, max(3.0, 0.2 * len(ordered))))
+    colors = ["#c0392b" if v >= t else "#5d8aa8" for v, t in zip(values, limits, strict=True)]
+    axis.barh(names, values, color=colors)
+    axis.scatter(limits, names, marker="|", s=160, color="black", zorder=3, label="its threshold")
     axis.set(title=title, xlabel="distance to the reference")
     axis.tick_params(axis="y", labelsize=7)
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=8, loc="lower right")
     return _png(fig)
 
 

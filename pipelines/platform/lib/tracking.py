@@ -179,6 +179,38 @@ class ModelRegistry:
         except MlflowException:  # created meanwhile by a concurrent step
             return self.client.get_experiment_by_name(name).experiment_id
 
+    @contextmanager
+    def training_run(
+        self, spec: TaskSpec, family: str, run_name: str, tags: dict[str, str]
+    ) -> Iterator[str]:
+        """The MLflow run around a whole training (yields its id): started before the model is
+        fit and ended after it is logged, so its duration is the training's; an exception inside
+        ends it FAILED."""
+        import mlflow
+
+        experiment_id = self.experiment_id(spec.name)
+        tags = {**_set(tags), "model_family": family, "task": spec.name}
+        with (
+            self.active(),
+            mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run,
+        ):
+            yield run.info.run_id
+
+    def log_training_data(self, spec: TaskSpec, frames: dict[str, pd.DataFrame], name: str) -> None:
+        """The frames a model was fit on as dataset inputs of the active run (MLflow's Datasets:
+        schema, row count, digest), one per context: training, validation."""
+        import mlflow
+
+        columns = [*spec.features, spec.label_column, spec.timestamp_column]
+        for context, frame in frames.items():
+            data = frame[[c for c in columns if c in frame.columns]].copy()
+            # MLflow's schema inference has no tz-aware type: the time column goes in as UTC text.
+            data[spec.timestamp_column] = data[spec.timestamp_column].astype(str)
+            dataset = mlflow.data.from_pandas(
+                data, name=f"{name}:{context}", targets=spec.label_column
+            )
+            mlflow.log_input(dataset, context=context)
+
     def log_model_version(
         self,
         spec: TaskSpec,
@@ -191,19 +223,25 @@ class ModelRegistry:
         example: pd.DataFrame,
         train_end: str,
         summary: dict,
+        figures: dict[str, bytes] | None = None,
     ) -> ModelVersionRef:
-        """One MLflow run: params, per-iteration metrics, the model with signature and input
-        example, registered as a new version of the task's model."""
+        """Into the active training run: params (unset ones left out), per-iteration metrics,
+        figures (PNG, under plots/), the model with signature and input example, registered as a
+        new version of the task's model."""
         import mlflow
 
         from pipelines.platform.lib.model_pyfunc import ClassifierPyfunc
 
-        experiment_id = self.experiment_id(spec.name)
-        tags = {**tags, "model_family": model.family, "task": spec.name}
-        with self.active(), mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
+        run = mlflow.active_run()
+        if run is None:
+            raise RuntimeError("log_model_version runs inside training_run(...)")
+        tags = {**_set(tags), "model_family": model.family, "task": spec.name}
+        with self.active():
+            mlflow.set_tags(tags)
             mlflow.log_params(_flat(params))
             _log_history(self.client, run.info.run_id, history)
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+            self.log_files(run.info.run_id, {f"plots/{k}": v for k, v in (figures or {}).items()})
             with tempfile.TemporaryDirectory() as tmp:
                 directory = Path(tmp) / "classifier"
                 model.save(directory)
@@ -236,11 +274,24 @@ class ModelRegistry:
             version=version,
             family=model.family,
             run_id=run.info.run_id,
-            experiment_id=experiment_id,
+            experiment_id=run.info.experiment_id,
             model_uri=f"models:/{spec.registered_model}/{version}",
             train_end=train_end,
             summary=summary,
         )
+
+    def log_files(self, run_id: str, files: dict[str, bytes | str]) -> None:
+        """Files into a run's artifacts, at the given relative paths (figures, reports)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for relative, content in files.items():
+                path = Path(tmp) / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, bytes):
+                    path.write_bytes(content)
+                else:
+                    path.write_text(content)
+                folder = str(Path(relative).parent)
+                self.client.log_artifact(run_id, str(path), None if folder == "." else folder)
 
     def log_report(
         self,
@@ -340,9 +391,14 @@ class ModelRegistry:
         return str(current.version), previous
 
 
+def _set(values: dict) -> dict:
+    """Without the unset entries (None, ""): MLflow would show them as the text "None"."""
+    return {k: v for k, v in values.items() if v is not None and v != ""}
+
+
 def _flat(params: dict, prefix: str = "") -> dict:
     out = {}
-    for key, value in params.items():
+    for key, value in _set(params).items():
         if isinstance(value, dict):
             out.update(_flat(value, f"{prefix}{key}."))
         else:

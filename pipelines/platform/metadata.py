@@ -1,0 +1,77 @@
+"""Asset metadata in Dagster's own types: tables, column schemas, pictures and MLflow links."""
+
+import math
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from pipelines.platform.lib.plots import markdown_image
+
+# The UI shows a markdown value inline only under this many characters (a longer one sits
+# behind "[Show Markdown]"): a picture served by the MLflow UI fits, an embedded PNG never does.
+INLINE_MARKDOWN_CHARS = 1000
+
+
+def _column_type(dtype) -> str:
+    if pd.api.types.is_bool_dtype(dtype):
+        return "bool"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "int"
+    if pd.api.types.is_float_dtype(dtype):
+        return "float"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "timestamp"
+    return "string"
+
+
+def column_schema(frame: pd.DataFrame, descriptions: dict[str, str] | None = None):
+    """The frame's columns as `dagster/column_schema` (what the asset page's Columns tab shows)."""
+    descriptions = descriptions or {}
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(str(name), _column_type(dtype), description=descriptions.get(name))
+            for name, dtype in frame.dtypes.items()
+        ]
+    )
+
+
+def table_metadata(frame: pd.DataFrame) -> dict:
+    """Row count and column schema of a table asset, under Dagster's reserved keys."""
+    return {"dagster/row_count": len(frame), "dagster/column_schema": column_schema(frame)}
+
+
+def _cell(value, digits: int):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return round(float(value), digits)
+    return str(value)
+
+
+def metric_table(frame: pd.DataFrame, digits: int = 4, index: str | None = None):
+    """A small frame as a table value (sortable in the UI); `index` names the index to keep."""
+    if index is not None:
+        frame = frame.rename_axis(index).reset_index()
+    return dg.MetadataValue.table(
+        [
+            dg.TableRecord({str(k): _cell(v, digits) for k, v in row.items()})
+            for row in frame.to_dict("records")
+        ],
+        schema=column_schema(frame),
+    )
+
+
+def picture(png: bytes | None, alt: str, url: str | None = None):
+    """A chart for the asset page: shown inline from `url` (the MLflow UI serving the same PNG
+    as a run artifact); without one, embedded (the UI then shows it behind "[Show Markdown]")."""
+    markdown = f"![{alt}]({url})" if url else ""
+    if url and (len(markdown) < INLINE_MARKDOWN_CHARS or png is None):
+        return dg.MetadataValue.md(markdown)
+    if png is None:
+        raise ValueError(f"picture {alt!r}: neither the PNG nor a URL serving it")
+    return dg.MetadataValue.md(markdown_image(png, alt))
