@@ -31,6 +31,7 @@ from pipelines.platform.lib.predictor import (
 from pipelines.platform.lib.services import check_redis, check_uri
 from pipelines.platform.lib.settings import DataPaths
 from serving.guard import RequestGuard
+from serving.openapi import service_spec
 
 
 class BuildArgs(BaseModel):
@@ -163,11 +164,14 @@ def _with_request(func, name: str, annotation, returns):
 
 # BentoML's Prometheus metrics cost several ms per request here (multiprocess histograms), more
 # than the whole lookup + predict: off unless FLIGHTLINE_SERVICE_METRICS=1.
+METRICS = os.environ.get("FLIGHTLINE_SERVICE_METRICS") == "1"
+
+
 @bentoml.service(
     name=f"{TASK.name}_service",
     workers=1,
     traffic={"timeout": 10},
-    metrics={"enabled": os.environ.get("FLIGHTLINE_SERVICE_METRICS") == "1"},
+    metrics={"enabled": METRICS},
     # Every prediction is already in the prediction log; a second access line per request costs.
     logging={"access": {"enabled": os.environ.get("FLIGHTLINE_SERVICE_ACCESS_LOG") == "1"}},
 )
@@ -210,9 +214,8 @@ class PredictionService:
             self.predictor.warm_up()
 
     def _answer(self, requests: list) -> list:
-        frame = pd.DataFrame([r.to_row() for r in requests])
         try:
-            return [Prediction(**r) for r in self.predictor.predict(frame)]
+            return [Prediction(**r) for r in self.predictor.predict([r.to_row() for r in requests])]
         except (FeatureStoreUnavailable, ModelUnavailable) as exc:
             return _unavailable(str(exc))
 
@@ -247,11 +250,33 @@ class PredictionService:
         return Readiness(**status)
 
 
+SPEC = service_spec(
+    title=f"{TASK.name}_service",
+    description=TASK.definition.description,
+    version=MODEL_TAG.partition(":")[2] or "unknown",
+    apis={
+        "/predict": (PredictBody, Prediction, "One prediction."),
+        "/predict_batch": (
+            PredictBatchBody,
+            list[Prediction],
+            f"Up to {SERVING.max_batch} predictions in one call.",
+        ),
+        "/ready": (None, Readiness, "Whether the model and the feature store are usable."),
+    },
+    readiness=Readiness,
+    infra={
+        "/livez": "The process is alive",
+        "/readyz": "The service has started",
+        "/healthz": "Same as /livez",
+        **({"/metrics": "Prometheus metrics"} if METRICS else {}),
+    },
+)
 PredictionService.add_asgi_middleware(
     RequestGuard,
     bodies={"/predict": PredictBody, "/predict_batch": PredictBatchBody, "/ready": None},
     max_body_bytes=SERVING.max_body_bytes,
     batch_name=BATCH_NAME,
+    spec=SPEC,
 )
 
 
@@ -261,6 +286,8 @@ class _TypedFeatures:
 
     def __init__(self, pyfunc) -> None:
         self.classifier = pyfunc.unwrap_python_model().classifier
+        if hasattr(self.classifier, "predict_records"):  # scores plain records, no frame
+            self.predict_records = self.classifier.predict_records
 
     def predict(self, features: pd.DataFrame):
         return self.classifier.predict_proba(features)
