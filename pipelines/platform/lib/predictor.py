@@ -115,6 +115,49 @@ class Predictor:
         started = time.perf_counter()
         if self.model is None:
             raise ModelUnavailable(f"model {self.info.bento_model_tag} is not loaded")
+        records, when, as_of, vector = self._vector(requests)
+        probabilities = np.asarray(self._scores(vector), dtype="float64")
+        # Ages at the moment of prediction (the task's rule on the replayed clock).
+        now = self.clock() if self.clock else as_of
+        ages = feature_age_seconds(vector, now)
+        flags = {name: vector.missing(view) for name, view in self.flags.items()}
+        withheld = vector.withheld_views()
+        results = [
+            {
+                self.score_field: float(p),
+                "model_name": self.info.name,
+                "model_version": self.info.version,
+                "feature_age_seconds": age,
+                **{name: bool(values[i]) for name, values in flags.items()},
+                # values from after the prediction time were withheld: not point-in-time
+                "point_in_time": not withheld[i],
+                "withheld_views": withheld[i],
+            }
+            for i, (p, age) in enumerate(zip(probabilities, ages, strict=True))
+        ]
+        if self.log is not None:
+            self._log(records, when, vector, results, (time.perf_counter() - started) * 1000)
+        return results
+
+    def lookup(self, requests: pd.DataFrame | list[dict]) -> list[dict]:
+        """The online lookup alone: per request, the model input it would get (missing: None)
+        and each view's age; nothing is predicted or logged."""
+        _, _, as_of, vector = self._vector(requests)
+        ages = feature_age_seconds(vector, self.clock() if self.clock else as_of)
+        withheld = vector.withheld_views()
+        return [
+            {
+                "features": {k: (None if v != v else v) for k, v in record.items()},  # NaN: None
+                "feature_age_seconds": age,
+                "point_in_time": not withheld[i],
+                "withheld_views": withheld[i],
+            }
+            for i, (record, age) in enumerate(zip(vector.records, ages, strict=True))
+        ]
+
+    def _vector(self, requests: pd.DataFrame | list[dict]):
+        """The requests as records, their timestamps and prediction times (epoch seconds), and
+        their online feature vector."""
         if self.store is None:
             raise FeatureStoreUnavailable("no feature store configured")
         fast = self.domain.request_row is not None
@@ -145,28 +188,7 @@ class Predictor:
             raise FeatureStoreUnavailable(
                 f"online feature lookup failed: {type(exc).__name__}: {exc}"
             ) from exc
-        probabilities = np.asarray(self._scores(vector), dtype="float64")
-        # Ages at the moment of prediction (the task's rule on the replayed clock).
-        now = self.clock() if self.clock else as_of
-        ages = feature_age_seconds(vector, now)
-        flags = {name: vector.missing(view) for name, view in self.flags.items()}
-        withheld = vector.withheld_views()
-        results = [
-            {
-                self.score_field: float(p),
-                "model_name": self.info.name,
-                "model_version": self.info.version,
-                "feature_age_seconds": age,
-                **{name: bool(values[i]) for name, values in flags.items()},
-                # values from after the prediction time were withheld: not point-in-time
-                "point_in_time": not withheld[i],
-                "withheld_views": withheld[i],
-            }
-            for i, (p, age) in enumerate(zip(probabilities, ages, strict=True))
-        ]
-        if self.log is not None:
-            self._log(records, when, vector, results, (time.perf_counter() - started) * 1000)
-        return results
+        return records, when, as_of, vector
 
     def _scores(self, vector: OnlineVector):
         # A model that scores plain records (LightGBM here) skips building a frame.
