@@ -47,3 +47,43 @@ def window_parser(doc: str, end: str = "2013-12-30", repeat: int = 1) -> argpars
     parser.add_argument("--end", default=end)
     parser.add_argument("--repeat", type=int, default=repeat)
     return parser
+
+
+def in_process_predictor(task_name: str, log=None):
+    """The service's Predictor for the task's current Bento model, built as the service builds
+    it, in this process: the floor HTTP is measured against."""
+    import json
+
+    import bentoml
+
+    from pipelines.platform.components.task import load_task
+    from pipelines.platform.lib.predictor import ModelInfo, Predictor
+    from pipelines.platform.resources_config import embedded_resources
+
+    task = load_task(task_name)
+    paths = DataPaths.from_env()
+    latest = json.loads((paths.root / "serving" / task.name / "latest.json").read_text())
+    classifier = (
+        bentoml.mlflow.load_model(bentoml.models.get(latest["model"]))
+        .unwrap_python_model()
+        .classifier
+    )
+
+    class Model:  # what the service hands the predictor: the classifier, called directly
+        predict = staticmethod(classifier.predict_proba)
+        if hasattr(classifier, "predict_records"):
+            predict_records = staticmethod(classifier.predict_records)
+
+    predictor = Predictor(
+        task.spec,
+        task.domain,
+        embedded_resources()["feast"].store(),
+        Model(),
+        ModelInfo(task.name, "?", latest["model"]),
+        log=log,
+        score_field=task.definition.serving.score_field,
+        flags=task.definition.serving.flags,
+        partition_of=task.partition_of,
+    )
+    predictor.warm_up()
+    return predictor

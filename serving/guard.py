@@ -12,6 +12,7 @@ A refused request never reaches the predictor, so nothing of it is written to th
 """
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -22,6 +23,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 JSON_TYPE = "application/json"
+# A refused request is the client's mistake: one line at INFO, never a traceback.
+logger = logging.getLogger("flightline.serving")
 
 
 def error(loc: list, msg: str, kind: str, batch_index: int | None = None) -> dict:
@@ -44,8 +47,19 @@ def _body(detail: list[dict]) -> bytes:
     return json.dumps({"detail": detail}).encode()
 
 
-async def _respond(send: Send, status: int, detail: list[dict]) -> None:
-    body = _body(detail)
+async def _respond(send: Send, status: int, detail: list[dict], path: str = "") -> None:
+    _log_refusal(status, path, detail)
+    await _send_json(send, status, _body(detail))
+
+
+def _log_refusal(status: int, path: str, detail: list[dict]) -> None:
+    first = detail[0] if detail else {}
+    more = f" (+{len(detail) - 1} more)" if len(detail) > 1 else ""
+    where = ".".join(str(part) for part in first.get("loc", []))
+    logger.info("refused %s %s: %s: %s%s", status, path, where, first.get("msg", ""), more)
+
+
+async def _send_json(send: Send, status: int, body: bytes) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -82,7 +96,8 @@ def reshape(payload: Any) -> list[dict]:
 
 
 class RequestGuard:
-    """ASGI middleware; `bodies` maps an API route to its body model (None: no body read)."""
+    """ASGI middleware; `bodies` maps an API route to its body model (None: no body read).
+    `spec`: the OpenAPI document served at `/docs.json` in place of the framework's."""
 
     def __init__(
         self,
@@ -90,15 +105,27 @@ class RequestGuard:
         bodies: dict[str, type[BaseModel] | None],
         max_body_bytes: int,
         batch_name: str | None = None,
+        spec: dict | None = None,
     ) -> None:
         self.app = app
         self.bodies = bodies
         self.max_body_bytes = max_body_bytes
         self.batch_name = batch_name
+        self.spec = json.dumps(spec).encode() if spec is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.bodies:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path == "/docs.json" and self.spec is not None and scope["method"] in ("GET", "HEAD"):
+            await _send_json(send, 200, self.spec)
+            return
+        if path not in self.bodies:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST":  # the framework's 405 (with Allow), in the 4xx shape
+            await self.app(scope, receive, self._reshaping(send, path))
             return
         model = self.bodies[scope["path"]]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -113,11 +140,14 @@ class RequestGuard:
         if length is not None:
             if not length.isdigit():
                 await _respond(
-                    send, 400, [error(["header", "content-length"], "not a number", "invalid")]
+                    send,
+                    400,
+                    [error(["header", "content-length"], "not a number", "invalid")],
+                    path,
                 )
                 return
             if int(length) > self.max_body_bytes:
-                await _respond(send, 413, too_large)
+                await _respond(send, 413, too_large, path)
                 return
         media_type = headers.get("content-type", "").split(";")[0].strip().lower()
         has_body = bool(length and int(length)) or "transfer-encoding" in headers
@@ -132,6 +162,7 @@ class RequestGuard:
                         "unsupported_media_type",
                     )
                 ],
+                path,
             )
             return
 
@@ -143,7 +174,7 @@ class RequestGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                await _respond(send, 413, too_large)
+                await _respond(send, 413, too_large, path)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -153,7 +184,7 @@ class RequestGuard:
             try:
                 model.model_validate_json(body)
             except ValidationError as exc:
-                await _respond(send, 400, validation_errors(exc, self.batch_name))
+                await _respond(send, 400, validation_errors(exc, self.batch_name), path)
                 return
 
         replayed = False
@@ -165,9 +196,9 @@ class RequestGuard:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, self._reshaping(send))
+        await self.app(scope, replay, self._reshaping(send, path))
 
-    def _reshaping(self, send: Send) -> Send:
+    def _reshaping(self, send: Send, path: str) -> Send:
         """The framework's own 4xx answers, rewritten in the service's shape."""
         state: dict[str, Any] = {}
 
@@ -189,8 +220,10 @@ class RequestGuard:
                 payload = json.loads(raw)
             except ValueError:
                 payload = {"error": raw.decode("utf-8", "replace")}
-            body = _body(reshape(payload))
+            detail = reshape(payload)
             start = state["start"]
+            _log_refusal(start["status"], path, detail)
+            body = _body(detail)
             headers = [
                 (k, v)
                 for k, v in start.get("headers", [])

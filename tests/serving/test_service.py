@@ -3,6 +3,7 @@ and as a real `bentoml serve` process answering HTTP on loopback."""
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -277,9 +278,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def bentoml_serve(latest: dict, **env: str):
-    """`bentoml serve` of the built Bento as a subprocess on a free loopback port."""
+def bentoml_serve(latest: dict, log: Path | None = None, **env: str):
+    """`bentoml serve` of the built Bento as a subprocess on a free loopback port; its output
+    goes to `log` if given."""
     port = _free_port()
+    output = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -295,8 +298,8 @@ def bentoml_serve(latest: dict, **env: str):
         cwd=ROOT,
         # No FLIGHTLINE_BENTO_MODEL: the model tag must come from the Bento itself.
         env={**{k: v for k, v in os.environ.items() if k != "FLIGHTLINE_BENTO_MODEL"}, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -314,6 +317,8 @@ def bentoml_serve(latest: dict, **env: str):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        if log:
+            output.close()
 
 
 def test_real_bentoml_serve_answers_http_on_loopback(packaged):
@@ -377,20 +382,20 @@ def test_skew_check_names_a_feature_computed_differently_online(packaged):
     from pipelines.platform.lib.lake import Lake
     from pipelines.platform.lib.skew import feature_skew
     from pipelines.platform.resources_config import embedded_resources
-    from pipelines.tasks.flight_delay.features import request_features
+    from pipelines.tasks.flight_delay.domain import request_row
 
     task = load_task("flight_delay")
     paths, _, _ = packaged
     flights = Lake(paths.lake).read("flight_delay/flight_timeline", END).head(50)
 
-    def off_by_one_hour(timeline):
-        features = request_features(timeline)
-        return features.assign(sched_dep_hour=features["sched_dep_hour"] + 1)
+    def off_by_one_hour(flight: dict):  # the online path's per-row request features
+        keys, features = request_row(flight)
+        return keys, {**features, "sched_dep_hour": features["sched_dep_hour"] + 1}
 
     as_of = pd.Timestamp(END, tz="America/New_York") + pd.Timedelta(days=1)
     store = embedded_resources()["feast"].store()
     assert feature_skew(store, task.spec, task.domain, flights, as_of.tz_convert("UTC"))[0] == {}
-    skewed = replace(task.domain, request_features=off_by_one_hour)
+    skewed = replace(task.domain, request_row=off_by_one_hour)
     differing, compared = feature_skew(
         store, task.spec, task.domain, flights, as_of.tz_convert("UTC"), online_domain=skewed
     )
@@ -435,3 +440,121 @@ def test_pushed_events_make_operational_features_fresh(packaged):
     )
     ages = departures_age()
     assert all(age is not None and 0 <= age < 3600 for age in ages), ages
+
+
+def test_openapi_spec_matches_the_answers_under_schemathesis(packaged, tmp_path):
+    """schemathesis against a running service and its /docs.json, bounded: every check but
+    positive-data acceptance (a schema-valid departure may still be outside the serving window
+    or in a DST gap: refused with a 400 the spec declares). Zero server errors, zero mismatches;
+    every listed route answers; the refused requests log no traceback."""
+    _, _, latest = packaged
+    log = tmp_path / "serve.log"
+    with bentoml_serve(latest, log=log) as url:
+        spec = requests.get(f"{url}/docs.json", timeout=10).json()
+        assert spec["openapi"].startswith("3.1")
+        for path, item in spec["paths"].items():
+            method = next(iter(item))
+            reply = requests.request(method, f"{url}{path}", json={}, timeout=10)
+            assert reply.status_code != 404, path
+        error = spec["components"]["schemas"]["ErrorItem"]["properties"]
+        assert error["loc"]["type"] == "array" and "null" in str(error["batch_index"])
+        assert "null" in str(spec["components"]["schemas"]["Readiness"])
+        done = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "schemathesis"),
+                "run",
+                f"{url}/docs.json",
+                "--checks",
+                "all",
+                "--exclude-checks",
+                "positive_data_acceptance",
+                "--max-examples",
+                "8",
+                "--max-time",
+                "40",
+                "--seed",
+                "1",
+                "--workers",
+                "1",
+                "--request-timeout",
+                "10",
+                "--phases",
+                "examples,coverage,fuzzing",
+                "--no-color",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert done.returncode == 0, done.stdout[-4000:]
+        generated = re.search(r"(\d+) generated, (\d+) passed", done.stdout)
+        assert generated and generated.group(1) == generated.group(2), done.stdout[-2000:]
+        assert int(generated.group(1)) > 50
+        refused = requests.post(
+            f"{url}/predict", json={"flight": {**FLIGHT, "distance": "1990"}}, timeout=10
+        )
+        assert refused.status_code == 400
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    assert not [line for line in text.splitlines() if "ERROR" in line], text[-3000:]
+
+
+def test_the_fast_path_serves_what_feast_and_the_frame_path_serve(packaged):
+    """The service's per-row path (direct online reads, the task's request_row, LightGBM from
+    records) against Feast's get_online_features and the pandas path, on real flights."""
+    from dataclasses import replace
+
+    import bentoml
+    import numpy as np
+    import pandas as pd
+    from feast.online_response import TIMESTAMP_POSTFIX
+
+    from pipelines.platform.components.task import load_task
+    from pipelines.platform.lib.lake import Lake
+    from pipelines.platform.lib.online import _plan, entity_key_rows, online_vector, read_online
+    from pipelines.platform.resources_config import embedded_resources
+
+    task = load_task("flight_delay")
+    paths, _, latest = packaged
+    store = embedded_resources()["feast"].store()
+    flights = Lake(paths.lake).read("flight_delay/flight_timeline", END)
+    flights = flights.sample(min(300, len(flights)), random_state=1)
+    flights.loc[flights.index[:5], "tailnum"] = None
+    rows = task.domain.request_frame(flights)
+    keys = entity_key_rows(task.domain, rows)
+    values, stamps = read_online(store, task.spec.feature_service, keys)
+    service = store.get_feature_service(task.spec.feature_service)
+    feast = store.get_online_features(features=service, entity_rows=keys).to_dict(
+        include_event_timestamps=True
+    )
+    for read in _plan(store, task.spec.feature_service).views:
+        for feature in read.features:
+            assert values[feature] == feast[feature], feature
+            assert stamps[read.view.name].tolist() == feast[feature + TIMESTAMP_POSTFIX]
+
+    fast = online_vector(store, rows, task.spec, task.domain)
+    frames = online_vector(store, rows, task.spec, replace(task.domain, request_row=None))
+    pd.testing.assert_frame_equal(fast.features, frames.features)
+    for view, known in frames.known_at.items():
+        assert (fast.known_at[view] == known).all()
+        assert (fast.withheld[view] == frames.withheld[view]).all()
+    assert fast.features["plane_year"].notna().any()  # real values, not all missing
+
+    pyfunc = bentoml.mlflow.load_model(bentoml.models.get(latest["model"]))
+    classifier = pyfunc.unwrap_python_model().classifier
+    if hasattr(classifier, "predict_records"):
+        np.testing.assert_array_equal(
+            classifier.predict_records(fast.records), classifier.predict_proba(frames.features)
+        )
+
+
+def test_prediction_log_writes_every_record_once_and_drains_on_close(tmp_path):
+    from pipelines.platform.lib.prediction_log import PredictionLogWriter
+
+    writer = PredictionLogWriter(tmp_path, flush_every_s=0.05)
+    for i in range(5000):
+        writer.append("2013-01-0" + str(1 + i % 2), {"i": i})
+    writer.close()
+    logged = [read_day(tmp_path, day)[0] for day in ("2013-01-01", "2013-01-02")]
+    assert sorted(pd_i for frame in logged for pd_i in frame["i"]) == list(range(5000))
+    assert writer.written == 5000 and writer.dropped == 0

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from pipelines.platform.lib.online import feature_age_seconds, online_vector
+from pipelines.platform.lib.online import (
+    OnlineVector,
+    epoch_array,
+    epoch_seconds,
+    feature_age_seconds,
+    online_records,
+    online_vector,
+)
 from pipelines.platform.lib.prediction_log import PredictionLogWriter
 from pipelines.platform.lib.task import TaskDomain, TaskSpec
 
@@ -67,6 +74,7 @@ class Predictor:
         # The replayed clock: feature ages are measured against the request's prediction time
         # unless a clock is given (a live deployment passes wall-clock time).
         self.clock = clock
+        self._day_cache: dict[int, str] = {}
 
     def check(self) -> dict:
         """Readiness: the model answers and the store serves a lookup."""
@@ -101,24 +109,16 @@ class Predictor:
         finally:
             self.log = log
 
-    def predict(self, requests: pd.DataFrame) -> list[dict]:
+    def predict(self, requests: pd.DataFrame | list[dict]) -> list[dict]:
+        """`requests`: raw rows (a frame, or dicts as the service hands them). A task with a
+        `request_row` is answered without pandas (`online_records`)."""
         started = time.perf_counter()
         if self.model is None:
             raise ModelUnavailable(f"model {self.info.bento_model_tag} is not loaded")
-        if self.store is None:
-            raise FeatureStoreUnavailable("no feature store configured")
-        rows = self.domain.request_frame(requests)
-        try:
-            vector = online_vector(self.store, rows, self.spec, self.domain)
-        except Exception as exc:
-            self._raise_if_unreachable()
-            raise FeatureStoreUnavailable(
-                f"online feature lookup failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        probabilities = np.asarray(self.model.predict(vector.features), dtype="float64")
-        when = pd.to_datetime(rows[self.spec.timestamp_column], utc=True).reset_index(drop=True)
+        records, when, as_of, vector = self._vector(requests)
+        probabilities = np.asarray(self._scores(vector), dtype="float64")
         # Ages at the moment of prediction (the task's rule on the replayed clock).
-        now = self.clock() if self.clock else self.spec.prediction_time(when)
+        now = self.clock() if self.clock else as_of
         ages = feature_age_seconds(vector, now)
         flags = {name: vector.missing(view) for name, view in self.flags.items()}
         withheld = vector.withheld_views()
@@ -136,8 +136,82 @@ class Predictor:
             for i, (p, age) in enumerate(zip(probabilities, ages, strict=True))
         ]
         if self.log is not None:
-            self._log(requests, when, vector, results, (time.perf_counter() - started) * 1000)
+            self._log(records, when, vector, results, (time.perf_counter() - started) * 1000)
         return results
+
+    def lookup(self, requests: pd.DataFrame | list[dict]) -> list[dict]:
+        """The online lookup alone: per request, the model input it would get (missing: None)
+        and each view's age; nothing is predicted or logged."""
+        _, _, as_of, vector = self._vector(requests)
+        ages = feature_age_seconds(vector, self.clock() if self.clock else as_of)
+        withheld = vector.withheld_views()
+        return [
+            {
+                "features": {k: (None if v != v else v) for k, v in record.items()},  # NaN: None
+                "feature_age_seconds": age,
+                "point_in_time": not withheld[i],
+                "withheld_views": withheld[i],
+            }
+            for i, (record, age) in enumerate(zip(vector.records, ages, strict=True))
+        ]
+
+    def _vector(self, requests: pd.DataFrame | list[dict]):
+        """The requests as records, their timestamps and prediction times (epoch seconds), and
+        their online feature vector."""
+        if self.store is None:
+            raise FeatureStoreUnavailable("no feature store configured")
+        fast = self.domain.request_row is not None
+        if fast:
+            records = (
+                requests.to_dict(orient="records")
+                if isinstance(requests, pd.DataFrame)
+                else requests
+            )
+            when = np.array(
+                [epoch_seconds(r[self.spec.timestamp_column]) for r in records], dtype="float64"
+            )
+            as_of = when - self.spec.lead_minutes * 60  # the task's prediction-time rule
+        else:
+            frame = requests if isinstance(requests, pd.DataFrame) else pd.DataFrame(requests)
+            records = frame.reset_index(drop=True).to_dict(orient="records")
+            rows = self.domain.request_frame(frame)
+            stamps = pd.to_datetime(rows[self.spec.timestamp_column], utc=True)
+            when = epoch_array(stamps.reset_index(drop=True), len(rows))
+            as_of = epoch_array(self.spec.prediction_time(stamps), len(rows))
+        try:
+            if fast:
+                vector = online_records(self.store, records, self.spec, self.domain, as_of)
+            else:
+                vector = online_vector(self.store, rows, self.spec, self.domain)
+        except Exception as exc:
+            self._raise_if_unreachable()
+            raise FeatureStoreUnavailable(
+                f"online feature lookup failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        return records, when, as_of, vector
+
+    def _scores(self, vector: OnlineVector):
+        # A model that scores plain records (LightGBM here) skips building a frame.
+        by_records = getattr(self.model, "predict_records", None)
+        return by_records(vector.records) if by_records else self.model.predict(vector.features)
+
+    def _days(self, when: np.ndarray) -> list[str]:
+        """The log partition of each instant. Partition bounds fall on whole quarter hours in
+        every time zone, so the answer is cached per quarter hour (the task's `partition_of`
+        on a one-row Series costs about a millisecond)."""
+        days = []
+        for moment in when:
+            quarter = int(moment // 900)
+            day = self._day_cache.get(quarter)
+            if day is None:
+                if len(self._day_cache) > 10_000:
+                    self._day_cache.clear()
+                day = self.partition_of(
+                    pd.Series(pd.to_datetime([quarter * 900], unit="s", utc=True))
+                )[0]
+                self._day_cache[quarter] = day
+            days.append(day)
+        return days
 
     def _raise_if_unreachable(self) -> None:
         if self.probe is None:
@@ -147,21 +221,19 @@ class Predictor:
         except Exception as exc:
             raise FeatureStoreUnavailable(str(exc)) from exc
 
-    def _log(self, requests, when, vector, results, latency_ms: float) -> None:
-        """Plain-Python records from whole-batch conversions (a per-row pandas loop cost more
-        than the prediction); serializing and writing happen on the log's own thread."""
-        days = self.partition_of(when)
-        requests = requests.reset_index(drop=True).to_dict(orient="records")
-        names = list(vector.features.columns)
-        rows = vector.features.to_numpy(dtype=object)  # NaN stays NaN: json writes and reads it
+    def _log(self, requests: list[dict], when, vector, results, latency_ms: float) -> None:
+        """Plain-Python records (the features as the model saw them, NaN stays NaN: json writes
+        and reads it); serializing and writing happen on the log's own thread."""
         logged_at = time.time()
-        for day, request, row, result in zip(days, requests, rows, results, strict=True):
+        for day, request, features, result in zip(
+            self._days(when), requests, vector.records, results, strict=True
+        ):
             self.log.append(
                 day,
                 {
                     "logged_at": logged_at,
                     "request": request,
-                    "features": dict(zip(names, row, strict=True)),
+                    "features": features,
                     **result,
                     "bento_model_tag": self.info.bento_model_tag,
                     "latency_ms": round(latency_ms, 3),

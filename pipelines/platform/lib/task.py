@@ -108,3 +108,8 @@ class TaskDomain:
     # pushes landed events into the online store in time order (`flightline push-events`).
     push_events: Callable[..., int] | None = None
     warm_up_request: dict = field(default_factory=dict)  # one valid request (service warm-up)
+    # Optional, for speed: one raw row (a dict) -> (its entity keys, its request features), the
+    # values request_frame + entity_keys + request_features give for that row, without pandas
+    # (a single-row frame costs milliseconds). The online path and the skew check then use it;
+    # a task test compares it with the frame functions on real rows.
+    request_row: Callable[[dict], tuple[dict, dict]] | None = None

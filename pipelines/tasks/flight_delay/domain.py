@@ -1,11 +1,15 @@
 """What the platform calls to turn a flight (a training example or a request) into the keys
 Feast joins on and the features computed from the flight itself."""
 
+import math
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
 import pandas as pd
 
 from pipelines.platform.lib.task import TaskDomain
 from pipelines.tasks.flight_delay.feast_declarations import feature_definitions, served_features
-from pipelines.tasks.flight_delay.features import departure_hour_key, request_features
+from pipelines.tasks.flight_delay.features import LOCAL_TZ, departure_hour_key, request_features
 from pipelines.tasks.flight_delay.flights import UNKNOWN_TAILNUM
 from pipelines.tasks.flight_delay.live_events import push_landed_events
 from pipelines.tasks.flight_delay.replay import replay_days
@@ -36,6 +40,38 @@ def entity_keys(flights: pd.DataFrame) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
+NEW_YORK = ZoneInfo(LOCAL_TZ)
+
+
+def request_row(flight: dict) -> tuple[dict, dict]:
+    """One flight's `entity_keys` and `request_features` row, without pandas (same values)."""
+    when = flight["sched_dep_ts"]
+    when = when if isinstance(when, datetime) else pd.Timestamp(when)
+    local = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(NEW_YORK)
+    tailnum = flight.get("tailnum")
+    if tailnum is None or (isinstance(tailnum, float) and math.isnan(tailnum)):
+        tailnum = UNKNOWN_TAILNUM
+    carrier, origin, dest = str(flight["carrier"]), str(flight["origin"]), str(flight["dest"])
+    keys = {
+        "origin": origin,
+        "tailnum": str(tailnum),
+        "carrier": carrier,
+        "route": f"{origin}-{dest}",
+        "dep_hour": local.strftime("%Y-%m-%dT%H"),
+    }
+    features = {
+        "carrier": carrier,
+        "origin": origin,
+        "dest": dest,
+        "distance": float(flight["distance"]),
+        "sched_dep_hour": local.hour,
+        "sched_dep_minute_of_day": local.hour * 60 + local.minute,
+        "day_of_week": local.weekday(),
+        "month": local.month,
+    }
+    return keys, features
+
+
 DOMAIN = TaskDomain(
     request_frame=flights_frame,
     entity_keys=entity_keys,
@@ -45,6 +81,7 @@ DOMAIN = TaskDomain(
     read_reference=read_table,
     replay=replay_days,
     push_events=push_landed_events,
+    request_row=request_row,
     warm_up_request={
         "carrier": "UA",
         "flight": 1,

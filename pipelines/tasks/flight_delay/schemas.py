@@ -19,11 +19,17 @@ class Flight(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    carrier: str = Field(min_length=2, max_length=2, examples=["UA"])
+    # The known codes are in the OpenAPI document too (enum), so clients and fuzzers see them.
+    carrier: str = Field(
+        min_length=2,
+        max_length=2,
+        examples=["UA"],
+        json_schema_extra={"enum": sorted(KNOWN_CARRIERS)},
+    )
     flight: int = Field(ge=1, le=9999, examples=[1545])
     tailnum: str | None = Field(default=None, max_length=8, examples=["N14228"])
-    origin: str = Field(examples=["EWR"])
-    dest: str = Field(examples=["IAH"])
+    origin: str = Field(examples=["EWR"], json_schema_extra={"enum": sorted(ORIGINS)})
+    dest: str = Field(examples=["IAH"], json_schema_extra={"enum": sorted(KNOWN_AIRPORTS)})
     sched_dep: datetime = Field(
         description="Scheduled departure; a time without offset is New York local time",
         examples=["2013-01-31T17:00:00-05:00"],

@@ -35,6 +35,30 @@ class LgbmClassifier:
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         return self.booster.predict(self.matrix(frame), num_threads=1 if len(frame) < 512 else 0)
 
+    def predict_records(self, records: list[dict]) -> np.ndarray:
+        """The same scores from plain records, as a float matrix: a category's code is its
+        index in the training list, unknown or missing -> NaN, exactly what LightGBM makes of
+        `matrix`'s pandas categoricals (a test compares them); no frame, no pandas."""
+        codes = self._codes()
+        matrix = np.empty((len(records), len(self.features)), dtype="float64")
+        for i, record in enumerate(records):
+            for j, name in enumerate(self.features):
+                value = record[name]
+                lookup = codes.get(name)
+                if lookup is not None:
+                    matrix[i, j] = lookup.get(value, np.nan)
+                else:
+                    matrix[i, j] = np.nan if value is None else value
+        return self.booster.predict(matrix, num_threads=1 if len(records) < 512 else 0)
+
+    def _codes(self) -> dict[str, dict]:
+        if getattr(self, "_category_codes", None) is None:
+            self._category_codes = {
+                column: {value: float(code) for code, value in enumerate(values)}
+                for column, values in self.categories.items()
+            }
+        return self._category_codes
+
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(directory / "booster.txt"))
