@@ -413,8 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     ):
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--task", default=DEFAULT_TASK)
-        cmd.add_argument("--start", type=_parse_day, default=_parse_day(DEFAULT_START))
-        cmd.add_argument("--end", type=_parse_day, default=_parse_day(DEFAULT_END))
+        # Unset: the task definition's run_window, else DEFAULT_START..DEFAULT_END.
+        cmd.add_argument("--start", type=_parse_day, default=None)
+        cmd.add_argument("--end", type=_parse_day, default=None)
     sub.choices["replay"].add_argument(
         "--pace",
         type=float,
@@ -463,6 +464,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rollback":
         return _rollback(args.task)
     task = _load_task(args.task)
+    if args.command in ("replay", "run"):
+        window = task.definition.run_window
+        args.start = args.start or _parse_day(window.start if window else DEFAULT_START)
+        args.end = args.end or _parse_day(window.end if window else DEFAULT_END)
     if args.command == "push-events":
         return _push_events(task, args.start, args.end, args.until)
     paths = DataPaths.from_env()

@@ -162,6 +162,13 @@ def _write_definition(tmp_path: Path, change) -> Path:
         (lambda a: a["serving"].update(latest="2012-01-01"), "serving.earliest"),
         (lambda a: a["serving"].update(time_field=""), "serving.earliest"),
         (lambda a: a["serving"].update(max_body_bytes=0), "serving.max_body_bytes"),
+        (
+            lambda a: a.update(
+                baselines=[{"name": "both", "rate_by": ["carrier"], "feature": "x"}]
+            ),
+            "baselines.both",
+        ),
+        (lambda a: a.update(run_window={"start": "2013-02-01", "end": "2013-01-01"}), "run_window"),
     ],
 )
 def test_a_malformed_definition_names_its_file_and_field(tmp_path, change, field):
@@ -169,6 +176,24 @@ def test_a_malformed_definition_names_its_file_and_field(tmp_path, change, field
     with pytest.raises(DefinitionError) as error:
         load_definition(path)
     assert str(path) in str(error.value) and field in str(error.value)
+
+
+def test_declared_baselines_reach_the_spec(tmp_path):
+    path = _write_definition(
+        tmp_path,
+        lambda a: a.update(baselines=[{"name": "distance_only", "feature": "distance"}]),
+    )
+    spec = load_task(TASK, path).spec
+    assert [(b.label, b.columns) for b in spec.declared_baselines()] == [
+        ("baseline", ("carrier", "sched_dep_hour")),
+        ("baseline_distance_only", ("distance",)),
+    ]
+    # The label is no feature: a baseline scoring with it would see the future.
+    late = _write_definition(
+        tmp_path, lambda a: a.update(baselines=[{"name": "late", "feature": "label"}])
+    )
+    with pytest.raises(DefinitionError, match="baseline late reads non-features"):
+        load_task(TASK, late)
 
 
 def test_a_wrong_reference_names_the_field(tmp_path):
