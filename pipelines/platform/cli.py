@@ -105,7 +105,8 @@ def materialize_window(
     """Materialize a task's graph over the days [start, end] in three runs: the unpartitioned
     assets upstream of the partitions (reference tables), every partitioned asset over the range
     as one run, then the unpartitioned assets downstream (models, evaluation, promotion). `task`:
-    only that task's assets (default: every task); `only` narrows the selection to some asset
+    only that task's assets (default: each task whose partitions meet the window, one after the
+    other); `only` narrows the selection to some asset
     names; `run_config` (ops: ...) reaches the assets it names. `definitions`: the code
     location's by default. `blocked`: partitions left out (files missing): the range runs as
     its contiguous runs around them, and one failing run does not stop the others."""
@@ -113,11 +114,22 @@ def materialize_window(
 
     definitions = definitions or defs()
     graph = definitions.resolve_asset_graph()
+    if task is None:
+        # Tasks differ in calendar and grain: each runs on its own, and one whose partitions
+        # miss the window has nothing to do in it.
+        tasks = sorted({k.path[0] for k in graph.materializable_asset_keys})
+        return [
+            result
+            for name in tasks
+            if _has_partitions_between(graph, name, start, end)
+            for result in materialize_window(
+                start, end, instance, only, run_config, name, definitions, blocked
+            )
+        ]
     keys = [
         k
         for k in graph.materializable_asset_keys
-        if (only is None or k.to_user_string() in only or k.path[-1] in only)
-        and (task is None or k.path[0] == task)
+        if (only is None or k.to_user_string() in only or k.path[-1] in only) and k.path[0] == task
     ]
     partitioned = [graph.get(k).partitions_def for k in keys if graph.get(k).partitions_def]
 
@@ -167,6 +179,16 @@ def _execute(definitions, selected, tags, run_config, instance) -> dg.ExecuteInP
         tags=tags,
         run_config={**QUIET_CONSOLE, "ops": ops} if ops else QUIET_CONSOLE,
     )
+
+
+def _has_partitions_between(graph, task: str, start: date, end: date) -> bool:
+    """Whether the task's partitions (if it has any) meet the days [start, end]."""
+    defs_ = {
+        graph.get(k).partitions_def
+        for k in graph.materializable_asset_keys
+        if k.path[0] == task and graph.get(k).partitions_def is not None
+    }
+    return not defs_ or any(_partitions_between(d, start, end) for d in defs_)
 
 
 def _partitions_between(partitions_def, start: date, end: date) -> list[str]:
