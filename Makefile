@@ -4,12 +4,14 @@ PYTHON ?= python3
 UV_VERSION := 0.13.9
 UV := $(PYTHON) -m uv
 DATA_ROOT ?= $(CURDIR)/data
-START ?= 2013-01-01
-END ?= 2013-02-07
+# Empty: the task definition's run_window (flight delay: 2013-01-01..2013-02-07).
+START ?=
+END ?=
 # make run: the window's last days are monitored against the champion trained before them.
 MONITOR_DAYS ?= 7
 # The prediction task the run/replay/serve/rollback commands act on (pipelines/defs/<task>/).
 TASK ?= flight_delay
+WINDOW = $(if $(START),--start $(START)) $(if $(END),--end $(END))
 
 export FLIGHTLINE_DATA_ROOT := $(DATA_ROOT)
 export DAGSTER_HOME := $(DATA_ROOT)/dagster_home
@@ -40,10 +42,10 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml dagster.production.yaml FORCE
 		$(UV) run --frozen python -m pipelines.platform.lib.services provision; fi
 
 run: setup
-	$(UV) run --frozen flightline run --task $(TASK) --start $(START) --end $(END) --monitor-days $(MONITOR_DAYS)
+	$(UV) run --frozen flightline run --task $(TASK) $(WINDOW) --monitor-days $(MONITOR_DAYS)
 
 replay: setup
-	$(UV) run --frozen flightline replay --task $(TASK) --start $(START) --end $(END) $(if $(PACE),--pace $(PACE))
+	$(UV) run --frozen flightline replay --task $(TASK) $(WINDOW) $(if $(PACE),--pace $(PACE))
 
 tasks: setup
 	$(UV) run --frozen flightline tasks

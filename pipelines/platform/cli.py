@@ -60,7 +60,7 @@ def materialize_window(
     promotion, Bento, drift reference). `monitor_from`: the days from it on come after the
     retrain, one run per day, as the landing sensor would run them: the champion trained on the
     days before serves and is monitored on them. `task`: only that task's assets (default:
-    every task); `only` narrows the selection to some asset names; `run_config` (ops: ...)
+    each task whose partitions meet the window, one after the other); `only` narrows the selection to some asset names; `run_config` (ops: ...)
     reaches the assets it names. `definitions`: the code location's by default (a set built in
     this process runs without the workspace's origin). `blocked`: partitions left out (files
     missing): the range runs as its contiguous runs around them, and one failing run does not
@@ -76,7 +76,12 @@ def materialize_window(
     ]
     runner = _Runner(instance, run_config, definitions, tags or {}, progress or ProgressPrinter())
     results: list[RunResult] = []
-    for name in sorted({k.path[0] for k in keys}):
+    # Tasks differ in calendar and grain: without a task, each runs on its own, and one whose
+    # partitions miss the window has nothing to do in it.
+    names = sorted({k.path[0] for k in keys})
+    if task is None:
+        names = [n for n in names if _has_partitions_between(graph, n, start, end)]
+    for name in names:
         mine = [k for k in keys if k.path[0] == name]
         results += _task_window(
             runner, name, mine, graph, start, end, blocked or set(), monitor_from
@@ -159,6 +164,16 @@ def _retrain_until(name: str, days: list[str]) -> dict:
     from pipelines.platform.components.task import load_task
 
     return retrain_run_config(load_task(name).spec, days[-1])
+
+
+def _has_partitions_between(graph, task: str, start: date, end: date) -> bool:
+    """Whether the task's partitions (if it has any) meet the days [start, end]."""
+    defs_ = {
+        graph.get(k).partitions_def
+        for k in graph.materializable_asset_keys
+        if k.path[0] == task and graph.get(k).partitions_def is not None
+    }
+    return not defs_ or any(_partitions_between(d, start, end) for d in defs_)
 
 
 def _partitions_between(partitions_def, start: date, end: date) -> list[str]:
@@ -418,8 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     ):
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--task", default=DEFAULT_TASK)
-        cmd.add_argument("--start", type=_parse_day, default=_parse_day(DEFAULT_START))
-        cmd.add_argument("--end", type=_parse_day, default=_parse_day(DEFAULT_END))
+        # Unset: the task definition's run_window, else DEFAULT_START..DEFAULT_END.
+        cmd.add_argument("--start", type=_parse_day, default=None)
+        cmd.add_argument("--end", type=_parse_day, default=None)
     sub.choices["run"].add_argument(
         "--monitor-days",
         type=int,
@@ -475,6 +491,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rollback":
         return _rollback(args.task)
     task = _load_task(args.task)
+    if args.command in ("replay", "run"):
+        window = task.definition.run_window
+        args.start = args.start or _parse_day(window.start if window else DEFAULT_START)
+        args.end = args.end or _parse_day(window.end if window else DEFAULT_END)
     if args.command == "push-events":
         return _push_events(task, args.start, args.end, args.until)
     paths = DataPaths.from_env()

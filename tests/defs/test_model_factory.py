@@ -2,6 +2,7 @@
 unreachable MLflow, single-class data, a missing feature, a holdout with too few labels."""
 
 import json
+from dataclasses import replace
 
 import dagster as dg
 import numpy as np
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pipelines.platform.components.model import model_defs
-from pipelines.platform.lib.task import TaskSpec, TimeSplit
+from pipelines.platform.lib.task import BaselineSpec, TaskSpec, TimeSplit
 from pipelines.platform.lib.tracking import CHAMPION, PromotionRefused
 from pipelines.platform.resources import LakeIOManager, MlflowResource
 
@@ -138,6 +139,42 @@ def test_training_runs_wrap_the_work_and_carry_data_plots_and_no_unset_params(tm
             "evaluation/curves.png",
             "evaluation/report.json",
         }
+
+
+def test_gate_refuses_a_first_challenger_that_does_not_beat_the_strongest_baseline(tmp_path):
+    """Churn driven by tickets alone: "tickets now" as the score is as good as any model, so the
+    challenger beats the rate-by-plan baseline but not the strongest declared one, and the gate
+    compares it with that one and refuses."""
+    rng = np.random.default_rng(1)
+    table = toy_examples(seed=1)
+    logit = -4.0 + 1.6 * table["tickets"]
+    table["churned"] = (rng.random(len(table)) < 1 / (1 + np.exp(-logit))).astype("int64")
+    spec = replace(TOY, baselines=(BaselineSpec("tickets_now", feature="tickets"),))
+    result, registry = _toy_run(tmp_path, table, spec=spec)
+    report = result.output_for_node("toy__model_evaluation")
+    metrics = report["metrics"]
+    assert set(report["baselines"]) == {"baseline", "baseline_tickets_now"}
+    assert report["reference"] == report["strongest_baseline"] == "baseline_tickets_now"
+    best = report["candidate"]["family"]
+    assert metrics[best]["roc_auc"] > metrics["baseline"]["roc_auc"] + 0.1  # beats the weak one
+    [gate] = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    assert not gate.passed and "reference: the baseline_tickets_now" in gate.description
+    assert registry.champion_version("toy_churn") is None
+
+
+def test_baselines_read_only_features_and_are_one_kind():
+    with pytest.raises(ValueError, match="reads non-features"):
+        replace(TOY, baselines=(BaselineSpec("later", feature="churned"),))
+    with pytest.raises(ValueError, match="exactly one of rate_by or feature"):
+        BaselineSpec("both", rate_by=("plan",), feature="tickets")
+    with pytest.raises(ValueError, match="names repeat"):
+        replace(TOY, baselines=(BaselineSpec("baseline", feature="tickets"),))
+    labels = [b.label for b in replace(TOY, baseline_keys=()).declared_baselines()]
+    assert labels == ["baseline"]  # the rate by the first categorical feature, as before
 
 
 def test_unreachable_tracking_store_fails_clearly(tmp_path):

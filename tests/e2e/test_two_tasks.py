@@ -90,6 +90,21 @@ def test_one_tasks_landed_files_never_launch_the_other(both, instance, data_path
     assert backfill.tags["flightline/task"] == next_day.tags["flightline/task"] == TOY
 
 
+def test_a_window_without_a_task_runs_each_task_that_has_partitions_in_it(
+    env, instance, data_paths
+):
+    """Tasks keep their own calendars: the toy's days are nothing to flight delay (2013)."""
+    load_task(TOY).domain.replay(data_paths.landing / TOY, START, START)
+    both = dg.Definitions.merge(defs(), build_task_defs(load_task(TOY)))
+    results = materialize_window(
+        START, START, instance, only={"raw_readings", "raw_flights"}, definitions=both
+    )
+    [run] = results
+    assert run.success
+    built = {e.asset_key.path[0] for e in run.get_asset_materialization_events()}
+    assert built == {TOY}
+
+
 @pytest.fixture(scope="module")
 def toy_built(env, tmp_path_factory):
     root = tmp_path_factory.mktemp("two_tasks")

@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from pipelines.platform.lib.task import (
     MODEL_FAMILIES,
+    BaselineSpec,
     GateThresholds,
     TaskDomain,
     TaskSpec,
@@ -120,6 +121,40 @@ class ServingModel(Strict):
         return value
 
 
+class BaselineModel(Strict):
+    """A naive baseline: the historical label rate by keys, or one feature used as the score."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    rate_by: list[str] = []
+    feature: str | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "BaselineModel":
+        if bool(self.rate_by) == (self.feature is not None):
+            raise ValueError(f"baselines.{self.name}: give exactly one of rate_by or feature")
+        return self
+
+
+class RunWindowModel(Strict):
+    """The days `flightline run|replay` cover when --start/--end are not given."""
+
+    start: str
+    end: str
+
+    @field_validator("start", "end")
+    @classmethod
+    def _iso_date(cls, value: str) -> str:
+        date.fromisoformat(value)  # ValueError names the bad value
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "RunWindowModel":
+        if self.start > self.end:
+            raise ValueError("run_window.start: must not be after run_window.end")
+        return self
+
+
 class AutomationModel(Strict):
     retrain_cron: str = "0 2 * * *"
     timezone: str = "UTC"
@@ -155,6 +190,9 @@ class TaskDefinition(Strict):
     features: FeaturesModel
     slices: list[str] = []
     baseline_keys: list[str] = []
+    # The first champion must beat the strongest of these (and of the rate by baseline_keys).
+    baselines: list[BaselineModel] = []
+    run_window: RunWindowModel | None = None
     models: ModelFamiliesModel = ModelFamiliesModel()
     split: dict[str, int] = {}
     gate: dict[str, int | float] = {}
@@ -320,6 +358,10 @@ def resolve(definition: TaskDefinition) -> Task:
             + tuple(definition.features.request_numeric),
             slice_columns=tuple(definition.slices),
             baseline_keys=tuple(definition.baseline_keys),
+            baselines=tuple(
+                BaselineSpec(b.name, rate_by=tuple(b.rate_by), feature=b.feature)
+                for b in definition.baselines
+            ),
             families=tuple(definition.models.families),
             split=TimeSplit(**definition.split),
             gate=GateThresholds(**definition.gate),

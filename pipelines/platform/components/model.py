@@ -269,7 +269,7 @@ def model_defs(spec: TaskSpec, family_params: dict[str, dict] | None = None) -> 
         kinds={"mlflow"},
         code_version="1",
         tags={"flightline/task": spec.name},
-        description=f"Challengers of task {spec.name}, the champion and a naive baseline on the same holdout",
+        description=f"Challengers of task {spec.name}, the champion and the naive baselines on the same holdout",
     )
     def model_evaluation(
         context: dg.AssetExecutionContext,
@@ -320,7 +320,7 @@ def model_defs(spec: TaskSpec, family_params: dict[str, dict] | None = None) -> 
         asset=evaluation_key,
         name="model_evaluation_gate",
         blocking=True,
-        description="The challenger beats the champion (or the baseline) by the margin, with the "
+        description="The challenger beats the champion (or the strongest baseline) by the margin, with the "
         "bootstrap interval above zero, and no large slice regresses",
     )
     def gate(config: GateConfig, model_evaluation: dict) -> dg.AssetCheckResult:
@@ -330,7 +330,8 @@ def model_defs(spec: TaskSpec, family_params: dict[str, dict] | None = None) -> 
         return dg.AssetCheckResult(
             passed=decision.passed,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=f"{verdict} {candidate['family']} v{candidate['version']}: "
+            description=f"{verdict} {candidate['family']} v{candidate['version']} "
+            f"(reference: the {decision.reference}): "
             + (
                 "; ".join(decision.reasons)
                 or f"AUC +{decision.auc_gain:.4f} over the {decision.reference}"

@@ -120,7 +120,7 @@ def paired_bootstrap_auc_difference(
 @dataclass
 class GateDecision:
     passed: bool
-    reference: str  # "champion" or "baseline"
+    reference: str  # "champion" or the label of the strongest baseline
     auc_gain: float
     interval: BootstrapInterval
     regressed_slices: list[dict] = field(default_factory=list)

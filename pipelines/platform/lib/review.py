@@ -1,4 +1,4 @@
-"""Challengers, the champion and the naive baseline scored on the same holdout: the evidence the
+"""Challengers, the champion and the naive baselines scored on the same holdout: the evidence the
 promotion gate decides on."""
 
 from dataclasses import dataclass
@@ -14,7 +14,7 @@ from pipelines.platform.lib.evaluation import (
     paired_bootstrap_auc_difference,
     slice_metrics,
 )
-from pipelines.platform.lib.modeling.baseline import HistoricalRateBaseline
+from pipelines.platform.lib.modeling.baseline import fit_baseline
 from pipelines.platform.lib.modeling.dataset import (
     TrainingDataError,
     check_holdout,
@@ -24,8 +24,6 @@ from pipelines.platform.lib.modeling.dataset import (
 )
 from pipelines.platform.lib.task import GateThresholds, TaskSpec, TimeSplit
 from pipelines.platform.lib.tracking import CHAMPION, ModelRegistry, ModelVersionRef
-
-BASELINE = "baseline"
 
 
 @dataclass
@@ -79,13 +77,16 @@ def review_challengers(
         }
 
     before_holdout = pd.concat([frames.train, frames.valid], ignore_index=True)
-    baseline = HistoricalRateBaseline(list(spec.baseline_keys or spec.categorical_features[:1]))
-    baseline.fit(feature_frame(before_holdout, spec), labels(before_holdout, spec))
-    predictions[BASELINE] = baseline.predict_proba(holdout_x)
+    before_x, before_y = feature_frame(before_holdout, spec), labels(before_holdout, spec)
+    baselines = {b.label: b for b in spec.declared_baselines()}
+    for label, declared in baselines.items():
+        predictions[label] = fit_baseline(declared, before_x, before_y).predict_proba(holdout_x)
 
     metrics = {name: binary_metrics(y, p) for name, p in predictions.items()}
     candidate = max((ref for ref in challengers), key=lambda r: metrics[r.family]["roc_auc"])
-    reference = CHAMPION if champion is not None else BASELINE
+    # A first challenger must beat the strongest naive baseline, not the weakest.
+    strongest = max(baselines, key=lambda label: metrics[label]["roc_auc"])
+    reference = CHAMPION if champion is not None else strongest
     interval = paired_bootstrap_auc_difference(
         y,
         predictions[candidate.family],
@@ -108,6 +109,11 @@ def review_challengers(
         "challengers": {ref.family: ref.as_dict() for ref in challengers},
         "candidate": candidate.as_dict(),
         "reference": reference,
+        "baselines": {
+            label: {"rate_by": list(b.rate_by), "feature": b.feature}
+            for label, b in baselines.items()
+        },
+        "strongest_baseline": strongest,
         "champion": champion_info,
         "auc_difference": interval.__dict__,
         "slices": slices.to_dict(orient="records"),

@@ -34,6 +34,29 @@ class GateThresholds:
 
 
 @dataclass(frozen=True)
+class BaselineSpec:
+    """A naive score a task's first model must beat: the historical label rate by `rate_by`
+    keys, or one feature (known at prediction time) used as the score, e.g. "current reading"."""
+
+    name: str
+    rate_by: tuple[str, ...] = ()
+    feature: str | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.rate_by) == (self.feature is not None):
+            raise ValueError(f"baseline {self.name}: give exactly one of rate_by or feature")
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.rate_by or (self.feature,)
+
+    @property
+    def label(self) -> str:
+        """Its name among the models of an evaluation report."""
+        return self.name if self.name.startswith("baseline") else f"baseline_{self.name}"
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """A binary prediction task over a table with one row per example."""
 
@@ -47,6 +70,8 @@ class TaskSpec:
     numeric_features: tuple[str, ...]
     slice_columns: tuple[str, ...] = ()  # evaluation reports metrics per value of these
     baseline_keys: tuple[str, ...] = ()  # the naive baseline: historical label rate by these keys
+    # More naive baselines; the first champion must beat the strongest of all on the holdout.
+    baselines: tuple[BaselineSpec, ...] = ()
     families: tuple[str, ...] = MODEL_FAMILIES
     split: TimeSplit = field(default_factory=TimeSplit)
     gate: GateThresholds = field(default_factory=GateThresholds)
@@ -65,6 +90,23 @@ class TaskSpec:
             raise ValueError(f"task {self.name}: features both categorical and numeric: {overlap}")
         if not set(self.baseline_keys) <= set(self.features):
             raise ValueError(f"task {self.name}: baseline keys must be features")
+        for baseline in self.baselines:
+            stray = set(baseline.columns) - set(self.features)
+            if stray:
+                raise ValueError(
+                    f"task {self.name}: baseline {baseline.name} reads non-features {sorted(stray)}"
+                    " (a baseline may only use what the models see at prediction time)"
+                )
+        names = [b.name for b in self.declared_baselines()]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task {self.name}: baseline names repeat: {names}")
+
+    def declared_baselines(self) -> tuple[BaselineSpec, ...]:
+        """Every baseline the gate weighs: the rate by `baseline_keys` (by default the first
+        categorical feature), named "baseline", unless only other baselines are declared."""
+        keys = self.baseline_keys or (() if self.baselines else self.categorical_features[:1])
+        rate = (BaselineSpec("baseline", rate_by=tuple(keys)),) if keys else ()
+        return rate + self.baselines
 
     @property
     def features(self) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""The naive baseline a first champion must beat: the historical label rate by a few keys."""
+"""The naive baselines a first champion must beat: the historical label rate by a few keys, or
+one feature used as the score (on a persistent signal, "the current reading" is hard to beat)."""
 
 import numpy as np
 import pandas as pd
@@ -38,3 +39,41 @@ class HistoricalRateBaseline:
             count = stats["count"].fillna(0).to_numpy()
             rate = (total + self.prior_weight * rate) / (count + self.prior_weight)
         return rate
+
+
+class FeatureScoreBaseline:
+    """One feature as the score, mapped to a probability by a one-variable logistic fit on the
+    training rows: monotone, so its ranking (and AUC) is the feature's own, in whichever direction
+    the training rows say; missing values get the training median."""
+
+    family = "baseline"
+
+    def __init__(self, feature: str):
+        self.feature = feature
+        self.features = [feature]
+
+    def _x(self, frame: pd.DataFrame) -> np.ndarray:
+        x = pd.to_numeric(frame[self.feature], errors="coerce").astype("float64")
+        return ((x.fillna(self.median) - self.center) / self.scale).to_numpy()[:, None]
+
+    def fit(self, frame: pd.DataFrame, y: np.ndarray) -> "FeatureScoreBaseline":
+        from sklearn.linear_model import LogisticRegression
+
+        x = pd.to_numeric(frame[self.feature], errors="coerce").astype("float64")
+        if x.notna().sum() == 0:
+            raise ValueError(f"baseline feature {self.feature!r} is missing on every training row")
+        self.median = float(x.median())
+        self.center = float(x.mean())
+        self.scale = float(x.std()) or 1.0
+        self.model = LogisticRegression().fit(self._x(frame), np.asarray(y, dtype="int64"))
+        return self
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.model.predict_proba(self._x(frame))[:, 1]
+
+
+def fit_baseline(spec, frame: pd.DataFrame, y: np.ndarray):
+    """The fitted baseline a BaselineSpec declares."""
+    if spec.feature is not None:
+        return FeatureScoreBaseline(spec.feature).fit(frame, y)
+    return HistoricalRateBaseline(list(spec.rate_by)).fit(frame, y)
