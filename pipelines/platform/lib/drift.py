@@ -24,8 +24,6 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
-from scipy.spatial.distance import jensenshannon
-from scipy.stats import wasserstein_distance
 
 SKETCH_POINTS = 1000
 DRIFT_THRESHOLD = 0.1  # Evidently's default for both distances, and the floor of calibration
@@ -213,11 +211,15 @@ def column_drift(name: str, ref: ColumnReference, values: pd.Series) -> ColumnDr
         return None
     if ref.kind == "numeric":
         norm = max(float(np.std(reference.to_numpy())), 0.001)
+        from scipy.stats import wasserstein_distance  # scipy: 1 s of import, here only
+
         distance = float(wasserstein_distance(reference.to_numpy(), current.to_numpy()) / norm)
     else:
         keys = sorted(set(ref.counts) | set(current.unique()))
         p = pd.Series(ref.counts, dtype="float64").reindex(keys, fill_value=0.0) / len(reference)
         q = current.value_counts().reindex(keys, fill_value=0).astype("float64") / len(current)
+        from scipy.spatial.distance import jensenshannon
+
         distance = float(jensenshannon(p.to_numpy(), q.to_numpy()))
     return ColumnDrift(
         name,
