@@ -1,0 +1,22 @@
+"""What the platform calls to turn a sensor-hour (a training example or a request) into the keys
+Feast joins on and the features computed from the request itself."""
+
+import pandas as pd
+
+from pipelines.platform.lib.task import TaskDomain
+from pipelines.tasks.foot_traffic.feast_declarations import feature_definitions, served_features
+from pipelines.tasks.foot_traffic.features import entity_keys, request_features, request_frame
+from pipelines.tasks.foot_traffic.replay import replay_hours
+
+DOMAIN = TaskDomain(
+    request_frame=request_frame,
+    entity_keys=entity_keys,
+    request_features=request_features,
+    feature_definitions=feature_definitions,
+    served_features=served_features,
+    replay=replay_hours,
+    warm_up_request={
+        "sensor": "Southern Cross Station",
+        "predicted_at": pd.Timestamp("2015-04-28T21:00", tz="UTC"),
+    },
+)

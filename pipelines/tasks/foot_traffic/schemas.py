@@ -1,0 +1,40 @@
+"""The foot-traffic service's request: a sensor, and when the prediction is made."""
+
+from datetime import datetime
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pipelines.tasks.foot_traffic.source import LOCAL_TZ, SENSORS
+
+
+class SensorHour(BaseModel):
+    """Will this sensor count 1,000 people or more in the hour starting two hours from now?"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sensor: str = Field(examples=["Southern Cross Station"], description=", ".join(SENSORS))
+    predicted_at: datetime = Field(
+        description="When the prediction is made; a time without offset is Melbourne local time",
+        examples=["2015-04-28T07:00:00+10:00"],
+    )
+
+    @field_validator("sensor")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in SENSORS:
+            raise ValueError(f"unknown sensor {value!r}; sensors: {', '.join(SENSORS)}")
+        return value
+
+    @field_validator("predicted_at")
+    @classmethod
+    def _exists_in_melbourne(cls, value: datetime) -> datetime:
+        stamp = pd.Timestamp(value)
+        if stamp.tzinfo is None:  # a wall-clock time is Melbourne local time
+            stamp = stamp.tz_localize(LOCAL_TZ, ambiguous="NaT", nonexistent="NaT")
+            if pd.isna(stamp):
+                raise ValueError("a local time that does not exist or is ambiguous (DST)")
+        return stamp.tz_convert("UTC").to_pydatetime()
+
+    def to_row(self) -> dict:
+        return {"sensor": self.sensor, "predicted_at": pd.Timestamp(self.predicted_at)}
