@@ -222,6 +222,10 @@ def test_nightly_schedule_retrains_up_to_yesterday_with_a_valid_run_config(defin
 
 def test_daily_job_holds_exactly_the_daily_partitioned_assets(definitions):
     graph = definitions.resolve_asset_graph()
-    daily = {k for k in graph.materializable_asset_keys if graph.get(k).partitions_def is not None}
+    daily = {
+        k
+        for k in graph.materializable_asset_keys
+        if graph.get(k).partitions_def is not None and k.path[0] == TASK
+    }
     job = definitions.resolve_job_def(DAILY_JOB)
     assert set(job.asset_layer.selected_asset_keys) == daily

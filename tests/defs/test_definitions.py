@@ -12,6 +12,7 @@ from pipelines.platform.components.task import load_definition, load_task
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK = "flight_delay"
+TASKS = (TASK, "foot_traffic")  # every defs.yaml under pipelines/defs
 
 
 def key(name: str) -> dg.AssetKey:
@@ -24,10 +25,10 @@ def _graph():
 
 def test_one_graph_with_a_group_per_stage_under_the_task_prefix():
     graph = _graph()
-    assert {k.path[0] for k in graph.materializable_asset_keys} == {TASK}
+    assert {k.path[0] for k in graph.materializable_asset_keys} == set(TASKS)
     groups = {graph.get(k).group_name for k in graph.materializable_asset_keys}
     stages = ("ingestion", "features", "training", "evaluation", "serving", "monitoring")
-    assert groups == {f"{TASK}_{stage}" for stage in stages}
+    assert groups == {f"{task}_{stage}" for task in TASKS for stage in stages}
     upstream = graph.get(key("training_set")).parent_keys
     assert {key("flight_timeline"), key("feast_definitions"), key("weather_features")} <= upstream
 
@@ -95,23 +96,48 @@ def test_monitoring_hangs_off_the_champion_and_the_days():
         assert graph.get(key(daily)).partitions_def is not None
 
 
-def test_the_task_owns_its_jobs_sensors_and_schedule():
+def test_each_task_owns_its_jobs_sensors_and_schedule():
     definitions = defs()
     assert {j.name for j in definitions.jobs} == {
-        f"{TASK}_partitions",
-        f"{TASK}_retrain",
-        f"{TASK}_rollback",
+        f"{task}_{job}" for task in TASKS for job in ("partitions", "retrain", "rollback")
     }
     assert {s.name for s in definitions.sensors} == {
-        f"{TASK}_landing_sensor",
-        f"{TASK}_drift_sensor",
+        f"{task}_{sensor}_sensor" for task in TASKS for sensor in ("landing", "drift")
     }
-    [schedule] = definitions.schedules
-    assert (schedule.name, schedule.cron_schedule, schedule.execution_timezone) == (
-        f"{TASK}_nightly_retrain",
-        "0 2 * * *",
-        "America/New_York",
+    schedules = {s.name: (s.cron_schedule, s.execution_timezone) for s in definitions.schedules}
+    assert schedules == {
+        f"{TASK}_nightly_retrain": ("0 2 * * *", "America/New_York"),
+        "foot_traffic_nightly_retrain": ("0 3 * * *", "Australia/Melbourne"),
+    }
+    for task in TASKS:  # a task's drift sensor retrains that task only
+        [target] = definitions.get_sensor_def(f"{task}_drift_sensor").targets
+        assert target.job_name == f"{task}_retrain"
+        keys = definitions.resolve_job_def(f"{task}_retrain").asset_layer.selected_asset_keys
+        assert {k.path[0] for k in keys} == {task}
+
+
+def test_the_hourly_task_loads_from_its_definition():
+    """foot_traffic: hourly UTC partitions over 2015-2016, its own run window, three baselines
+    of which two score with a feature, and its FeatureService read from declarations only."""
+    graph = _graph()
+    raw = graph.get(dg.AssetKey(["foot_traffic", "raw_counts"]))
+    hours = raw.partitions_def.get_partition_keys()
+    assert hours[0] == "2014-12-31-13:00" and hours[-1] == "2016-12-31-12:00"
+    assert len(hours) == 2 * 365 * 24 + 24  # 2016 is a leap year
+    window = graph.get(dg.AssetKey(["foot_traffic", "count_features"]))
+    assert window.parent_keys == {raw.key}
+    task = load_task("foot_traffic")
+    assert (task.definition.run_window.start, task.definition.run_window.end) == (
+        "2015-03-01",
+        "2015-04-30",
     )
+    assert [(b.label, b.feature) for b in task.spec.declared_baselines()] == [
+        ("baseline", None),
+        ("baseline_current_count", "count_last_hour"),
+        ("baseline_same_hour_last_week", "count_target_hour_last_week"),
+    ]
+    assert "count_last_hour" in task.spec.numeric_features
+    assert task.spec.categorical_features == ("sensor",)
 
 
 def _imports(path: Path) -> set[str]:
