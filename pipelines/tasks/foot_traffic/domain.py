@@ -6,7 +6,7 @@ import pandas as pd
 from pipelines.platform.lib.task import TaskDomain
 from pipelines.tasks.foot_traffic.feast_declarations import feature_definitions, served_features
 from pipelines.tasks.foot_traffic.features import entity_keys, request_features, request_frame
-from pipelines.tasks.foot_traffic.replay import replay_hours
+from pipelines.tasks.foot_traffic.replay import replay_days
 
 DOMAIN = TaskDomain(
     request_frame=request_frame,
@@ -14,9 +14,9 @@ DOMAIN = TaskDomain(
     request_features=request_features,
     feature_definitions=feature_definitions,
     served_features=served_features,
-    replay=replay_hours,
+    replay=replay_days,
     warm_up_request={
         "sensor": "Southern Cross Station",
-        "predicted_at": pd.Timestamp("2015-04-28T21:00", tz="UTC"),
+        "predicted_at": pd.Timestamp("2015-04-15T14:00", tz="UTC"),
     },
 )

@@ -1,29 +1,28 @@
-"""Replay 2015-2016 hour by hour: one file of counts per UTC hour into the landing folder."""
+"""Replay 2015-2016 day by day: one file of counts per Melbourne day into the landing folder (the
+counts arrive as a daily export; each row still says which hour it counts)."""
 
 from datetime import date
 from pathlib import Path
 
-import pandas as pd
-
 from pipelines.platform.lib.landing import LandedFile
-from pipelines.tasks.foot_traffic.source import hour_key, read_counts
+from pipelines.tasks.foot_traffic.source import day_key, read_counts
 
-FIRST_DAY = date(2014, 12, 31)  # 2015-01-01 00:00 in Melbourne is 13:00 UTC the day before
+FIRST_DAY = date(2015, 1, 1)
 LAST_DAY = date(2016, 12, 31)
 
 
-def replay_hours(landing_dir: Path, start: date, end: date) -> list[LandedFile]:
-    """Drop the hour files of the UTC days [start, end] under <landing>/counts/<hour>.csv, as if
-    each had just arrived; a file already there is rewritten only if its content differs."""
+def replay_days(landing_dir: Path, start: date, end: date) -> list[LandedFile]:
+    """Drop the day files of [start, end] under <landing>/counts/<YYYY-MM-DD>.csv, as if each had
+    just arrived; a file already there is rewritten only if its content differs."""
     if start > end:
         raise ValueError(f"replay start {start} is after its end {end}")
     if start < FIRST_DAY or end > LAST_DAY:
-        raise ValueError(f"the counts cover {FIRST_DAY}..{LAST_DAY} (UTC); got {start}..{end}")
+        raise ValueError(f"the counts cover {FIRST_DAY}..{LAST_DAY}; got {start}..{end}")
     frame = read_counts()
-    days = pd.to_datetime(frame["date_time"], utc=True).dt.date
-    wanted = frame[(days >= start) & (days <= end)]
+    days = day_key(frame["date_time"])
+    wanted = days.between(start.isoformat(), end.isoformat())
     landed = []
-    for key, rows in wanted.groupby(hour_key(wanted["date_time"]), sort=True):
+    for key, rows in frame[wanted].groupby(days[wanted], sort=True):
         path = Path(landing_dir) / "counts" / f"{key}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         content = rows.to_csv(index=False).encode()

@@ -9,14 +9,15 @@ from pipelines.tasks.foot_traffic.source import LOCAL_TZ, SENSORS
 
 
 class SensorHour(BaseModel):
-    """Will this sensor count 1,000 people or more in the hour starting two hours from now?"""
+    """Will the hour starting two hours after predicted_at be 20% busier at this sensor than the
+    same hour a week earlier?"""
 
     model_config = ConfigDict(extra="forbid")
 
     sensor: str = Field(examples=["Southern Cross Station"], description=", ".join(SENSORS))
     predicted_at: datetime = Field(
         description="When the prediction is made; a time without offset is Melbourne local time",
-        examples=["2015-04-28T07:00:00+10:00"],
+        examples=["2015-04-16T00:00:00+10:00"],
     )
 
     @field_validator("sensor")

@@ -10,7 +10,6 @@ from importlib import resources
 
 import pandas as pd
 
-HOUR_KEY = "%Y-%m-%d-%H:00"  # the partition key of an hour (UTC), as Dagster writes it
 LOCAL_TZ = "Australia/Melbourne"
 SENSORS = (
     "Birrarung Marr",
@@ -38,6 +37,6 @@ def read_counts() -> pd.DataFrame:
     return frame.sort_values(["date_time", "sensor"], ignore_index=True)
 
 
-def hour_key(date_time: pd.Series) -> pd.Series:
-    """The partition (UTC hour) a count belongs to: the hour it counts."""
-    return pd.to_datetime(date_time, utc=True).dt.strftime(HOUR_KEY)
+def day_key(date_time: pd.Series) -> pd.Series:
+    """The partition a count belongs to: the Melbourne day of the hour it counts."""
+    return pd.to_datetime(date_time, utc=True).dt.tz_convert(LOCAL_TZ).dt.strftime("%Y-%m-%d")

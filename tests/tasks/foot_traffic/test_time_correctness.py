@@ -18,9 +18,9 @@ from pipelines.platform.lib.feature_store import (
 from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
 from pipelines.platform.lib.settings import PROJECT_ROOT
 from pipelines.tasks.foot_traffic import features as F
-from pipelines.tasks.foot_traffic.replay import replay_hours
+from pipelines.tasks.foot_traffic.replay import replay_days
 from pipelines.tasks.foot_traffic.schemas import SensorHour
-from pipelines.tasks.foot_traffic.source import SENSORS, hour_key, read_counts
+from pipelines.tasks.foot_traffic.source import SENSORS, day_key, read_counts
 
 TASK = load_task("foot_traffic")
 T = pd.Timestamp("2015-03-09T05:00", tz="UTC")  # a Monday, 16:00 in Melbourne
@@ -28,9 +28,9 @@ T = pd.Timestamp("2015-03-09T05:00", tz="UTC")  # a Monday, 16:00 in Melbourne
 
 def _raw(first: str = "2015-03-01", last: str = "2015-03-10") -> pd.DataFrame:
     frame = read_counts()
-    day = frame["date_time"].str[:10]
+    day = day_key(frame["date_time"])
     frame = frame[(day >= first) & (day <= last)].reset_index(drop=True)
-    return frame.assign(**{PARTITION_COLUMN: hour_key(frame["date_time"])})
+    return frame.assign(**{PARTITION_COLUMN: day_key(frame["date_time"])})
 
 
 def _later_counts_changed(raw: pd.DataFrame, seed: int = 3) -> pd.DataFrame:
@@ -40,7 +40,7 @@ def _later_counts_changed(raw: pd.DataFrame, seed: int = 3) -> pd.DataFrame:
     changed = raw.copy()
     rng = np.random.default_rng(seed)
     changed.loc[late, "count"] = rng.integers(0, 5000, late.sum())
-    assert late.sum() > 150  # the last day and a half
+    assert late.sum() > 100  # the last day and a third
     return changed
 
 
@@ -63,15 +63,20 @@ def test_feature_rows_known_by_t_do_not_depend_on_later_counts(worlds):
     assert not real[real["event_timestamp"] > T].equals(changed[changed["event_timestamp"] > T])
 
 
-def test_the_label_is_two_hours_after_the_prediction_and_never_a_feature(worlds):
+def test_the_label_compares_the_target_hour_with_a_week_earlier_and_is_never_a_feature(worlds):
     _, examples = worlds["real"]
     raw = _raw().assign(at=lambda f: pd.to_datetime(f["date_time"], utc=True))
-    merged = examples.merge(
-        raw.assign(predicted_at=raw["at"] - F.HORIZON)[["sensor", "predicted_at", "count"]],
-        on=["sensor", "predicted_at"],
-    )
-    assert len(merged) == len(examples)
-    assert ((merged["count"] >= F.BUSY) == merged["label"].astype(bool)).all()
+    counts = raw.set_index(["sensor", "at"])["count"].astype("float64")
+    target = examples["predicted_at"] + F.HORIZON
+    now = counts.reindex(pd.MultiIndex.from_arrays([examples["sensor"], target])).to_numpy()
+    before = counts.reindex(
+        pd.MultiIndex.from_arrays([examples["sensor"], target - F.WEEK])
+    ).to_numpy()
+    labelled = examples["label"].notna().to_numpy()
+    assert (labelled == ~np.isnan(before)).all()  # the first week has no label
+    assert 0.1 < examples["label"].mean() < 0.4
+    expected = now[labelled] >= F.SURGE * before[labelled]
+    assert (examples["label"].to_numpy()[labelled].astype(bool) == expected).all()
     assert "label" not in TASK.spec.features and "count" not in TASK.spec.features
 
 
@@ -119,14 +124,15 @@ def test_training_rows_see_the_last_complete_hour_and_nothing_later(worlds, tmp_
     assert (rows["count_last_hour"].to_numpy() != current.to_numpy()).any()
 
 
-def test_replay_lands_one_file_per_hour_and_refuses_days_outside_the_data(tmp_path):
-    landed = replay_hours(
-        tmp_path, pd.Timestamp("2015-03-02").date(), pd.Timestamp("2015-03-02").date()
-    )
-    assert len(landed) == 24 and {f.rows for f in landed} == {4}
-    assert landed[0].partition == "2015-03-02-00:00" and landed[0].path.name == "2015-03-02-00:00.csv"
-    with pytest.raises(ValueError, match=r"2014-12-31\.\.2016-12-31"):
-        replay_hours(tmp_path, pd.Timestamp("2013-01-01").date(), pd.Timestamp("2013-01-02").date())
+def test_replay_lands_one_file_per_melbourne_day_and_refuses_days_outside_the_data(tmp_path):
+    day = pd.Timestamp("2015-03-02").date()
+    [landed] = replay_days(tmp_path, day, day)
+    assert landed.rows == 24 * 4 and landed.path.name == "2015-03-02.csv"
+    dst = pd.Timestamp("2015-04-05").date()  # clocks went back: 25 local hours, 24 in the data
+    [long_day] = replay_days(tmp_path, dst, dst)
+    assert long_day.partition == "2015-04-05" and long_day.rows == 24 * 4
+    with pytest.raises(ValueError, match=r"2015-01-01\.\.2016-12-31"):
+        replay_days(tmp_path, pd.Timestamp("2013-01-01").date(), pd.Timestamp("2013-01-02").date())
 
 
 def test_request_names_the_bad_field():

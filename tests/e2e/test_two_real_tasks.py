@@ -1,0 +1,232 @@
+"""Both real tasks in one code location, one Dagster instance and one data root: flight delay
+(the nine-day fixture) and foot traffic (46 days of Melbourne pedestrian counts, hourly
+predictions of a surge two hours ahead).
+
+Foot traffic's first challenger is a null model (trained on shuffled labels): the gate compares
+it with the strongest declared baseline and refuses it. A real challenger then becomes champion,
+both services answer, each task's drift sensor launches only its own retrain, and no training row
+of foot traffic carries a count stamped after its prediction time."""
+
+import importlib
+import json
+import sys
+from datetime import date
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+from starlette.testclient import TestClient
+
+from pipelines.definitions import defs
+from pipelines.platform.cli import materialize_window, run_succeeded
+from pipelines.platform.components.task import load_task
+from pipelines.platform.lib.lake import Lake
+from pipelines.platform.resources import LakeResource, RetrainPolicy
+from pipelines.platform.resources_config import embedded_resources
+from pipelines.tasks.foot_traffic.source import read_counts
+
+TRAFFIC, FLIGHTS = "foot_traffic", "flight_delay"
+START, END = date(2015, 3, 1), date(2015, 4, 15)  # the definition's run window
+SPLIT = {"validation_days": 4, "holdout_days": 7}
+MODEL_ASSETS = {"lgbm_model", "torch_model", "model_evaluation", "champion", "bento"}
+
+
+def _config(**model) -> dict:
+    return {
+        "ops": {
+            f"{TRAFFIC}__lgbm_model": {"config": {**SPLIT, **model}},
+            f"{TRAFFIC}__torch_model": {"config": {**SPLIT, "max_epochs": 8, **model}},
+            f"{TRAFFIC}__model_evaluation": {
+                "config": {**SPLIT, "bootstrap_samples": 300, "min_holdout_rows": 100}
+            },
+        }
+    }
+
+
+def _gate(results) -> list:
+    return [
+        e.event_specific_data
+        for r in results
+        for e in r.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.event_specific_data.check_name == "model_evaluation_gate"
+    ]
+
+
+def _registry():
+    return embedded_resources()["mlflow"].registry()
+
+
+@pytest.fixture(scope="module")
+def together(built):
+    """Foot traffic lived next to the built flight task: a null challenger, then a real one."""
+    paths, instance, flight_results = built
+    assert run_succeeded(flight_results)
+    load_task(TRAFFIC).domain.replay(paths.landing / TRAFFIC, START, END)
+    # A shuffled-label model can only tie a baseline by luck: the gate must refuse it.
+    null = materialize_window(
+        START, END, instance, task=TRAFFIC, run_config=_config(label_permutation_seed=1)
+    )
+    real = materialize_window(
+        START, END, instance, task=TRAFFIC, only=MODEL_ASSETS, run_config=_config()
+    )
+    return paths, instance, null, real
+
+
+@pytest.mark.slow
+def test_the_gate_refuses_a_first_challenger_below_the_strongest_baseline(together):
+    _, _, null, _ = together
+    assert run_succeeded(null)  # a refusal is an outcome, not an error
+    [gate] = _gate(null)
+    assert not gate.passed
+    evaluation = dg.AssetKey([TRAFFIC, "model_evaluation"])
+    [report] = [
+        r.output_for_node(f"{TRAFFIC}__model_evaluation")
+        for r in null
+        if any(e.asset_key == evaluation for e in r.get_asset_materialization_events())
+    ]
+    metrics = report["metrics"]
+    baselines = set(report["baselines"])
+    assert baselines == {
+        "baseline",
+        "baseline_current_surge",
+        "baseline_current_count",
+        "baseline_same_hour_last_week",
+    }
+    strongest = max(baselines, key=lambda b: metrics[b]["roc_auc"])
+    assert report["reference"] == report["strongest_baseline"] == strongest
+    assert f"reference: the {strongest}" in gate.description
+    assert metrics[strongest]["roc_auc"] > 0.6  # a baseline that means something
+
+
+@pytest.mark.slow
+def test_a_real_challenger_becomes_champion_and_flight_delay_keeps_its_own(together):
+    paths, _, _, real = together
+    assert run_succeeded(real)
+    [gate] = _gate(real)
+    assert gate.passed, gate.description
+    assert "reference: the baseline" in gate.description  # the strongest baseline: no champion yet
+    registry = _registry()
+    traffic, flight = registry.alias(TRAFFIC, "champion"), registry.alias(FLIGHTS, "champion")
+    assert traffic is not None and flight is not None
+    assert traffic.tags["task"] == TRAFFIC and flight.tags["task"] == FLIGHTS
+    for task in (TRAFFIC, FLIGHTS):
+        assert (paths.root / "serving" / task / "latest.json").exists()
+    built = {e.asset_key.path[0] for r in real for e in r.get_asset_materialization_events()}
+    assert built == {TRAFFIC}
+
+
+@pytest.mark.slow
+def test_no_training_row_carries_a_count_stamped_after_its_prediction_time(together):
+    """The row made at t carries the count of [t - 1 h, t), stamped t; the count of [t, t + 1 h)
+    is stamped t + 1 h and must never appear in it."""
+    paths, _, _, _ = together
+    lake = Lake(paths.lake)
+    table = f"{TRAFFIC}/training_set"
+    training = lake.read_partitions(table, lake.partitions(table))
+    assert len(training) > 1000
+    counts = read_counts().assign(at=lambda f: pd.to_datetime(f["date_time"], utc=True))
+    counts = counts.set_index(["sensor", "at"])["count"].astype("float64")
+    t = pd.to_datetime(training["predicted_at"], utc=True)
+    known = counts.reindex(pd.MultiIndex.from_arrays([training["sensor"], t - pd.Timedelta("1h")]))
+    later = counts.reindex(pd.MultiIndex.from_arrays([training["sensor"], t]))
+    seen = training["count_last_hour"].to_numpy()
+    has = ~np.isnan(seen)
+    assert has.mean() > 0.95
+    np.testing.assert_array_equal(seen[has], known.to_numpy()[has])
+    differs = later.to_numpy()[has] != known.to_numpy()[has]
+    assert differs.mean() > 0.9  # the two hours differ, so the equality above is evidence
+    assert (training["event_timestamp"] == training["predicted_at"]).all()
+
+
+def _service(monkeypatch, paths, task: str):
+    latest = json.loads((paths.root / "serving" / task / "latest.json").read_text())
+    monkeypatch.setenv("FLIGHTLINE_TASK", task)
+    monkeypatch.setenv("FLIGHTLINE_BENTO_MODEL", latest["model"])
+    sys.modules.pop("serving.service", None)
+    return importlib.import_module("serving.service").PredictionService
+
+
+@pytest.mark.slow
+def test_both_services_answer_with_their_own_schema(together, monkeypatch):
+    paths, _, _, _ = together
+    flight = {
+        "carrier": "UA",
+        "flight": 1545,
+        "tailnum": "N14228",
+        "origin": "EWR",
+        "dest": "IAH",
+        "sched_dep": "2013-01-09T17:00:00",
+        "distance": 1400,
+    }
+    sensor_hour = {"sensor": "Southern Cross Station", "predicted_at": "2015-04-16T00:00:00+10:00"}
+    try:
+        with TestClient(_service(monkeypatch, paths, TRAFFIC).to_asgi()) as client:
+            ok = client.post("/predict", json={"sensor_hour": sensor_hour})
+            assert ok.status_code == 200, ok.text
+            body = ok.json()
+            assert 0 <= body["surge_probability"] <= 1 and body["model_name"] == TRAFFIC
+            assert set(body["feature_age_seconds"]) == {"sensor_recent_counts"}
+            bad = client.post(
+                "/predict", json={"sensor_hour": {**sensor_hour, "sensor": "Nowhere"}}
+            )
+            assert bad.status_code == 400 and "sensor" in bad.text
+            wrong_task = client.post("/predict", json={"flight": flight})
+            assert wrong_task.status_code == 400 and "sensor_hour" in wrong_task.text
+        with TestClient(_service(monkeypatch, paths, FLIGHTS).to_asgi()) as client:
+            ok = client.post("/predict", json={"flight": flight})
+            assert ok.status_code == 200, ok.text
+            assert ok.json()["model_name"] == FLIGHTS and "delay_probability" in ok.json()
+    finally:
+        sys.modules.pop("serving.service", None)
+
+
+def _drift_tick(definitions, instance, paths, task: str):
+    context = dg.build_sensor_context(
+        instance=instance,
+        definitions=definitions,
+        resources={
+            "lake": LakeResource(lake_root=paths.lake),
+            "retrain_policy": RetrainPolicy(drift_share=0.0),  # any report crosses it
+        },
+    )
+    return definitions.get_sensor_def(f"{task}_drift_sensor")(context)
+
+
+@pytest.mark.slow
+def test_each_drift_sensor_launches_only_its_own_retrain(together):
+    paths, instance, _, _ = together
+    definitions = defs()
+    # Two days of reports against the new champion (96 rows a day: the test lowers the report's
+    # minimum of 200 rows, under which a day is "insufficient" evidence).
+    days = ["2015-04-14", "2015-04-15"]
+    job = definitions.resolve_job_def(f"{TRAFFIC}_partitions").get_subset(
+        asset_selection={
+            dg.AssetKey([TRAFFIC, "prediction_log"]),
+            dg.AssetKey([TRAFFIC, "drift_report"]),
+        }
+    )
+    for day in days:
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=day,
+            run_config={
+                "ops": {
+                    f"{TRAFFIC}__drift_report": {
+                        "config": {"min_rows": 50, "evidently_html": False}
+                    }
+                }
+            },
+        )
+        assert result.success
+    traffic = _drift_tick(definitions, instance, paths, TRAFFIC)
+    [request] = traffic.run_requests
+    assert request.job_name == f"{TRAFFIC}_retrain"
+    assert request.tags["flightline/retrain"] == TRAFFIC
+    assert {op.split("__")[0] for op in request.run_config["ops"]} == {TRAFFIC}
+    # Flight delay's sensor reads flight delay's reports only: whatever it decides, it never
+    # launches foot traffic's retrain.
+    flight = _drift_tick(definitions, instance, paths, FLIGHTS)
+    assert all(r.job_name == f"{FLIGHTS}_retrain" for r in flight.run_requests or [])
+    assert all(r.tags["flightline/retrain"] == FLIGHTS for r in flight.run_requests or [])
