@@ -181,11 +181,16 @@ def _partitions_between(partitions_def, start: date, end: date) -> list[str]:
     import pandas as pd
 
     zone = partitions_def.timezone
+    first = pd.Timestamp(start, tz=zone)
+    after = pd.Timestamp(end, tz=zone) + pd.Timedelta(days=1)
+    # Dagster does not clip a window to the definition's own range: clip it here.
+    first = max(first, pd.Timestamp(partitions_def.start))
+    if partitions_def.end is not None:
+        after = min(after, pd.Timestamp(partitions_def.end))
+    if first >= after:
+        return []
     return partitions_def.get_partition_keys_in_time_window(
-        dg.TimeWindow(
-            pd.Timestamp(start, tz=zone).to_pydatetime(),
-            (pd.Timestamp(end, tz=zone) + pd.Timedelta(days=1)).to_pydatetime(),
-        )
+        dg.TimeWindow(first.to_pydatetime(), after.to_pydatetime())
     )
 
 

@@ -99,7 +99,9 @@ def test_monitoring_hangs_off_the_champion_and_the_days():
 def test_each_task_owns_its_jobs_sensors_and_schedule():
     definitions = defs()
     assert {j.name for j in definitions.jobs} == {
-        f"{task}_{job}" for task in TASKS for job in ("reference_data", "partitions", "retrain", "rollback")
+        f"{task}_{job}"
+        for task in TASKS
+        for job in ("reference_data", "partitions", "retrain", "rollback")
     }
     assert {s.name for s in definitions.sensors} == {
         f"{task}_{sensor}_sensor" for task in TASKS for sensor in ("landing", "drift")

@@ -30,6 +30,8 @@ TRAFFIC, FLIGHTS = "foot_traffic", "flight_delay"
 START, END = date(2015, 3, 1), date(2015, 4, 15)  # the definition's run window
 SPLIT = {"validation_days": 4, "holdout_days": 7}
 MODEL_ASSETS = {"lgbm_model", "torch_model", "model_evaluation", "champion", "bento"}
+# The first test pays for both tasks' builds (flight delay's fixture if no earlier test did).
+pytestmark = pytest.mark.timeout(1200)
 
 
 def _config(**model) -> dict:

@@ -13,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from pipelines.definitions import defs
-from pipelines.platform.cli import materialize_window, run_succeeded
+from pipelines.platform.cli import _partitions_between, materialize_window, run_succeeded
 from pipelines.platform.components.task import DEFS_PATH_ENV, build_task_defs, load_task
 from pipelines.platform.lib.settings import DataPaths
 from tests.sensor_ticks import landing_tick
@@ -88,6 +88,16 @@ def test_one_tasks_landed_files_never_launch_the_other(both, instance, data_path
     more = landing_tick(both, instance, TOY, data_paths, toy.cursor)
     [next_day] = more.run_requests
     assert backfill.tags["flightline/task"] == next_day.tags["flightline/task"] == TOY
+
+
+def test_a_window_is_clipped_to_a_tasks_calendar():
+    daily = dg.DailyPartitionsDefinition(start_date="2013-01-01", end_date="2014-01-01")
+    assert _partitions_between(daily, date(2012, 12, 30), date(2013, 1, 2)) == [
+        "2013-01-01",
+        "2013-01-02",
+    ]
+    assert _partitions_between(daily, date(2013, 12, 31), date(2014, 1, 5)) == ["2013-12-31"]
+    assert _partitions_between(daily, START, END) == []  # the toy's days are not flight delay's
 
 
 def test_a_window_without_a_task_runs_each_task_that_has_partitions_in_it(
