@@ -138,7 +138,8 @@ def ui_once(target: list[str], cwd: Path, env: dict, timeout: float = 600) -> tu
             server.wait()
 
 
-WORKER_JOB_CREATED = "Kubernetes run worker job created"  # dagster_k8s.K8sRunLauncher's event
+# dagster_k8s.K8sRunLauncher's engine event ("[K8sRunLauncher] Kubernetes run worker job created")
+WORKER_JOB_CREATED = "Kubernetes run worker job created"
 
 
 def pod_overheads(records: list) -> dict:
@@ -155,7 +156,7 @@ def pod_overheads(records: list) -> dict:
         event = record.dagster_event
         if event is None:
             continue
-        if event.event_type == kind.ENGINE_EVENT and event.message == WORKER_JOB_CREATED:
+        if event.event_type == kind.ENGINE_EVENT and WORKER_JOB_CREATED in (event.message or ""):
             worker_created = record.timestamp
         first.setdefault((event.event_type_value, event.step_key), record.timestamp)
     run_start = first.get((kind.RUN_START.value, None))
@@ -188,7 +189,8 @@ def cluster_once(json_out: Path) -> dict:
     that measures it writes pod_overheads() of that run to `json_out`."""
     done = subprocess.run(
         [
-            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:logging",
+            "-W", "ignore", "--tb=short", f"--basetemp={json_out.parent / 'pytest'}",
             "tests/infra/test_k8s_retrain.py::test_pods_start_within_the_run_monitoring_timeout",
         ],
         cwd=ROOT,

@@ -27,12 +27,12 @@ NAMESPACE = "flightline"
 SERVICE_ACCOUNT = "flightline-dagster"
 TEST_IMAGE = "ghcr.io/flightline/flightline:test"
 VENV_BIN = Path(sys.executable).parent
-# Run monitoring fails a run whose worker has not started within this: the pod's process has to
-# load the code location (2.6 s quiet, 4-5 s at load average 4-5: benchmarks/cold_start.py) and
-# its run worker Job -> RUN_START took MEASURED s here (test_pods_start_within_the_run_monitoring_
-# timeout measures it on every run). 25 s failed a quiet machine before issue 18's cold start
-# work; 120 s leaves a wide margin on a busy 2-core machine, and only a run that can never start
-# (the missing-image test) waits it out.
+# Run monitoring fails a run whose worker has not started within this. Measured with
+# `benchmarks/cold_start.py --cluster` at load average 13-17 (the code location alone loading in
+# 7.9 s then, 2.6 s quiet): run worker Job -> RUN_START 15.7 s, step Jobs -> STEP_START 13.6-22.6
+# s; test_pods_start_within_the_run_monitoring_timeout checks them on every run. 25 s failed a
+# quiet machine before issue 18's cold-start work; 120 s is ~5x the busy figures, and only a run
+# that can never start (the missing-image test) waits it out.
 START_TIMEOUT_SECONDS = 120
 
 

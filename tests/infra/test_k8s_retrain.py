@@ -262,6 +262,7 @@ def test_pods_start_within_the_run_monitoring_timeout(retrain):
     from benchmarks.cold_start import pod_overheads
 
     run, instance = retrain["run"], retrain["instance"]
+    assert run.status == dg.DagsterRunStatus.SUCCESS, _failure_messages(instance, run.run_id)
     pods = pod_overheads(instance.all_logs(run.run_id))
     print(f"pod start overheads: {pods}")
     if out := os.environ.get("FLIGHTLINE_POD_OVERHEAD_JSON"):
