@@ -19,6 +19,9 @@ from tests.pipeline_fixture import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = "2013-01-09"
+# The module's first test builds the shared nine-day pipeline when no earlier test did (5-7
+# minutes on a loaded 2-core machine), then the day's runs and two servers.
+pytestmark = pytest.mark.timeout(1200)
 
 QUERY = """
 {
@@ -86,21 +89,6 @@ def _wait_up(proc: subprocess.Popen, url: str, log: Path, what: str) -> None:
 @pytest.fixture(scope="module")
 def webserver(built, tmp_path_factory):
     paths, instance, _ = built
-    from pipelines.definitions import defs
-
-    job = defs().resolve_job_def("flight_delay_partitions")
-    # The last day's drift report against the built champion (the build ran the days before it).
-    report = job.get_subset(
-        asset_selection={dg.AssetKey(["flight_delay", "drift_report"])}
-    ).execute_in_process(instance=instance, partition_key="2013-01-09")
-    assert report.success
-    # One day of raw flights with its checks, as the landing sensor runs a landed day.
-    raw = {dg.AssetKey(["flight_delay", "raw_flights"])}
-    checks = {k for k in job.asset_layer.asset_graph.asset_check_keys if k.asset_key in raw}
-    day = job.get_subset(asset_selection=raw, asset_check_selection=checks).execute_in_process(
-        instance=instance, partition_key="2013-01-09"
-    )
-    assert day.success
     logs = tmp_path_factory.mktemp("servers")
     env = {
         **os.environ,
@@ -109,6 +97,7 @@ def webserver(built, tmp_path_factory):
     }
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    # Both servers boot (a minute or more on a loaded machine) while the day's runs below go.
     dagster_ui = _serve(
         [
             sys.executable,
@@ -149,6 +138,20 @@ def webserver(built, tmp_path_factory):
         logs / "mlflow.log",
     )
     try:
+        from pipelines.definitions import defs
+
+        job = defs().resolve_job_def("flight_delay_partitions")
+        # The last day's drift report against the built champion (the build ran the days
+        # before it).
+        report = job.get_subset(
+            asset_selection={dg.AssetKey(["flight_delay", "drift_report"])}
+        ).execute_in_process(instance=instance, partition_key=DAY)
+        assert report.success
+        # One day of raw flights with its checks, as the landing sensor runs a landed day.
+        raw = {dg.AssetKey(["flight_delay", "raw_flights"])}
+        checks = {k for k in job.asset_layer.asset_graph.asset_check_keys if k.asset_key in raw}
+        day = job.get_subset(asset_selection=raw, asset_check_selection=checks)
+        assert day.execute_in_process(instance=instance, partition_key=DAY).success
         _wait_up(dagster_ui, f"{url}/server_info", logs / "dagster.log", "dagster-webserver")
         _wait_up(mlflow_ui, f"{mlflow_url}/health", logs / "mlflow.log", "mlflow server")
         yield url
