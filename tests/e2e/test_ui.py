@@ -78,9 +78,9 @@ def _wait_up(proc: subprocess.Popen, url: str, log: Path, what: str) -> None:
         if proc.poll() is not None:
             pytest.fail(f"{what} exited ({proc.returncode}): {log.read_text()[-2000:]}")
         try:
-            if requests.get(url, timeout=2).ok:
+            if requests.get(url, timeout=5).ok:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or too busy booting to answer
             pass
         time.sleep(0.5)
     pytest.fail(f"{what} did not come up within 300 s: {log.read_text()[-2000:]}")
