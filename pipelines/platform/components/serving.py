@@ -84,12 +84,8 @@ def serving_defs(task: Task) -> dg.Definitions:
                     mlflow.run_url(run.info.experiment_id, registered.run_id)
                 ),
                 **(
-                    {
-                        "holdout_metrics": metric_table(
-                            pd.Series(holdout).to_frame("value"), index="metric"
-                        )
-                    }
-                    if holdout
+                    {"holdout_metrics": metric_table(holdout.to_frame("value"), index="metric")}
+                    if len(holdout)
                     else {}
                 ),
                 "model_family": model.info.labels.get("model_family", "?"),
