@@ -367,6 +367,7 @@ def redis_copy(paths: DataPaths, url: str) -> None:
     reads the same registry file and its online features from Redis (FLIGHTLINE_REDIS_URL)."""
     import redis
 
+    from pipelines.platform.components.task import load_task
     from pipelines.platform.lib.feature_store import (
         FeastLocation,
         apply_definitions,
@@ -384,7 +385,8 @@ def redis_copy(paths: DataPaths, url: str) -> None:
         "flightline", str(scratch / "registry.db"), "", paths.lake, embedded.repo_path, url
     )
     store = open_store(location)
-    apply_definitions(store, paths.lake)
+    task = load_task(TASK)
+    apply_definitions(store, task.feast_objects(paths.lake), task.name)
     materialize_up_to(store, end)
 
 
