@@ -116,7 +116,7 @@ benchmark: setup
 	$(UV) run --frozen python benchmarks/cold_start.py
 
 # The service under a fixed 200 req/s, beside Feast's feature server, SQLite then Redis (after
-# `make run`; Redis at 127.0.0.1:6379, database 15 must be empty). About 3 minutes.
+# `make run`; Redis at 127.0.0.1:6379, database 15 must be empty). Several minutes.
 bench-serving: setup
 	$(UV) run --frozen python benchmarks/serving_load.py --online-store both
 

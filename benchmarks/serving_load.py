@@ -367,6 +367,7 @@ def redis_copy(paths: DataPaths, url: str) -> None:
     reads the same registry file and its online features from Redis (FLIGHTLINE_REDIS_URL)."""
     import redis
 
+    from pipelines.platform.components.task import load_task
     from pipelines.platform.lib.feature_store import (
         FeastLocation,
         apply_definitions,
@@ -384,7 +385,8 @@ def redis_copy(paths: DataPaths, url: str) -> None:
         "flightline", str(scratch / "registry.db"), "", paths.lake, embedded.repo_path, url
     )
     store = open_store(location)
-    apply_definitions(store, paths.lake)
+    task = load_task(TASK)
+    apply_definitions(store, task.feast_objects(paths.lake), task.name)
     materialize_up_to(store, end)
 
 
@@ -450,6 +452,7 @@ def main() -> None:
     stores = ["sqlite", "redis"] if args.online_store == "both" else [args.online_store]
     flights = Flights(args.day)
     results = {}
+    print("figures per online store (latency from each request's scheduled send time):", flush=True)
     try:
         if "redis" in stores:
             redis_copy(paths, args.redis_url)
@@ -458,18 +461,19 @@ def main() -> None:
                 os.environ["FLIGHTLINE_REDIS_URL"] = args.redis_url
             results[name] = measure(args, latest["model"], flights)
             os.environ.pop("FLIGHTLINE_REDIS_URL", None)
+            print(  # each store as soon as it is measured
+                f"\nbentoml serve of this checkout (model {latest['model']}, 1 worker) and "
+                f"Feast's feature server, open loop {args.seconds:g} s per line, loopback, "
+                f"load average {os.getloadavg()[0]:.1f}:",
+                flush=True,
+            )
+            report(name, results[name], args)
+            sys.stdout.flush()
     finally:
         if "redis" in stores:
             import redis
 
             redis.Redis.from_url(args.redis_url).flushdb()
-    print(
-        f"\nbentoml serve of this checkout (model {latest['model']}, 1 worker) and Feast's "
-        f"feature server, open loop {args.seconds:g} s per line, loopback, "
-        f"load average {os.getloadavg()[0]:.1f}:"
-    )
-    for name, m in results.items():
-        report(name, m, args)
 
 
 if __name__ == "__main__":
