@@ -29,7 +29,14 @@ from pipelines.tasks.foot_traffic.source import read_counts
 TRAFFIC, FLIGHTS = "foot_traffic", "flight_delay"
 START, END = date(2015, 3, 1), date(2015, 4, 15)  # the definition's run window
 SPLIT = {"validation_days": 4, "holdout_days": 7}
-MODEL_ASSETS = {"lgbm_model", "torch_model", "model_evaluation", "champion", "bento"}
+MODEL_ASSETS = {
+    "lgbm_model",
+    "torch_model",
+    "model_evaluation",
+    "champion",
+    "bento",
+    "drift_reference",
+}
 # The first test pays for both tasks' builds (flight delay's fixture if no earlier test did).
 pytestmark = pytest.mark.timeout(1200)
 
@@ -225,6 +232,7 @@ def test_each_drift_sensor_launches_only_its_own_retrain(together):
         )
         assert result.success
     traffic = _drift_tick(definitions, instance, paths, TRAFFIC)
+    assert len(traffic.run_requests or []) == 1, traffic.skip_reason
     [request] = traffic.run_requests
     assert request.job_name == f"{TRAFFIC}_retrain"
     assert request.tags["flightline/retrain"] == TRAFFIC
