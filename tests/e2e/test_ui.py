@@ -357,9 +357,14 @@ def test_browser_drift_report_shows_its_metadata(page, webserver):
     count, total = drifted.split()[0], drifted.split()[2]
     page.goto(link)
     verdict = re.compile(rf"Drift is (not )?detected for .* \({count} out of {total}\)")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 240  # a 7 MB page, rendered by the MLflow UI in an iframe
     while not any(verdict.search(frame_text(f)) for f in page.frames[1:]):
-        assert time.monotonic() < deadline, "Evidently's page did not render in the MLflow UI"
+        if time.monotonic() > deadline:
+            _shot(page, "evidently_in_mlflow_failed")
+            texts = [frame_text(f)[:300] for f in page.frames]
+            pytest.fail(
+                f"Evidently's page did not show {verdict.pattern} in the MLflow UI: {texts}"
+            )
         page.wait_for_timeout(1000)
     _shot(page, "evidently_in_mlflow")
 
