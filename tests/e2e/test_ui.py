@@ -284,6 +284,7 @@ def _metadata_row(page, label: str):
 def _picture_loaded(cell) -> bool:
     image = cell.locator("img").first
     image.wait_for()
+    image.scroll_into_view_if_needed()  # the screenshot then shows it
     # Served by the MLflow UI: a broken link would leave naturalWidth at 0.
     return (
         image.evaluate(
@@ -354,12 +355,17 @@ def test_browser_drift_report_shows_its_metadata(page, webserver):
     assert link.endswith(f"/artifactPath/{DAY}.html")
     _shot(page, "drift_report")
     # Evidently's page, rendered by the MLflow UI: the same count of drifted columns.
-    count, total = drifted.split()[0], drifted.split()[2]
+    count, total = re.search(r"(\d+) of (\d+) columns", drifted).groups()
     page.goto(link)
     verdict = re.compile(rf"Drift is (not )?detected for .* \({count} out of {total}\)")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 240  # a 7 MB page, rendered by the MLflow UI in an iframe
     while not any(verdict.search(frame_text(f)) for f in page.frames[1:]):
-        assert time.monotonic() < deadline, "Evidently's page did not render in the MLflow UI"
+        if time.monotonic() > deadline:
+            _shot(page, "evidently_in_mlflow_failed")
+            texts = [frame_text(f)[:300] for f in page.frames]
+            pytest.fail(
+                f"Evidently's page did not show {verdict.pattern} in the MLflow UI: {texts}"
+            )
         page.wait_for_timeout(1000)
     _shot(page, "evidently_in_mlflow")
 
