@@ -10,6 +10,7 @@ from pydantic import PrivateAttr
 from pipelines.platform.lib.feature_store import FeastLocation, open_store
 from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
 from pipelines.platform.lib.landing import LandedDay, archive_landed_file, read_landed_day
+from pipelines.platform.lib.object_store import store_for
 from pipelines.platform.lib.retrain_policy import Thresholds
 from pipelines.platform.lib.services import check_uri
 from pipelines.platform.lib.tracking import ModelRegistry
@@ -29,6 +30,9 @@ class LakeIOManager(dg.ConfigurableIOManager):
     """
 
     lake_root: str
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        check_lake(self.lake_root)
 
     @property
     def lake(self) -> Lake:
@@ -85,9 +89,19 @@ class LakeResource(dg.ConfigurableResource):
 
     lake_root: str
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        check_lake(self.lake_root)
+
     @property
     def lake(self) -> Lake:
         return Lake(self.lake_root)
+
+
+def check_lake(root: str) -> None:
+    """An object-store lake that cannot be reached fails the step at start, naming the endpoint."""
+    store = store_for(root)
+    if store is not None:
+        store.check()
 
 
 class LandingZone(dg.ConfigurableResource):

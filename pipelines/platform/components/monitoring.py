@@ -88,7 +88,8 @@ def _evidently_html(
     features,
     predictions,
     n_columns,
-) -> Path:
+    scratch: str,
+) -> tuple[Path, str]:
     sample = lake.lake.read(task.table("drift_reference_sample"))
     numeric, categorical = task.spec.numeric_features, task.spec.categorical_features
     shown = [c.column for c in result.top(n_columns)]
@@ -103,10 +104,12 @@ def _evidently_html(
         [c for c in shown if c in categorical],
         {c: reference.columns[c].threshold for c in shown},
     )
-    path = Path(lake.lake.path(task.table("drift_report_html"), day)).with_suffix(".html")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # Rendered locally (MLflow logs it from there), stored beside the lake's tables: in the
+    # object store on a cluster, where the next pod (or a person) reads it.
+    path = Path(scratch) / f"{day}.html"
     snapshot.save_html(str(path))
-    return path
+    uri = lake.lake.write_file(task.table("drift_report_html"), day, ".html", path.read_bytes())
+    return path, uri
 
 
 def _log_to_mlflow(
@@ -283,18 +286,27 @@ def monitoring_defs(task: Task) -> dg.Definitions:
         version = reference.description["champion_version"]
         registry = mlflow.registry()
         rows, last = [], None
+        scratch = tempfile.TemporaryDirectory()
         for day in days:
             current, predictions, source = _current_side(day, training_set, prediction_log, score)
             if predictions is None and len(current) >= config.min_rows:
                 predictions = champion_scores(registry, spec, version, current)
             features = feature_frame(current, spec) if source == "training_set" else current
             result = detect_drift(reference, features, predictions, config.min_rows)
-            html = None
+            html, local_html = None, None
             if config.evidently_html and result.status != "insufficient":
-                html = _evidently_html(
-                    task, lake, reference, day, result, features, predictions, config.html_columns
+                local_html, html = _evidently_html(
+                    task,
+                    lake,
+                    reference,
+                    day,
+                    result,
+                    features,
+                    predictions,
+                    config.html_columns,
+                    scratch.name,
                 )
-            link = mlflow.run_url(*_log_to_mlflow(task, registry, day, result, version, html))
+            link = mlflow.run_url(*_log_to_mlflow(task, registry, day, result, version, local_html))
             rows.append(
                 {
                     PARTITION_COLUMN: day,
@@ -317,6 +329,7 @@ def monitoring_defs(task: Task) -> dg.Definitions:
                 }
             )
             last = (result, html, link)
+        scratch.cleanup()
         table = pd.DataFrame(rows)
         context.add_output_metadata(_drift_metadata(task, table, *last, reference))
         return table

@@ -25,7 +25,7 @@ SKEW_BEHIND = pd.Timedelta(hours=6)
 
 def prediction_log_root(task: Task):
     """Each task's service logs under a folder of its own."""
-    return DataPaths.from_env().prediction_log / task.name
+    return DataPaths.from_env().prediction_log_for(task.name)
 
 
 def serving_defs(task: Task) -> dg.Definitions:
