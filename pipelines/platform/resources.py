@@ -208,3 +208,19 @@ class RetrainPolicy(dg.ConfigurableResource):
         return Thresholds(
             self.drift_share, self.prediction_drift, self.max_live_auc_drop, self.cooldown_days
         )
+
+
+class ServiceDeploymentResource(dg.ConfigurableResource):
+    """Where each task's service runs on Kubernetes (production): the namespace of its
+    Deployment (`<task>-service`), and a kubeconfig, or none for the pod's service account.
+    Unset namespace (the embedded profile): there is no cluster, the deployment asset says so."""
+
+    namespace: str | None = None
+    kubeconfig: str | None = None
+    rollout_timeout_s: int = 600
+
+    def target(self, task: str):
+        from pipelines.platform.lib.deployment import ServiceDeployment, deployment_name
+
+        assert self.namespace, "no Kubernetes namespace configured"
+        return ServiceDeployment(self.namespace, deployment_name(task), self.kubeconfig)

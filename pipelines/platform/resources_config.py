@@ -1,5 +1,7 @@
 """Binds resources to their locations: the embedded default, or what the environment says."""
 
+import os
+
 from pipelines.platform.lib.settings import PROJECT_ROOT, DataPaths
 from pipelines.platform.resources import (
     BentoResource,
@@ -9,6 +11,7 @@ from pipelines.platform.resources import (
     LandingZone,
     MlflowResource,
     RetrainPolicy,
+    ServiceDeploymentResource,
 )
 
 
@@ -33,6 +36,12 @@ def embedded_resources(paths: DataPaths | None = None) -> dict:
             home=str(paths.bentoml_home), serving_dir=str(paths.root / "serving")
         ),
         "retrain_policy": RetrainPolicy(),
+        # FLIGHTLINE_K8S_NAMESPACE: the namespace of the services' Deployments (production);
+        # FLIGHTLINE_KUBECONFIG: a kubeconfig, else the pod's own service account.
+        "deployment": ServiceDeploymentResource(
+            namespace=os.environ.get("FLIGHTLINE_K8S_NAMESPACE") or None,
+            kubeconfig=os.environ.get("FLIGHTLINE_KUBECONFIG") or None,
+        ),
         "mlflow": MlflowResource(
             tracking_uri=paths.mlflow_tracking_uri, artifact_root=paths.mlflow_artifact_root
         ),

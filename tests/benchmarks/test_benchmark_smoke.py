@@ -22,3 +22,18 @@ def test_pipeline_overhead_runs_both_sides_from_the_task_definition():
     ratio = re.search(r"ratio dagster / bare:\s+([\d.]+)", done.stdout)
     assert rows and int(rows.group(1).replace(",", "")) > 1000, done.stdout
     assert ratio and float(ratio.group(1)) > 0, done.stdout
+
+
+def test_lake_throughput_measures_local_disk_and_the_s3_server():
+    done = subprocess.run(
+        [sys.executable, "benchmarks/lake_throughput.py", "--end", "2013-01-02", "--repeat", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = re.search(r"([\d,]+) rows x (\d+) columns", done.stdout)
+    ratio = re.search(r"ratio s3 / local time: write ([\d.]+)x, read ([\d.]+)x", done.stdout)
+    assert rows and int(rows.group(1).replace(",", "")) > 1000, done.stdout
+    assert ratio and float(ratio.group(1)) > 0 and float(ratio.group(2)) > 0, done.stdout

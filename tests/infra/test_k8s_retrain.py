@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -61,7 +62,8 @@ def _champion(k8s_platform) -> str | None:
 
 def _paths(k8s_platform) -> DataPaths:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FLIGHTLINE_DATA_ROOT", str(k8s_platform["data_root"]))
+        for name, value in k8s_platform["profile"].env(k8s_platform["data_root"]).items():
+            mp.setenv(name, value)
         return DataPaths.from_env()
 
 
@@ -122,6 +124,30 @@ def test_retrain_completes_as_kubernetes_jobs(k8s_platform, retrain):
         assert GPU not in (pod.spec.containers[0].resources.limits or {}), op
         assert pod.spec.service_account_name == platform.SERVICE_ACCOUNT
         assert pod.spec.containers[0].image == platform.TEST_IMAGE
+
+
+def test_pods_shared_nothing_but_the_services(k8s_platform, retrain):
+    """Every pod ran in its own empty directory and HOME; what one step handed the next went
+    through PostgreSQL, Redis, MLflow and the object store."""
+    run = retrain["run"]
+    ran = [
+        p
+        for p in k8s_platform["kubelet"].started_pods
+        if (p["labels"] or {}).get("dagster/run-id") == run.run_id
+    ]
+    assert len(ran) >= 5  # the run worker and one pod per step
+    assert len({p["workdir"] for p in ran}) == len(ran)
+    assert len({p["home"] for p in ran}) == len(ran)
+    for pod in ran:
+        pod_root = Path(pod["workdir"]).parent
+        for shared in ("data/lake", "data/mlflow", "data/feast", "data/prediction_log"):
+            assert not (pod_root / shared).exists(), f"{pod['name']} wrote {shared} locally"
+    # The models, the champion's Bento and the drift reference are objects in the bucket.
+    server, bucket = k8s_platform["s3"], k8s_platform["profile"].object_store
+    keys = server.keys("", bucket["FLIGHTLINE_S3_BUCKET"])
+    assert any(k.startswith("lake/flight_delay/drift_reference/") for k in keys)
+    assert any(k.startswith("mlflow/") and k.endswith("MLmodel") for k in keys)
+    assert not (k8s_platform["data_root"] / "lake").exists()
 
 
 MISSING_IMAGE = "ghcr.io/flightline/flightline:does-not-exist"

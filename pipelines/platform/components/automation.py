@@ -31,12 +31,14 @@ def model_keys(spec: TaskSpec) -> list[dg.AssetKey]:
 
 
 def retrain_selection(task: Task) -> dg.AssetSelection:
-    """Both model families, the evaluation and its gate, the champion, the Bento built from it
-    and the drift reference of the new champion: the task's own, nothing else."""
+    """Both model families, the evaluation and its gate, the champion, the Bento built from it,
+    the service Deployment rolled to it and the drift reference of the new champion: the task's
+    own, nothing else."""
     return dg.AssetSelection.assets(
         *model_keys(task.spec),
         task.key("champion"),
         task.key("bento"),
+        task.key("deployment"),
         task.key("drift_reference"),
     )
 
