@@ -268,7 +268,7 @@ def _summary(
     lines += [
         f"  status: {'SUCCESS' if ok else 'FAILED (see the lines marked FAILED above)'} in {time.perf_counter() - started:.0f}s",
         f"  lake (Parquet):      {paths.lake}",
-        f"  landing / archive:   {_landing(paths, task)} / {paths.root / 'archive' / task.name}",
+        f"  landing / archive:   {_landing(paths, task)} / {paths.archive}/{task.name}",
         f"  Feast registry:      {paths.feast_registry}",
         f"  Feast online store:  {_online_store(paths)}",
         "  open the UI:         make ui   (then http://127.0.0.1:3000)",

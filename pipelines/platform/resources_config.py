@@ -22,9 +22,7 @@ def embedded_resources(paths: DataPaths | None = None) -> dict:
     return {
         "io_manager": LakeIOManager(lake_root=paths.lake),
         "lake": LakeResource(lake_root=paths.lake),
-        "landing": LandingZone(
-            landing_dir=str(paths.landing), archive_dir=str(paths.root / "archive")
-        ),
+        "landing": LandingZone(landing_dir=str(paths.landing), archive_dir=str(paths.archive)),
         "feast": FeastResource(
             registry_path=str(paths.feast_registry),
             online_store_path=str(paths.feast_online_store),

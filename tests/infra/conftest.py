@@ -16,9 +16,9 @@ import dagster as dg
 import pytest
 
 from tests.infra import cluster as local_cluster
-from tests.infra import platform
+from tests.infra import platform, runs
 from tests.infra.fake_kubelet import CPU_NODE, GPU_NODE, FakeKubelet
-from tests.pipeline_fixture import END, START
+from tests.pipeline_fixture import END, MODEL_RUN_CONFIG, START
 from tests.production.conftest import fresh_profile
 
 
@@ -147,3 +147,15 @@ def k8s_platform(k8s_cluster, k8s_nodes, k8s_profile, s3_server, tmp_path_factor
         }
     finally:
         daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def retrain(k8s_platform):
+    """One successful retrain through the whole production path; the retrain and serving tests inspect it."""
+    started = time.monotonic()
+    run_id = runs.launch(k8s_platform, MODEL_RUN_CONFIG)
+    instance = runs.instance(k8s_platform)
+    run = runs.wait_finished(instance, run_id)
+    seconds = time.monotonic() - started
+    print(f"k8s retrain run: {run.status} in {seconds:.0f}s")
+    return {"run": run, "instance": instance, "seconds": seconds}

@@ -136,12 +136,12 @@ def apply_base(cluster: Cluster, env: dict[str, str], secrets: dict | None = Non
 
 def apply_service(cluster: Cluster) -> None:
     """infra/manifests/bento.yaml's Deployment and Service as they are, but one replica (two
-    cores here) and a two-minute progress deadline. No HPA: no metrics server."""
+    cores here). No HPA: no metrics server."""
     docs = [d for d in yaml.safe_load_all((INFRA / "manifests" / "bento.yaml").read_text()) if d]
     chosen = [d for d in docs if d["kind"] in ("Deployment", "Service")]
     for doc in chosen:
         if doc["kind"] == "Deployment":
-            doc["spec"].update(replicas=1, progressDeadlineSeconds=120)
+            doc["spec"]["replicas"] = 1
     body = json.dumps({"apiVersion": "v1", "kind": "List", "items": chosen})
     cluster.kubectl("apply", "-f", "-", input=body)
 

@@ -16,36 +16,25 @@ from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.settings import DataPaths
 from pipelines.platform.lib.tracking import ModelRegistry
 from tests.infra import platform
+from tests.infra.runs import (
+    RUN_TIMEOUT,
+)
+from tests.infra.runs import (
+    failure_messages as _failure_messages,
+)
+from tests.infra.runs import (
+    instance as _instance,
+)
+from tests.infra.runs import (
+    launch as _launch,
+)
+from tests.infra.runs import (
+    wait_finished as _wait_finished,
+)
 from tests.pipeline_fixture import MODEL_RUN_CONFIG
 
 SPEC = load_task("flight_delay").spec
 GPU = "nvidia.com/gpu"
-RUN_TIMEOUT = 900
-
-
-def _instance(k8s_platform) -> dg.DagsterInstance:
-    return dg.DagsterInstance.from_config(str(k8s_platform["home"]))
-
-
-def _wait_finished(instance: dg.DagsterInstance, run_id: str, timeout: float = RUN_TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = instance.get_run_by_id(run_id)
-        if run is not None and run.is_finished:
-            return run
-        time.sleep(1)
-    raise TimeoutError(f"run {run_id} not finished after {timeout}s: {run and run.status}")
-
-
-def _failure_messages(instance: dg.DagsterInstance, run_id: str) -> str:
-    records = instance.all_logs(run_id)
-    return "\n".join(
-        r.dagster_event.message or ""
-        for r in records
-        if r.dagster_event is not None and r.dagster_event.event_type_value in (
-            "RUN_FAILURE", "STEP_FAILURE", "ENGINE_EVENT", "PIPELINE_FAILURE")
-    ) + "\n".join(str(r.dagster_event.event_specific_data) for r in records if r.dagster_event
-                  and r.dagster_event.event_type_value in ("RUN_FAILURE", "STEP_FAILURE", "ENGINE_EVENT"))  # fmt: skip
 
 
 def _apis(k8s_platform):
@@ -65,25 +54,6 @@ def _paths(k8s_platform) -> DataPaths:
         for name, value in k8s_platform["profile"].env(k8s_platform["data_root"]).items():
             mp.setenv(name, value)
         return DataPaths.from_env()
-
-
-def _launch(k8s_platform, run_config: dict, tags: dict | None = None) -> str:
-    run_id = str(uuid.uuid4())
-    result = platform.launch(k8s_platform["env"], run_id, run_config, tags)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_id
-
-
-@pytest.fixture(scope="module")
-def retrain(k8s_platform):
-    """One successful retrain through the whole production path; the tests below inspect it."""
-    started = time.monotonic()
-    run_id = _launch(k8s_platform, MODEL_RUN_CONFIG)
-    instance = _instance(k8s_platform)
-    run = _wait_finished(instance, run_id)
-    seconds = time.monotonic() - started
-    print(f"k8s retrain run: {run.status} in {seconds:.0f}s")
-    return {"run": run, "instance": instance, "seconds": seconds}
 
 
 def test_retrain_completes_as_kubernetes_jobs(k8s_platform, retrain):

@@ -21,7 +21,9 @@ from pipelines.platform.lib.lake import Lake
 from pipelines.platform.lib.settings import DataPaths
 from pipelines.platform.lib.tracking import ModelRegistry
 from tests.infra import platform
-from tests.infra.test_k8s_retrain import RUN_TIMEOUT, _failure_messages, _wait_finished
+from tests.infra.runs import RUN_TIMEOUT
+from tests.infra.runs import failure_messages as _failure_messages
+from tests.infra.runs import wait_finished as _wait_finished
 from tests.pipeline_fixture import MODEL_RUN_CONFIG
 from tests.serving.test_service import FLIGHT
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
+from pipelines.platform.lib.landing import archive_landed_file, read_landed_day
 from pipelines.platform.lib.object_store import (
     ObjectStore,
     ObjectStoreUnavailable,
@@ -169,3 +170,17 @@ def test_a_reader_never_sees_a_partial_partition_while_it_is_written(object_stor
         done.set()
         reader.join()
     assert set(seen) <= {500_000}
+
+
+def test_the_archive_keeps_every_landed_version_in_the_bucket(object_store, tmp_path):
+    server, bucket = object_store
+    folder = tmp_path / "landing" / "flights"
+    folder.mkdir(parents=True)
+    archive = f"s3://{bucket}/archive/t"
+    (folder / f"{DAYS[0]}.csv").write_text("a,b\n1,2\n")
+    first = archive_landed_file(read_landed_day(tmp_path / "landing", "flights", DAYS[0]), archive)
+    again = archive_landed_file(read_landed_day(tmp_path / "landing", "flights", DAYS[0]), archive)
+    (folder / f"{DAYS[0]}.csv").write_text("a,b\n1,3\n")  # a corrected file re-lands
+    fixed = archive_landed_file(read_landed_day(tmp_path / "landing", "flights", DAYS[0]), archive)
+    assert first == again != fixed and str(first).startswith(archive)
+    assert len(server.keys(f"archive/t/flights/{DAYS[0]}/", bucket)) == 2

@@ -52,13 +52,12 @@ def test_slice_lives_in_postgres_redis_and_the_object_store(prod_built, profile,
     assert {"weather_hourly", "plane_attributes", "carrier_delay_stats"} <= {v for (v,) in views}
     assert redis.Redis.from_url(profile.redis_url).dbsize() > 0
 
-    # Files: the lake (Feast's offline store read it there through DuckDB's httpfs), reports
+    # Files: the lake (Feast's offline store read it there through DuckDB's httpfs)
     # and MLflow's artifacts are objects in the session's bucket.
     bucket = profile.object_store["FLIGHTLINE_S3_BUCKET"]
     assert paths.lake == f"s3://{bucket}/lake"
     keys = s3_server.keys("", bucket)
     assert any(k.startswith("lake/flight_delay/training_set/") for k in keys)
-    assert any(k.startswith("lake/flight_delay/drift_report_html/") for k in keys)
     assert any(k.startswith("mlflow/") and k.endswith("MLmodel") for k in keys)
     assert not [k for k in keys if ".tmp-" in k]  # no write left a temporary object
 

@@ -30,7 +30,8 @@ class DataPaths:
     mlflow_artifact_root: str
     bentoml_home: Path
     prediction_log: Path | str  # a folder, or s3://<bucket>/prediction_log
-    bento_exports: Path | str  # where the deployment asset exports Bentos for the cluster
+    bento_exports: Path | str  # where the bento asset exports Bentos for the cluster
+    archive: Path | str  # every version of every landed file, by content hash
     object_store: ObjectStore | None = None
 
     def prediction_log_for(self, task: str) -> Path | str:
@@ -74,6 +75,7 @@ class DataPaths:
                 os.environ.get("FLIGHTLINE_PREDICTION_LOG") or files("prediction_log")
             ),
             bento_exports=files("bentos"),
+            archive=files("archive"),
             object_store=store,
         )
 
