@@ -14,6 +14,8 @@ from pipelines.platform.lib.object_store import (
     ObjectStore,
     ObjectStoreUnavailable,
     configure_duckdb,
+    download_file,
+    upload_file,
 )
 from pipelines.platform.lib.prediction_log import PredictionLogWriter, read_day
 from pipelines.platform.lib.settings import DataPaths
@@ -184,3 +186,15 @@ def test_the_archive_keeps_every_landed_version_in_the_bucket(object_store, tmp_
     fixed = archive_landed_file(read_landed_day(tmp_path / "landing", "flights", DAYS[0]), archive)
     assert first == again != fixed and str(first).startswith(archive)
     assert len(server.keys(f"archive/t/flights/{DAYS[0]}/", bucket)) == 2
+
+
+def test_files_go_up_and_come_back_whole(object_store, tmp_path):
+    server, bucket = object_store
+    local = tmp_path / "export.bento"
+    local.write_bytes(np.random.default_rng(1).bytes(3 << 20))
+    uri = upload_file(f"s3://{bucket}/bentos", "svc/v1.bento", local)
+    assert uri == f"s3://{bucket}/bentos/svc/v1.bento"
+    assert server.keys("bentos/", bucket) == ["bentos/svc/v1.bento"]
+    assert download_file(uri, tmp_path / "back.bento").read_bytes() == local.read_bytes()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        download_file(uri + ".missing", tmp_path / "none.bento")
