@@ -24,7 +24,6 @@ from tests.infra import platform
 from tests.infra.runs import RUN_TIMEOUT
 from tests.infra.runs import failure_messages as _failure_messages
 from tests.infra.runs import wait_finished as _wait_finished
-from tests.pipeline_fixture import MODEL_RUN_CONFIG
 from tests.serving.test_service import FLIGHT
 
 TASK = "flight_delay"
@@ -76,9 +75,10 @@ def _predict(k8s_platform, pod) -> dict:
     return reply.json()
 
 
-def _launch(k8s_platform, job: str, ops: list[str], tags: dict | None = None, config=None):
+def _launch(k8s_platform, job: str, ops: list[str], tags: dict | None = None):
+    """A run of some of a job's assets (their ops), through the queue and the launcher."""
     run_id = str(uuid.uuid4())
-    result = platform.launch(k8s_platform["env"], run_id, config or {}, tags, job=job, ops=ops)
+    result = platform.launch(k8s_platform["env"], run_id, {}, tags, job=job, ops=ops)
     assert result.returncode == 0, result.stderr[-3000:]
     instance = dg.DagsterInstance.from_config(str(k8s_platform["home"]))
     return _wait_finished(instance, run_id, RUN_TIMEOUT), instance
@@ -174,9 +174,7 @@ def test_a_failed_rollout_fails_the_asset_and_the_previous_bento_keeps_serving(
         lake = Lake(paths.lake)
         lake.write_json(f"{TASK}/bento", broken)  # what a bad `bento` would have handed over
         try:
-            run, instance = _launch(
-                k8s_platform, f"{TASK}_retrain", [f"{TASK}__deployment"], config=MODEL_RUN_CONFIG
-            )
+            run, instance = _launch(k8s_platform, f"{TASK}_retrain", [f"{TASK}__deployment"])
         finally:
             lake.write_json(f"{TASK}/bento", good)
     assert run.status == dg.DagsterRunStatus.FAILURE
@@ -203,10 +201,7 @@ def test_a_champion_rollback_moves_the_deployment_back(k8s_platform, rolled):
         )
         registry.promote(TASK, other, first, {})
     run, instance = _launch(
-        k8s_platform,
-        f"{TASK}_retrain",
-        [f"{TASK}__bento", f"{TASK}__deployment"],
-        config=MODEL_RUN_CONFIG,
+        k8s_platform, f"{TASK}_retrain", [f"{TASK}__bento", f"{TASK}__deployment"]
     )
     assert run.status == dg.DagsterRunStatus.SUCCESS, _failure_messages(instance, run.run_id)
     second = _service(k8s_platform).served()
