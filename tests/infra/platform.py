@@ -56,7 +56,7 @@ def instance_config(
     launcher.pop("postgres_password_secret")  # the password, if any, is in the URL
     launcher.update(launcher_overrides)
     config["run_coordinator"]["config"]["dequeue_interval_seconds"] = 1
-    config["run_monitoring"].update(start_timeout_seconds=25, poll_interval_seconds=2)
+    config["run_monitoring"].update(start_timeout_seconds=120, poll_interval_seconds=2)
     return config
 
 

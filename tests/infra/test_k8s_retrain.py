@@ -191,7 +191,7 @@ def test_a_failing_step_pod_fails_the_run_and_leaves_the_champion(k8s_platform, 
 
 def test_a_missing_image_fails_the_run_with_the_pull_error(k8s_platform, failed_retrains):
     run, instance = failed_retrains["image_run"], failed_retrains["instance"]
-    # The daemon's run monitoring gives up after start_timeout_seconds (25 s in the test).
+    # The daemon's run monitoring gives up after start_timeout_seconds (120 s in the test).
     assert run.status == dg.DagsterRunStatus.FAILURE
     messages = _failure_messages(instance, run.run_id)
     assert "ErrImagePull" in messages and MISSING_IMAGE in messages
