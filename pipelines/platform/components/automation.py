@@ -298,8 +298,16 @@ def automation_defs(task: Task, partitioned: list[dg.AssetKey]) -> dg.Definition
         tags={RETRAIN_TAG: task.name, **task.tags},
         description=f"Retrain, evaluate, gate, promote and package task {task.name}",
     )
+    # Re-roll the service to what `bento` packaged last (a cluster fixed, a rollout retried),
+    # without retraining. Its own job: an op-subset of an asset job does not load inputs.
+    deployment_job = dg.define_asset_job(
+        name=f"{task.name}_deployment",
+        selection=dg.AssetSelection.assets(task.key("deployment")),
+        tags=task.tags,
+        description=f"Roll the {task.name} service Deployment to the last packaged Bento",
+    )
     return dg.Definitions(
-        jobs=[partitions_job, retrain_job],
+        jobs=[partitions_job, retrain_job, deployment_job],
         sensors=[_landing_sensor(task, selection), _drift_sensor(task, retrain_job)],
         schedules=[_nightly_schedule(task, retrain_job)],
     )
