@@ -101,6 +101,7 @@ def test_the_task_owns_its_jobs_sensors_and_schedule():
         f"{TASK}_partitions",
         f"{TASK}_retrain",
         f"{TASK}_rollback",
+        f"{TASK}_deployment",
     }
     assert {s.name for s in definitions.sensors} == {
         f"{TASK}_landing_sensor",
