@@ -199,14 +199,17 @@ class ServiceDeployment:
             )
             if progressing is not None and progressing.reason == "ProgressDeadlineExceeded":
                 raise RolloutFailed(f"{progressing.reason}: {progressing.message}")
+            # Until the controller has seen the new template, the revision annotation (and so
+            # "the new ReplicaSet") is still the previous one: judge nothing before that.
+            observed = (status.observed_generation or 0) >= d.metadata.generation
             if (
-                (status.observed_generation or 0) >= d.metadata.generation
+                observed
                 and (status.updated_replicas or 0) == wanted
                 and (status.replicas or 0) == wanted
                 and (status.available_replicas or 0) == wanted
             ):
                 return revision
-            reason = self._failing_pod(d, revision)
+            reason = self._failing_pod(d, revision) if observed else None
             if reason:
                 raise RolloutFailed(reason)
             if time.monotonic() > deadline:
