@@ -196,10 +196,11 @@ def test_a_champion_rollback_moves_the_deployment_back(k8s_platform, rolled):
         # The other family's version (evaluated by the same retrain) becomes champion, as a
         # later retrain's promotion would; its Bento is built and rolled out by the assets.
         versions = registry.client.search_model_versions(f"name='{TASK}'")
+        # (MLflow hands versions back as int here, as str elsewhere.)
         other = next(
-            str(
-                v.version
-            )  # MLflow hands versions back as int here, str elsewhere for v in versions if v.version != first and v.tags.get("evaluated_by_run")
+            str(v.version)
+            for v in versions
+            if str(v.version) != first and v.tags.get("evaluated_by_run")
         )
         registry.promote(TASK, other, first, {})
     run, instance = _launch(k8s_platform, f"{TASK}_retrain", [f"{TASK}__bento"])
