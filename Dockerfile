@@ -1,9 +1,9 @@
 # syntax=docker/dockerfile:1.7
 # The flightline image: Dagster code server, run worker, step worker and `flightline` CLI.
 #
-#   docker build --build-context wheels=/opt/wheels -t ghcr.io/flightline/flightline:latest .
+#   docker build --build-context wheels=/opt/wheels -t ghcr.io/flightline/flightline:0.1.0 .
 #   docker build --build-context wheels=/opt/wheels --build-arg TORCH_VARIANT=cu128 \
-#       -t ghcr.io/flightline/flightline:latest-cuda .
+#       -t ghcr.io/flightline/flightline:0.1.0-cuda .
 #
 # Dependencies are exactly uv.lock's (`uv sync --frozen`). The lock takes torch's CPU wheel from
 # a local wheel folder (pyproject's find-links, /opt/wheels): pass that folder as the `wheels`

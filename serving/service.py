@@ -208,7 +208,7 @@ class PredictionService:
             store = open_store(location)
         except Exception:
             store = None
-        log = PredictionLogWriter(paths.prediction_log / TASK.name)
+        log = PredictionLogWriter(paths.prediction_log_for(TASK.name))
         self.predictor = Predictor(
             TASK.spec,
             TASK.domain,

@@ -106,3 +106,29 @@ def k8s_build_error(config: pytest.Config) -> str | None:
 
 
 from tests.pipeline_fixture import built  # noqa: E402, F401  (session fixture: e2e and serving)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 API server process on loopback for the session (tests/s3_server.py)."""
+    from tests import s3_server as server
+
+    started = server.start(tmp_path_factory.mktemp("s3") / "moto_server.log")
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def object_store(s3_server, monkeypatch):
+    """The production profile's object store for one test: its own bucket, the relay restored."""
+    if not s3_server.relay.up:
+        s3_server.relay.restore()
+    bucket = s3_server.create_bucket()
+    env = {**s3_server.env(), "FLIGHTLINE_S3_BUCKET": bucket}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    yield s3_server, bucket
+    if not s3_server.relay.up:
+        s3_server.relay.restore()

@@ -293,7 +293,7 @@ def _summary(
         f"  status: {'SUCCESS' if ok else 'FAILED (see the lines marked FAILED above)'} "
         f"in {progress.elapsed():.0f}s",
         f"  lake (Parquet):      {paths.lake}",
-        f"  landing / archive:   {_landing(paths, task)} / {paths.root / 'archive' / task.name}",
+        f"  landing / archive:   {_landing(paths, task)} / {paths.archive}/{task.name}",
         f"  Feast registry:      {paths.feast_registry}",
         f"  Feast online store:  {_online_store(paths)}",
         "  open the UI:         make ui   (then http://127.0.0.1:3000; README: what to open first)",
@@ -361,7 +361,8 @@ def _rollback(task: str) -> int:
     from pipelines.platform.lib.tracking import PromotionRefused
     from pipelines.platform.resources_config import embedded_resources
 
-    registry = embedded_resources()["mlflow"].registry()
+    resources = embedded_resources()
+    registry = resources["mlflow"].registry()
     try:
         registry.check_reachable()
         left, back_to = registry.rollback(task)
@@ -369,6 +370,19 @@ def _rollback(task: str) -> int:
         print(f"rollback refused: {exc}", file=sys.stderr)
         return 1
     print(f"{task}: champion moved back from v{left} to v{back_to}")
+    deployment = resources["deployment"]
+    if not deployment.namespace:
+        return 0
+    # On a cluster the service follows: back to the revision that served that version.
+    from pipelines.platform.lib.deployment import RolloutFailed
+
+    target = deployment.target(task)
+    try:
+        rollout = target.roll_back_to_model(back_to, deployment.rollout_timeout_s)
+    except RolloutFailed as exc:
+        print(f"service not rolled back: {exc}", file=sys.stderr)
+        return 1
+    print(f"{task}: {target.where} serves {rollout.bento} again (revision {rollout.revision})")
     return 0
 
 

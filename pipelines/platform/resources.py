@@ -11,6 +11,7 @@ from pydantic import PrivateAttr
 from pipelines.platform.lib.feature_store import FeastLocation, open_store
 from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
 from pipelines.platform.lib.landing import LandedDay, archive_landed_file, read_landed_day
+from pipelines.platform.lib.object_store import store_for
 from pipelines.platform.lib.retrain_policy import Thresholds
 from pipelines.platform.lib.services import check_uri
 from pipelines.platform.lib.tracking import ModelRegistry
@@ -31,6 +32,9 @@ class LakeIOManager(dg.ConfigurableIOManager):
     """
 
     lake_root: str
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        check_lake(self.lake_root)
 
     @property
     def lake(self) -> Lake:
@@ -93,9 +97,19 @@ class LakeResource(dg.ConfigurableResource):
 
     lake_root: str
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        check_lake(self.lake_root)
+
     @property
     def lake(self) -> Lake:
         return Lake(self.lake_root)
+
+
+def check_lake(root: str) -> None:
+    """An object-store lake that cannot be reached fails the step at start, naming the endpoint."""
+    store = store_for(root)
+    if store is not None:
+        store.check()
 
 
 class LandingZone(dg.ConfigurableResource):
@@ -213,3 +227,19 @@ class RetrainPolicy(dg.ConfigurableResource):
         return Thresholds(
             self.drift_share, self.prediction_drift, self.max_live_auc_drop, self.cooldown_days
         )
+
+
+class ServiceDeploymentResource(dg.ConfigurableResource):
+    """Where each task's service runs on Kubernetes (production): the namespace of its
+    Deployment (`<task>-service`), and a kubeconfig, or none for the pod's service account.
+    Unset namespace (the embedded profile): there is no cluster, the deployment asset says so."""
+
+    namespace: str | None = None
+    kubeconfig: str | None = None
+    rollout_timeout_s: int = 600
+
+    def target(self, task: str):
+        from pipelines.platform.lib.deployment import ServiceDeployment, deployment_name
+
+        assert self.namespace, "no Kubernetes namespace configured"
+        return ServiceDeployment(self.namespace, deployment_name(task), self.kubeconfig)

@@ -11,6 +11,7 @@ from pipelines.platform.resources import (
     LandingZone,
     MlflowResource,
     RetrainPolicy,
+    ServiceDeploymentResource,
 )
 
 
@@ -27,9 +28,7 @@ def embedded_resources(paths: DataPaths | None = None) -> dict:
     return {
         "io_manager": LakeIOManager(lake_root=paths.lake),
         "lake": LakeResource(lake_root=paths.lake),
-        "landing": LandingZone(
-            landing_dir=str(paths.landing), archive_dir=str(paths.root / "archive")
-        ),
+        "landing": LandingZone(landing_dir=str(paths.landing), archive_dir=str(paths.archive)),
         "feast": FeastResource(
             registry_path=str(paths.feast_registry),
             online_store_path=str(paths.feast_online_store),
@@ -41,6 +40,12 @@ def embedded_resources(paths: DataPaths | None = None) -> dict:
             home=str(paths.bentoml_home), serving_dir=str(paths.root / "serving")
         ),
         "retrain_policy": RetrainPolicy(),
+        # FLIGHTLINE_K8S_NAMESPACE: the namespace of the services' Deployments (production);
+        # FLIGHTLINE_KUBECONFIG: a kubeconfig, else the pod's own service account.
+        "deployment": ServiceDeploymentResource(
+            namespace=os.environ.get("FLIGHTLINE_K8S_NAMESPACE") or None,
+            kubeconfig=os.environ.get("FLIGHTLINE_KUBECONFIG") or None,
+        ),
         "mlflow": MlflowResource(
             tracking_uri=paths.mlflow_tracking_uri,
             artifact_root=paths.mlflow_artifact_root,

@@ -156,3 +156,18 @@ def test_serving_load_holds_a_rate_and_compares_with_feasts_server(built):
     logged = re.search(r"answered (\d+) rows, logged (\d+), distinct (\d+)", out)
     assert logged and int(logged.group(1)) > 0, out
     assert logged.group(1) == logged.group(2) == logged.group(3), out
+
+
+def test_lake_throughput_measures_local_disk_and_the_s3_server():
+    done = subprocess.run(
+        [sys.executable, "benchmarks/lake_throughput.py", "--end", "2013-01-02", "--repeat", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = re.search(r"([\d,]+) rows x (\d+) columns", done.stdout)
+    ratio = re.search(r"ratio s3 / local time: write ([\d.]+)x, read ([\d.]+)x", done.stdout)
+    assert rows and int(rows.group(1).replace(",", "")) > 1000, done.stdout
+    assert ratio and float(ratio.group(1)) > 0 and float(ratio.group(2)) > 0, done.stdout

@@ -101,7 +101,7 @@ def test_each_task_owns_its_jobs_sensors_and_schedule():
     assert {j.name for j in definitions.jobs} == {
         f"{task}_{job}"
         for task in TASKS
-        for job in ("reference_data", "partitions", "retrain", "rollback")
+        for job in ("reference_data", "partitions", "retrain", "rollback", "deployment")
     }
     assert {s.name for s in definitions.sensors} == {
         f"{task}_{sensor}_sensor" for task in TASKS for sensor in ("landing", "drift")

@@ -53,6 +53,7 @@ def test_each_task_has_its_own_jobs_sensors_and_schedule(both):
             "model_evaluation",
             "champion",
             "bento",
+            "deployment",
             "drift_reference",
         }
         tags = both.resolve_job_def(f"{task}_retrain").tags

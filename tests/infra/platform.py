@@ -26,6 +26,8 @@ INFRA = PROJECT_ROOT / "infra"
 NAMESPACE = "flightline"
 SERVICE_ACCOUNT = "flightline-dagster"
 TEST_IMAGE = "ghcr.io/flightline/flightline:test"
+SERVICE_IMAGE = "ghcr.io/flightline/flightline:0.1.0"  # infra/manifests/bento.yaml's
+SERVICE = "flight-delay-service"
 VENV_BIN = Path(sys.executable).parent
 # Run monitoring fails a run whose worker has not started within this. Measured with
 # `benchmarks/cold_start.py --cluster` at load average 13-17 (the code location alone loading in
@@ -36,17 +38,29 @@ VENV_BIN = Path(sys.executable).parent
 START_TIMEOUT_SECONDS = 120
 
 
-def instance_config(kubeconfig: Path, storage_dir: Path, **launcher_overrides) -> dict:
+def instance_config(
+    kubeconfig: Path, storage_dir: Path, postgres_url: str | None = None, **launcher_overrides
+) -> dict:
     """infra/dagster-instance.yaml, changed only where a laptop differs from the cluster."""
     config = yaml.safe_load((INFRA / "dagster-instance.yaml").read_text())
-    config["storage"] = {"sqlite": {"base_dir": str(storage_dir)}}
+    if postgres_url:
+        # The URL itself instead of the chart's DAGSTER_PG_* variables and password secret.
+        config["storage"] = {"postgres": {"postgres_url": postgres_url}}
+    else:
+        config["storage"] = {"sqlite": {"base_dir": str(storage_dir)}}
+    # Step output goes to the lake; captured stdout/stderr would go to a local folder (the
+    # chart points it at the object store with dagster-aws): pods keep no shared folder.
+    config["compute_logs"] = {
+        "module": "dagster._core.storage.noop_compute_log_manager",
+        "class": "NoOpComputeLogManager",
+    }
     launcher = config["run_launcher"]["config"]
     launcher.update(
         load_incluster_config=False,
         kubeconfig_file=str(kubeconfig),
         job_image=TEST_IMAGE,  # production takes the user-code deployment's image
     )
-    launcher.pop("postgres_password_secret")  # no PostgreSQL: SQLite on the shared disk
+    launcher.pop("postgres_password_secret")  # the password, if any, is in the URL
     launcher.update(launcher_overrides)
     config["run_coordinator"]["config"]["dequeue_interval_seconds"] = 1
     config["run_monitoring"].update(
@@ -110,7 +124,7 @@ def service_account_kubeconfig(cluster: Cluster, path: Path) -> Path:
     return path
 
 
-def apply_base(cluster: Cluster, env: dict[str, str]) -> None:
+def apply_base(cluster: Cluster, env: dict[str, str], secrets: dict | None = None) -> None:
     cluster.kubectl("apply", "-f", str(INFRA / "manifests" / "namespace.yaml"))
     cluster.kubectl("apply", "-f", str(INFRA / "rbac.yaml"))
     configmap = {
@@ -123,10 +137,22 @@ def apply_base(cluster: Cluster, env: dict[str, str]) -> None:
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": "flightline-secrets", "namespace": NAMESPACE},
-        "stringData": {"FLIGHTLINE_SECRET_PLACEHOLDER": "unused"},
+        "stringData": secrets or {"FLIGHTLINE_SECRET_PLACEHOLDER": "unused"},
     }
     for body in (configmap, secret):
         cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
+
+
+def apply_service(cluster: Cluster) -> None:
+    """infra/manifests/bento.yaml's Deployment and Service as they are, but one replica (two
+    cores here). No HPA: no metrics server."""
+    docs = [d for d in yaml.safe_load_all((INFRA / "manifests" / "bento.yaml").read_text()) if d]
+    chosen = [d for d in docs if d["kind"] in ("Deployment", "Service")]
+    for doc in chosen:
+        if doc["kind"] == "Deployment":
+            doc["spec"]["replicas"] = 1
+    body = json.dumps({"apiVersion": "v1", "kind": "List", "items": chosen})
+    cluster.kubectl("apply", "-f", "-", input=body)
 
 
 def dagster_env(home: Path, data_env: dict[str, str]) -> dict[str, str]:
@@ -166,15 +192,23 @@ class Daemon:
                 self.proc.wait()
 
 
-def launch(env: dict[str, str], run_id: str, run_config: dict, tags: dict | None = None):
+def launch(
+    env: dict[str, str],
+    run_id: str,
+    run_config: dict,
+    tags: dict | None = None,
+    job: str = "flight_delay_retrain",
+    ops: list[str] | None = None,
+):
     """`dagster job launch`, as a user or the UI would: the instance's coordinator takes it."""
     args = [
         str(VENV_BIN / "dagster"), "job", "launch", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-        "-j", "flight_delay_retrain", "--run-id", run_id,
-        "--config-json", json.dumps(run_config),
+        "-j", job, "--run-id", run_id, "--config-json", json.dumps(run_config),
     ]  # fmt: skip
     if tags:
         args += ["--tags", json.dumps(tags)]
+    if ops:
+        args += ["--op-selection", ",".join(ops)]
     return subprocess.run(
         args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
     )

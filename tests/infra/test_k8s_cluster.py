@@ -27,6 +27,10 @@ ALLOWED = [
     ("watch", "pods"),
     ("get", "pods/log"),
     ("list", "events"),
+    # The deployment asset: its service's Deployment, by name, and the ReplicaSets behind it.
+    ("get", "deployments.apps/flight-delay-service"),
+    ("patch", "deployments.apps/flight-delay-service"),
+    ("list", "replicasets.apps"),
 ]
 DENIED = [
     ("get", "secrets"),
@@ -37,6 +41,15 @@ DENIED = [
     ("update", "jobs.batch"),
     ("patch", "jobs.batch"),
     ("create", "deployments.apps"),
+    ("delete", "deployments.apps/flight-delay-service"),
+    ("update", "deployments.apps/flight-delay-service"),
+    ("patch", "deployments.apps/mlflow"),  # another Deployment: not by this name
+    ("get", "deployments.apps/mlflow"),
+    ("list", "deployments.apps"),
+    ("patch", "deployments.apps/flight-delay-service", "scale"),
+    ("delete", "replicasets.apps"),
+    ("patch", "replicasets.apps"),
+    ("patch", "services"),
     ("create", "configmaps"),
     ("create", "roles.rbac.authorization.k8s.io"),
     ("create", "rolebindings.rbac.authorization.k8s.io"),
@@ -50,8 +63,13 @@ def cluster(k8s_cluster):
     return k8s_cluster
 
 
-def _can_i(cluster, verb: str, resource: str, namespace: str = platform.NAMESPACE) -> bool:
-    out = cluster.kubectl("auth", "can-i", verb, resource, "-n", namespace, "--as", SA, check=False)
+def _can_i(
+    cluster, verb: str, resource: str, subresource: str = "", namespace: str = platform.NAMESPACE
+) -> bool:
+    extra = ["--subresource", subresource] if subresource else []
+    out = cluster.kubectl(
+        "auth", "can-i", verb, resource, *extra, "-n", namespace, "--as", SA, check=False
+    )
     assert out.stdout.strip() in {"yes", "no"}, out.stderr
     return out.stdout.strip() == "yes"
 

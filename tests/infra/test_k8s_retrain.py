@@ -17,40 +17,29 @@ from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.settings import DataPaths
 from pipelines.platform.lib.tracking import ModelRegistry
 from tests.infra import platform
+from tests.infra.runs import (
+    RUN_TIMEOUT,
+)
+from tests.infra.runs import (
+    failure_messages as _failure_messages,
+)
+from tests.infra.runs import (
+    instance as _instance,
+)
+from tests.infra.runs import (
+    launch as _launch,
+)
+from tests.infra.runs import (
+    wait_finished as _wait_finished,
+)
 from tests.pipeline_fixture import MODEL_RUN_CONFIG
 
 SPEC = load_task("flight_delay").spec
 GPU = "nvidia.com/gpu"
-RUN_TIMEOUT = 900
 # The first test of the module pays the session's set-up (the control plane, the nine days of
 # retrain inputs, ~3-5 min busy) and one retrain (up to RUN_TIMEOUT); the waits inside fail
 # first, with their own messages, this only stops a hang.
 pytestmark = pytest.mark.timeout(2 * RUN_TIMEOUT + 900)
-
-
-def _instance(k8s_platform) -> dg.DagsterInstance:
-    return dg.DagsterInstance.from_config(str(k8s_platform["home"]))
-
-
-def _wait_finished(instance: dg.DagsterInstance, run_id: str, timeout: float = RUN_TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = instance.get_run_by_id(run_id)
-        if run is not None and run.is_finished:
-            return run
-        time.sleep(1)
-    raise TimeoutError(f"run {run_id} not finished after {timeout}s: {run and run.status}")
-
-
-def _failure_messages(instance: dg.DagsterInstance, run_id: str) -> str:
-    records = instance.all_logs(run_id)
-    return "\n".join(
-        r.dagster_event.message or ""
-        for r in records
-        if r.dagster_event is not None and r.dagster_event.event_type_value in (
-            "RUN_FAILURE", "STEP_FAILURE", "ENGINE_EVENT", "PIPELINE_FAILURE")
-    ) + "\n".join(str(r.dagster_event.event_specific_data) for r in records if r.dagster_event
-                  and r.dagster_event.event_type_value in ("RUN_FAILURE", "STEP_FAILURE", "ENGINE_EVENT"))  # fmt: skip
 
 
 def _apis(k8s_platform):
@@ -67,27 +56,9 @@ def _champion(k8s_platform) -> str | None:
 
 def _paths(k8s_platform) -> DataPaths:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FLIGHTLINE_DATA_ROOT", str(k8s_platform["data_root"]))
+        for name, value in k8s_platform["profile"].env(k8s_platform["data_root"]).items():
+            mp.setenv(name, value)
         return DataPaths.from_env()
-
-
-def _launch(k8s_platform, run_config: dict, tags: dict | None = None) -> str:
-    run_id = str(uuid.uuid4())
-    result = platform.launch(k8s_platform["env"], run_id, run_config, tags)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_id
-
-
-@pytest.fixture(scope="module")
-def retrain(k8s_platform):
-    """One successful retrain through the whole production path; the tests below inspect it."""
-    started = time.monotonic()
-    run_id = _launch(k8s_platform, MODEL_RUN_CONFIG)
-    instance = _instance(k8s_platform)
-    run = _wait_finished(instance, run_id)
-    seconds = time.monotonic() - started
-    print(f"k8s retrain run: {run.status} in {seconds:.0f}s")
-    return {"run": run, "instance": instance, "seconds": seconds}
 
 
 def test_retrain_completes_as_kubernetes_jobs(k8s_platform, retrain):
@@ -128,6 +99,30 @@ def test_retrain_completes_as_kubernetes_jobs(k8s_platform, retrain):
         assert GPU not in (pod.spec.containers[0].resources.limits or {}), op
         assert pod.spec.service_account_name == platform.SERVICE_ACCOUNT
         assert pod.spec.containers[0].image == platform.TEST_IMAGE
+
+
+def test_pods_shared_nothing_but_the_services(k8s_platform, retrain):
+    """Every pod ran in its own empty directory and HOME; what one step handed the next went
+    through PostgreSQL, Redis, MLflow and the object store."""
+    run = retrain["run"]
+    ran = [
+        p
+        for p in k8s_platform["kubelet"].started_pods
+        if (p["labels"] or {}).get("dagster/run-id") == run.run_id
+    ]
+    assert len(ran) >= 5  # the run worker and one pod per step
+    assert len({p["workdir"] for p in ran}) == len(ran)
+    assert len({p["home"] for p in ran}) == len(ran)
+    for pod in ran:
+        pod_root = Path(pod["workdir"]).parent
+        for shared in ("data/lake", "data/mlflow", "data/feast", "data/prediction_log"):
+            assert not (pod_root / shared).exists(), f"{pod['name']} wrote {shared} locally"
+    # The models, the champion's Bento and the drift reference are objects in the bucket.
+    server, bucket = k8s_platform["s3"], k8s_platform["profile"].object_store
+    keys = server.keys("", bucket["FLIGHTLINE_S3_BUCKET"])
+    assert any(k.startswith("lake/flight_delay/drift_reference/") for k in keys)
+    assert any(k.startswith("mlflow/") and k.endswith("MLmodel") for k in keys)
+    assert not (k8s_platform["data_root"] / "lake").exists()
 
 
 MISSING_IMAGE = "ghcr.io/flightline/flightline:does-not-exist"

@@ -147,3 +147,20 @@ def test_dockerignore_keeps_data_and_environments_out():
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", "data", "tests"} <= ignored
     assert "uv.lock" not in ignored and "pipelines" not in ignored
+
+
+def test_no_image_is_latest():
+    """Every image our manifests, Helm values and build commands name is pinned."""
+    files = [*INFRA.rglob("*.yaml"), ROOT / "Dockerfile", ROOT / "README.md"]
+    floating = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in files
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"ghcr\.io/\S+:latest|tag:\s*\"?latest", line)
+    ]
+    assert floating == []
+    deployment = _documents(INFRA / "manifests" / "bento.yaml")[0]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"].rsplit(":", 1)[1] == "0.1.0"
+    env = {e["name"] for e in container["env"]}
+    assert {"FLIGHTLINE_BENTO_TAG", "FLIGHTLINE_BENTO_URI"} <= env

@@ -1,9 +1,11 @@
 """The production profile against the real servers: PostgreSQL on 127.0.0.1:5432 and Redis on
-127.0.0.1:6379 (`.ci/run` starts them). Unreachable servers fail these tests, never skip them.
+127.0.0.1:6379 (`.ci/run` starts them), and an S3 API server process the tests start
+(tests/s3_server.py). Unreachable servers fail these tests, never skip them.
 
 The session gets its own databases (`flightline_test_<random>`, `_mlflow`, `_feast`) and an empty
 Redis database index; both are dropped / flushed at the end."""
 
+import contextlib
 import os
 import random
 import secrets
@@ -42,6 +44,7 @@ class Profile:
     postgres_url: str
     redis_url: str
     redis_db: int
+    object_store: dict[str, str]  # FLIGHTLINE_S3_* and the keys: a bucket of this session's own
 
     @property
     def services(self) -> ProductionServices:
@@ -57,6 +60,7 @@ class Profile:
             POSTGRES_ENV: self.postgres_url,
             REDIS_ENV: self.redis_url,
             "FLIGHTLINE_DATA_ROOT": str(data_root),
+            **self.object_store,
         }
 
 
@@ -151,9 +155,9 @@ def wait_for(condition, what: str, seconds: float = 180) -> None:
     raise TimeoutError(f"waited {seconds}s for {what}")
 
 
-@pytest.fixture(scope="session")
-def profile():
-    """Fresh databases and a Redis index for this session; gone afterwards."""
+@contextlib.contextmanager
+def fresh_profile(s3_server):
+    """Fresh databases, a Redis index and a bucket on the S3 server; gone afterwards."""
     try:
         admin_connection().close()
     except psycopg2.Error as exc:
@@ -163,7 +167,13 @@ def profile():
     except redis.RedisError as exc:
         pytest.fail(f"Redis at {REDIS_SERVER} is not reachable (.ci/run starts it): {exc}")
     name = f"flightline_test_{secrets.token_hex(4)}"
-    current = Profile(f"{PG_SERVER}/{name}", f"{REDIS_SERVER}/{redis_db}", redis_db)
+    bucket = s3_server.create_bucket()
+    current = Profile(
+        f"{PG_SERVER}/{name}",
+        f"{REDIS_SERVER}/{redis_db}",
+        redis_db,
+        {**s3_server.env(), "FLIGHTLINE_S3_BUCKET": bucket},
+    )
     provision(current.services)
     try:
         yield current
@@ -177,6 +187,13 @@ def profile():
                 cur.execute(f'drop database if exists "{database}" with (force)')
         conn.close()
         redis.Redis.from_url(current.redis_url).flushdb()
+
+
+@pytest.fixture(scope="session")
+def profile(s3_server):
+    """The production profile's servers for this session (tests/production's own)."""
+    with fresh_profile(s3_server) as current:
+        yield current
 
 
 def postgres_instance(home: Path) -> dg.DagsterInstance:

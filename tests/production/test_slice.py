@@ -4,7 +4,9 @@ whose features come from Redis; Redis going down and coming back under the runni
 
 import json
 import sys
+import time
 
+import pandas as pd
 import psycopg2
 import pytest
 import redis
@@ -22,7 +24,7 @@ def _rows(url: str, query: str) -> list[tuple]:
         return cur.fetchall()
 
 
-def test_slice_lives_in_postgres_and_redis(prod_built, profile):
+def test_slice_lives_in_postgres_redis_and_the_object_store(prod_built, profile, s3_server):
     paths, instance, results, _, seconds = prod_built
     assert run_succeeded(results), [r.success for r in results]
     print(f"nine-day slice on PostgreSQL + Redis: {seconds:.1f}s")
@@ -50,8 +52,23 @@ def test_slice_lives_in_postgres_and_redis(prod_built, profile):
     assert {"weather_hourly", "plane_attributes", "carrier_delay_stats"} <= {v for (v,) in views}
     assert redis.Redis.from_url(profile.redis_url).dbsize() > 0
 
+    # Files: the lake (Feast's offline store read it there through DuckDB's httpfs)
+    # and MLflow's artifacts are objects in the session's bucket.
+    bucket = profile.object_store["FLIGHTLINE_S3_BUCKET"]
+    assert paths.lake == f"s3://{bucket}/lake"
+    keys = s3_server.keys("", bucket)
+    assert any(k.startswith("lake/flight_delay/training_set/") for k in keys)
+    assert any(k.startswith("mlflow/") and k.endswith("MLmodel") for k in keys)
+    assert not [k for k in keys if ".tmp-" in k]  # no write left a temporary object
+
     # Nothing of the embedded stores was created on the side.
-    for embedded in ("feast/registry.db", "feast/online_store.db", "mlflow/mlflow.db"):
+    for embedded in (
+        "feast/registry.db",
+        "feast/online_store.db",
+        "mlflow/mlflow.db",
+        "lake",
+        "mlflow",
+    ):
         assert not (paths.root / embedded).exists(), embedded
 
 
@@ -94,6 +111,18 @@ def test_served_prediction_reads_features_from_redis(prod_client, prod_built):
     assert body["point_in_time"] is False and "weather_hourly" in body["withheld_views"]
     ready = prod_client.post("/ready", json={})
     assert ready.status_code == 200 and ready.json()["ready"] is True
+    # The service's prediction log is objects in the bucket, where monitoring (another pod on
+    # a cluster) reads it.
+    from pipelines.platform.lib.prediction_log import read_day
+
+    day = FLIGHT["sched_dep"][:10]  # the scheduled local day: the log's partition
+    deadline = time.monotonic() + 15
+    logged = pd.DataFrame()
+    while time.monotonic() < deadline and logged.empty:
+        logged = read_day(paths.prediction_log_for("flight_delay"), day)[0]
+        time.sleep(0.5)
+    assert str(paths.prediction_log).startswith("s3://")
+    assert body["model_version"] in set(logged["model_version"])
 
 
 def test_redis_down_is_a_503_with_the_reason_and_recovers_by_itself(prod_client, profile):

@@ -31,12 +31,14 @@ def model_keys(spec: TaskSpec) -> list[dg.AssetKey]:
 
 
 def retrain_selection(task: Task) -> dg.AssetSelection:
-    """Both model families, the evaluation and its gate, the champion, the Bento built from it
-    and the drift reference of the new champion: the task's own, nothing else."""
+    """Both model families, the evaluation and its gate, the champion, the Bento built from it,
+    the service Deployment rolled to it and the drift reference of the new champion: the task's
+    own, nothing else."""
     return dg.AssetSelection.assets(
         *model_keys(task.spec),
         task.key("champion"),
         task.key("bento"),
+        task.key("deployment"),
         task.key("drift_reference"),
     )
 
@@ -310,8 +312,16 @@ def automation_defs(
         tags={RETRAIN_TAG: task.name, **task.tags},
         description=f"Retrain, evaluate, gate, promote and package task {task.name}",
     )
+    # Re-roll the service to what `bento` packaged last (a cluster fixed, a rollout retried),
+    # without retraining. Its own job: an op-subset of an asset job does not load inputs.
+    deployment_job = dg.define_asset_job(
+        name=f"{task.name}_deployment",
+        selection=dg.AssetSelection.assets(task.key("deployment")),
+        tags=task.tags,
+        description=f"Roll the {task.name} service Deployment to the last packaged Bento",
+    )
     return dg.Definitions(
-        jobs=[reference_job, partitions_job, retrain_job],
+        jobs=[reference_job, partitions_job, retrain_job, deployment_job],
         sensors=[_landing_sensor(task, selection), _drift_sensor(task, retrain_job)],
         schedules=[_nightly_schedule(task, retrain_job)],
     )

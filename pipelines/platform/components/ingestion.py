@@ -42,7 +42,7 @@ def _ingest(
         except LandingError as exc:
             errors.append(str(exc))
             continue
-        archived = archive_landed_file(landed, Path(landing.archive_dir) / task.name)
+        archived = archive_landed_file(landed, f"{landing.archive_dir.rstrip('/')}/{task.name}")
         frames.append(landed.frame.assign(**{PARTITION_COLUMN: key}))
         files.append(
             {

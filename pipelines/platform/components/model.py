@@ -23,7 +23,7 @@ from pipelines.platform.lib.review import gate_decision, review_challengers
 from pipelines.platform.lib.task import GateThresholds, TaskSpec, TimeSplit
 from pipelines.platform.lib.tracking import CHAMPION, ModelVersionRef, code_version
 from pipelines.platform.metadata import metric_table, picture
-from pipelines.platform.resources import MlflowResource
+from pipelines.platform.resources import MlflowResource, ServiceDeploymentResource
 
 
 class SplitConfig(dg.Config):
@@ -409,11 +409,20 @@ def model_defs(spec: TaskSpec, family_params: dict[str, dict] | None = None) -> 
         name=f"{spec.name}_rollback_op",
         description="Point @champion back at the version it replaced",
     )
-    def rollback_op(context: dg.OpExecutionContext, mlflow: MlflowResource) -> None:
+    def rollback_op(
+        context: dg.OpExecutionContext,
+        mlflow: MlflowResource,
+        deployment: ServiceDeploymentResource,
+    ) -> None:
         registry = mlflow.registry()
         registry.check_reachable()
         left, back_to = registry.rollback(spec.registered_model)
         context.log.info(f"{spec.registered_model}: champion v{left} -> v{back_to}")
+        if deployment.namespace:  # on a cluster the service follows the champion back
+            rollout = deployment.target(spec.name).roll_back_to_model(
+                back_to, deployment.rollout_timeout_s
+            )
+            context.log.info(f"service serves {rollout.bento} again (revision {rollout.revision})")
 
     @dg.job(
         name=f"{spec.name}_rollback",

@@ -89,9 +89,12 @@ def _evidently_html(
     result: DriftResult,
     features,
     predictions,
-) -> Path:
+    scratch: str,
+) -> tuple[Path, str]:
     """Evidently's page of the day, from the same reference sketch, columns and thresholds as
-    the cached check; its own result is read back and must be the check's."""
+    the cached check; its own result is read back and must be the check's. Rendered in scratch
+    (MLflow logs it from there) and stored beside the lake's tables: in the object store on a
+    cluster, where the next pod (or a person) reads it. Returns (local page, its lake URI)."""
     numeric, categorical = task.spec.numeric_features, task.spec.categorical_features
     current = features.copy()
     if predictions is not None:
@@ -106,12 +109,13 @@ def _evidently_html(
     )
     metrics = snapshot.dict()["metrics"]
     _check_one_verdict(result, evidently_verdict(metrics))
-    path = Path(lake.lake.path(task.table("drift_report_html"), day)).with_suffix(".html")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(scratch) / f"{day}.html"
     snapshot.save_html(str(path))
+    table = task.table("drift_report_html")
+    uri = lake.lake.write_file(table, day, ".html", path.read_bytes())
     # Evidently's own numbers beside its page, for whoever checks the verdict later.
-    path.with_suffix(".json").write_text(json.dumps(metrics, default=str))
-    return path
+    lake.lake.write_file(table, day, ".json", json.dumps(metrics, default=str).encode())
+    return path, uri
 
 
 def _check_one_verdict(result: DriftResult, evidently: dict) -> None:
@@ -164,7 +168,7 @@ def _drift_metadata(
     task: Task,
     table: pd.DataFrame,
     result: DriftResult,
-    html: Path | None,
+    html: str | None,
     links: dict[str, str],
     reference: DriftReference,
 ) -> dict:
@@ -223,26 +227,29 @@ def _publish_day(
     features: pd.DataFrame,
     predictions,
     config: DriftReportConfig,
-) -> tuple[Path | None, dict]:
-    """The day's chart and Evidently page as artifacts of its MLflow run; the links to them."""
+) -> tuple[str | None, dict]:
+    """The day's chart and Evidently page as artifacts of its MLflow run; the page's lake URI and
+    the links to them."""
     version = reference.description["champion_version"]
-    html, files, chart = None, [], b""
+    html, local_html, files, chart = None, None, [], b""
     with tempfile.TemporaryDirectory() as tmp:
         if result.status != "insufficient":
             chart = _drift_chart(result, day)
             files.append(Path(tmp) / "drift_chart.png")
             files[-1].write_bytes(chart)
             if config.evidently_html:
-                html = _evidently_html(task, lake, reference, day, result, features, predictions)
-                files.append(html)
+                local_html, html = _evidently_html(
+                    task, lake, reference, day, result, features, predictions, tmp
+                )
+                files.append(local_html)
         experiment_id, run_id = _log_to_mlflow(task, registry, day, result, version, files)
     links = {"run": mlflow.run_url(experiment_id, run_id)}
     if chart:
         links["chart"] = picture(
             chart, "drift by column", mlflow.artifact_url(run_id, "drift_chart.png")
         )
-    if html:
-        links["evidently"] = mlflow.artifact_page_url(experiment_id, run_id, html.name)
+    if local_html:
+        links["evidently"] = mlflow.artifact_page_url(experiment_id, run_id, local_html.name)
     return html, links
 
 

@@ -5,10 +5,12 @@ import dagster as dg
 import pandas as pd
 
 from pipelines.platform.components.definition import Task
+from pipelines.platform.lib.deployment import RolloutFailed
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.packaging import (
     bento_size_bytes,
     build_bento,
+    export_bento,
     import_champion,
     latest_bento_for,
     write_latest,
@@ -18,15 +20,22 @@ from pipelines.platform.lib.settings import DataPaths
 from pipelines.platform.lib.skew import feature_skew
 from pipelines.platform.metadata import metric_table
 from pipelines.platform.partitions import partition_keys, single_run_backfill
-from pipelines.platform.resources import BentoResource, FeastResource, LakeResource, MlflowResource
+from pipelines.platform.resources import (
+    BentoResource,
+    FeastResource,
+    LakeResource,
+    MlflowResource,
+    ServiceDeploymentResource,
+)
 
+NO_CLUSTER = "FLIGHTLINE_K8S_NAMESPACE is unset (embedded profile): no cluster to roll"
 SKEW_SAMPLE = 200
 SKEW_BEHIND = pd.Timedelta(hours=6)
 
 
 def prediction_log_root(task: Task):
     """Each task's service logs under a folder of its own."""
-    return DataPaths.from_env().prediction_log / task.name
+    return DataPaths.from_env().prediction_log_for(task.name)
 
 
 def serving_defs(task: Task) -> dg.Definitions:
@@ -57,6 +66,9 @@ def serving_defs(task: Task) -> dg.Definitions:
             {"task": task.name, "mlflow_version": model.info.labels["mlflow_version"]},
         )
         write_latest(bento.latest_pointer(task.name), built, model)
+        # One file in the object store (production): the deployment asset's pods, and the
+        # service's, do not share this pod's BentoML store.
+        export = export_bento(built, DataPaths.from_env().bento_exports)
         version = model.info.labels["mlflow_version"]
         registered = registry.client.get_model_version(spec.registered_model, version)
         # The evaluation tags the version with its holdout metrics (holdout_<metric>).
@@ -93,9 +105,67 @@ def serving_defs(task: Task) -> dg.Definitions:
                 "rebuilt": existing is None,
                 "model_imported": imported,
                 "serve": f"make serve TASK={task.name}",
+                "export": export,
             }
         )
-        return {"bento": str(built.tag), "model": str(model.tag), "mlflow_version": version}
+        return {
+            "bento": str(built.tag),
+            "model": str(model.tag),
+            "mlflow_version": version,
+            "export": export,
+        }
+
+    @dg.asset(
+        key=task.key("deployment"),
+        ins={"packaged": dg.AssetIn(task.key("bento"))},
+        group_name=task.group("serving"),
+        kinds={"kubernetes"},
+        code_version="1",
+        tags=task.tags,
+        description=f"The {task.name} service Deployment rolled to the champion's exact Bento "
+        "(its export in the object store), through the Kubernetes API; waits for the rollout "
+        "and records the revision. A failed rollout fails here with Kubernetes' reason and the "
+        "previous Bento keeps serving.",
+    )
+    def deployment(
+        context: dg.AssetExecutionContext,
+        packaged: dict,
+        deployment: ServiceDeploymentResource,
+    ) -> dict:
+        if not deployment.namespace:
+            context.add_output_metadata({"deployed": False, "why": NO_CLUSTER})
+            return {"deployed": False, "bento": packaged["bento"]}
+        target = deployment.target(task.name)
+        try:
+            rollout = target.roll(
+                packaged["bento"],
+                packaged["export"],
+                packaged.get("mlflow_version"),
+                deployment.rollout_timeout_s,
+            )
+        except RolloutFailed as exc:
+            raise dg.Failure(description=str(exc)) from exc
+        context.add_output_metadata(
+            {
+                "deployed": True,
+                "deployment": target.where,
+                "bento_tag": rollout.bento,
+                "mlflow_model_version": packaged.get("mlflow_version", "?"),
+                "revision": rollout.revision,
+                "previous_bento": rollout.previous.bento or "none",
+                "previous_revision": rollout.previous.revision or "none",
+                "unchanged": rollout.unchanged,
+                "rollout_seconds": round(rollout.seconds, 1),
+                "image": rollout.previous.image,
+            }
+        )
+        return {
+            "deployed": True,
+            "bento": rollout.bento,
+            "export": packaged["export"],
+            "revision": rollout.revision,
+            "deployment": target.where,
+        }
 
     @dg.asset_check(
         asset=bento,
@@ -174,4 +244,6 @@ def serving_defs(task: Task) -> dg.Definitions:
         context.add_output_metadata(meta)
         return table
 
-    return dg.Definitions(assets=[bento, prediction_log], asset_checks=[bento_feature_skew])
+    return dg.Definitions(
+        assets=[bento, deployment, prediction_log], asset_checks=[bento_feature_skew]
+    )

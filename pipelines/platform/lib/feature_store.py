@@ -12,6 +12,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from pipelines.platform.lib.object_store import (
+    ObjectStore,
+    configure_duckdb,
+    store_for,
+    unavailable_as_error,
+)
 from pipelines.platform.lib.services import mask, redis_client, redis_connection_string
 from pipelines.platform.lib.settings import PROJECT_ROOT
 
@@ -90,6 +96,9 @@ def open_store(location: FeastLocation) -> "FeatureStore":
         entity_key_serialization_version=3,
         repo_path=location.repo_path,
     )
+    lake_store = store_for(location.lake_root)
+    if lake_store is not None:
+        _read_lake_from(lake_store)
     store = FeatureStore(config=config)
     if location.redis_url:
         # Feast builds its client from the connection string with redis-py's default retries
@@ -100,6 +109,17 @@ def open_store(location: FeastLocation) -> "FeatureStore":
     from pipelines.platform.lib.online_writes import guard_online_writes
 
     return guard_online_writes(store)  # an older event never overwrites a newer one
+
+
+def _read_lake_from(store: ObjectStore) -> None:
+    """Feast's DuckDB offline store reads sources through ibis's default DuckDB connection (one
+    per process): give it the packaged httpfs extension and the object store's endpoint and
+    keys, so that `s3://<bucket>/lake/...` globs resolve there."""
+    import ibis
+
+    with unavailable_as_error(store):
+        store.check()
+    configure_duckdb(ibis.get_backend().raw_sql, store)
 
 
 OWNER_TAG = (

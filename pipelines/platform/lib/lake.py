@@ -1,7 +1,6 @@
 """The lake: one Parquet file per asset and partition, on a local path or an object store URI."""
 
 import json
-import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -10,6 +9,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from pipelines.platform.lib.object_store import (
+    filesystem_for,
+    store_for,
+    unavailable_as_error,
+    write_bytes_atomic,
+)
 
 PARTITION_COLUMN = "partition_date"
 
@@ -23,7 +29,13 @@ class Lake:
     root: str
 
     def __post_init__(self) -> None:
-        self._fs, self._base = pafs.FileSystem.from_uri(_as_uri(self.root))
+        # A folder, or s3://<bucket>/<prefix> in the object store the environment names.
+        self._store = store_for(self.root)
+        self._fs, self._base = filesystem_for(self.root)
+
+    def _io(self):
+        """Transport failures of the object store become one error naming its endpoint."""
+        return unavailable_as_error(self._store)
 
     def path(self, table: str, partition: str | None = None) -> str:
         name = f"{partition}.parquet" if partition else "data.parquet"
@@ -35,14 +47,30 @@ class Lake:
 
     def write(self, table: str, frame: pd.DataFrame, partition: str | None = None) -> str:
         path = self.path(table, partition)
-        self._fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        tmp = f"{path}.tmp"
         arrow = _strings_for_nulls(pa.Table.from_pandas(frame, preserve_index=False))
-        pq.write_table(
-            arrow, tmp, filesystem=self._fs, coerce_timestamps="us", allow_truncated_timestamps=True
-        )
-        self._fs.move(tmp, path)  # readers never see a half-written partition
-        return path
+        sink = pa.BufferOutputStream()
+        pq.write_table(arrow, sink, coerce_timestamps="us", allow_truncated_timestamps=True)
+        with self._io():
+            # A temporary name, then a rename (a copy on S3): readers, which list *.parquet,
+            # never see a half-written partition, and a failed write leaves the old one.
+            write_bytes_atomic(self._fs, path, sink.getvalue().to_pybytes())
+        return self.uri(path)
+
+    def uri(self, path: str) -> str:
+        """A path of this lake as others name it (s3://... on the object store)."""
+        return f"s3://{path}" if self._store is not None else path
+
+    def write_file(self, table: str, partition: str, suffix: str, data: bytes) -> str:
+        """A non-table file (an HTML report) beside a table's partitions."""
+        path = f"{self._base}/{table}/{partition}{suffix}"
+        with self._io():
+            write_bytes_atomic(self._fs, path, data)
+        return self.uri(path)
+
+    def read_file(self, table: str, partition: str, suffix: str) -> bytes:
+        path = f"{self._base}/{table}/{partition}{suffix}"
+        with self._io(), self._fs.open_input_stream(path) as stream:
+            return stream.read()
 
     def json_path(self, name: str) -> str:
         return f"{self._base}/{name}/data.json"
@@ -50,23 +78,25 @@ class Lake:
     def write_json(self, name: str, document: dict) -> str:
         """Small documents (model references, evaluation reports) beside the tables."""
         path = self.json_path(name)
-        self._fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        with self._fs.open_output_stream(f"{path}.tmp") as out:
-            out.write(json.dumps(document, indent=1, default=str).encode())
-        self._fs.move(f"{path}.tmp", path)
-        return path
+        with self._io():
+            write_bytes_atomic(self._fs, path, json.dumps(document, indent=1, default=str).encode())
+        return self.uri(path)
 
     def read_json(self, name: str) -> dict:
         path = self.json_path(name)
-        if self._fs.get_file_info(path).type != pafs.FileType.File:
+        if not self._is_file(path):
             raise MissingPartitionError(
-                f"{name} is not in the lake at {path}; materialize it first"
+                f"{name} is not in the lake at {self.uri(path)}; materialize it first"
             )
-        with self._fs.open_input_stream(path) as stream:
+        with self._io(), self._fs.open_input_stream(path) as stream:
             return json.loads(stream.read())
 
+    def _is_file(self, path: str) -> bool:
+        with self._io():
+            return self._fs.get_file_info(path).type == pafs.FileType.File
+
     def has_json(self, name: str) -> bool:
-        return self._fs.get_file_info(self.json_path(name)).type == pafs.FileType.File
+        return self._is_file(self.json_path(name))
 
     def write_partitions(
         self, table: str, frame: pd.DataFrame, partitions: Iterable[str]
@@ -83,7 +113,8 @@ class Lake:
     def partitions(self, table: str) -> list[str]:
         """The partitions stored for a table, in order."""
         selector = pafs.FileSelector(f"{self._base}/{table}", allow_not_found=True)
-        names = (info.base_name for info in self._fs.get_file_info(selector))
+        with self._io():
+            names = [info.base_name for info in self._fs.get_file_info(selector)]
         return sorted(
             n.removesuffix(".parquet")
             for n in names
@@ -91,19 +122,23 @@ class Lake:
         )
 
     def exists(self, table: str, partition: str | None = None) -> bool:
-        return self._fs.get_file_info(self.path(table, partition)).type == pafs.FileType.File
+        return self._is_file(self.path(table, partition))
 
     def row_count(self, table: str, partition: str | None = None) -> int:
         """Rows of a stored partition, from the Parquet footer (no data read)."""
-        return pq.ParquetFile(self.path(table, partition), filesystem=self._fs).metadata.num_rows
+        with self._io():
+            return pq.ParquetFile(
+                self.path(table, partition), filesystem=self._fs
+            ).metadata.num_rows
 
     def read(self, table: str, partition: str | None = None) -> pd.DataFrame:
         if not self.exists(table, partition):
             where = f" partition {partition}" if partition else ""
             raise MissingPartitionError(
-                f"{table}{where} is not in the lake at {self.path(table, partition)}"
+                f"{table}{where} is not in the lake at {self.uri(self.path(table, partition))}"
             )
-        return pq.read_table(self.path(table, partition), filesystem=self._fs).to_pandas()
+        with self._io():
+            return self._read_arrow(self.path(table, partition)).to_pandas()
 
     def _read_arrow(self, path: str) -> pa.Table:
         # ParquetFile skips the dataset machinery of read_table: a third of the cost per file.
@@ -114,7 +149,8 @@ class Lake:
         self, table: str, partitions: Iterable[str], allow_missing: bool = False
     ) -> pd.DataFrame:
         partitions = list(partitions)
-        present = [p for p in partitions if self.exists(table, p)]
+        stored = set(self.partitions(table))  # one listing, not a request per day
+        present = [p for p in partitions if p in stored]
         missing = [p for p in partitions if p not in set(present)]
         if missing and not allow_missing:
             raise MissingPartitionError(
@@ -124,7 +160,7 @@ class Lake:
             return pd.DataFrame()
         # Arrow reads files in parallel threads and converts to pandas once: a year of days is
         # several times faster than 365 reads, conversions and a pandas concat.
-        with ThreadPoolExecutor(max_workers=8) as pool:
+        with self._io(), ThreadPoolExecutor(max_workers=8) as pool:
             tables = list(pool.map(lambda p: self._read_arrow(self.path(table, p)), present))
         tables = [t for t in tables if t.num_rows] or tables[:1]
         try:
@@ -143,10 +179,6 @@ def _strings_for_nulls(table: pa.Table) -> pa.Table:
                 i, pa.field(f.name, pa.string()), table.column(i).cast(pa.string())
             )
     return table
-
-
-def _as_uri(root: str) -> str:
-    return root if "://" in root else f"file://{os.path.abspath(root)}"
 
 
 def _summarise(keys: list[str]) -> str:

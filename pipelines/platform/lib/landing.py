@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from pipelines.platform.lib.object_store import (
+    filesystem_for,
+    is_remote,
+    store_for,
+    unavailable_as_error,
+    upload_file,
+)
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet")
 
@@ -82,14 +91,22 @@ def read_landed_day(landing_dir: Path, table: str, day: str) -> LandedDay:
     return LandedDay(table, day, path, sha256_of(path), read_day_file(path))
 
 
-def archive_landed_file(landed: LandedDay, archive_dir: Path) -> Path:
+def archive_landed_file(landed: LandedDay, archive_dir: Path | str) -> Path | str:
     """Keep an immutable copy of every distinct file that landed, named by content hash.
 
     A corrected file re-landed for the same day never overwrites what was ingested before.
+    The archive is a folder, or s3://<bucket>/archive/... in the object store (production: the
+    ingesting pod's disk is gone after the step).
     """
-    target = (
-        Path(archive_dir) / landed.table / landed.day / f"{landed.sha256[:16]}{landed.path.suffix}"
-    )
+    relative = f"{landed.table}/{landed.day}/{landed.sha256[:16]}{landed.path.suffix}"
+    if is_remote(str(archive_dir)):
+        uri = f"{str(archive_dir).rstrip('/')}/{relative}"
+        fs, path = filesystem_for(uri)
+        with unavailable_as_error(store_for(uri)):
+            if fs.get_file_info(path).type == pafs.FileType.File:
+                return uri
+        return upload_file(str(archive_dir), relative, landed.path)
+    target = Path(archive_dir) / relative
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(landed.path, target)

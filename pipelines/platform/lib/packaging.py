@@ -123,3 +123,44 @@ def write_latest(pointer: Path, bento, model) -> None:
     """What `make serve TASK=...` starts: the Bento the task's packaging asset built last."""
     pointer.parent.mkdir(parents=True, exist_ok=True)
     pointer.write_text(json.dumps({"bento": str(bento.tag), "model": str(model.tag)}))
+
+
+def export_name(bento) -> str:
+    return f"{bento.tag.name}/{bento.tag.version}.bento"
+
+
+def export_bento(bento, root: str | Path) -> str:
+    """The built Bento (service code, pinned model) as one file under `root`: a folder or the
+    object store, where a pod that does not share this one's disk imports it. Written under a
+    temporary name and renamed: an export is whole or absent. Returns its location."""
+    import tempfile
+
+    import bentoml
+
+    from pipelines.platform.lib.object_store import upload_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "bento.bento"
+        bentoml.export_bento(bento.tag, str(local))
+        return upload_file(str(root), export_name(bento), local)
+
+
+def import_exported(uri: str, tag: str):
+    """The Bento `tag` in this process's store, imported from its export if not there yet."""
+    import tempfile
+
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    from pipelines.platform.lib.object_store import download_file
+
+    try:
+        return bentoml.get(tag)
+    except NotFound:
+        pass
+    with tempfile.TemporaryDirectory() as tmp:
+        local = download_file(uri, Path(tmp) / "bento.bento")
+        bento = bentoml.import_bento(str(local))
+    if str(bento.tag) != tag:
+        raise PackagingError(f"{uri} holds Bento {bento.tag}, not {tag}")
+    return bento

@@ -4,6 +4,11 @@ The service hands records to a deque; one writer thread appends them as JSON lin
 `<root>/<day>/<writer>.jsonl` (day = the flight's scheduled local day, the partition monitoring
 reads) and flushes after each batch. A crash can lose at most the batch being written, and a
 torn last line is skipped (and counted) by the reader, never misread.
+
+On the object store (an s3:// root: the service's pod has no disk the monitoring pod can read)
+S3 cannot append: each batch becomes one object `<root>/<day>/<writer>-<seq>.jsonl`, put under a
+temporary key and renamed, so a reader sees whole batches only. Batches are gathered for
+`remote_flush_s` there, to keep the object count low.
 """
 
 import atexit
@@ -16,15 +21,38 @@ import uuid
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.fs as pafs
+
+from pipelines.platform.lib.object_store import (
+    filesystem_for,
+    is_remote,
+    store_for,
+    unavailable_as_error,
+    write_bytes_atomic,
+)
 
 
 class PredictionLogWriter:
-    def __init__(self, root: str | Path, flush_every_s: float = 0.2, max_queue: int = 100_000):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+    def __init__(
+        self,
+        root: str | Path,
+        flush_every_s: float = 0.2,
+        max_queue: int = 100_000,
+        remote_flush_s: float = 2.0,
+    ):
+        self.remote = is_remote(str(root))
+        self.root = str(root) if self.remote else Path(root)
+        if self.remote:
+            self._store = store_for(self.root)
+            self._fs, self._base = filesystem_for(self.root)
+            self._store.check()  # a service whose log cannot be written must not start
+            self._seq = 0
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
         self.name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.flush_every_s = flush_every_s
+        self.flush_every_s = remote_flush_s if self.remote else flush_every_s
         self.max_queue = max_queue
+        self.failed_batches = 0
         # A deque, not a Queue: appending takes no lock and wakes no thread, so the request path
         # never waits on the writer; the writer wakes every flush_every_s and takes what is there.
         self._pending: collections.deque = collections.deque()
@@ -66,6 +94,8 @@ class PredictionLogWriter:
             self._write(batch)
 
     def _write(self, batch: list) -> None:
+        if self.remote:
+            return self._put(batch)
         touched = set()
         for i, (day, record) in enumerate(batch):
             self._file(day).write(json.dumps(record, default=str) + "\n")
@@ -76,6 +106,24 @@ class PredictionLogWriter:
             self._files[day].flush()
             os.fsync(self._files[day].fileno())
         self.written += len(batch)
+
+    def _put(self, batch: list) -> None:
+        by_day: dict[str, list[str]] = {}
+        for i, (day, record) in enumerate(batch):
+            by_day.setdefault(day, []).append(json.dumps(record, default=str))
+            if i % 8 == 7:
+                time.sleep(0)  # as in _write: a request thread gets the interpreter
+        self._seq += 1
+        for day, lines in by_day.items():
+            key = f"{self._base}/{day}/{self.name}-{self._seq:06d}.jsonl"
+            try:
+                with unavailable_as_error(self._store):
+                    write_bytes_atomic(self._fs, key, ("\n".join(lines) + "\n").encode())
+                self.written += len(lines)
+            except OSError as exc:  # the store is down: count the loss, keep serving
+                self.failed_batches += 1
+                self.dropped += len(lines)
+                print(f"prediction log: {exc}", flush=True)
 
     def _close_files(self) -> None:
         for handle in self._files.values():
@@ -91,13 +139,15 @@ class PredictionLogWriter:
 
 def read_day(root: str | Path, day: str) -> tuple[pd.DataFrame, int]:
     """All records logged for a day, and the number of torn lines skipped."""
-    folder = Path(root) / day
+    fs, base = filesystem_for(str(root))
     records, torn = [], 0
-    for path in sorted(folder.glob("*.jsonl")) if folder.exists() else []:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    torn += 1
+    with unavailable_as_error(store_for(str(root))):
+        listing = fs.get_file_info(pafs.FileSelector(f"{base}/{day}", allow_not_found=True))
+        for path in sorted(i.path for i in listing if i.path.endswith(".jsonl")):
+            with fs.open_input_stream(path) as stream:
+                for line in stream.read().decode("utf-8").splitlines():
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        torn += 1
     return pd.json_normalize(records) if records else pd.DataFrame(), torn

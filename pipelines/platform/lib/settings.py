@@ -4,6 +4,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.platform.lib.object_store import ObjectStore
 from pipelines.platform.lib.services import ProductionServices
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -15,28 +16,44 @@ class DataPaths:
 
     The production profile (FLIGHTLINE_POSTGRES_URL / FLIGHTLINE_REDIS_URL, see services.py) moves
     MLflow's backend store and Feast's registry to PostgreSQL and Feast's online store to Redis;
-    files (lake, artifacts, Bentos) stay where the other variables say."""
+    FLIGHTLINE_S3_ENDPOINT / FLIGHTLINE_S3_BUCKET (object_store.py) move the lake (and the reports
+    beside it), the prediction log, MLflow's artifacts and exported Bentos into the bucket, so that
+    pods share no disk. A variable naming one location still wins."""
 
     root: Path
     landing: Path
-    lake: str  # a local path now; a pyarrow-understood URI (s3://, gs://) later
+    lake: str  # a local folder, or s3://<bucket>/lake on the object store
     feast_registry: Path | str  # a file, or a SQLAlchemy URL for Feast's SQL registry
     feast_online_store: Path  # the SQLite online store, unless feast_redis_url is set
     feast_redis_url: str | None
     mlflow_tracking_uri: str
     mlflow_artifact_root: str
     bentoml_home: Path
-    prediction_log: Path
+    prediction_log: Path | str  # a folder, or s3://<bucket>/prediction_log
+    bento_exports: Path | str  # where the bento asset exports Bentos for the cluster
+    archive: Path | str  # every version of every landed file, by content hash
+    object_store: ObjectStore | None = None
+
+    def prediction_log_for(self, task: str) -> Path | str:
+        """Each task's service logs under a folder (a prefix) of its own."""
+        if isinstance(self.prediction_log, Path):
+            return self.prediction_log / task
+        return f"{self.prediction_log.rstrip('/')}/{task}"
 
     @classmethod
     def from_env(cls) -> "DataPaths":
         root = Path(os.environ.get("FLIGHTLINE_DATA_ROOT", PROJECT_ROOT / "data")).resolve()
         services = ProductionServices.from_env()
         on_postgres = services.postgres_url is not None
+        store = ObjectStore.from_env()
+
+        def files(name: str) -> Path | str:
+            return store.uri(name) if store else root / name
+
         return cls(
             root=root,
             landing=Path(os.environ.get("FLIGHTLINE_LANDING_DIR", root / "landing")),
-            lake=os.environ.get("FLIGHTLINE_LAKE_ROOT", str(root / "lake")),
+            lake=os.environ.get("FLIGHTLINE_LAKE_ROOT", str(files("lake"))),
             feast_registry=(
                 services.feast_registry_url if on_postgres else root / "feast" / "registry.db"
             ),
@@ -49,11 +66,19 @@ class DataPaths:
                 else f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
             ),
             mlflow_artifact_root=os.environ.get(
-                "FLIGHTLINE_MLFLOW_ARTIFACT_ROOT", str(root / "mlflow" / "artifacts")
+                "FLIGHTLINE_MLFLOW_ARTIFACT_ROOT",
+                store.uri("mlflow") if store else str(root / "mlflow" / "artifacts"),
             ),
             # BentoML reads BENTOML_HOME once, when first imported: the Makefile exports it.
             bentoml_home=Path(os.environ.get("BENTOML_HOME", root / "bentoml")),
-            prediction_log=Path(
-                os.environ.get("FLIGHTLINE_PREDICTION_LOG", root / "prediction_log")
+            prediction_log=_location(
+                os.environ.get("FLIGHTLINE_PREDICTION_LOG") or files("prediction_log")
             ),
+            bento_exports=files("bentos"),
+            archive=files("archive"),
+            object_store=store,
         )
+
+
+def _location(value: str | Path) -> Path | str:
+    return value if isinstance(value, Path) or "://" in value else Path(value)

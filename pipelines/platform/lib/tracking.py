@@ -22,6 +22,7 @@ import pandas as pd
 
 from pipelines.platform.lib.modeling.base import BinaryClassifier
 from pipelines.platform.lib.modeling.dataset import feature_frame
+from pipelines.platform.lib.object_store import ObjectStore, is_remote
 from pipelines.platform.lib.settings import PROJECT_ROOT
 from pipelines.platform.lib.task import TaskSpec
 
@@ -120,6 +121,13 @@ class ModelRegistry:
         for uri in {self.tracking_uri, self.registry_uri}:
             if uri.startswith("sqlite:///"):  # SQLite creates the file, not its folder
                 Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        # Artifacts in the object store: the environment names it (a process that only reads
+        # the registry, without the variables, still works; artifact access then fails clearly).
+        self._store = ObjectStore.from_env() if is_remote(artifact_root) else None
+        if self._store is not None:
+            # MLflow's S3 artifact client (boto3) finds the object store through these.
+            for name, value in self._store.client_env().items():
+                os.environ.setdefault(name, value)
         from mlflow import MlflowClient
 
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
@@ -149,6 +157,8 @@ class ModelRegistry:
 
     def check_reachable(self) -> None:
         """Fail fast, naming the store, instead of deep inside a training step."""
+        if self._store is not None:
+            self._store.check()
         retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
         try:
