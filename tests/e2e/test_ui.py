@@ -177,8 +177,9 @@ def test_ui_shows_one_graph_grouped_by_stage_with_blocking_checks(webserver):
     data = _graphql(webserver)["data"]
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
     stages = ("ingestion", "features", "training", "evaluation", "serving", "monitoring")
-    assert {n["groupName"] for n in nodes.values()} == {f"flight_delay_{s}" for s in stages}
-    assert {k.split("/")[0] for k in nodes} == {"flight_delay"}  # the task's key prefix
+    tasks = ("flight_delay", "foot_traffic")  # both tasks of pipelines/defs, side by side
+    assert {n["groupName"] for n in nodes.values()} == {f"{t}_{s}" for t in tasks for s in stages}
+    assert {k.split("/")[0] for k in nodes} == set(tasks)  # each task's key prefix
     raw, training = nodes["flight_delay/raw_flights"], nodes["flight_delay/training_set"]
     assert raw["isPartitioned"] and training["isPartitioned"]
     checks = raw["assetChecksOrError"]["checks"]
@@ -213,11 +214,13 @@ def test_ui_shows_a_drift_report_and_the_automation(webserver):
     )
     [repository] = data["repositoriesOrError"]["nodes"]
     assert {s["name"] for s in repository["sensors"]} == {
-        "flight_delay_landing_sensor",
-        "flight_delay_drift_sensor",
+        f"{task}_{sensor}_sensor"
+        for task in ("flight_delay", "foot_traffic")
+        for sensor in ("landing", "drift")
     }
-    assert repository["schedules"] == [
-        {"name": "flight_delay_nightly_retrain", "cronSchedule": "0 2 * * *"}
+    assert sorted(repository["schedules"], key=lambda s: s["name"]) == [
+        {"name": "flight_delay_nightly_retrain", "cronSchedule": "0 2 * * *"},
+        {"name": "foot_traffic_nightly_retrain", "cronSchedule": "0 3 * * *"},
     ]
 
 
