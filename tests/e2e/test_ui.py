@@ -303,12 +303,14 @@ def test_browser_lineage_shows_every_group(page, webserver):
     _open(page, f"{webserver}/asset-groups", "Global asset lineage")
     # The graph draws each group as a node whose label ends with the stage (its start is
     # elided to fit); the sidebar lists the groups by full name.
+    tasks = ("flight_delay", "foot_traffic")  # both tasks of pipelines/defs, side by side
     nodes = page.locator("svg foreignObject")
-    nodes.nth(len(stages) - 1).wait_for()
+    nodes.nth(len(tasks) * len(stages) - 1).wait_for()
     labels = [nodes.nth(i).text_content() for i in range(nodes.count())]
-    assert sorted(label.rsplit("_", 1)[-1] for label in labels) == stages, labels
-    for stage in stages:
-        page.get_by_title(f"flight_delay_{stage}", exact=True).first.wait_for()
+    assert sorted(label.rsplit("_", 1)[-1] for label in labels) == sorted(stages * 2), labels
+    for task in tasks:
+        for stage in stages:
+            page.get_by_title(f"{task}_{stage}", exact=True).first.wait_for()
     _shot(page, "lineage")
 
 
