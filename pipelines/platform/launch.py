@@ -34,6 +34,11 @@ class RunResult:
     success: bool
     all_events: list = field(default_factory=list)
 
+    def get_asset_materialization_events(self) -> list:
+        """The run's materialization events (each with its `asset_key`), as Dagster's
+        in-process result names them."""
+        return [e for e in self.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
+
     def asset_materializations_for_node(self, node_name: str) -> list[dg.AssetMaterialization]:
         return [
             e.step_materialization_data.materialization
