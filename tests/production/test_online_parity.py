@@ -22,8 +22,10 @@ from tests.pipeline_fixture import DAYS
 TASK = load_task("flight_delay")
 
 
-def test_redis_serves_the_values_sqlite_serves(prod_built, profile, tmp_path):
+def test_redis_serves_the_values_sqlite_serves(prod_built, profile, tmp_path, monkeypatch):
     paths = prod_built[0]
+    for name, value in profile.object_store.items():  # the built lake lives in the bucket
+        monkeypatch.setenv(name, value)
     end = (day_start_utc(pd.Series([DAYS[-1]])).iloc[0] + pd.Timedelta(days=1)).to_pydatetime()
     # Its own project: Redis keys carry the project, so the pipeline's keys are left alone.
     project = f"parity_{secrets.token_hex(3)}"
