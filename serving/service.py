@@ -228,6 +228,12 @@ class PredictionService:
         gc.collect()
         gc.freeze()
 
+    @bentoml.on_shutdown
+    def drain_prediction_log(self) -> None:
+        # BentoML's worker exits without running atexit hooks (measured: a SIGTERM'd `bentoml
+        # serve` lost the records of its last flush interval); its shutdown hook does run.
+        self.predictor.log.close()
+
     def _answer(self, requests: list) -> list:
         try:
             return [Prediction(**r) for r in self.predictor.predict([r.to_row() for r in requests])]

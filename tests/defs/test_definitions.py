@@ -199,6 +199,8 @@ def _write_definition(tmp_path: Path, change) -> Path:
             "baselines.both",
         ),
         (lambda a: a.update(run_window={"start": "2013-02-01", "end": "2013-01-01"}), "run_window"),
+        (lambda a: a.update(monitoring={"drift_min_rows": 0}), "monitoring.drift_min_rows"),
+        (lambda a: a.update(monitoring={"min_rows": 90}), "monitoring.min_rows"),
     ],
 )
 def test_a_malformed_definition_names_its_file_and_field(tmp_path, change, field):

@@ -351,6 +351,23 @@ def test_real_bentoml_serve_answers_http_on_loopback(packaged):
         assert ready["ready"] and ready["model"].endswith(f"v{reply.json()['model_version']}")
 
 
+def test_a_stopped_service_has_logged_every_answer_it_gave(packaged):
+    """SIGTERM drains the log: with the writer's periodic flush an hour away, only the
+    shutdown drain can write these records (BentoML's worker skips atexit hooks)."""
+    paths, _, latest = packaged
+    root = paths.prediction_log / "flight_delay"
+    answered = set()
+    with bentoml_serve(latest, FLIGHTLINE_PREDICTION_LOG_FLUSH_S="3600") as url:
+        for number in range(8100, 8140):
+            body = {"flight": {**FLIGHT, "flight": number}}
+            if requests.post(f"{url}/predict", json=body, timeout=10).status_code == 200:
+                answered.add(number)
+    logged, torn = read_day(root, "2013-01-09")
+    ours = logged[logged["request.flight"].between(8100, 8139)]
+    assert len(answered) == 40 and torn == 0
+    assert sorted(ours["request.flight"]) == sorted(answered)
+
+
 def test_feature_store_unavailable_is_a_503_with_the_reason(packaged, tmp_path):
     _, _, latest = packaged
     with bentoml_serve(latest, FLIGHTLINE_DATA_ROOT=str(tmp_path / "no-data")) as url:

@@ -160,6 +160,14 @@ class AutomationModel(Strict):
     timezone: str = "UTC"
 
 
+class MonitoringModel(Strict):
+    """How much of a day is evidence: a task with few entities and an hourly grain serves fewer
+    rows a day than flight delay (the Launchpad can still change these per run)."""
+
+    drift_min_rows: int = Field(default=200, ge=1)  # fewer: "insufficient", never "no drift"
+    live_min_labelled_rows: int = Field(default=100, ge=1)
+
+
 class ModelFamiliesModel(Strict):
     families: list[str] = list(MODEL_FAMILIES)
     # Default hyper-parameters per family (the Launchpad can still change them per run).
@@ -198,6 +206,7 @@ class TaskDefinition(Strict):
     gate: dict[str, int | float] = {}
     serving: ServingModel
     automation: AutomationModel = AutomationModel()
+    monitoring: MonitoringModel = MonitoringModel()
 
     @model_validator(mode="after")
     def _tables_exist(self) -> "TaskDefinition":

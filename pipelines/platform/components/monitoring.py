@@ -12,7 +12,6 @@ import pandas as pd
 
 from pipelines.platform.components.definition import Task
 from pipelines.platform.lib.drift import (
-    MIN_ROWS,
     PREDICTION,
     DriftReference,
     DriftResult,
@@ -24,7 +23,6 @@ from pipelines.platform.lib.drift import (
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.modeling.dataset import feature_frame
 from pipelines.platform.lib.monitoring import (
-    MIN_LABELLED_ROWS,
     champion_scores,
     rolling_view,
     score_live_performance,
@@ -36,12 +34,13 @@ from pipelines.platform.resources import LakeResource, MlflowResource
 
 
 class DriftReportConfig(dg.Config):
-    min_rows: int = MIN_ROWS  # fewer rows: "insufficient", never "no drift"
+    # Fewer rows: "insufficient", never "no drift". None: the task's monitoring.drift_min_rows.
+    min_rows: int | None = None
     evidently_html: bool = True  # Evidently's page of each day (every feature column: seconds)
 
 
 class LivePerformanceConfig(dg.Config):
-    min_labelled_rows: int = MIN_LABELLED_ROWS
+    min_labelled_rows: int | None = None  # None: the task's monitoring.live_min_labelled_rows
 
 
 NO_REFERENCE = (
@@ -258,6 +257,7 @@ def monitoring_defs(task: Task) -> dg.Definitions:
     reference_table = task.table("drift_reference")
     live_table = task.table("live_performance")
     score = task.definition.serving.score_field
+    monitoring = task.definition.monitoring
 
     @dg.asset(
         key=task.key("drift_reference"),
@@ -298,6 +298,7 @@ def monitoring_defs(task: Task) -> dg.Definitions:
             [*spec.numeric_features, PREDICTION],
             list(spec.categorical_features),
             days=rows[PARTITION_COLUMN],
+            min_rows=monitoring.drift_min_rows,  # days as small as those it will judge
             description={
                 "champion_version": version,
                 "model_family": tags.get("model_family", "?"),
@@ -350,12 +351,13 @@ def monitoring_defs(task: Task) -> dg.Definitions:
         version = reference.description["champion_version"]
         registry = mlflow.registry()
         rows, last = [], None
+        min_rows = config.min_rows or monitoring.drift_min_rows
         for day in days:
             current, predictions, source = _current_side(day, training_set, prediction_log, score)
-            if predictions is None and len(current) >= config.min_rows:
+            if predictions is None and len(current) >= min_rows:
                 predictions = champion_scores(registry, spec, version, current)
             features = feature_frame(current, spec) if source == "training_set" else current
-            result = detect_drift(reference, features, predictions, config.min_rows)
+            result = detect_drift(reference, features, predictions, min_rows)
             html, links = _publish_day(
                 task, lake, mlflow, registry, reference, day, result, features, predictions, config
             )
@@ -416,7 +418,9 @@ def monitoring_defs(task: Task) -> dg.Definitions:
         for day in days:
             frame = training_set[training_set[PARTITION_COLUMN] == day]
             scores = champion_scores(registry, spec, version, frame)
-            result = score_live_performance(spec, frame, scores, config.min_labelled_rows)
+            result = score_live_performance(
+                spec, frame, scores, config.min_labelled_rows or monitoring.live_min_labelled_rows
+            )
             rows.append(
                 {
                     PARTITION_COLUMN: day,

@@ -133,6 +133,7 @@ def summarize_reference(
     categorical: list[str],
     description: dict | None = None,
     days: pd.Series | None = None,
+    min_rows: int = MIN_ROWS,
 ) -> DriftReference:
     """Sketch the reference frame, once; with `days` (the day of each row), calibrate each
     column's threshold on the distances of those days to the whole."""
@@ -142,7 +143,7 @@ def summarize_reference(
     by_day: dict[str, list[float]] = {name: [] for name in reference.columns}
     for _, index in pd.Series(np.arange(len(frame))).groupby(days.to_numpy()).groups.items():
         day = frame.iloc[np.asarray(index)]
-        if len(day) < MIN_ROWS:
+        if len(day) < min_rows:
             continue
         for name, column in reference.columns.items():
             drift = column_drift(name, column, day[name])
