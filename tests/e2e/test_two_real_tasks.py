@@ -219,11 +219,7 @@ def test_each_drift_sensor_launches_only_its_own_retrain(together):
         result = job.execute_in_process(
             instance=instance,
             partition_key=day,
-            run_config={
-                "ops": {
-                    f"{TRAFFIC}__drift_report": {"config": {"evidently_html": False}}
-                }
-            },
+            run_config={"ops": {f"{TRAFFIC}__drift_report": {"config": {"evidently_html": False}}}},
         )
         assert result.success
         [report] = result.asset_materializations_for_node(f"{TRAFFIC}__drift_report")
