@@ -176,6 +176,9 @@ def _with_request(func, name: str, annotation, returns):
 # BentoML's Prometheus metrics cost several ms per request here (multiprocess histograms), more
 # than the whole lookup + predict: off unless FLIGHTLINE_SERVICE_METRICS=1.
 METRICS = os.environ.get("FLIGHTLINE_SERVICE_METRICS") == "1"
+# OpenTelemetry spans cost ~10% of a request's CPU (profiled) and go nowhere unless an exporter
+# is configured: every URL excluded unless FLIGHTLINE_SERVICE_TRACING=1.
+TRACING = os.environ.get("FLIGHTLINE_SERVICE_TRACING") == "1"
 
 
 @bentoml.service(
@@ -183,6 +186,7 @@ METRICS = os.environ.get("FLIGHTLINE_SERVICE_METRICS") == "1"
     workers=1,
     traffic={"timeout": 10},
     metrics={"enabled": METRICS},
+    tracing={} if TRACING else {"excluded_urls": [".*"]},
     # Every prediction is already in the prediction log; a second access line per request costs.
     logging={"access": {"enabled": os.environ.get("FLIGHTLINE_SERVICE_ACCESS_LOG") == "1"}},
 )

@@ -2,9 +2,9 @@
 
 from datetime import datetime
 
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipelines.platform.lib.local_time import to_utc
 from pipelines.tasks.flight_delay.source import read_table
 
 # Codes the service accepts: the reference tables the graph ingests (the package's own data).
@@ -60,12 +60,7 @@ class Flight(BaseModel):
     @field_validator("sched_dep")
     @classmethod
     def _exists_in_new_york(cls, value: datetime) -> datetime:
-        stamp = pd.Timestamp(value)
-        if stamp.tzinfo is None:  # a wall-clock time is New York local time
-            stamp = stamp.tz_localize(LOCAL_TZ, ambiguous="NaT", nonexistent="NaT")
-            if pd.isna(stamp):
-                raise ValueError("a local time that does not exist or is ambiguous (DST)")
-        return stamp.tz_convert("UTC").to_pydatetime()
+        return to_utc(value, LOCAL_TZ)  # a wall-clock time is New York local time
 
     def to_row(self) -> dict:
         """The row the task's request_frame reads (departure as UTC)."""

@@ -5,6 +5,7 @@ from datetime import datetime
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipelines.platform.lib.local_time import to_utc
 from pipelines.tasks.foot_traffic.source import LOCAL_TZ, SENSORS
 
 
@@ -30,12 +31,7 @@ class SensorHour(BaseModel):
     @field_validator("predicted_at")
     @classmethod
     def _exists_in_melbourne(cls, value: datetime) -> datetime:
-        stamp = pd.Timestamp(value)
-        if stamp.tzinfo is None:  # a wall-clock time is Melbourne local time
-            stamp = stamp.tz_localize(LOCAL_TZ, ambiguous="NaT", nonexistent="NaT")
-            if pd.isna(stamp):
-                raise ValueError("a local time that does not exist or is ambiguous (DST)")
-        return stamp.tz_convert("UTC").to_pydatetime()
+        return to_utc(value, LOCAL_TZ)  # a wall-clock time is Melbourne local time
 
     def to_row(self) -> dict:
         return {"sensor": self.sensor, "predicted_at": pd.Timestamp(self.predicted_at)}
