@@ -457,18 +457,17 @@ def monitoring_defs(task: Task) -> dg.Definitions:
         if len(view) >= 2:
             recent = view.iloc[-60:]
             chart = daily_metric_chart(recent, ["roc_auc", "pr_auc"], "champion on labelled days")
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "live_performance.png"
-                path.write_bytes(chart)
-                experiment_id, run_id = registry.log_report(
-                    f"{task.name}-monitoring",
-                    f"{task.name}-live-{days[0]}..{days[-1]}",
-                    {k: v for k, v in meta.items() if isinstance(v, float)},
-                    {"champion_version": version, "dagster.run_id": context.run.run_id},
-                    [path],
-                )
+            experiment_id, run_id = registry.log_report(
+                f"{task.name}-monitoring",
+                f"{task.name}-live-{days[0]}..{days[-1]}",
+                {k: v for k, v in meta.items() if isinstance(v, float)},
+                {"champion_version": version, "dagster.run_id": context.run.run_id},
+                pictures={"live_performance.png": chart},
+            )
             meta["rolling_view"] = picture(
-                chart, "live performance by day", mlflow.artifact_url(run_id, path.name)
+                chart,
+                "live performance by day",
+                mlflow.artifact_url(run_id, "live_performance.png"),
             )
             meta["mlflow_report"] = dg.MetadataValue.url(mlflow.run_url(experiment_id, run_id))
         context.add_output_metadata(meta)

@@ -2,9 +2,6 @@
 through the versioned FeatureService, plus the features computed from the example itself (the
 same task code serving runs on a request)."""
 
-import tempfile
-from pathlib import Path
-
 import dagster as dg
 import pandas as pd
 
@@ -64,19 +61,16 @@ def _summary_picture(
     shows it inline from the MLflow UI."""
     registry = mlflow.registry()
     days = table[PARTITION_COLUMN].astype(str)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "training_set_summary.png"
-        path.write_bytes(chart)
-        _, run_id = registry.log_report(
-            f"{context.asset_key.path[0]}-data",
-            f"{context.asset_key.to_user_string().replace('/', '-')}-{days.min()}..{days.max()}",
-            {"rows": len(table), "positive_rate": positive_rate},
-            {
-                "dagster.run_id": context.run.run_id,
-                "dagster.asset": context.asset_key.to_user_string(),
-            },
-            [path],
-        )
+    _, run_id = registry.log_report(
+        f"{context.asset_key.path[0]}-data",
+        f"{context.asset_key.to_user_string().replace('/', '-')}-{days.min()}..{days.max()}",
+        {"rows": len(table), "positive_rate": positive_rate},
+        {
+            "dagster.run_id": context.run.run_id,
+            "dagster.asset": context.asset_key.to_user_string(),
+        },
+        pictures={"training_set_summary.png": chart},
+    )
     return picture(
         chart, "training set summary", mlflow.artifact_url(run_id, "training_set_summary.png")
     )

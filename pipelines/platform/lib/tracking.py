@@ -309,9 +309,11 @@ class ModelRegistry:
         run_name: str,
         metrics: dict[str, float],
         tags: dict[str, str],
-        files: list[Path],
+        files: list[Path] = (),
+        pictures: dict[str, bytes] | None = None,
     ) -> tuple[str, str]:
-        """A monitoring run: metrics and report files (MLflow's UI renders an HTML artifact)."""
+        """A monitoring run: metrics, report files (MLflow's UI renders an HTML artifact) and
+        `pictures` (artifact name -> PNG bytes)."""
         from mlflow.entities import Metric
 
         experiment_id = self.experiment_id(experiment)
@@ -326,6 +328,10 @@ class ModelRegistry:
         )
         for path in files:
             self.client.log_artifact(run.info.run_id, str(path))
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in (pictures or {}).items():
+                (Path(tmp) / name).write_bytes(data)
+                self.client.log_artifact(run.info.run_id, str(Path(tmp) / name))
         self.client.set_terminated(run.info.run_id)
         return experiment_id, run.info.run_id
 
