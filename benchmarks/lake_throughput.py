@@ -42,7 +42,7 @@ def main() -> None:
     days = [d.strftime("%Y-%m-%d") for d in pd.date_range(args.start, args.end)]
     with fresh_data_root("lake-throughput") as (paths, root):
         replay_days(
-            paths.landing / TASK, date.fromisoformat(args.start), date.fromisoformat(args.end)
+            paths.landing_for(TASK), date.fromisoformat(args.start), date.fromisoformat(args.end)
         )
         started = time.perf_counter()
         rows = bare_pipeline(paths, days)

@@ -104,7 +104,7 @@ def main() -> None:
     with fresh_data_root("online") as (paths, root):
         lake = Lake(paths.lake)
         task.domain.replay(
-            paths.landing / TASK, date.fromisoformat(args.start), date.fromisoformat(args.end)
+            paths.landing_for(TASK), date.fromisoformat(args.start), date.fromisoformat(args.end)
         )
         built = bare_feature_tables(paths, days, task)
         scanned = sum(

@@ -43,7 +43,7 @@ def bare_feature_tables(paths: DataPaths, days: list[str], task: Task) -> dict[s
     archive, validate, build each feature table, store. Returns each feature table written and
     whether it is partitioned by day."""
     lake = Lake(paths.lake)
-    landing = paths.landing / task.name
+    landing = paths.landing_for(task.name)
     partitioned = set()
     for table, contract in task.contracts.items():
         frames = []
@@ -109,7 +109,7 @@ def ensure_training_set(paths: DataPaths, start: date, end: date) -> list[str]:
     task = load_task(TASK)
     lake = Lake(paths.lake)
     if not all(lake.exists(task.table("training_set"), d) for d in days):
-        task.domain.replay(paths.landing / TASK, start, end)
+        task.domain.replay(paths.landing_for(TASK), start, end)
         started = time.perf_counter()
         rows = bare_pipeline(paths, days, task)
         print(f"built training_set: {rows:,} rows in {time.perf_counter() - started:.0f}s")
@@ -153,7 +153,7 @@ def main() -> None:
         # alternate the order so drift of the machine hits both sides alike
         for side in ("bare", "dagster") if i % 2 == 0 else ("dagster", "bare"):
             with fresh_data_root(side) as (paths, root):
-                task.domain.replay(paths.landing / TASK, start, end)
+                task.domain.replay(paths.landing_for(TASK), start, end)
                 if side == "bare":
                     bare_times.append(
                         timed(lambda p=paths: rows_holder.append(bare_pipeline(p, days)))

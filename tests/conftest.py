@@ -40,7 +40,9 @@ def instance(tmp_path: Path):
 def replay(data_paths: DataPaths):
     def _replay(start: str, end: str):
         return replay_days(
-            data_paths.landing / "flight_delay", date.fromisoformat(start), date.fromisoformat(end)
+            data_paths.landing_for("flight_delay"),
+            date.fromisoformat(start),
+            date.fromisoformat(end),
         )
 
     return _replay

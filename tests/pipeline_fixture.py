@@ -43,7 +43,7 @@ def built(tmp_path_factory):
         mp.setenv("FLIGHTLINE_MLFLOW_UI_URL", f"http://127.0.0.1:{free_port()}")
         paths = DataPaths.from_env()
         replay_days(
-            paths.landing / "flight_delay", date.fromisoformat(START), date.fromisoformat(END)
+            paths.landing_for("flight_delay"), date.fromisoformat(START), date.fromisoformat(END)
         )
         results = materialize_window(
             date.fromisoformat(START),

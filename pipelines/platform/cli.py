@@ -218,7 +218,7 @@ def _range_tags(first: str, last: str) -> dict:
     }
 
 
-def blocked_partitions(task, landing_dir: Path, start: date, end: date) -> dict[str, str]:
+def blocked_partitions(task, landing_dir: Path | str, start: date, end: date) -> dict[str, str]:
     """Partitions of [start, end] that cannot run: a landing table's file is missing (or landed
     twice), by the same lookup ingestion uses; nothing is read or hashed."""
     from pipelines.platform.lib.landing import LandingError, find_day_file
@@ -324,8 +324,8 @@ def _load_task(name: str):
     return load_task(name)
 
 
-def _landing(paths: DataPaths, task) -> Path:
-    return paths.landing / task.name
+def _landing(paths: DataPaths, task) -> Path | str:
+    return paths.landing_for(task.name)
 
 
 def _push_events(task, start: date, end: date, until: str | None) -> int:

@@ -100,7 +100,7 @@ def site(tmp_path_factory):
         paths = DataPaths.from_env()
         instance = dg.DagsterInstance.get()
         # Reference tables are not daily: built once, as `make run` does.
-        replay_days(paths.landing / "flight_delay", date(2013, 1, 1), date(2013, 1, 5))
+        replay_days(paths.landing_for("flight_delay"), date(2013, 1, 1), date(2013, 1, 5))
         assert all(
             r.success
             for r in materialize_window(
@@ -162,7 +162,7 @@ def test_landed_days_run_once_across_a_daemon_restart(site):
 
     # The daemon goes down; four more days land and a corrected file replaces day 3.
     daemon.stop()
-    replay_days(paths.landing / "flight_delay", date(2013, 1, 6), date(2013, 1, 9))
+    replay_days(paths.landing_for("flight_delay"), date(2013, 1, 6), date(2013, 1, 9))
     # Same flights, another order: a new file (new hash) that leaves the data as the e2e fixture's.
     corrected = source_day("flights", "2013-01-03").iloc[::-1]
     corrected.to_csv(

@@ -27,7 +27,7 @@ def definitions():
 
 
 def test_new_day_then_nothing_new_then_a_replaced_file(definitions, instance, data_paths):
-    replay_days(data_paths.landing / "flight_delay", date(2013, 1, 1), date(2013, 1, 1))
+    replay_days(data_paths.landing_for("flight_delay"), date(2013, 1, 1), date(2013, 1, 1))
     first = landing_tick(definitions, instance, TASK, data_paths)
     [request] = first.run_requests
     assert request.partition_key == "2013-01-01"
@@ -48,9 +48,9 @@ def test_new_day_then_nothing_new_then_a_replaced_file(definitions, instance, da
 
 
 def test_a_gap_of_days_becomes_one_backfill_of_every_daily_asset(definitions, instance, data_paths):
-    replay_days(data_paths.landing / "flight_delay", date(2013, 1, 1), date(2013, 1, 1))
+    replay_days(data_paths.landing_for("flight_delay"), date(2013, 1, 1), date(2013, 1, 1))
     first = landing_tick(definitions, instance, TASK, data_paths)
-    replay_days(data_paths.landing / "flight_delay", date(2013, 1, 2), date(2013, 1, 5))
+    replay_days(data_paths.landing_for("flight_delay"), date(2013, 1, 2), date(2013, 1, 5))
     result = landing_tick(definitions, instance, TASK, data_paths, first.cursor)
     [backfill] = result.run_requests
     assert backfill.requires_backfill_daemon()
@@ -68,7 +68,7 @@ def test_a_gap_of_days_becomes_one_backfill_of_every_daily_asset(definitions, in
 
 
 def test_a_day_missing_a_table_waits(definitions, instance, data_paths):
-    replay_days(data_paths.landing / "flight_delay", date(2013, 1, 1), date(2013, 1, 1))
+    replay_days(data_paths.landing_for("flight_delay"), date(2013, 1, 1), date(2013, 1, 1))
     (Path(data_paths.landing) / "flight_delay" / "weather" / "2013-01-01.csv").unlink()
     waiting = landing_tick(definitions, instance, TASK, data_paths)
     assert isinstance(waiting, dg.SkipReason)
@@ -92,7 +92,7 @@ def test_failed_validation_produces_no_report_and_the_sensor_says_why(
     definitions, instance, data_paths
 ):
     day = "2013-01-02"
-    replay_days(data_paths.landing / "flight_delay", date(2013, 1, 1), date(2013, 1, 2))
+    replay_days(data_paths.landing_for("flight_delay"), date(2013, 1, 1), date(2013, 1, 2))
     assert all(
         r.success
         for r in materialize_window(

@@ -18,7 +18,7 @@ D = date.fromisoformat(DAY)
 
 @pytest.fixture
 def landed(data_paths, instance):
-    replay_days(data_paths.landing / "flight_delay", date(2013, 1, 1), D)
+    replay_days(data_paths.landing_for("flight_delay"), date(2013, 1, 1), D)
     # the two days before, so the row-count check has history
     assert all(
         r.success
@@ -118,7 +118,7 @@ def test_a_day_missing_a_file_is_blocked_and_the_others_of_the_range_complete(da
     from pipelines.platform.components.task import load_task
 
     task = load_task("flight_delay")
-    landing = data_paths.landing / "flight_delay"
+    landing = data_paths.landing_for("flight_delay")
     replay_days(landing, date(2013, 1, 1), date(2013, 1, 4))
     (landing / "weather" / "2013-01-02.csv").unlink()
     blocked = blocked_partitions(task, landing, date(2013, 1, 1), date(2013, 1, 5))

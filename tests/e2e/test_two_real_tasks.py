@@ -73,7 +73,7 @@ def together(built):
     """Foot traffic lived next to the built flight task: a null challenger, then a real one."""
     paths, instance, flight_results = built
     assert run_succeeded(flight_results)
-    load_task(TRAFFIC).domain.replay(paths.landing / TRAFFIC, START, END)
+    load_task(TRAFFIC).domain.replay(paths.landing_for(TRAFFIC), START, END)
     # A shuffled-label model can only tie a baseline by luck: the gate must refuse it.
     null = materialize_window(
         START, END, instance, task=TRAFFIC, run_config=_config(label_permutation_seed=1)

@@ -73,7 +73,7 @@ def test_each_task_has_its_own_jobs_sensors_and_schedule(both):
 
 def test_one_tasks_landed_files_never_launch_the_other(both, instance, data_paths):
     task = load_task(TOY)
-    task.domain.replay(data_paths.landing / TOY, date(2024, 3, 1), date(2024, 3, 1))
+    task.domain.replay(data_paths.landing_for(TOY), date(2024, 3, 1), date(2024, 3, 1))
     flight = landing_tick(both, instance, FLIGHTS, data_paths)
     assert isinstance(flight, dg.SkipReason)
     toy = landing_tick(both, instance, TOY, data_paths)
@@ -85,7 +85,7 @@ def test_one_tasks_landed_files_never_launch_the_other(both, instance, data_path
     hours = sorted(subset.get_partitions_subset(key).get_partition_keys())
     assert hours[0] == "2024-03-01-00:00" and hours[-1] == "2024-03-01-23:00" and len(hours) == 24
 
-    task.domain.replay(data_paths.landing / TOY, date(2024, 3, 2), date(2024, 3, 2))
+    task.domain.replay(data_paths.landing_for(TOY), date(2024, 3, 2), date(2024, 3, 2))
     more = landing_tick(both, instance, TOY, data_paths, toy.cursor)
     [next_day] = more.run_requests
     assert backfill.tags["flightline/task"] == next_day.tags["flightline/task"] == TOY
@@ -105,7 +105,7 @@ def test_a_window_without_a_task_runs_each_task_that_has_partitions_in_it(
     env, instance, data_paths
 ):
     """Tasks keep their own calendars: the toy's days are nothing to flight delay (2013)."""
-    load_task(TOY).domain.replay(data_paths.landing / TOY, START, START)
+    load_task(TOY).domain.replay(data_paths.landing_for(TOY), START, START)
     both = dg.Definitions.merge(defs(), build_task_defs(load_task(TOY)))
     results = materialize_window(
         START, START, instance, only={"raw_readings", "raw_flights"}, definitions=both
@@ -124,7 +124,7 @@ def toy_built(env, tmp_path_factory):
         env.setenv("FLIGHTLINE_DATA_ROOT", str(root / "data"))
         paths = DataPaths.from_env()
         task = load_task(TOY)
-        task.domain.replay(paths.landing / TOY, START, END)
+        task.domain.replay(paths.landing_for(TOY), START, END)
         # Resources follow the data root at definition time: the definitions come after it.
         both = dg.Definitions.merge(defs(), build_task_defs(load_task(TOY)))
         results = materialize_window(START, END, instance, task=TOY, definitions=both)

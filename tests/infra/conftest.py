@@ -55,7 +55,7 @@ def _retrain_inputs(env: dict[str, str]) -> None:
         only.add("online_features")  # the Bento's skew check compares online with offline
 
         replay_days(
-            DataPaths.from_env().landing / "flight_delay",
+            DataPaths.from_env().landing_for("flight_delay"),
             date.fromisoformat(START),
             date.fromisoformat(END),
         )

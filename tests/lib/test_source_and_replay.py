@@ -68,7 +68,9 @@ def test_paced_replay_lands_one_day_at_a_time(data_paths, capsys):
         "landed 2013-03-02",
         "landed 2013-03-03",
     ]
-    assert sorted(p.name for p in (data_paths.landing / "flight_delay" / "flights").iterdir()) == [
+    assert sorted(
+        p.name for p in (data_paths.landing_for("flight_delay") / "flights").iterdir()
+    ) == [
         "2013-03-01.csv",
         "2013-03-02.csv",
         "2013-03-03.csv",

@@ -224,7 +224,7 @@ def prod_built(profile, tmp_path_factory):
             mp.setenv(name, value)
         paths = DataPaths.from_env()
         replay_days(
-            paths.landing / "flight_delay", date.fromisoformat(START), date.fromisoformat(END)
+            paths.landing_for("flight_delay"), date.fromisoformat(START), date.fromisoformat(END)
         )
         instance = postgres_instance(root / "dagster_home")
         started = time.perf_counter()

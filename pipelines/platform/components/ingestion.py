@@ -3,7 +3,6 @@ the task's landing folder) with its blocking Great Expectations checks, and the 
 its source ships with."""
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -26,9 +25,9 @@ CHECK_DESCRIPTIONS = {
 }
 
 
-def landing_dir(landing: LandingZone, task: Task) -> Path:
-    """Each task lands its files in a folder of its own."""
-    return Path(landing.landing_dir) / task.name
+def landing_dir(landing: LandingZone, task: Task) -> str:
+    """Each task lands its files in a folder (a prefix, on the object store) of its own."""
+    return f"{landing.landing_dir.rstrip('/')}/{task.name}"
 
 
 def _ingest(

@@ -1,9 +1,16 @@
-"""Reading day files from the landing folder, with a clear error for every way a file can be bad."""
+"""The landing folder: writing day files into it (a task's replay), and reading them back with a
+clear error for every way a file can be bad.
+
+The landing root is a local folder (embedded default) or s3://<bucket>/landing/<task> in the
+object store (production: the replay, the sensor and ingestion run in different pods). Both are
+reached through the same pyarrow filesystem (object_store.filesystem_for): a file lands under a
+temporary name and is renamed, so a reader or the sensor never sees half a file.
+"""
 
 import hashlib
-import shutil
+import io
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 import pyarrow as pa
@@ -15,7 +22,7 @@ from pipelines.platform.lib.object_store import (
     is_remote,
     store_for,
     unavailable_as_error,
-    upload_file,
+    write_bytes_atomic,
 )
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet")
@@ -31,7 +38,7 @@ class LandedFile:
 
     table: str
     partition: str
-    path: Path
+    path: Path | str  # a local path, or an s3:// URI
     rows: int
 
 
@@ -39,56 +46,126 @@ class LandedFile:
 class LandedDay:
     table: str
     day: str
-    path: Path
+    path: Path | str  # a local path, or an s3:// URI
     sha256: str
     frame: pd.DataFrame
+    content: bytes  # the bytes that were hashed and parsed: the archive keeps exactly these
+
+    @property
+    def suffix(self) -> str:
+        return suffix_of(self.path)
 
 
-def find_day_file(landing_dir: Path, table: str, day: str) -> Path:
-    folder = Path(landing_dir) / table
-    candidates = [folder / f"{day}{suffix}" for suffix in SUPPORTED_SUFFIXES]
-    present = [p for p in candidates if p.exists()]
+def suffix_of(path: Path | str) -> str:
+    return PurePosixPath(str(path)).suffix
+
+
+def location(root: Path | str, *parts: str) -> Path | str:
+    """A path under a landing (or archive) root: a Path for a folder, a URI for s3://."""
+    if is_remote(str(root)):
+        return "/".join([str(root).rstrip("/"), *parts])
+    return Path(root).joinpath(*parts)
+
+
+def land_file(
+    landing_root: Path | str,
+    table: str,
+    key: str,
+    content: bytes,
+    *,
+    rows: int,
+    suffix: str = ".csv",
+    unless_identical: bool = True,
+) -> LandedFile:
+    """Drop one partition's file of a table into a landing root, atomically.
+
+    `unless_identical`: a file already there with the same bytes is left alone, so a replay is
+    idempotent and does not look like a correction to the sensor watching the folder.
+    """
+    root = str(landing_root)
+    fs, base = filesystem_for(root)
+    target = f"{base}/{table}/{key}{suffix}"
+    with unavailable_as_error(store_for(root)):
+        if not (unless_identical and _holds(fs, target, content)):
+            write_bytes_atomic(fs, target, content)
+    return LandedFile(table, key, location(landing_root, table, f"{key}{suffix}"), rows)
+
+
+def _holds(fs: pafs.FileSystem, path: str, content: bytes) -> bool:
+    info = fs.get_file_info(path)
+    if info.type != pafs.FileType.File or info.size != len(content):
+        return False
+    with fs.open_input_stream(path) as handle:
+        return handle.read() == content
+
+
+def find_day_file(landing_dir: Path | str, table: str, day: str) -> Path | str:
+    root = str(landing_dir)
+    fs, base = filesystem_for(root)
+    with unavailable_as_error(store_for(root)):
+        name = _find_day_name(fs, f"{base}/{table}", landing_dir, table, day)
+    return location(landing_dir, table, name)
+
+
+def _find_day_name(fs: pafs.FileSystem, folder: str, root: Path | str, table: str, day: str) -> str:
+    candidates = [f"{day}{suffix}" for suffix in SUPPORTED_SUFFIXES]
+    infos = fs.get_file_info([f"{folder}/{name}" for name in candidates])
+    present = [n for n, i in zip(candidates, infos, strict=True) if i.type == pafs.FileType.File]
     if not present:
-        others = sorted(p.name for p in folder.glob(f"{day}.*")) if folder.exists() else []
+        listing = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+        others = sorted(i.base_name for i in listing if PurePosixPath(i.base_name).stem == day)
         hint = f" (found {', '.join(others)}: only .csv or .parquet are read)" if others else ""
-        raise LandingError(f"no {table} file for {day} in {folder}{hint}")
+        raise LandingError(f"no {table} file for {day} in {location(root, table)}{hint}")
     if len(present) > 1:
         raise LandingError(
-            f"{table} for {day} landed twice ({', '.join(p.name for p in present)}); "
+            f"{table} for {day} landed twice ({', '.join(present)}); "
             "keep one so the partition has a single source of truth"
         )
     return present[0]
 
 
-def read_day_file(path: Path) -> pd.DataFrame:
+def read_bytes(path: Path | str) -> bytes:
+    """The whole content of a landed file (a local path or an s3:// URI)."""
+    fs, target = filesystem_for(str(path))
+    with unavailable_as_error(store_for(str(path))), fs.open_input_stream(target) as handle:
+        return handle.read()
+
+
+def parse_day_file(path: Path | str, content: bytes) -> pd.DataFrame:
     """Parse a landed file as it is: types are checked by validation, not coerced here."""
-    if path.stat().st_size == 0:
+    if not content:
         raise LandingError(f"{path} is empty (0 bytes)")
+    parquet = suffix_of(path) == ".parquet"
     try:
-        if path.suffix == ".parquet":
-            return pq.read_table(path).to_pandas()
-        return pd.read_csv(path, na_values=["NA"], keep_default_na=True, low_memory=False)
+        if parquet:
+            return pq.read_table(pa.BufferReader(content)).to_pandas()
+        return pd.read_csv(
+            io.BytesIO(content), na_values=["NA"], keep_default_na=True, low_memory=False
+        )
     except (
         pa.ArrowInvalid,
         pd.errors.ParserError,
         pd.errors.EmptyDataError,
         UnicodeDecodeError,
     ) as exc:
-        kind = "Parquet" if path.suffix == ".parquet" else "CSV"
+        kind = "Parquet" if parquet else "CSV"
         raise LandingError(f"{path} is not a readable {kind} file: {exc}") from exc
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def read_day_file(path: Path | str) -> pd.DataFrame:
+    return parse_day_file(path, read_bytes(path))
 
 
-def read_landed_day(landing_dir: Path, table: str, day: str) -> LandedDay:
+def sha256_of(path: Path | str) -> str:
+    return hashlib.sha256(read_bytes(path)).hexdigest()
+
+
+def read_landed_day(landing_dir: Path | str, table: str, day: str) -> LandedDay:
+    """Read a day's file once: the bytes hashed are the bytes parsed (and archived)."""
     path = find_day_file(landing_dir, table, day)
-    return LandedDay(table, day, path, sha256_of(path), read_day_file(path))
+    content = read_bytes(path)
+    frame = parse_day_file(path, content)
+    return LandedDay(table, day, path, hashlib.sha256(content).hexdigest(), frame, content)
 
 
 def archive_landed_file(landed: LandedDay, archive_dir: Path | str) -> Path | str:
@@ -98,16 +175,11 @@ def archive_landed_file(landed: LandedDay, archive_dir: Path | str) -> Path | st
     The archive is a folder, or s3://<bucket>/archive/... in the object store (production: the
     ingesting pod's disk is gone after the step).
     """
-    relative = f"{landed.table}/{landed.day}/{landed.sha256[:16]}{landed.path.suffix}"
-    if is_remote(str(archive_dir)):
-        uri = f"{str(archive_dir).rstrip('/')}/{relative}"
-        fs, path = filesystem_for(uri)
-        with unavailable_as_error(store_for(uri)):
-            if fs.get_file_info(path).type == pafs.FileType.File:
-                return uri
-        return upload_file(str(archive_dir), relative, landed.path)
-    target = Path(archive_dir) / relative
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(landed.path, target)
-    return target
+    name = f"{landed.sha256[:16]}{landed.suffix}"
+    root = str(archive_dir)
+    fs, base = filesystem_for(root)
+    target = f"{base}/{landed.table}/{landed.day}/{name}"
+    with unavailable_as_error(store_for(root)):
+        if fs.get_file_info(target).type != pafs.FileType.File:
+            write_bytes_atomic(fs, target, landed.content)
+    return location(archive_dir, landed.table, landed.day, name)

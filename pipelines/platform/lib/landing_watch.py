@@ -4,15 +4,23 @@ A partition (a "day" below; an hour for an hourly task) is ready when every land
 the task has its file. A file is known by (size, mtime) and, when
 those move, by its content hash, so touching a file without changing it re-runs nothing while a
 corrected file re-runs its day. The state is a small JSON document (the sensor's cursor).
+
+The landing root is a folder or s3://<bucket>/landing/<task>: one listing per table through
+pyarrow's filesystem (on S3, mtime is the object's LastModified, whole seconds), and a file is
+read only when its (size, mtime) moved.
 """
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from pipelines.platform.lib.landing import SUPPORTED_SUFFIXES, sha256_of
+import pyarrow.fs as pafs
+
+from pipelines.platform.lib.landing import SUPPORTED_SUFFIXES
+from pipelines.platform.lib.object_store import filesystem_for, store_for, unavailable_as_error
 
 
 @dataclass(frozen=True)
@@ -62,25 +70,40 @@ def _day_of(key: str) -> str:
 def scan_landing(
     landing_dir: str | Path, previous: dict[str, FileState], tables: Sequence[str]
 ) -> LandingChanges:
-    root = Path(landing_dir)
+    root = str(landing_dir)
+    fs, base = filesystem_for(root)
+    with unavailable_as_error(store_for(root)):
+        return _scan(fs, base, previous, tables)
+
+
+def _sha256(fs: pafs.FileSystem, path: str) -> str:
+    digest = hashlib.sha256()
+    with fs.open_input_stream(path) as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _scan(
+    fs: pafs.FileSystem, base: str, previous: dict[str, FileState], tables: Sequence[str]
+) -> LandingChanges:
     state: dict[str, FileState] = {}
     tables_by_day: dict[str, set[str]] = {}
     changes = LandingChanges()
     for table in tables:
-        folder = root / table
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.iterdir()):
-            if path.suffix not in SUPPORTED_SUFFIXES or not path.is_file():
-                continue  # .tmp files of a copy in progress, stray files
-            key = f"{table}/{path.name}"
-            stat = path.stat()
+        listing = fs.get_file_info(pafs.FileSelector(f"{base}/{table}", allow_not_found=True))
+        for info in sorted(listing, key=lambda i: i.base_name):
+            name = PurePosixPath(info.base_name)
+            if name.suffix not in SUPPORTED_SUFFIXES or info.type != pafs.FileType.File:
+                continue  # .tmp-* files of a write in progress, stray files
+            key = f"{table}/{info.base_name}"
+            size, mtime_ns = info.size, info.mtime_ns or 0
             known = previous.get(key)
-            if known and (known.size, known.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+            if known and (known.size, known.mtime_ns) == (size, mtime_ns):
                 state[key] = known
             else:
-                state[key] = FileState(stat.st_size, stat.st_mtime_ns, sha256_of(path))
-            day = path.stem
+                state[key] = FileState(size, mtime_ns, _sha256(fs, info.path))
+            day = name.stem
             if table in tables_by_day.setdefault(day, set()):
                 changes.ambiguous.append(f"{table}/{day}")
             tables_by_day[day].add(table)

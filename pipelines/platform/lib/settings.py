@@ -16,12 +16,12 @@ class DataPaths:
 
     The production profile (FLIGHTLINE_POSTGRES_URL / FLIGHTLINE_REDIS_URL, see services.py) moves
     MLflow's backend store and Feast's registry to PostgreSQL and Feast's online store to Redis;
-    FLIGHTLINE_S3_ENDPOINT / FLIGHTLINE_S3_BUCKET (object_store.py) move the lake (and the reports
-    beside it), the prediction log, MLflow's artifacts and exported Bentos into the bucket, so that
-    pods share no disk. A variable naming one location still wins."""
+    FLIGHTLINE_S3_ENDPOINT / FLIGHTLINE_S3_BUCKET (object_store.py) move the landing folder, the
+    archive, the lake (and the reports beside it), the prediction log, MLflow's artifacts and
+    exported Bentos into the bucket, so that pods share no disk. A variable naming one location still wins."""
 
     root: Path
-    landing: Path
+    landing: Path | str  # a folder, or s3://<bucket>/landing on the object store
     lake: str  # a local folder, or s3://<bucket>/lake on the object store
     feast_registry: Path | str  # a file, or a SQLAlchemy URL for Feast's SQL registry
     feast_online_store: Path  # the SQLite online store, unless feast_redis_url is set
@@ -34,11 +34,13 @@ class DataPaths:
     archive: Path | str  # every version of every landed file, by content hash
     object_store: ObjectStore | None = None
 
+    def landing_for(self, task: str) -> Path | str:
+        """Each task's replay drops its files under a folder (a prefix) of its own."""
+        return _under(self.landing, task)
+
     def prediction_log_for(self, task: str) -> Path | str:
         """Each task's service logs under a folder (a prefix) of its own."""
-        if isinstance(self.prediction_log, Path):
-            return self.prediction_log / task
-        return f"{self.prediction_log.rstrip('/')}/{task}"
+        return _under(self.prediction_log, task)
 
     @classmethod
     def from_env(cls) -> "DataPaths":
@@ -52,7 +54,7 @@ class DataPaths:
 
         return cls(
             root=root,
-            landing=Path(os.environ.get("FLIGHTLINE_LANDING_DIR", root / "landing")),
+            landing=_location(os.environ.get("FLIGHTLINE_LANDING_DIR") or files("landing")),
             lake=os.environ.get("FLIGHTLINE_LAKE_ROOT", str(files("lake"))),
             feast_registry=(
                 services.feast_registry_url if on_postgres else root / "feast" / "registry.db"
@@ -78,6 +80,10 @@ class DataPaths:
             archive=files("archive"),
             object_store=store,
         )
+
+
+def _under(root: Path | str, name: str) -> Path | str:
+    return root / name if isinstance(root, Path) else f"{root.rstrip('/')}/{name}"
 
 
 def _location(value: str | Path) -> Path | str:

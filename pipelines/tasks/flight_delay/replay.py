@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
-from pipelines.platform.lib.landing import LandedFile
+from pipelines.platform.lib.landing import LandedFile, land_file
 from pipelines.tasks.flight_delay.source import DAILY_TABLES, day_key, read_table
 
 FIRST_DAY = date(2013, 1, 1)
@@ -22,12 +22,9 @@ def days_between(start: date, end: date) -> Iterator[date]:
         current += timedelta(days=1)
 
 
-def landing_path(landing_dir: Path, table: str, day: str, suffix: str = ".csv") -> Path:
-    return Path(landing_dir) / table / f"{day}{suffix}"
-
-
-def replay_days(landing_dir: Path, start: date, end: date) -> list[LandedFile]:
-    """Drop the day files of [start, end] into the landing folder, as if they had just arrived.
+def replay_days(landing_dir: Path | str, start: date, end: date) -> list[LandedFile]:
+    """Drop the day files of [start, end] into the landing folder (a local folder or an
+    s3:// prefix), as if they had just arrived.
 
     A file already there is replaced only when its content differs, so a replay is idempotent
     and does not look like a correction to whoever watches the folder.
@@ -38,12 +35,7 @@ def replay_days(landing_dir: Path, start: date, end: date) -> list[LandedFile]:
         frame = read_table(table)
         days = day_key(frame)
         for day, rows in frame[days.isin(wanted)].groupby(days[days.isin(wanted)], sort=True):
-            path = landing_path(landing_dir, table, day)
-            path.parent.mkdir(parents=True, exist_ok=True)
             content = rows.to_csv(index=False, na_rep="NA").encode()
-            if not path.exists() or path.read_bytes() != content:
-                tmp = path.with_suffix(".csv.tmp")
-                tmp.write_bytes(content)
-                tmp.replace(path)  # atomic: a watcher never sees half a file
-            landed.append(LandedFile(table, day, path, len(rows)))
+            # atomic, and left alone when identical: a watcher never sees half a file
+            landed.append(land_file(landing_dir, table, day, content, rows=len(rows)))
     return landed

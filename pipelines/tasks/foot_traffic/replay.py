@@ -4,14 +4,14 @@ counts arrive as a daily export; each row still says which hour it counts)."""
 from datetime import date
 from pathlib import Path
 
-from pipelines.platform.lib.landing import LandedFile
+from pipelines.platform.lib.landing import LandedFile, land_file
 from pipelines.tasks.foot_traffic.source import day_key, read_counts
 
 FIRST_DAY = date(2015, 1, 1)
 LAST_DAY = date(2016, 12, 31)
 
 
-def replay_days(landing_dir: Path, start: date, end: date) -> list[LandedFile]:
+def replay_days(landing_dir: Path | str, start: date, end: date) -> list[LandedFile]:
     """Drop the day files of [start, end] under <landing>/counts/<YYYY-MM-DD>.csv, as if each had
     just arrived; a file already there is rewritten only if its content differs."""
     if start > end:
@@ -23,12 +23,7 @@ def replay_days(landing_dir: Path, start: date, end: date) -> list[LandedFile]:
     wanted = days.between(start.isoformat(), end.isoformat())
     landed = []
     for key, rows in frame[wanted].groupby(days[wanted], sort=True):
-        path = Path(landing_dir) / "counts" / f"{key}.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
         content = rows.to_csv(index=False).encode()
-        if not path.exists() or path.read_bytes() != content:
-            tmp = path.with_suffix(".csv.tmp")
-            tmp.write_bytes(content)
-            tmp.replace(path)  # atomic: a watcher never sees half a file
-        landed.append(LandedFile("counts", key, path, len(rows)))
+        # atomic, and left alone when identical: a watcher never sees half a file
+        landed.append(land_file(landing_dir, "counts", key, content, rows=len(rows)))
     return landed

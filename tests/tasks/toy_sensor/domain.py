@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PydanticField
 
 from pipelines.platform.lib.lake import PARTITION_COLUMN
-from pipelines.platform.lib.landing import LandedFile
+from pipelines.platform.lib.landing import land_file
 from pipelines.platform.lib.task import TaskDomain
 from pipelines.platform.lib.validation import ColumnSpec, RangeRule, TableContract
 
@@ -79,7 +79,7 @@ READINGS = TableContract(
 )
 
 
-def replay(landing_dir: Path, start: date, end: date) -> list:
+def replay(landing_dir: Path | str, start: date, end: date) -> list:
     """One file per hour of [start, end] under <landing>/readings/<YYYY-MM-DD-HH:00>.csv."""
     frame = readings()
     keys = hour_key(frame["ts"])
@@ -87,10 +87,10 @@ def replay(landing_dir: Path, start: date, end: date) -> list:
     wanted = (days >= start) & (days <= end)
     landed = []
     for key, rows in frame[wanted].groupby(keys[wanted], sort=True):
-        path = Path(landing_dir) / "readings" / f"{key}.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(rows.to_csv(index=False))
-        landed.append(LandedFile("readings", key, path, len(rows)))
+        content = rows.to_csv(index=False).encode()
+        landed.append(
+            land_file(landing_dir, "readings", key, content, rows=len(rows), unless_identical=False)
+        )
     return landed
 
 
