@@ -7,11 +7,15 @@ corrected file re-runs its day. The state is a small JSON document (the sensor's
 
 The landing root is a folder or s3://<bucket>/landing/<task>: one listing per table through
 pyarrow's filesystem (on S3, mtime is the object's LastModified, whole seconds), and a file is
-read only when its (size, mtime) moved.
+read only when its (size, mtime) moved. Whole seconds are coarse: a same-size correction within
+the second of the file it corrects would keep (size, mtime), so a remote file younger than
+UNSETTLED_S is recorded without its mtime and hashed again at the next scan (git's "racily
+clean" rule).
 """
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -21,6 +25,9 @@ import pyarrow.fs as pafs
 
 from pipelines.platform.lib.landing import SUPPORTED_SUFFIXES
 from pipelines.platform.lib.object_store import filesystem_for, store_for, unavailable_as_error
+
+# Covers the store's whole-second timestamps and some clock skew between a pod and the store.
+UNSETTLED_S = 5
 
 
 @dataclass(frozen=True)
@@ -72,8 +79,11 @@ def scan_landing(
 ) -> LandingChanges:
     root = str(landing_dir)
     fs, base = filesystem_for(root)
-    with unavailable_as_error(store_for(root)):
-        return _scan(fs, base, previous, tables)
+    store = store_for(root)
+    # Local mtimes have nanoseconds: the embedded profile trusts them as it always has.
+    settled_before = time.time_ns() - UNSETTLED_S * 10**9 if store else None
+    with unavailable_as_error(store):
+        return _scan(fs, base, previous, tables, settled_before)
 
 
 def _sha256(fs: pafs.FileSystem, path: str) -> str:
@@ -85,7 +95,11 @@ def _sha256(fs: pafs.FileSystem, path: str) -> str:
 
 
 def _scan(
-    fs: pafs.FileSystem, base: str, previous: dict[str, FileState], tables: Sequence[str]
+    fs: pafs.FileSystem,
+    base: str,
+    previous: dict[str, FileState],
+    tables: Sequence[str],
+    settled_before: int | None,
 ) -> LandingChanges:
     state: dict[str, FileState] = {}
     tables_by_day: dict[str, set[str]] = {}
@@ -103,6 +117,8 @@ def _scan(
                 state[key] = known
             else:
                 state[key] = FileState(size, mtime_ns, _sha256(fs, info.path))
+            if settled_before is not None and mtime_ns >= settled_before:
+                state[key] = FileState(size, 0, state[key].sha256)  # hash it again next time
             day = name.stem
             if table in tables_by_day.setdefault(day, set()):
                 changes.ambiguous.append(f"{table}/{day}")
