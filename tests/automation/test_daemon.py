@@ -166,7 +166,7 @@ def test_landed_days_run_once_across_a_daemon_restart(site):
     # Same flights, another order: a new file (new hash) that leaves the data as the e2e fixture's.
     corrected = source_day("flights", "2013-01-03").iloc[::-1]
     corrected.to_csv(
-        Path(paths.landing) / "flight_delay" / "flights" / "2013-01-03.csv",
+        Path(paths.landing_for("flight_delay")) / "flights" / "2013-01-03.csv",
         index=False,
         na_rep="NA",
     )

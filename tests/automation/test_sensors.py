@@ -38,7 +38,7 @@ def test_new_day_then_nothing_new_then_a_replaced_file(definitions, instance, da
     assert isinstance(nothing, dg.SkipReason)
     assert "no new or replaced files" in nothing.skip_message
 
-    flights = Path(data_paths.landing) / "flight_delay" / "flights" / "2013-01-01.csv"
+    flights = Path(data_paths.landing_for("flight_delay")) / "flights" / "2013-01-01.csv"
     source_day("flights", "2013-01-01").head(500).to_csv(flights, index=False, na_rep="NA")
     replaced = landing_tick(definitions, instance, TASK, data_paths, first.cursor)
     [rerun] = replaced.run_requests
@@ -69,7 +69,7 @@ def test_a_gap_of_days_becomes_one_backfill_of_every_daily_asset(definitions, in
 
 def test_a_day_missing_a_table_waits(definitions, instance, data_paths):
     replay_days(data_paths.landing_for("flight_delay"), date(2013, 1, 1), date(2013, 1, 1))
-    (Path(data_paths.landing) / "flight_delay" / "weather" / "2013-01-01.csv").unlink()
+    (Path(data_paths.landing_for("flight_delay")) / "weather" / "2013-01-01.csv").unlink()
     waiting = landing_tick(definitions, instance, TASK, data_paths)
     assert isinstance(waiting, dg.SkipReason)
     assert "waiting for 1 incomplete partition" in waiting.skip_message
@@ -101,7 +101,7 @@ def test_failed_validation_produces_no_report_and_the_sensor_says_why(
     )
     good = source_day("flights", day)
     pd.concat([good, good.head(3)]).to_csv(
-        Path(data_paths.landing) / "flight_delay" / "flights" / f"{day}.csv",
+        Path(data_paths.landing_for("flight_delay")) / "flights" / f"{day}.csv",
         index=False,
         na_rep="NA",
     )
@@ -229,3 +229,26 @@ def test_daily_job_holds_exactly_the_daily_partitioned_assets(definitions):
     }
     job = definitions.resolve_job_def(DAILY_JOB)
     assert set(job.asset_layer.selected_asset_keys) == daily
+
+
+def test_the_landing_sensor_watches_the_bucket(
+    definitions, instance, object_store, tmp_path, monkeypatch
+):
+    """Production profile: the replay lands in s3://<bucket>/landing and the sensor reads it there."""
+    from pipelines.platform.lib.object_store import ObjectStoreUnavailable
+    from pipelines.platform.lib.settings import DataPaths
+
+    server, bucket = object_store
+    monkeypatch.setenv("FLIGHTLINE_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.delenv("FLIGHTLINE_LANDING_DIR", raising=False)
+    paths = DataPaths.from_env()
+    assert paths.landing_for(TASK) == f"s3://{bucket}/landing/{TASK}"
+    replay_days(paths.landing_for(TASK), date(2013, 1, 1), date(2013, 1, 1))
+    first = landing_tick(definitions, instance, TASK, paths)
+    [request] = first.run_requests
+    assert request.partition_key == "2013-01-01"
+    assert isinstance(landing_tick(definitions, instance, TASK, paths, first.cursor), dg.SkipReason)
+    assert not (tmp_path / "data" / "landing").exists()  # nothing on the pod's disk
+    server.relay.cut()
+    with pytest.raises(ObjectStoreUnavailable, match=server.endpoint):
+        landing_tick(definitions, instance, TASK, paths, first.cursor)

@@ -30,7 +30,7 @@ def landed(data_paths, instance):
 
 
 def _flights_file(paths) -> Path:
-    return Path(paths.landing) / "flight_delay" / "flights" / f"{DAY}.csv"
+    return Path(paths.landing_for("flight_delay")) / "flights" / f"{DAY}.csv"
 
 
 def _check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:

@@ -129,7 +129,7 @@ def test_online_store_serves_the_latest_values(built):
 
 def test_landing_files_are_kept(built):
     paths, _, _ = built
-    assert len(list(Path(paths.landing, "flight_delay", "flights").glob("*.csv"))) == len(DAYS)
+    assert len(list(Path(paths.landing_for("flight_delay"), "flights").glob("*.csv"))) == len(DAYS)
     assert len(list(Path(paths.root, "archive", "flight_delay", "flights").rglob("*.csv"))) == len(
         DAYS
     )
