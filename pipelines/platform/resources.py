@@ -113,7 +113,8 @@ def check_lake(root: str) -> None:
 
 
 class LandingZone(dg.ConfigurableResource):
-    """The folder where day files arrive, and the archive that keeps every version that landed."""
+    """Where day files arrive, and the archive that keeps every version that landed: folders, or
+    s3:// prefixes in the object store (production)."""
 
     landing_dir: str
     archive_dir: str

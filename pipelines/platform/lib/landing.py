@@ -9,7 +9,7 @@ temporary name and is renamed, so a reader or the sensor never sees half a file.
 
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
@@ -49,7 +49,8 @@ class LandedDay:
     path: Path | str  # a local path, or an s3:// URI
     sha256: str
     frame: pd.DataFrame
-    content: bytes  # the bytes that were hashed and parsed: the archive keeps exactly these
+    # The bytes that were hashed and parsed: the archive keeps exactly these.
+    content: bytes = field(repr=False)
 
     @property
     def suffix(self) -> str:
@@ -113,7 +114,7 @@ def _find_day_name(fs: pafs.FileSystem, folder: str, root: Path | str, table: st
     present = [n for n, i in zip(candidates, infos, strict=True) if i.type == pafs.FileType.File]
     if not present:
         listing = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-        others = sorted(i.base_name for i in listing if PurePosixPath(i.base_name).stem == day)
+        others = sorted(i.base_name for i in listing if i.base_name.startswith(f"{day}."))
         hint = f" (found {', '.join(others)}: only .csv or .parquet are read)" if others else ""
         raise LandingError(f"no {table} file for {day} in {location(root, table)}{hint}")
     if len(present) > 1:
