@@ -183,3 +183,28 @@ def test_a_store_that_is_down_is_an_error_naming_the_endpoint(object_store):
         land_file(root, "flights", DAYS[1], b"a,b\n1,2\n", rows=1)
     server.relay.restore()
     assert scan_landing(root, {}, TABLES).incomplete_days == {DAYS[0]: ["weather"]}
+
+
+def test_an_hourly_task_lands_in_the_bucket(object_store):
+    """Hour keys carry a colon (2024-03-01-05:00): fine as object keys, scanned and read back."""
+    from tests.tasks.toy_sensor.domain import replay
+
+    server, bucket = object_store
+    root = f"s3://{bucket}/landing/toy_sensor"
+    landed = replay(root, date(2024, 3, 1), date(2024, 3, 1))
+    assert len(landed) == 24 and len(server.keys("landing/toy_sensor/readings/", bucket)) == 24
+    first = scan_landing(root, {}, ["readings"])
+    assert first.new_days == sorted(f.partition for f in landed)
+    hour = landed[5].partition
+    assert len(read_landed_day(root, "readings", hour).frame) == landed[5].rows
+
+
+def test_blocked_partitions_look_in_the_bucket(object_store):
+    from pipelines.platform.cli import blocked_partitions
+    from pipelines.platform.components.task import load_task
+
+    _, bucket = object_store
+    root = _root(bucket)
+    replay_days(root, date(2013, 1, 1), date(2013, 1, 2))
+    blocked = blocked_partitions(load_task(TASK), root, date(2013, 1, 1), date(2013, 1, 3))
+    assert blocked == {"2013-01-03": "no flights, weather file"}
