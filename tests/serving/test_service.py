@@ -433,7 +433,7 @@ def test_pushed_events_make_operational_features_fresh(packaged):
 
     task = load_task("flight_delay")
     paths, _, _ = packaged
-    replay_days(paths.landing / "flight_delay", date(2013, 1, 10), date(2013, 1, 10))
+    replay_days(paths.landing_for("flight_delay"), date(2013, 1, 10), date(2013, 1, 10))
     store = embedded_resources()["feast"].store()
     flights = Lake(paths.lake).read(
         "flight_delay/flight_timeline", END
