@@ -93,6 +93,7 @@ def site(tmp_path_factory):
         "DAGSTER_HOME": str(home),
         "FLIGHTLINE_DATA_ROOT": str(root / "data"),
         "MLFLOW_LOGGING_LEVEL": "ERROR",
+        "FLIGHTLINE_SENSOR_TICK_SECONDS": "5",  # the waits below count ticks: shorter ones
     }
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DAGSTER_HOME", str(home))

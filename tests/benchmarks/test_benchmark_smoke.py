@@ -80,11 +80,18 @@ def test_online_materialization_runs_feast_and_the_direct_floor():
         assert figure(rf"ratio redis / sqlite:\s+{NUMBER}x", out) > 0
 
 
-def test_model_training_runs_the_bare_train_and_the_assets(tmp_path):
+@pytest.fixture(scope="module")
+def six_days(tmp_path_factory):
+    """One data root for the model and drift benchmarks: the first builds its six days' training
+    set with the bare lib pipeline, the others find it there (as their --data-root re-runs do)."""
+    return tmp_path_factory.mktemp("bench-six-days")
+
+
+def test_model_training_runs_the_bare_train_and_the_assets(six_days):
     out = run_benchmark(
         "model_training.py", "--end", "2013-01-06", "--repeat", "1",
         "--validation-days", "1", "--holdout-days", "2", "--max-epochs", "2",
-        "--bootstrap-samples", "50", "--data-root", str(tmp_path),
+        "--bootstrap-samples", "50", "--data-root", str(six_days),
     )  # fmt: skip
     assert figure(rf"6 days, {NUMBER} training-set rows", out) > 1000
     assert figure(rf"ratio asset / bare train: {NUMBER}", out) > 0
@@ -92,20 +99,20 @@ def test_model_training_runs_the_bare_train_and_the_assets(tmp_path):
     assert_every_family_learned(out)
 
 
-def test_model_quality_trains_every_family_on_a_fixed_split(tmp_path):
+def test_model_quality_trains_every_family_on_a_fixed_split(six_days):
     out = run_benchmark(
         "model_quality.py", "--end", "2013-01-06", "--train-end", "2013-01-04",
         "--valid-days", "1", "--test-start", "2013-01-05", "--max-epochs", "2",
-        "--data-root", str(tmp_path),
+        "--data-root", str(six_days),
     )  # fmt: skip
     assert figure(rf"train {NUMBER} / valid", out) > 1000
     assert figure(rf"/ test {NUMBER}", out) > 100
     assert_every_family_learned(out)
 
 
-def test_drift_check_compares_the_cached_reference_with_evidently(tmp_path):
+def test_drift_check_compares_the_cached_reference_with_evidently(six_days):
     out = run_benchmark(
-        "drift_check.py", "--data-root", str(tmp_path / "data"),
+        "drift_check.py", "--data-root", str(six_days / "data"),
         "--build", "2013-01-01..2013-01-04", "--sizes", "2000", "--repeat", "1",
     )  # fmt: skip
     assert figure(rf"reference: {NUMBER} rows", out) > 1000

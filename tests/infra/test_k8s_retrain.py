@@ -143,7 +143,15 @@ def failed_retrains(k8s_platform, retrain):
     crash = {"container_config": {"command": ["python", "-c", "import sys; sys.exit(137)"]}}
     crash_config = {
         **MODEL_RUN_CONFIG,
-        "execution": {"config": {"per_step_k8s_config": {"flight_delay__torch_model": crash}}},
+        # Both model steps die at once: nothing of the run waits on a real training.
+        "execution": {
+            "config": {
+                "per_step_k8s_config": {
+                    "flight_delay__torch_model": crash,
+                    "flight_delay__lgbm_model": crash,
+                }
+            }
+        },
     }
     image_tags = {"dagster-k8s/config": json.dumps({"container_config": {"image": MISSING_IMAGE}})}
     with ThreadPoolExecutor(2) as pool:

@@ -2,6 +2,7 @@
 turning new files into partition runs and backfills, the drift sensor launching retrains, and
 the nightly retrain schedule. Everything is the task's own: one task never launches another's."""
 
+import os
 import time
 from datetime import timedelta
 
@@ -18,7 +19,8 @@ from pipelines.platform.lib.task import TaskSpec
 from pipelines.platform.resources import LakeResource, LandingZone, RetrainPolicy
 
 RETRAIN_TAG = "flightline/retrain"  # the instance's run queue admits one run per value at a time
-TICK_SECONDS = 15
+# How often the sensors look (landing folder, drift reports); tests of the daemon shorten it.
+TICK_SECONDS = int(os.environ.get("FLIGHTLINE_SENSOR_TICK_SECONDS", "15"))
 
 
 def model_keys(spec: TaskSpec) -> list[dg.AssetKey]:
