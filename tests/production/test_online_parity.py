@@ -13,6 +13,7 @@ from pipelines.platform.lib.feature_store import (
     open_store,
 )
 from pipelines.platform.lib.lake import PARTITION_COLUMN
+from pipelines.platform.lib.online import _plan, read_online
 from pipelines.platform.lib.settings import PROJECT_ROOT
 from pipelines.tasks.flight_delay.domain import entity_keys, flights_frame
 from pipelines.tasks.flight_delay.flights import day_start_utc, flight_timeline
@@ -62,3 +63,20 @@ def test_redis_serves_the_values_sqlite_serves(prod_built, profile, tmp_path, mo
         assert served["redis"][column] == values, column
         known += sum(v is not None for v in values)
     assert known > len(keys["origin"]) * 5  # most entities have values: not two empty stores
+
+    # The service's own read (straight from each online store, the same values), repeated as a
+    # service repeats it: nothing of one read leaks into the next (Feast's Redis store appends to
+    # the feature list it is given).
+    names = [
+        f"{p.name}__{f.name}"
+        for p in stores["sqlite"].get_feature_service(spec.feature_service).feature_view_projections
+        for f in p.features
+    ]
+    for name, store in stores.items():
+        before = [read.features for read in _plan(store, spec.feature_service).views]
+        for _ in range(3):
+            values, _ = read_online(store, spec.feature_service, keys)
+        assert [read.features for read in _plan(store, spec.feature_service).views] == before
+        assert sorted(values) == sorted(n.split("__", 1)[1] for n in names), name
+        for column in values:
+            assert values[column] == served["sqlite"][column], (name, column)

@@ -91,7 +91,7 @@ class _ViewRead:
     view: object  # the FeatureView, as the FeatureService projects it
     join_keys: tuple[str, ...]
     key_types: tuple  # the Feast ValueType of each join key
-    features: list[str]
+    features: tuple[str, ...]
     ttl_seconds: float  # 0: no TTL
 
 
@@ -141,7 +141,7 @@ def _plan(store: "FeatureStore", name: str) -> _ServicePlan:
                     view=view,
                     join_keys=keys,
                     key_types=tuple(columns.values()),
-                    features=[f.name for f in projection.features],
+                    features=tuple(f.name for f in projection.features),
                     ttl_seconds=pd.Timedelta(view.ttl or 0).total_seconds(),
                 )
             )
@@ -168,7 +168,11 @@ def read_online(
         entity_keys = [
             plan.entity_key(read, tuple(column[i] for column in columns)) for i in range(n)
         ]
-        rows = plan.online_store.online_read(plan.config, read.view, entity_keys, read.features)
+        # A fresh list each time: Feast's Redis store appends its "_ts:<view>" field to the list
+        # it is given, which grew by one per request (the lookup slowed from 3 to 11 ms in 1,000).
+        rows = plan.online_store.online_read(
+            plan.config, read.view, entity_keys, list(read.features)
+        )
         stamps[read.view.name] = np.array(
             [calendar.timegm(ts.utctimetuple()) if ts is not None else 0 for ts, _ in rows],
             dtype="float64",
