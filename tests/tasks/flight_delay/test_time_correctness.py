@@ -208,6 +208,20 @@ def test_training_and_served_vectors_before_t_do_not_depend_on_later_facts(world
     pd.testing.assert_frame_equal(served["real"].features, served["changed"].features)
 
 
+def test_the_join_a_day_at_a_time_is_the_join_in_one_go(worlds, tmp_path):
+    """A year's join runs a month at a time (memory); chunks of one day give the same rows, in
+    the same order, with the same types, as one chunk."""
+    real, _ = worlds
+    store = _store(tmp_path, "real", real)
+    labelled = real["flight_timeline"][real["flight_timeline"]["label"].notna()]
+    _, entities = prediction_entities(TASK, labelled.reset_index(drop=True), SPEC.lead_minutes)
+    entities = entities.sample(frac=1.0, random_state=0)  # not in time order: order is kept
+    assert entities["event_timestamp"].dt.floor("D").nunique() >= 3
+    whole = historical_features(store, entities, SPEC.feature_service, chunk_days=10_000)
+    daily = historical_features(store, entities, SPEC.feature_service, chunk_days=1)
+    pd.testing.assert_frame_equal(daily, whole)
+
+
 def test_values_stamped_after_the_prediction_time_are_withheld():
     stamps = np.array([0.0, 100.0, 200.0, 300.0])  # 0: the store knows nothing
     as_of = np.array([150.0, 150.0, 150.0, 300.0])
