@@ -3,6 +3,7 @@ the task's landing folder) with its blocking Great Expectations checks, and the 
 its source ships with."""
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -12,6 +13,7 @@ from pipelines.platform.components.definition import Task
 from pipelines.platform.lib import validation
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.landing import LandingError, archive_landed_file, read_landed_day
+from pipelines.platform.lib.object_store import under
 from pipelines.platform.partitions import partition_keys, single_run_backfill
 from pipelines.platform.resources import LakeResource, LandingZone
 
@@ -25,9 +27,9 @@ CHECK_DESCRIPTIONS = {
 }
 
 
-def landing_dir(landing: LandingZone, task: Task) -> str:
+def landing_dir(landing: LandingZone, task: Task) -> Path | str:
     """Each task lands its files in a folder (a prefix, on the object store) of its own."""
-    return f"{landing.landing_dir.rstrip('/')}/{task.name}"
+    return under(landing.landing_dir, task.name)
 
 
 def _ingest(

@@ -351,7 +351,7 @@ def monitoring_defs(task: Task) -> dg.Definitions:
         version = reference.description["champion_version"]
         registry = mlflow.registry()
         rows, last = [], None
-        min_rows = config.min_rows or monitoring.drift_min_rows
+        min_rows = monitoring.drift_min_rows if config.min_rows is None else config.min_rows
         for day in days:
             current, predictions, source = _current_side(day, training_set, prediction_log, score)
             if predictions is None and len(current) >= min_rows:
@@ -415,12 +415,15 @@ def monitoring_defs(task: Task) -> dg.Definitions:
         version = described["champion_version"]
         registry = mlflow.registry()
         rows = []
+        min_labelled_rows = (
+            monitoring.live_min_labelled_rows
+            if config.min_labelled_rows is None
+            else config.min_labelled_rows
+        )
         for day in days:
             frame = training_set[training_set[PARTITION_COLUMN] == day]
             scores = champion_scores(registry, spec, version, frame)
-            result = score_live_performance(
-                spec, frame, scores, config.min_labelled_rows or monitoring.live_min_labelled_rows
-            )
+            result = score_live_performance(spec, frame, scores, min_labelled_rows)
             rows.append(
                 {
                     PARTITION_COLUMN: day,

@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 
 from pipelines.platform.lib.object_store import (
     filesystem_for,
-    is_remote,
     store_for,
     unavailable_as_error,
+    under,
     write_bytes_atomic,
 )
 
@@ -61,13 +61,6 @@ def suffix_of(path: Path | str) -> str:
     return PurePosixPath(str(path)).suffix
 
 
-def location(root: Path | str, *parts: str) -> Path | str:
-    """A path under a landing (or archive) root: a Path for a folder, a URI for s3://."""
-    if is_remote(str(root)):
-        return "/".join([str(root).rstrip("/"), *parts])
-    return Path(root).joinpath(*parts)
-
-
 def land_file(
     landing_root: Path | str,
     table: str,
@@ -89,7 +82,7 @@ def land_file(
     with unavailable_as_error(store_for(root)):
         if not (unless_identical and _holds(fs, target, content)):
             write_bytes_atomic(fs, target, content)
-    return LandedFile(table, key, location(landing_root, table, f"{key}{suffix}"), rows)
+    return LandedFile(table, key, under(landing_root, table, f"{key}{suffix}"), rows)
 
 
 def _holds(fs: pafs.FileSystem, path: str, content: bytes) -> bool:
@@ -105,7 +98,7 @@ def find_day_file(landing_dir: Path | str, table: str, day: str) -> Path | str:
     fs, base = filesystem_for(root)
     with unavailable_as_error(store_for(root)):
         name = _find_day_name(fs, f"{base}/{table}", landing_dir, table, day)
-    return location(landing_dir, table, name)
+    return under(landing_dir, table, name)
 
 
 def _find_day_name(fs: pafs.FileSystem, folder: str, root: Path | str, table: str, day: str) -> str:
@@ -116,7 +109,7 @@ def _find_day_name(fs: pafs.FileSystem, folder: str, root: Path | str, table: st
         listing = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
         others = sorted(i.base_name for i in listing if i.base_name.startswith(f"{day}."))
         hint = f" (found {', '.join(others)}: only .csv or .parquet are read)" if others else ""
-        raise LandingError(f"no {table} file for {day} in {location(root, table)}{hint}")
+        raise LandingError(f"no {table} file for {day} in {under(root, table)}{hint}")
     if len(present) > 1:
         raise LandingError(
             f"{table} for {day} landed twice ({', '.join(present)}); "
@@ -153,14 +146,6 @@ def parse_day_file(path: Path | str, content: bytes) -> pd.DataFrame:
         raise LandingError(f"{path} is not a readable {kind} file: {exc}") from exc
 
 
-def read_day_file(path: Path | str) -> pd.DataFrame:
-    return parse_day_file(path, read_bytes(path))
-
-
-def sha256_of(path: Path | str) -> str:
-    return hashlib.sha256(read_bytes(path)).hexdigest()
-
-
 def read_landed_day(landing_dir: Path | str, table: str, day: str) -> LandedDay:
     """Read a day's file once: the bytes hashed are the bytes parsed (and archived)."""
     path = find_day_file(landing_dir, table, day)
@@ -183,4 +168,4 @@ def archive_landed_file(landed: LandedDay, archive_dir: Path | str) -> Path | st
     with unavailable_as_error(store_for(root)):
         if fs.get_file_info(target).type != pafs.FileType.File:
             write_bytes_atomic(fs, target, landed.content)
-    return location(archive_dir, landed.table, landed.day, name)
+    return under(archive_dir, landed.table, landed.day, name)

@@ -175,6 +175,13 @@ def store_for(root: str) -> "ObjectStore | None":
     return store
 
 
+def under(root: Path | str, *parts: str) -> Path | str:
+    """A location below a root: a Path below a folder, a URI below an s3:// prefix."""
+    if is_remote(str(root)):
+        return "/".join([str(root).rstrip("/"), *parts])
+    return Path(root).joinpath(*parts)
+
+
 def filesystem_for(root: str) -> tuple[pafs.FileSystem, str]:
     """A pyarrow filesystem and the base path within it for a local folder or an s3:// URI."""
     store = store_for(root)

@@ -4,7 +4,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.platform.lib.object_store import ObjectStore
+from pipelines.platform.lib.object_store import ObjectStore, under
 from pipelines.platform.lib.services import ProductionServices
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -36,11 +36,11 @@ class DataPaths:
 
     def landing_for(self, task: str) -> Path | str:
         """Each task's replay drops its files under a folder (a prefix) of its own."""
-        return _under(self.landing, task)
+        return under(self.landing, task)
 
     def prediction_log_for(self, task: str) -> Path | str:
         """Each task's service logs under a folder (a prefix) of its own."""
-        return _under(self.prediction_log, task)
+        return under(self.prediction_log, task)
 
     @classmethod
     def from_env(cls) -> "DataPaths":
@@ -80,10 +80,6 @@ class DataPaths:
             archive=files("archive"),
             object_store=store,
         )
-
-
-def _under(root: Path | str, name: str) -> Path | str:
-    return root / name if isinstance(root, Path) else f"{root.rstrip('/')}/{name}"
 
 
 def _location(value: str | Path) -> Path | str:

@@ -10,7 +10,7 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from importlib.metadata import version as installed_version
@@ -309,7 +309,7 @@ class ModelRegistry:
         run_name: str,
         metrics: dict[str, float],
         tags: dict[str, str],
-        files: list[Path] = (),
+        files: Sequence[Path] = (),
         pictures: dict[str, bytes] | None = None,
     ) -> tuple[str, str]:
         """A monitoring run: metrics, report files (MLflow's UI renders an HTML artifact) and
