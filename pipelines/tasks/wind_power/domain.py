@@ -15,5 +15,8 @@ DOMAIN = TaskDomain(
     feature_definitions=feature_definitions,
     served_features=served_features,
     replay=replay_days,
-    warm_up_request={"turbine": "R80711", "predicted_at": pd.Timestamp("2014-10-15T12:00", tz="UTC")},
+    warm_up_request={
+        "turbine": "R80711",
+        "predicted_at": pd.Timestamp("2014-10-15T12:00", tz="UTC"),
+    },
 )

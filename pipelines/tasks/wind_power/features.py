@@ -32,7 +32,9 @@ from pipelines.tasks.wind_power.source import INTERVAL, LOCAL_TZ, RATED_KW, TURB
 
 HOUR = 6  # 10-minute intervals in an hour
 LEAD = pd.Timedelta(hours=1)  # the target hour starts this long after t
-RAMP_KW = 0.10 * RATED_KW  # the label: the target hour's mean is at least this above the last hour's
+RAMP_KW = (
+    0.10 * RATED_KW
+)  # the label: the target hour's mean is at least this above the last hour's
 FEATURE_COLUMNS = (
     "power_kw",
     "power_mean_1h",
@@ -108,11 +110,17 @@ def scada_features(raw: pd.DataFrame, partition_keys: list[str]) -> pd.DataFrame
     rows = pd.MultiIndex.from_arrays(
         [raw["Wind_turbine_name"].astype(str), pd.to_datetime(raw["Date_time"], utc=True)]
     )
-    frame = pd.DataFrame({name: _long(grid[name]).reindex(rows).to_numpy() for name in FEATURE_COLUMNS})
+    frame = pd.DataFrame(
+        {name: _long(grid[name]).reindex(rows).to_numpy() for name in FEATURE_COLUMNS}
+    )
     frame.insert(0, "turbine", rows.get_level_values(0))
-    frame.insert(1, "event_timestamp", (rows.get_level_values(1) + INTERVAL).astype("datetime64[us, UTC]"))
+    frame.insert(
+        1, "event_timestamp", (rows.get_level_values(1) + INTERVAL).astype("datetime64[us, UTC]")
+    )
     frame[PARTITION_COLUMN] = raw[PARTITION_COLUMN].to_numpy()
-    mine = frame[PARTITION_COLUMN].isin(partition_keys) & ~frame.duplicated(["turbine", "event_timestamp"])
+    mine = frame[PARTITION_COLUMN].isin(partition_keys) & ~frame.duplicated(
+        ["turbine", "event_timestamp"]
+    )
     return frame.loc[mine].reset_index(drop=True)
 
 
@@ -121,16 +129,20 @@ def examples(raw: pd.DataFrame, partition_keys: list[str]) -> pd.DataFrame:
     t, labelled by whether the mean output of [t + 1 h, t + 2 h) is RAMP_KW above that of
     [t - 1 h, t) (known at t + 2 h, when the target hour's last reading lands: that reading's day
     is the example's partition). Either hour short of four readings: no label."""
-    index, grid = _grid(raw)
+    _, grid = _grid(raw)
     last_hour = grid["power_mean_1h"]
     target_hour = last_hour.shift(-2 * HOUR)  # the hour ending t + 2 h, seen from s = t - 10 min
-    label = (target_hour - last_hour >= RAMP_KW).astype("float64").where(
-        target_hour.notna() & last_hour.notna()
+    label = (
+        (target_hour - last_hour >= RAMP_KW)
+        .astype("float64")
+        .where(target_hour.notna() & last_hour.notna())
     )
     labels = _long(label)
     turbine = labels.index.get_level_values(0)
     made_at = labels.index.get_level_values(1) + INTERVAL
-    landed = pd.Series(made_at + 2 * LEAD - INTERVAL).dt.tz_convert(LOCAL_TZ).dt.strftime("%Y-%m-%d")
+    landed = (
+        pd.Series(made_at + 2 * LEAD - INTERVAL).dt.tz_convert(LOCAL_TZ).dt.strftime("%Y-%m-%d")
+    )
     mine = landed.isin(partition_keys).to_numpy()
     made_at = pd.Series(made_at[mine])
     return pd.DataFrame(

@@ -158,10 +158,14 @@ def test_a_real_day_passes_and_the_exports_repeated_spring_hour_is_stopped(tmp_p
     for day in ("2014-03-29", "2014-03-30"):
         replay_days(tmp_path, *[pd.Timestamp(day).date()] * 2)
     ok = read_landed_day(tmp_path, "scada", "2014-03-29").frame
-    outcomes = validation.validate(ok.assign(**{PARTITION_COLUMN: "2014-03-29"}), SCADA, ["2014-03-29"])
+    outcomes = validation.validate(
+        ok.assign(**{PARTITION_COLUMN: "2014-03-29"}), SCADA, ["2014-03-29"]
+    )
     assert all(o.passed for o in outcomes.values()), outcomes
     bad = read_landed_day(tmp_path, "scada", "2014-03-30").frame
-    outcomes = validation.validate(bad.assign(**{PARTITION_COLUMN: "2014-03-30"}), SCADA, ["2014-03-30"])
+    outcomes = validation.validate(
+        bad.assign(**{PARTITION_COLUMN: "2014-03-30"}), SCADA, ["2014-03-30"]
+    )
     assert {n for n, o in outcomes.items() if not o.passed} == {"unique_rows"}
     [failure] = outcomes["unique_rows"].failures
     assert failure["rows"] == 2 * 6 * len(TURBINES)  # both copies of six readings, each turbine
