@@ -12,7 +12,7 @@ from pipelines.platform.components.task import load_definition, load_task
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK = "flight_delay"
-TASKS = (TASK, "foot_traffic")  # every defs.yaml under pipelines/defs
+TASKS = (TASK, "wind_power")  # every defs.yaml under pipelines/defs
 
 
 def key(name: str) -> dg.AssetKey:
@@ -109,7 +109,7 @@ def test_each_task_owns_its_jobs_sensors_and_schedule():
     schedules = {s.name: (s.cron_schedule, s.execution_timezone) for s in definitions.schedules}
     assert schedules == {
         f"{TASK}_nightly_retrain": ("0 2 * * *", "America/New_York"),
-        "foot_traffic_nightly_retrain": ("0 3 * * *", "Australia/Melbourne"),
+        "wind_power_nightly_retrain": ("0 4 * * *", "Europe/Paris"),
     }
     for task in TASKS:  # a task's drift sensor retrains that task only
         [target] = definitions.get_sensor_def(f"{task}_drift_sensor").targets
@@ -119,29 +119,30 @@ def test_each_task_owns_its_jobs_sensors_and_schedule():
 
 
 def test_the_second_task_loads_from_its_definition():
-    """foot_traffic: Melbourne days over 2015-2016 (hourly predictions inside), its own run
-    window, a rate baseline and three that score with a feature, its FeatureService read from
-    declarations only."""
+    """wind_power: Paris days over 2014-2015 (10-minute predictions inside), its own run window,
+    a rate baseline and three that score with a feature, its FeatureService read from
+    declarations only, its model families' own default hyper-parameters."""
     graph = _graph()
-    raw = graph.get(dg.AssetKey(["foot_traffic", "raw_counts"]))
+    raw = graph.get(dg.AssetKey(["wind_power", "raw_scada"]))
     days = raw.partitions_def.get_partition_keys()
-    assert days[0] == "2015-01-01" and days[-1] == "2016-12-31" and len(days) == 731
-    assert raw.partitions_def.timezone == "Australia/Melbourne"
-    features = graph.get(dg.AssetKey(["foot_traffic", "count_features"]))
+    assert days[0] == "2014-01-01" and days[-1] == "2015-12-31" and len(days) == 730
+    assert raw.partitions_def.timezone == "Europe/Paris"
+    features = graph.get(dg.AssetKey(["wind_power", "scada_features"]))
     assert features.parent_keys == {raw.key}
-    task = load_task("foot_traffic")
+    task = load_task("wind_power")
     assert (task.definition.run_window.start, task.definition.run_window.end) == (
-        "2015-03-01",
-        "2015-04-15",
+        "2014-08-25",
+        "2014-10-15",
     )
     assert [(b.label, b.feature) for b in task.spec.declared_baselines()] == [
         ("baseline", None),
-        ("baseline_current_surge", "last_hour_vs_last_week"),
-        ("baseline_current_count", "count_last_hour"),
-        ("baseline_same_hour_last_week", "count_target_hour_last_week"),
+        ("baseline_momentum", "power_10m_vs_1h"),
+        ("baseline_power_variability", "power_std_1h"),
+        ("baseline_wind_trend", "wind_trend_1h"),
     ]
-    assert "count_last_hour" in task.spec.numeric_features
-    assert task.spec.categorical_features == ("sensor",)
+    assert "power_mean_1h" in task.spec.numeric_features
+    assert task.spec.categorical_features == ("turbine",)
+    assert task.definition.models.params["lightgbm"] == {"num_leaves": 15, "min_data_in_leaf": 100}
 
 
 def _imports(path: Path) -> set[str]:

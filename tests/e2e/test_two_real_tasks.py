@@ -1,11 +1,11 @@
 """Both real tasks in one code location, one Dagster instance and one data root: flight delay
-(the nine-day fixture) and foot traffic (46 days of Melbourne pedestrian counts, hourly
-predictions of a surge two hours ahead).
+(the nine-day fixture) and wind power (52 days of La Haute Borne SCADA readings, a prediction
+every 10 minutes of a turbine's ramp-up in the hour starting an hour ahead).
 
-Foot traffic's first challenger is a null model (trained on shuffled labels): the gate compares
+Wind power's first challenger is a null model (trained on shuffled labels): the gate compares
 it with the strongest declared baseline and refuses it. A real challenger then becomes champion,
 both services answer, each task's drift sensor launches only its own retrain, and no training row
-of foot traffic carries a count stamped after its prediction time."""
+of wind power carries a reading stamped after its prediction time."""
 
 import importlib
 import json
@@ -25,10 +25,10 @@ from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.lake import Lake
 from pipelines.platform.resources import LakeResource, RetrainPolicy
 from pipelines.platform.resources_config import embedded_resources
-from pipelines.tasks.foot_traffic.source import read_counts
+from pipelines.tasks.wind_power.source import read_scada
 
-TRAFFIC, FLIGHTS = "foot_traffic", "flight_delay"
-START, END = date(2015, 3, 1), date(2015, 4, 15)  # the definition's run window
+WIND, FLIGHTS = "wind_power", "flight_delay"
+START, END = date(2014, 8, 25), date(2014, 10, 15)  # the definition's run window
 SPLIT = {"validation_days": 4, "holdout_days": 7}
 MODEL_ASSETS = {
     "lgbm_model",
@@ -45,9 +45,9 @@ pytestmark = pytest.mark.timeout(1200)
 def _config(**model) -> dict:
     return {
         "ops": {
-            f"{TRAFFIC}__lgbm_model": {"config": {**SPLIT, **model}},
-            f"{TRAFFIC}__torch_model": {"config": {**SPLIT, "max_epochs": 8, **model}},
-            f"{TRAFFIC}__model_evaluation": {
+            f"{WIND}__lgbm_model": {"config": {**SPLIT, **model}},
+            f"{WIND}__torch_model": {"config": {**SPLIT, "max_epochs": 8, **model}},
+            f"{WIND}__model_evaluation": {
                 "config": {**SPLIT, "bootstrap_samples": 300, "min_holdout_rows": 100}
             },
         }
@@ -70,18 +70,18 @@ def _registry():
 
 @pytest.fixture(scope="module")
 def together(built):
-    """Foot traffic lived next to the built flight task: a null challenger, then a real one."""
+    """Wind power lived next to the built flight task: a null challenger, then a real one."""
     paths, instance, flight_results = built
     assert run_succeeded(flight_results)
-    load_task(TRAFFIC).domain.replay(paths.landing_for(TRAFFIC), START, END)
+    load_task(WIND).domain.replay(paths.landing_for(WIND), START, END)
     # A shuffled-label model can only tie a baseline by luck: the gate must refuse it.
     null = materialize_window(
-        START, END, instance, task=TRAFFIC, run_config=_config(label_permutation_seed=1)
+        START, END, instance, task=WIND, run_config=_config(label_permutation_seed=1)
     )
     # The refused challenger's evaluation, read before the real one's replaces it in the lake.
-    null_report = json.loads(Path(paths.lake, TRAFFIC, "model_evaluation", "data.json").read_text())
+    null_report = json.loads(Path(paths.lake, WIND, "model_evaluation", "data.json").read_text())
     real = materialize_window(
-        START, END, instance, task=TRAFFIC, only=MODEL_ASSETS, run_config=_config()
+        START, END, instance, task=WIND, only=MODEL_ASSETS, run_config=_config()
     )
     return paths, instance, (null, null_report), real
 
@@ -96,9 +96,9 @@ def test_the_gate_refuses_a_first_challenger_below_the_strongest_baseline(togeth
     baselines = set(report["baselines"])
     assert baselines == {
         "baseline",
-        "baseline_current_surge",
-        "baseline_current_count",
-        "baseline_same_hour_last_week",
+        "baseline_momentum",
+        "baseline_power_variability",
+        "baseline_wind_trend",
     }
     strongest = max(baselines, key=lambda b: metrics[b]["roc_auc"])
     assert report["reference"] == report["strongest_baseline"] == strongest
@@ -114,37 +114,38 @@ def test_a_real_challenger_becomes_champion_and_flight_delay_keeps_its_own(toget
     assert gate.passed, gate.description
     assert "reference: the baseline" in gate.description  # the strongest baseline: no champion yet
     registry = _registry()
-    traffic, flight = registry.alias(TRAFFIC, "champion"), registry.alias(FLIGHTS, "champion")
-    assert traffic is not None and flight is not None
-    assert traffic.tags["task"] == TRAFFIC and flight.tags["task"] == FLIGHTS
-    for task in (TRAFFIC, FLIGHTS):
+    wind, flight = registry.alias(WIND, "champion"), registry.alias(FLIGHTS, "champion")
+    assert wind is not None and flight is not None
+    assert wind.tags["task"] == WIND and flight.tags["task"] == FLIGHTS
+    for task in (WIND, FLIGHTS):
         assert (paths.root / "serving" / task / "latest.json").exists()
     built = {e.asset_key.path[0] for r in real for e in r.get_asset_materialization_events()}
-    assert built == {TRAFFIC}
+    assert built == {WIND}
 
 
 @pytest.mark.slow
-def test_no_training_row_carries_a_count_stamped_after_its_prediction_time(together):
-    """The row made at t carries the count of [t - 1 h, t), stamped t; the count of [t, t + 1 h)
-    is stamped t + 1 h and must never appear in it."""
+def test_no_training_row_carries_a_reading_stamped_after_its_prediction_time(together):
+    """The row made at t carries the reading of [t - 10 min, t), stamped t; the reading of
+    [t, t + 10 min) is stamped t + 10 min and must never appear in it."""
     paths, _, _, _ = together
     lake = Lake(paths.lake)
-    table = f"{TRAFFIC}/training_set"
+    table = f"{WIND}/training_set"
     training = lake.read_partitions(table, lake.partitions(table))
-    assert len(training) > 1000
-    counts = read_counts().assign(at=lambda f: pd.to_datetime(f["date_time"], utc=True))
-    counts = counts.set_index(["sensor", "at"])["count"].astype("float64")
+    assert len(training) > 20_000
+    scada = read_scada().assign(at=lambda f: pd.to_datetime(f["Date_time"], utc=True))
+    power = scada.drop_duplicates(["Wind_turbine_name", "at"])
+    power = power.set_index(["Wind_turbine_name", "at"])["P_avg"].astype("float64")
     t = pd.to_datetime(training["predicted_at"], utc=True)
-    known = counts.reindex(pd.MultiIndex.from_arrays([training["sensor"], t - pd.Timedelta("1h")]))
-    later = counts.reindex(pd.MultiIndex.from_arrays([training["sensor"], t]))
-    seen = training["count_last_hour"].to_numpy()
-    # Where the sensor reported nothing in [t - 1 h, t), Feast serves an older hour (within the
-    # view's TTL): stale, never later.
-    has = ~np.isnan(seen) & ~np.isnan(known.to_numpy())
+    ten = pd.Timedelta(minutes=10)
+    known = power.reindex(pd.MultiIndex.from_arrays([training["turbine"], t - ten])).to_numpy()
+    later = power.reindex(pd.MultiIndex.from_arrays([training["turbine"], t])).to_numpy()
+    seen = training["power_kw"].to_numpy()
+    # Where the turbine reported nothing in [t - 10 min, t), Feast serves an older reading (within
+    # the view's TTL): stale, never later.
+    has = ~np.isnan(seen) & ~np.isnan(known)
     assert has.mean() > 0.95
-    np.testing.assert_array_equal(seen[has], known.to_numpy()[has])
-    differs = later.to_numpy()[has] != known.to_numpy()[has]
-    assert differs.mean() > 0.9  # the two hours differ, so the equality above is evidence
+    np.testing.assert_array_equal(seen[has], known[has])
+    assert (later[has] != known[has]).mean() > 0.9  # the two differ, so the equality is evidence
     assert (training["event_timestamp"] == training["predicted_at"]).all()
 
 
@@ -168,20 +169,20 @@ def test_both_services_answer_with_their_own_schema(together, monkeypatch):
         "sched_dep": "2013-01-09T17:00:00",
         "distance": 1400,
     }
-    sensor_hour = {"sensor": "Southern Cross Station", "predicted_at": "2015-04-16T00:00:00+10:00"}
+    turbine_now = {"turbine": "R80711", "predicted_at": "2014-10-16T00:10:00+02:00"}
     try:
-        with TestClient(_service(monkeypatch, paths, TRAFFIC).to_asgi()) as client:
-            ok = client.post("/predict", json={"sensor_hour": sensor_hour})
+        with TestClient(_service(monkeypatch, paths, WIND).to_asgi()) as client:
+            ok = client.post("/predict", json={"turbine_now": turbine_now})
             assert ok.status_code == 200, ok.text
             body = ok.json()
-            assert 0 <= body["surge_probability"] <= 1 and body["model_name"] == TRAFFIC
-            assert set(body["feature_age_seconds"]) == {"sensor_recent_counts"}
+            assert 0 <= body["ramp_up_probability"] <= 1 and body["model_name"] == WIND
+            assert set(body["feature_age_seconds"]) == {"turbine_recent_scada"}
             bad = client.post(
-                "/predict", json={"sensor_hour": {**sensor_hour, "sensor": "Nowhere"}}
+                "/predict", json={"turbine_now": {**turbine_now, "turbine": "R99999"}}
             )
-            assert bad.status_code == 400 and "sensor" in bad.text
+            assert bad.status_code == 400 and "turbine" in bad.text
             wrong_task = client.post("/predict", json={"flight": flight})
-            assert wrong_task.status_code == 400 and "sensor_hour" in wrong_task.text
+            assert wrong_task.status_code == 400 and "turbine_now" in wrong_task.text
         with TestClient(_service(monkeypatch, paths, FLIGHTS).to_asgi()) as client:
             ok = client.post("/predict", json={"flight": flight})
             assert ok.status_code == 200, ok.text
@@ -206,32 +207,31 @@ def _drift_tick(definitions, instance, paths, task: str):
 def test_each_drift_sensor_launches_only_its_own_retrain(together):
     paths, instance, _, _ = together
     definitions = defs()
-    # Two days of reports against the new champion: 96 rows a day, judged because the task's
-    # definition sets its own minimum (monitoring.drift_min_rows: 90; the platform's is 200).
-    days = ["2015-04-14", "2015-04-15"]
-    job = definitions.resolve_job_def(f"{TRAFFIC}_partitions").get_subset(
+    # Two days of reports against the new champion: 576 rows a day, enough to be judged.
+    days = ["2014-10-14", "2014-10-15"]
+    job = definitions.resolve_job_def(f"{WIND}_partitions").get_subset(
         asset_selection={
-            dg.AssetKey([TRAFFIC, "prediction_log"]),
-            dg.AssetKey([TRAFFIC, "drift_report"]),
+            dg.AssetKey([WIND, "prediction_log"]),
+            dg.AssetKey([WIND, "drift_report"]),
         }
     )
     for day in days:
         result = job.execute_in_process(
             instance=instance,
             partition_key=day,
-            run_config={"ops": {f"{TRAFFIC}__drift_report": {"config": {"evidently_html": False}}}},
+            run_config={"ops": {f"{WIND}__drift_report": {"config": {"evidently_html": False}}}},
         )
         assert result.success
-        [report] = result.asset_materializations_for_node(f"{TRAFFIC}__drift_report")
+        [report] = result.asset_materializations_for_node(f"{WIND}__drift_report")
         assert report.metadata["status"].value in ("drift", "no_drift"), report.metadata
-    traffic = _drift_tick(definitions, instance, paths, TRAFFIC)
-    assert len(traffic.run_requests or []) == 1, traffic.skip_reason
-    [request] = traffic.run_requests
-    assert request.job_name == f"{TRAFFIC}_retrain"
-    assert request.tags["flightline/retrain"] == TRAFFIC
-    assert {op.split("__")[0] for op in request.run_config["ops"]} == {TRAFFIC}
+    wind = _drift_tick(definitions, instance, paths, WIND)
+    assert len(wind.run_requests or []) == 1, wind.skip_reason
+    [request] = wind.run_requests
+    assert request.job_name == f"{WIND}_retrain"
+    assert request.tags["flightline/retrain"] == WIND
+    assert {op.split("__")[0] for op in request.run_config["ops"]} == {WIND}
     # Flight delay's sensor reads flight delay's reports only: whatever it decides, it never
-    # launches foot traffic's retrain.
+    # launches wind power's retrain.
     flight = _drift_tick(definitions, instance, paths, FLIGHTS)
     assert all(r.job_name == f"{FLIGHTS}_retrain" for r in flight.run_requests or [])
     assert all(r.tags["flightline/retrain"] == FLIGHTS for r in flight.run_requests or [])

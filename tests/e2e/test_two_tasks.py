@@ -170,6 +170,16 @@ def test_the_toy_task_lives_its_whole_life_from_its_definition(toy_built):
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     }
     assert checks["raw_readings_on_partition_day"] and checks["bento_feature_skew"]
+    # An hour's partition holds 4 readings: its drift is judged because the toy's definition sets
+    # its own minimum (monitoring.drift_min_rows: 4; the platform's default is 200 rows).
+    drift = [
+        e.step_materialization_data.materialization.metadata["status"].value
+        for r in results
+        for e in r.all_events
+        if e.event_type_value == "ASSET_MATERIALIZATION"
+        and e.step_materialization_data.materialization.asset_key.path[-1] == "drift_report"
+    ]
+    assert drift and set(drift) <= {"drift", "no_drift"}, drift
     # Hourly partitions, a two-hour label: 14 days of readings, the first two hours unlabelled.
     training = pd.concat(
         pd.read_parquet(p)

@@ -177,7 +177,7 @@ def test_ui_shows_one_graph_grouped_by_stage_with_blocking_checks(webserver):
     data = _graphql(webserver)["data"]
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
     stages = ("ingestion", "features", "training", "evaluation", "serving", "monitoring")
-    tasks = ("flight_delay", "foot_traffic")  # both tasks of pipelines/defs, side by side
+    tasks = ("flight_delay", "wind_power")  # both tasks of pipelines/defs, side by side
     assert {n["groupName"] for n in nodes.values()} == {f"{t}_{s}" for t in tasks for s in stages}
     assert {k.split("/")[0] for k in nodes} == set(tasks)  # each task's key prefix
     raw, training = nodes["flight_delay/raw_flights"], nodes["flight_delay/training_set"]
@@ -215,12 +215,12 @@ def test_ui_shows_a_drift_report_and_the_automation(webserver):
     [repository] = data["repositoriesOrError"]["nodes"]
     assert {s["name"] for s in repository["sensors"]} == {
         f"{task}_{sensor}_sensor"
-        for task in ("flight_delay", "foot_traffic")
+        for task in ("flight_delay", "wind_power")
         for sensor in ("landing", "drift")
     }
     assert sorted(repository["schedules"], key=lambda s: s["name"]) == [
         {"name": "flight_delay_nightly_retrain", "cronSchedule": "0 2 * * *"},
-        {"name": "foot_traffic_nightly_retrain", "cronSchedule": "0 3 * * *"},
+        {"name": "wind_power_nightly_retrain", "cronSchedule": "0 4 * * *"},
     ]
 
 
@@ -303,7 +303,7 @@ def test_browser_lineage_shows_every_group(page, webserver):
     _open(page, f"{webserver}/asset-groups", "Global asset lineage")
     # The graph draws each group as a node whose label ends with the stage (its start is
     # elided to fit); the sidebar lists the groups by full name.
-    tasks = ("flight_delay", "foot_traffic")  # both tasks of pipelines/defs, side by side
+    tasks = ("flight_delay", "wind_power")  # both tasks of pipelines/defs, side by side
     nodes = page.locator("svg foreignObject")
     nodes.nth(len(tasks) * len(stages) - 1).wait_for()
     labels = [nodes.nth(i).text_content() for i in range(nodes.count())]
