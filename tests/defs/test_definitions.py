@@ -131,7 +131,7 @@ def test_the_second_task_loads_from_its_definition():
     assert features.parent_keys == {raw.key}
     task = load_task("wind_power")
     assert (task.definition.run_window.start, task.definition.run_window.end) == (
-        "2014-08-25",
+        "2014-07-30",
         "2014-10-15",
     )
     assert [(b.label, b.feature) for b in task.spec.declared_baselines()] == [
@@ -142,7 +142,7 @@ def test_the_second_task_loads_from_its_definition():
     ]
     assert "power_mean_1h" in task.spec.numeric_features
     assert task.spec.categorical_features == ("turbine",)
-    assert task.definition.models.params["lightgbm"] == {"num_leaves": 15, "min_data_in_leaf": 100}
+    assert task.definition.models.params["lightgbm"] == {"num_leaves": 7, "min_data_in_leaf": 400}
 
 
 def _imports(path: Path) -> set[str]:
