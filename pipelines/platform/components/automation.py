@@ -5,9 +5,9 @@ the nightly retrain schedule. Everything is the task's own: one task never launc
 import os
 import time
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
 
 from pipelines.platform.compat import backfill_subset
 from pipelines.platform.components.definition import Task
@@ -17,6 +17,9 @@ from pipelines.platform.lib.landing_watch import dump_state, load_state, scan_la
 from pipelines.platform.lib.retrain_policy import DriftCursor, decide
 from pipelines.platform.lib.task import TaskSpec
 from pipelines.platform.resources import LakeResource, LandingZone, RetrainPolicy
+
+if TYPE_CHECKING:
+    pass
 
 RETRAIN_TAG = "flightline/retrain"  # the instance's run queue admits one run per value at a time
 # How often the sensors look (landing folder, drift reports); tests of the daemon shorten it.
@@ -133,6 +136,8 @@ def _landing_sensor(task: Task, selection: dg.AssetSelection) -> dg.SensorDefini
 
 def _failed_days(instance: dg.DagsterInstance, job_name: str, since: float) -> list[str]:
     """Daily runs that failed since the last tick, with the checks that failed in them."""
+    import pandas as pd
+
     messages = []
     records = instance.get_run_records(
         dg.RunsFilter(
