@@ -4,8 +4,7 @@ the nightly retrain schedule. Everything is the task's own: one task never launc
 
 import os
 import time
-from datetime import timedelta
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -17,9 +16,6 @@ from pipelines.platform.lib.landing_watch import dump_state, load_state, scan_la
 from pipelines.platform.lib.retrain_policy import DriftCursor, decide
 from pipelines.platform.lib.task import TaskSpec
 from pipelines.platform.resources import LakeResource, LandingZone, RetrainPolicy
-
-if TYPE_CHECKING:
-    pass
 
 RETRAIN_TAG = "flightline/retrain"  # the instance's run queue admits one run per value at a time
 # How often the sensors look (landing folder, drift reports); tests of the daemon shorten it.
@@ -136,14 +132,12 @@ def _landing_sensor(task: Task, selection: dg.AssetSelection) -> dg.SensorDefini
 
 def _failed_days(instance: dg.DagsterInstance, job_name: str, since: float) -> list[str]:
     """Daily runs that failed since the last tick, with the checks that failed in them."""
-    import pandas as pd
-
     messages = []
     records = instance.get_run_records(
         dg.RunsFilter(
             job_name=job_name,
             statuses=[dg.DagsterRunStatus.FAILURE],
-            updated_after=pd.Timestamp(since, unit="s", tz="UTC").to_pydatetime(),
+            updated_after=datetime.fromtimestamp(since, tz=UTC),
         ),
         limit=100,
     )

@@ -1,8 +1,6 @@
 """Packaging and serving of a task: its champion as a Bento (the generic service built for the
 task), the training/serving skew check, and the log of what the service answered."""
 
-from typing import TYPE_CHECKING
-
 import dagster as dg
 
 from pipelines.platform.components.definition import Task
@@ -30,8 +28,9 @@ from pipelines.platform.resources import (
     ServiceDeploymentResource,
 )
 
-if TYPE_CHECKING:
-    pass
+# pandas is imported inside the functions that use it: the code location imports this module and
+# must load without it (issue 18, tests/platform/test_cold_start.py). Asset signatures name
+# frame_type.DataFrame, the Dagster type of pd.DataFrame without pandas.
 
 NO_CLUSTER = "FLIGHTLINE_K8S_NAMESPACE is unset (embedded profile): no cluster to roll"
 SKEW_SAMPLE = 200
