@@ -54,7 +54,7 @@ WRAPPERS = {
     "pipelines.platform.lib.model_pyfunc": "mlflow (subclasses its PythonModel)",
 }
 
-DATA_LIBRARIES = ("pandas", "numpy", "pyarrow")
+DATA_LIBRARIES = cold_start.DATA
 # The online path: imported by the service (numpy on every request), never by the code location.
 SERVING_SIDE = ("pipelines.platform.lib.online", "pipelines.platform.lib.predictor")
 # Tasks that still import pandas when their definition loads, and why they are let be.
@@ -316,4 +316,5 @@ def test_cold_start_benchmark_smoke(tmp_path):
     assert all(seconds > 0 for seconds in result["seconds"].values())
     assert result["ui_ratio"] > 0
     assert result["heavy_libraries_loaded"] == []
+    assert set(result["data_libraries_loaded"]) <= set(DATA_LIBRARIES)
     assert "code location (import + defs())" in done.stdout
