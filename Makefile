@@ -22,13 +22,17 @@ export UV_LINK_MODE := copy
 
 .PHONY: setup run replay ui ui-prod mlflow rollback serve test test-fast tasks lint format benchmark bench-serving clean FORCE k8s-build k8s-cluster k8s-test
 
-setup: .venv/.synced $(DAGSTER_HOME)/dagster.yaml
+setup: .venv/.synced-bytecode $(DAGSTER_HOME)/dagster.yaml
 
 # uv installs the locked set; torch's CPU wheel comes from the machine's local wheel folder
 # (pyproject's find-links), never the multi-GB CUDA build. Quiet: uv still prints what failed.
-.venv/.synced: pyproject.toml uv.lock
+# Bytecode is compiled at install (~1 min here), as in the image: where PYTHONDONTWRITEBYTECODE is
+# set (these machines), every process otherwise compiles Dagster's source again (issue 18: the
+# floor `import dagster` took 1.7-2.0 s, 0.9-1.0 s compiled). The stamp's name changed with it, so
+# that an existing .venv is compiled once.
+.venv/.synced-bytecode: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
-	@$(UV) sync --frozen --quiet
+	@$(UV) sync --frozen --quiet --compile-bytecode
 	@touch $@
 
 # The instance follows the profile: dagster.yaml alone (SQLite under $DAGSTER_HOME), plus

@@ -1,12 +1,19 @@
 """Asset metadata in Dagster's own types: tables, column schemas, pictures and MLflow links."""
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 
 from pipelines.platform.lib.plots import markdown_image
+
+# pandas is imported inside the functions that use it: the code location imports
+# this module and must load without it (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 # The UI shows a markdown value inline only under this many characters (a longer one sits
 # behind "[Show Markdown]"): a picture served by the MLflow UI fits, an embedded PNG never does.
@@ -14,6 +21,8 @@ INLINE_MARKDOWN_CHARS = 1000
 
 
 def _column_type(dtype) -> str:
+    import pandas as pd
+
     if pd.api.types.is_bool_dtype(dtype):
         return "bool"
     if pd.api.types.is_integer_dtype(dtype):
@@ -42,6 +51,8 @@ def table_metadata(frame: pd.DataFrame) -> dict:
 
 
 def _cell(value, digits: int):
+    import numpy as np
+
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, (bool, np.bool_)):

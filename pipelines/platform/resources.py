@@ -5,7 +5,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import dagster as dg
-import pandas as pd
 from pydantic import PrivateAttr
 
 from pipelines.platform.lib.feature_store import FeastLocation, open_store
@@ -18,8 +17,9 @@ from pipelines.platform.lib.tracking import ModelRegistry
 from pipelines.platform.metadata import column_schema, table_metadata
 
 # Feast is imported when a step opens the store (FeastResource.store), not when the code location
-# loads: it costs seconds in every process, step pods included.
+# loads: it costs seconds in every process, step pods included. pandas: by the lake's methods.
 if TYPE_CHECKING:
+    import pandas as pd
     from feast import FeatureStore
 
 
@@ -43,7 +43,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
     def _table(self, context: dg.OutputContext | dg.InputContext) -> str:
         return "/".join(context.asset_key.path)
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: "pd.DataFrame") -> None:
         if obj is None:
             return
         table = self._table(context)
@@ -78,7 +78,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
             path = self.lake.write(table, obj)
             context.add_output_metadata({**table_metadata(obj), "path": path})
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+    def load_input(self, context: dg.InputContext) -> "pd.DataFrame":
         table = self._table(context)
         if context.has_asset_partitions:
             allow_missing = bool(

@@ -1,6 +1,8 @@
 """Cold start: importing the platform's modules (what every process that loads the code location
 does, step pods included) must not import the heavy libraries. Each of those is imported where it
 is used: Feast alone (through torch) costs 6-9 s here; see issue 18 and benchmarks/cold_start.py.
+Nor the data libraries (pandas, numpy, pyarrow: ~1.3 s together, Dagster imports none of them):
+without them the code location loads in under 3 s on 2 cores.
 
 Each check runs in a fresh interpreter: this test process has long imported all of them."""
 
@@ -15,6 +17,7 @@ import pytest
 import pipelines.platform
 import pipelines.tasks
 from benchmarks import cold_start
+from pipelines.platform.components.task import DEFS_ROOT, load_definition
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = cold_start.HEAVY  # the libraries the benchmark also reports
@@ -49,6 +52,15 @@ WRAPPERS = {
     "pipelines.platform.lib.modeling.lgbm": "lightgbm",
     "pipelines.platform.lib.modeling.mlp": "torch",
     "pipelines.platform.lib.model_pyfunc": "mlflow (subclasses its PythonModel)",
+}
+
+DATA_LIBRARIES = cold_start.DATA
+# The online path: imported by the service (numpy on every request), never by the code location.
+SERVING_SIDE = ("pipelines.platform.lib.online", "pipelines.platform.lib.predictor")
+# Tasks that still import pandas when their definition loads, and why they are let be.
+NOT_YET_CONFORMING = {
+    "foot_traffic": "its domain, features and source import pandas at module level; "
+    "it is being replaced by wind_power, which follows the rule",
 }
 
 _PROBE = """
@@ -141,6 +153,122 @@ def test_loading_the_code_location_imports_no_heavy_library():
     assert not found, _explain(found, done.stderr)
 
 
+# Records, for each data library, the stack (our frames) that imported it first: the import chain
+# of -X importtime misses imports made through importlib, as task references are.
+_DATA_PROBE = """
+import json, os, sys, traceback
+watched, first = set({libraries!r}), {{}}
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name in watched and name not in first:
+            first[name] = [
+                f"{{os.path.relpath(f.filename)}}:{{f.lineno}}"
+                for f in traceback.extract_stack()[:-1]
+                if "/pipelines/" in f.filename
+            ][-6:]
+sys.meta_path.insert(0, Watch())
+{body}
+print(json.dumps({{name: first.get(name, "before the probe") for name in sorted(watched & set(sys.modules))}}))
+"""
+
+
+def _data_libraries_after(body: str) -> dict[str, list[str]]:
+    done = subprocess.run(
+        [sys.executable, "-c", _DATA_PROBE.format(libraries=DATA_LIBRARIES, body=body)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _culprits(found: dict[str, list[str]]) -> str:
+    by_stack: dict[str, list[str]] = {}
+    for lib, stack in found.items():
+        by_stack.setdefault(" -> ".join(stack), []).append(lib)
+    return "; ".join(f"{', '.join(libs)} imported by {stack}" for stack, libs in by_stack.items())
+
+
+def test_every_platform_module_loads_without_data_libraries():
+    modules = [
+        m
+        for m in _package_modules(pipelines.platform)
+        if m not in WRAPPERS and m not in SERVING_SIDE
+    ]
+    found = _data_libraries_after("\n".join(f"import {m}" for m in modules))
+    assert not found, _culprits(found)
+
+
+def _task_packages() -> list[str]:
+    return sorted(i.name for i in pkgutil.iter_modules(pipelines.tasks.__path__) if i.ispkg)
+
+
+def _definitions_of(package: str) -> list[str]:
+    """The task definitions under pipelines/defs whose domain lives in `package`."""
+    names = []
+    for path in sorted(DEFS_ROOT.glob("**/defs.yaml")):
+        definition = load_definition(path)
+        if definition.domain.startswith(f"pipelines.tasks.{package}."):
+            names.append(definition.name)
+    return names
+
+
+def _conformance(package: str):
+    reason = NOT_YET_CONFORMING.get(package)
+    return pytest.param(
+        package, marks=pytest.mark.xfail(strict=True, reason=reason) if reason else ()
+    )
+
+
+@pytest.mark.parametrize("package", [_conformance(p) for p in _task_packages()])
+def test_loading_a_task_imports_no_data_library(package):
+    """Every task package: what loading its definition imports (the modules defs.yaml names for
+    domain, contracts and feature functions, and everything they import at module level) must
+    not import pandas, numpy or pyarrow at module level; they are imported inside functions."""
+    names = _definitions_of(package)
+    if not names:
+        pytest.skip(
+            f"no definition under pipelines/defs has its domain in pipelines.tasks.{package}"
+        )
+    found = _data_libraries_after(
+        "import pipelines.definitions\n"
+        "from pipelines.platform.components.task import build_task_defs, load_task\n"
+        + "".join(f"build_task_defs(load_task({name!r}))\n" for name in names)
+    )
+    assert not found, f"{package}: {_culprits(found)}"
+
+
+@pytest.mark.xfail(
+    any((DEFS_ROOT / task).is_dir() for task in NOT_YET_CONFORMING),
+    strict=True,
+    reason="a task that still imports pandas is defined: " + ", ".join(NOT_YET_CONFORMING),
+)
+def test_loading_the_code_location_imports_no_data_library():
+    found = _data_libraries_after("import pipelines.definitions as m\nm.defs()")
+    assert not found, _culprits(found)
+
+
+def test_asset_frames_keep_the_dagster_type_inferred_from_pandas():
+    """frame_type.DataFrame is what Dagster makes of a `pd.DataFrame` annotation (the UI shows
+    the same type), with pandas imported only to check a value."""
+    import dagster as dg
+    import pandas as pd
+    from dagster._core.snap.dagster_types import build_dagster_type_snap
+    from dagster._core.types.dagster_type import resolve_dagster_type
+
+    from pipelines.platform.frame_type import DataFrame
+
+    inferred = resolve_dagster_type(pd.DataFrame)
+    assert build_dagster_type_snap(DataFrame) == build_dagster_type_snap(inferred)
+    assert DataFrame.typing_type is pd.DataFrame
+    assert dg.check_dagster_type(DataFrame, pd.DataFrame()).success
+    mismatch = dg.check_dagster_type(DataFrame, {"a": 1})
+    assert not mismatch.success
+    assert mismatch.description == dg.check_dagster_type(pd.DataFrame, {"a": 1}).description
+
+
 def test_import_chain_names_the_culprit():
     # The failure message is how a regression gets fixed: check it on a real import.
     found, importtime = _heavy_after_import("pipelines.platform.lib.modeling.lgbm")
@@ -188,4 +316,5 @@ def test_cold_start_benchmark_smoke(tmp_path):
     assert all(seconds > 0 for seconds in result["seconds"].values())
     assert result["ui_ratio"] > 0
     assert result["heavy_libraries_loaded"] == []
+    assert set(result["data_libraries_loaded"]) <= set(DATA_LIBRARIES)
     assert "code location (import + defs())" in done.stdout

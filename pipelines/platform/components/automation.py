@@ -4,10 +4,9 @@ the nightly retrain schedule. Everything is the task's own: one task never launc
 
 import os
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-import pandas as pd
 
 from pipelines.platform.compat import backfill_subset
 from pipelines.platform.components.definition import Task
@@ -138,7 +137,7 @@ def _failed_days(instance: dg.DagsterInstance, job_name: str, since: float) -> l
         dg.RunsFilter(
             job_name=job_name,
             statuses=[dg.DagsterRunStatus.FAILURE],
-            updated_after=pd.Timestamp(since, unit="s", tz="UTC").to_pydatetime(),
+            updated_after=datetime.fromtimestamp(since, tz=UTC),
         ),
         limit=100,
     )

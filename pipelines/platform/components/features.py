@@ -1,20 +1,28 @@
 """Feature tables of a task (its own functions, stamped with when each value became known),
 their registration in Feast and the online store."""
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
-import pandas as pd
 
 from pipelines.platform.components.definition import FeatureTableModel, Task, accepts
 from pipelines.platform.components.guard import assert_partitions_validated
+from pipelines.platform.frame_type import DataFrame
 from pipelines.platform.lib.feature_store import apply_definitions, materialize_up_to
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.partitions import partition_keys, single_run_backfill
 from pipelines.platform.resources import FeastResource
 
+# pandas is imported inside the functions that use it: the code location imports
+# this module and must load without it (issue 18, tests/platform/test_cold_start.py). Asset
+# signatures name frame_type.DataFrame, the Dagster type of pd.DataFrame without pandas.
+if TYPE_CHECKING:
+    import pandas as pd
+
 EVENT_TIMESTAMP = "event_timestamp"
 
 
-def _summary(frame: pd.DataFrame, entity: str | None) -> dict:
+def _summary(frame: "pd.DataFrame", entity: str | None) -> dict:
     meta: dict = {"dagster/row_count": len(frame)} if PARTITION_COLUMN not in frame else {}
     if entity and entity in frame:
         meta["entities"] = int(frame[entity].nunique())
@@ -62,7 +70,7 @@ def _feature_asset(
         tags=task.tags,
         description=table.description or None,
     )
-    def _table(context: dg.AssetExecutionContext, **frames: pd.DataFrame) -> pd.DataFrame:
+    def _table(context: dg.AssetExecutionContext, **frames: DataFrame) -> DataFrame:
         keys = partition_keys(context)
         # Raw partitions whose validation failed (in this run or an earlier one) never feed it.
         for key in raw_inputs:

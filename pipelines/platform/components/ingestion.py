@@ -4,18 +4,25 @@ its source ships with."""
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
 
 from pipelines.platform.compat import check_targets
 from pipelines.platform.components.definition import Task
+from pipelines.platform.frame_type import DataFrame
 from pipelines.platform.lib import validation
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.landing import LandingError, archive_landed_file, read_landed_day
 from pipelines.platform.lib.object_store import under
 from pipelines.platform.partitions import partition_keys, single_run_backfill
 from pipelines.platform.resources import LakeResource, LandingZone
+
+# pandas is imported inside the functions that use it: the code location imports
+# this module and must load without it (issue 18, tests/platform/test_cold_start.py). Asset
+# signatures name frame_type.DataFrame, the Dagster type of pd.DataFrame without pandas.
+if TYPE_CHECKING:
+    import pandas as pd
 
 CHECK_DESCRIPTIONS = {
     "schema": "Expected columns are present with the expected types",
@@ -34,8 +41,10 @@ def landing_dir(landing: LandingZone, task: Task) -> Path | str:
 
 def _ingest(
     context: dg.AssetExecutionContext, landing: LandingZone, task: Task, table: str
-) -> pd.DataFrame:
+) -> "pd.DataFrame":
     """Read every partition file of the run as it landed; a bad file fails the run with its reason."""
+    import pandas as pd
+
     frames, files, errors = [], [], []
     for key in partition_keys(context):
         try:
@@ -82,7 +91,7 @@ def _raw_asset(task: Task, table: str, description: str) -> dg.AssetsDefinition:
         tags=task.tags,
         description=description or f"{table} as it landed, one file per partition",
     )
-    def _raw(context: dg.AssetExecutionContext, landing: LandingZone) -> pd.DataFrame:
+    def _raw(context: dg.AssetExecutionContext, landing: LandingZone) -> DataFrame:
         return _ingest(context, landing, task, table)
 
     return _raw
@@ -97,7 +106,7 @@ def _reference_asset(task: Task, name: str) -> dg.AssetsDefinition:
         tags=task.tags,
         description=f"Reference table {name!r} as the source ships it",
     )
-    def _reference(context: dg.AssetExecutionContext) -> pd.DataFrame:
+    def _reference(context: dg.AssetExecutionContext) -> DataFrame:
         if task.domain.read_reference is None:
             raise dg.Failure(f"task {task.name} declares reference tables but no read_reference")
         frame = task.domain.read_reference(name).copy()
@@ -172,7 +181,7 @@ def raw_table_checks(
         ins={"raw": dg.AssetIn(asset.key)},
         compute_kind="great_expectations",
     )
-    def _checks(context: dg.AssetCheckExecutionContext, raw: pd.DataFrame, lake: LakeResource):
+    def _checks(context: dg.AssetCheckExecutionContext, raw: DataFrame, lake: LakeResource):
         keys = partition_keys(context)
         days = validation.by_partition(
             raw, contract, keys, validation.validate(raw, contract, keys)

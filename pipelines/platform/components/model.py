@@ -8,12 +8,13 @@ import dataclasses
 import json
 import typing
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
 import pydantic
 
 from pipelines.platform.executors import training_op_tags
+from pipelines.platform.frame_type import DataFrame
 from pipelines.platform.lib.evaluation import binary_metrics
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.modeling import dataset as data
@@ -25,6 +26,12 @@ from pipelines.platform.lib.tracking import CHAMPION, ModelVersionRef, code_vers
 from pipelines.platform.metadata import metric_table, picture
 from pipelines.platform.resources import MlflowResource, ServiceDeploymentResource
 
+# pandas is imported inside the functions that use it: the code location imports
+# this module and must load without it (issue 18, tests/platform/test_cold_start.py). Asset
+# signatures name frame_type.DataFrame, the Dagster type of pd.DataFrame without pandas.
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 class SplitConfig(dg.Config):
     """Leave empty to use the task's split; models and evaluation must use the same one."""
@@ -35,7 +42,7 @@ class SplitConfig(dg.Config):
     # that days landing during a retrain cannot shift its split.
     until: str | None = None
 
-    def window(self, table: pd.DataFrame) -> pd.DataFrame:
+    def window(self, table: "pd.DataFrame") -> "pd.DataFrame":
         if self.until is None or PARTITION_COLUMN not in table.columns:
             return table
         return table.loc[table[PARTITION_COLUMN].astype(str) <= self.until].reset_index(drop=True)
@@ -100,7 +107,7 @@ def _thresholds(spec: TaskSpec, *configs: dg.Config) -> GateThresholds:
     return replace(spec.gate, **overrides)
 
 
-def _lineage_tags(context: dg.AssetExecutionContext, spec: TaskSpec, table: pd.DataFrame) -> dict:
+def _lineage_tags(context: dg.AssetExecutionContext, spec: TaskSpec, table: "pd.DataFrame") -> dict:
     """What every model version records: the Dagster run and asset, the data, the code."""
     tags = {
         "dagster.run_id": context.run.run_id,
@@ -119,7 +126,11 @@ def _lineage_tags(context: dg.AssetExecutionContext, spec: TaskSpec, table: pd.D
     return tags
 
 
-def _train_family(spec: TaskSpec, family_name: str, config: ModelConfig, table: pd.DataFrame, log):
+def _train_family(
+    spec: TaskSpec, family_name: str, config: ModelConfig, table: "pd.DataFrame", log
+):
+    import pandas as pd
+
     frames = data.time_split(config.window(table), spec, config.resolve(spec))
     train = frames.train
     if config.label_permutation_seed is not None:
@@ -172,9 +183,11 @@ def _model_asset(spec: TaskSpec, family_name: str, defaults: dict) -> dg.AssetsD
     def model(
         context: dg.AssetExecutionContext,
         config: config_type,
-        table: pd.DataFrame,
+        table: DataFrame,
         mlflow: MlflowResource,
     ) -> dict:  # type: ignore[valid-type]
+        import pandas as pd
+
         registry = mlflow.registry()
         registry.check_reachable()
         window = config.window(table)
@@ -231,8 +244,10 @@ def _model_asset(spec: TaskSpec, family_name: str, defaults: dict) -> dg.AssetsD
     return model
 
 
-def _window_name(table: pd.DataFrame, spec: TaskSpec) -> str:
+def _window_name(table: "pd.DataFrame", spec: TaskSpec) -> str:
     """The days a model learned from, for its run name (first..last partition or day)."""
+    import pandas as pd
+
     if table.empty:
         return "empty"
     if PARTITION_COLUMN in table.columns:
@@ -274,7 +289,7 @@ def model_defs(spec: TaskSpec, family_params: dict[str, dict] | None = None) -> 
     def model_evaluation(
         context: dg.AssetExecutionContext,
         config: EvaluationConfig,
-        table: pd.DataFrame,
+        table: DataFrame,
         mlflow: MlflowResource,
         **challengers: dict,
     ) -> dict:
@@ -359,6 +374,8 @@ def model_defs(spec: TaskSpec, family_params: dict[str, dict] | None = None) -> 
     def champion(
         context: dg.AssetExecutionContext, model_evaluation: dict, mlflow: MlflowResource
     ) -> dict:
+        import pandas as pd
+
         registry = mlflow.registry()
         registry.check_reachable()
         candidate = model_evaluation["candidate"]
@@ -437,6 +454,8 @@ def model_defs(spec: TaskSpec, family_params: dict[str, dict] | None = None) -> 
 
 
 def _evaluation_metadata(report: dict, curves: bytes, mlflow: MlflowResource) -> dict:
+    import pandas as pd
+
     metrics = pd.DataFrame(report["metrics"]).T[
         ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "rows"]
     ]

@@ -5,12 +5,12 @@ import json
 import math
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 
 from pipelines.platform.components.definition import Task
+from pipelines.platform.frame_type import DataFrame
 from pipelines.platform.lib.drift import (
     PREDICTION,
     DriftReference,
@@ -32,6 +32,13 @@ from pipelines.platform.metadata import metric_table, picture
 from pipelines.platform.partitions import partition_keys, single_run_backfill
 from pipelines.platform.resources import LakeResource, MlflowResource
 
+# numpy and pandas are imported inside the functions that use them: the code location imports
+# this module and must load without them (issue 18, tests/platform/test_cold_start.py). Asset
+# signatures name frame_type.DataFrame, the Dagster type of pd.DataFrame without pandas.
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
 
 class DriftReportConfig(dg.Config):
     # Fewer rows: "insufficient", never "no drift". None: the task's monitoring.drift_min_rows.
@@ -48,8 +55,10 @@ NO_REFERENCE = (
 )
 
 
-def _no_reference(context: dg.AssetExecutionContext, days: list[str]) -> pd.DataFrame:
+def _no_reference(context: dg.AssetExecutionContext, days: list[str]) -> "pd.DataFrame":
     """Days before the first champion: recorded as such, so that nothing reads them as healthy."""
+    import pandas as pd
+
     context.add_output_metadata({"status": "no_reference", "reason": NO_REFERENCE})
     return pd.DataFrame(
         {PARTITION_COLUMN: days, "status": "no_reference", "rows": 0, "reason": NO_REFERENCE}
@@ -57,8 +66,8 @@ def _no_reference(context: dg.AssetExecutionContext, days: list[str]) -> pd.Data
 
 
 def _current_side(
-    day: str, training_set: pd.DataFrame, prediction_log: pd.DataFrame, score: str
-) -> tuple[pd.DataFrame, np.ndarray | None, str]:
+    day: str, training_set: "pd.DataFrame", prediction_log: "pd.DataFrame", score: str
+) -> "tuple[pd.DataFrame, np.ndarray | None, str]":
     """What the service used that day (the prediction log), or, where nothing was served, the
     features the point-in-time join gives the day's flights (the same vectors, by the skew check)."""
     served = (
@@ -165,12 +174,14 @@ def _drift_chart(result: DriftResult, day: str) -> bytes:
 
 def _drift_metadata(
     task: Task,
-    table: pd.DataFrame,
+    table: "pd.DataFrame",
     result: DriftResult,
     html: str | None,
     links: dict[str, str],
     reference: DriftReference,
 ) -> dict:
+    import pandas as pd
+
     meta: dict = {
         "reference": f"{task.spec.registered_model} v{reference.description['champion_version']} "
         f"(trained on {reference.description['first_day']}..{reference.description['last_day']})",
@@ -223,7 +234,7 @@ def _publish_day(
     reference: DriftReference,
     day: str,
     result: DriftResult,
-    features: pd.DataFrame,
+    features: "pd.DataFrame",
     predictions,
     config: DriftReportConfig,
 ) -> tuple[str | None, dict]:
@@ -274,12 +285,14 @@ def monitoring_defs(task: Task) -> dg.Definitions:
     )
     def drift_reference(
         context: dg.AssetExecutionContext,
-        training_set: pd.DataFrame,
+        training_set: DataFrame,
         champion: dict,
         mlflow: MlflowResource,
     ) -> dict:
         """The champion's training data (and its own predictions on it) sketched once: quantiles
         and category proportions, which each day's check and Evidently's page compare with."""
+        import pandas as pd
+
         registry = mlflow.registry()
         registry.check_reachable()
         version = str(champion["version"])
@@ -337,13 +350,16 @@ def monitoring_defs(task: Task) -> dg.Definitions:
     def drift_report(
         context: dg.AssetExecutionContext,
         config: DriftReportConfig,
-        training_set: pd.DataFrame,
-        prediction_log: pd.DataFrame,
+        training_set: DataFrame,
+        prediction_log: DataFrame,
         mlflow: MlflowResource,
         lake: LakeResource,
-    ) -> pd.DataFrame:
+    ) -> DataFrame:
         """Data drift of the features the service used, and prediction drift, against the champion's
         reference; with Evidently's page of the same verdict. One row per day."""
+        import numpy as np
+        import pandas as pd
+
         days = partition_keys(context) or [context.partition_key]
         if not lake.lake.has_json(reference_table):
             return _no_reference(context, days)
@@ -402,12 +418,15 @@ def monitoring_defs(task: Task) -> dg.Definitions:
     def live_performance(
         context: dg.AssetExecutionContext,
         config: LivePerformanceConfig,
-        training_set: pd.DataFrame,
+        training_set: DataFrame,
         mlflow: MlflowResource,
         lake: LakeResource,
-    ) -> pd.DataFrame:
+    ) -> DataFrame:
         """The champion's AUC, PR AUC and calibration on each day once its labels are known, with the
         row-weighted 7-day rolling view."""
+        import numpy as np
+        import pandas as pd
+
         days = partition_keys(context) or [context.partition_key]
         if not lake.lake.has_json(reference_table):
             return _no_reference(context, days)

@@ -2,9 +2,9 @@
 task), the training/serving skew check, and the log of what the service answered."""
 
 import dagster as dg
-import pandas as pd
 
 from pipelines.platform.components.definition import Task
+from pipelines.platform.frame_type import DataFrame
 from pipelines.platform.lib.deployment import RolloutFailed
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.packaging import (
@@ -28,9 +28,13 @@ from pipelines.platform.resources import (
     ServiceDeploymentResource,
 )
 
+# pandas is imported inside the functions that use it: the code location imports this module and
+# must load without it (issue 18, tests/platform/test_cold_start.py). Asset signatures name
+# frame_type.DataFrame, the Dagster type of pd.DataFrame without pandas.
+
 NO_CLUSTER = "FLIGHTLINE_K8S_NAMESPACE is unset (embedded profile): no cluster to roll"
 SKEW_SAMPLE = 200
-SKEW_BEHIND = pd.Timedelta(hours=6)
+SKEW_BEHIND_HOURS = 6
 
 
 def prediction_log_root(task: Task):
@@ -55,6 +59,8 @@ def serving_defs(task: Task) -> dg.Definitions:
     def bento(
         context: dg.AssetExecutionContext, mlflow: MlflowResource, bento: BentoResource
     ) -> dict:
+        import pandas as pd
+
         bento.check_home()
         registry = mlflow.registry()
         registry.check_reachable()
@@ -175,6 +181,8 @@ def serving_defs(task: Task) -> dg.Definitions:
         "retrieval's",
     )
     def bento_feature_skew(lake: LakeResource, feast: FeastResource) -> dg.AssetCheckResult:
+        import pandas as pd
+
         keys = lake.lake.partitions(task.table(examples))
         if not keys:
             return dg.AssetCheckResult(
@@ -183,16 +191,17 @@ def serving_defs(task: Task) -> dg.Definitions:
         rows = lake.lake.read(task.table(examples), keys[-1])
         rows = rows.sample(min(SKEW_SAMPLE, len(rows)), random_state=0)
         as_of = pd.Timestamp(task.partition_end(keys[-1]))  # the online store's clock
+        skew_behind = pd.Timedelta(hours=SKEW_BEHIND_HOURS)
         store = feast.store()
         differing, compared = feature_skew(store, spec, task.domain, rows, as_of)
         # Requests behind the store's clock (a replay, a late retry): what the online path still
         # serves must equal the point-in-time join; what it withholds is flagged, not served.
-        behind, _ = feature_skew(store, spec, task.domain, rows, as_of, behind=SKEW_BEHIND)
+        behind, _ = feature_skew(store, spec, task.domain, rows, as_of, behind=skew_behind)
         problems = {**{f"{k} (behind)": v for k, v in behind.items()}, **differing}
         return dg.AssetCheckResult(
             passed=not problems,
             description=(
-                f"{compared} examples as of {as_of} and {SKEW_BEHIND} before: online and "
+                f"{compared} examples as of {as_of} and {skew_behind} before: online and "
                 "offline vectors agree"
                 if not problems
                 else f"features differ between online and offline: {sorted(problems)}"
@@ -217,7 +226,9 @@ def serving_defs(task: Task) -> dg.Definitions:
         description="Every prediction the service answered for that partition: request, "
         "features used, model version, latency. Monitoring reads it.",
     )
-    def prediction_log(context: dg.AssetExecutionContext) -> pd.DataFrame:
+    def prediction_log(context: dg.AssetExecutionContext) -> DataFrame:
+        import pandas as pd
+
         root = prediction_log_root(task)
         frames, torn = [], 0
         for key in partition_keys(context):

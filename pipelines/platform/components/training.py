@@ -2,10 +2,12 @@
 through the versioned FeatureService, plus the features computed from the example itself (the
 same task code serving runs on a request)."""
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
-import pandas as pd
 
 from pipelines.platform.components.definition import Task
+from pipelines.platform.frame_type import DataFrame
 from pipelines.platform.lib.feature_store import historical_features
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.plots import training_set_summary
@@ -13,12 +15,18 @@ from pipelines.platform.metadata import metric_table, picture
 from pipelines.platform.partitions import single_run_backfill
 from pipelines.platform.resources import FeastResource, MlflowResource
 
+# pandas is imported inside the functions that use it: the code location imports
+# this module and must load without it (issue 18, tests/platform/test_cold_start.py). Asset
+# signatures name frame_type.DataFrame, the Dagster type of pd.DataFrame without pandas.
+if TYPE_CHECKING:
+    import pandas as pd
+
 EVENT_TIMESTAMP = "event_timestamp"
 
 
 def prediction_entities(
-    task: Task, examples: pd.DataFrame, lead_minutes: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+    task: Task, examples: "pd.DataFrame", lead_minutes: int
+) -> "tuple[pd.DataFrame, pd.DataFrame]":
     """Examples -> (normalized rows, the frame Feast joins on: the task's keys, the example id and
     the prediction time by the task's rule)."""
     ex = task.definition.examples
@@ -32,10 +40,12 @@ def prediction_entities(
 
 
 def build_training_rows(
-    task: Task, examples: pd.DataFrame, store, lead_minutes: int, feature_service: str
-) -> tuple[pd.DataFrame, list[str]]:
+    task: Task, examples: "pd.DataFrame", store, lead_minutes: int, feature_service: str
+) -> "tuple[pd.DataFrame, list[str]]":
     """Labelled examples -> training rows (features known at each prediction time, label,
     timestamp, partition); also returns the columns that came from the feature store."""
+    import pandas as pd
+
     ex = task.definition.examples
     labelled = examples.loc[examples[ex.label].notna()].reset_index(drop=True)
     rows, entities = prediction_entities(task, labelled, lead_minutes)
@@ -53,7 +63,7 @@ def build_training_rows(
 def _summary_picture(
     context: dg.AssetExecutionContext,
     chart: bytes,
-    table: pd.DataFrame,
+    table: "pd.DataFrame",
     positive_rate: float,
     mlflow: MlflowResource,
 ):
@@ -103,10 +113,10 @@ def training_defs(task: Task) -> dg.Definitions:
     def training_set(
         context: dg.AssetExecutionContext,
         config: TrainingSetConfig,
-        examples: pd.DataFrame,
+        examples: DataFrame,
         feast: FeastResource,
         mlflow: MlflowResource,
-    ) -> pd.DataFrame:
+    ) -> DataFrame:
         table, stored = build_training_rows(
             task, examples, feast.store(), config.lead_minutes, config.feature_service
         )

@@ -20,10 +20,17 @@ A column empty on either side has no distribution to compare (Evidently refuses 
 reported as missing, apart from the share.
 """
 
-from dataclasses import asdict, dataclass, field, replace
+from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
+
+# numpy and pandas are imported inside the functions that use them: the code location imports
+# this module and must load without them (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
 
 SKETCH_POINTS = 1000
 DRIFT_THRESHOLD = 0.1  # Evidently's default for both distances, and the floor of calibration
@@ -48,6 +55,9 @@ class ColumnReference:
 
     def values(self) -> pd.Series:
         """The sketch as a column of SKETCH_POINTS values (empty: the column was all missing)."""
+        import numpy as np
+        import pandas as pd
+
         if self.kind == "numeric":
             return pd.Series(self.sketch, dtype="float64")
         return pd.Series(np.repeat(list(self.counts), list(self.counts.values())), dtype=object)
@@ -65,7 +75,7 @@ class DriftReference:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DriftReference":
+    def from_dict(cls, data: dict) -> DriftReference:
         try:
             columns = {name: ColumnReference(**col) for name, col in data["columns"].items()}
         except TypeError as exc:
@@ -77,6 +87,8 @@ class DriftReference:
     def frame(self) -> pd.DataFrame:
         """The sketch as rows for Evidently. Each column holds its own values: a row is not a
         record, which a drift comparison (column by column) never needs."""
+        import pandas as pd
+
         return pd.DataFrame(
             {name: col.values().reindex(range(SKETCH_POINTS)) for name, col in self.columns.items()}
         )
@@ -137,6 +149,9 @@ def summarize_reference(
 ) -> DriftReference:
     """Sketch the reference frame, once; with `days` (the day of each row), calibrate each
     column's threshold on the distances of those days to the whole."""
+    import numpy as np
+    import pandas as pd
+
     reference = _summarize(frame, numeric, categorical, description)
     if days is None or days.nunique() < 2:
         return reference
@@ -163,6 +178,9 @@ def summarize_reference(
 
 def _present(values: pd.Series, kind: str) -> pd.Series:
     """The values a distance is computed on (as Evidently: missing and infinite ones dropped)."""
+    import numpy as np
+    import pandas as pd
+
     if kind == "numeric":
         numbers = pd.to_numeric(values, errors="coerce").astype("float64")
         return numbers[np.isfinite(numbers.to_numpy())]
@@ -171,6 +189,8 @@ def _present(values: pd.Series, kind: str) -> pd.Series:
 
 def _apportion(shares: pd.Series, total: int) -> dict[str, int]:
     """Integer counts summing to `total` in the given proportions (largest remainders)."""
+    import numpy as np
+
     exact = shares.to_numpy() * total
     counts = np.floor(exact).astype(int)
     order = np.argsort(-(exact - counts), kind="stable")
@@ -181,6 +201,8 @@ def _apportion(shares: pd.Series, total: int) -> dict[str, int]:
 def _summarize(
     frame: pd.DataFrame, numeric: list[str], categorical: list[str], description: dict | None
 ) -> DriftReference:
+    import numpy as np
+
     missing = [c for c in (*numeric, *categorical) if c not in frame.columns]
     if missing:
         raise DriftInputError(f"the reference lacks columns {missing}")
@@ -206,6 +228,9 @@ def _summarize(
 def column_drift(name: str, ref: ColumnReference, values: pd.Series) -> ColumnDrift | None:
     """Evidently's distance of the column to its reference sketch; None when either side has
     no values."""
+    import numpy as np
+    import pandas as pd
+
     current = _present(values, ref.kind)
     reference = ref.values()
     if current.empty or reference.empty:
@@ -241,6 +266,8 @@ def detect_drift(
     min_rows: int = MIN_ROWS,
 ) -> DriftResult:
     """Compare the current frame with the cached reference, column by column."""
+    import pandas as pd
+
     features = [c for c in reference.columns if c != PREDICTION]
     missing = [c for c in features if c not in current.columns]
     if missing:
@@ -346,6 +373,8 @@ def evidently_verdict(metrics: list[dict]) -> dict:
 
 
 def _for_evidently(frame: pd.DataFrame, columns: list[str], categorical: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
     out = frame[columns].copy()
     for name in columns:
         if name in categorical:

@@ -1,15 +1,23 @@
 """Holdout metrics, per-slice metrics, a paired bootstrap of the AUC difference, and the gate."""
 
-from dataclasses import asdict, dataclass, field
+from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from pipelines.platform.lib.task import GateThresholds
+
+# numpy and pandas are imported inside the functions that use them: the code location imports
+# this module and must load without them (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
     """Mean |observed rate - mean prediction| over equal-width probability bins, weighted by size."""
+    import numpy as np
+
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
     error = 0.0
@@ -21,6 +29,8 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    import numpy as np
+
     # sklearn costs ~1.6 s to import: imported where used, not when the code location loads.
     from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
@@ -41,6 +51,8 @@ def slice_metrics(
     frame: pd.DataFrame, y: np.ndarray, predictions: dict[str, np.ndarray], columns
 ) -> pd.DataFrame:
     """AUC of every model on every value of every slice column (NaN where a slice has one class)."""
+    import numpy as np
+    import pandas as pd
     from sklearn.metrics import roc_auc_score
 
     rows = []
@@ -61,6 +73,8 @@ def slice_metrics(
 
 def _weighted_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """AUC under each row of `weights` (resample counts), ties counted half; vectorized."""
+    import numpy as np
+
     order = np.argsort(p, kind="mergesort")
     p_sorted, y_sorted = p[order], y[order]
     starts = np.flatnonzero(np.r_[True, p_sorted[1:] != p_sorted[:-1]])  # groups of tied scores
@@ -93,6 +107,8 @@ def paired_bootstrap_auc_difference(
     seed: int = 0,
 ) -> BootstrapInterval:
     """AUC(candidate) - AUC(reference) over resamples of the *same* rows for both models."""
+    import numpy as np
+
     y = np.asarray(y, dtype="float64")
     rng = np.random.default_rng(seed)
     diffs = []

@@ -1,5 +1,7 @@
 """Feast, used in-process through its Python SDK (each CLI call costs 12-27 s of imports)."""
 
+from __future__ import annotations
+
 import contextlib
 import io
 import logging
@@ -8,9 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import numpy as np
-import pandas as pd
 
 from pipelines.platform.lib.object_store import (
     ObjectStore,
@@ -22,8 +21,10 @@ from pipelines.platform.lib.services import mask, redis_client, redis_connection
 from pipelines.platform.lib.settings import PROJECT_ROOT
 
 # Feast imports torch and costs ~6-9 s here: it is imported when a store is opened, never when
-# the code location loads (which imports this module for its types and helpers).
+# the code location loads (which imports this module for its types and helpers); pandas and
+# numpy likewise, where they are used (issue 18).
 if TYPE_CHECKING:
+    import pandas as pd
     from feast import FeatureStore
 
 logging.getLogger("feast").setLevel(logging.WARNING)
@@ -62,7 +63,7 @@ def location_from_paths(paths, project: str = "flightline") -> FeastLocation:
     )
 
 
-def open_store(location: FeastLocation) -> "FeatureStore":
+def open_store(location: FeastLocation) -> FeatureStore:
     from feast import FeatureStore, RepoConfig
     from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
     from feast.infra.online_stores.redis import RedisOnlineStoreConfig
@@ -131,7 +132,7 @@ class FeastOwnershipError(ValueError):
     pass
 
 
-def apply_definitions(store: "FeatureStore", objects: dict, task: str) -> dict[str, list[str]]:
+def apply_definitions(store: FeatureStore, objects: dict, task: str) -> dict[str, list[str]]:
     """Register (or update) one task's declared objects, without touching other tasks' objects
     (Feast's partial apply deletes nothing); returns what the task has registered, by kind."""
     existing = {
@@ -164,7 +165,7 @@ def apply_definitions(store: "FeatureStore", objects: dict, task: str) -> dict[s
     }
 
 
-def service_feature_names(store: "FeatureStore", service: str) -> list[str]:
+def service_feature_names(store: FeatureStore, service: str) -> list[str]:
     fs = store.get_feature_service(service)
     return [
         f"{proj.name}:{feature.name}"
@@ -179,7 +180,7 @@ CHUNK_DAYS = 31
 
 
 def historical_features(
-    store: "FeatureStore",
+    store: FeatureStore,
     entity_rows: pd.DataFrame,
     service: str,
     chunk_days: int = CHUNK_DAYS,
@@ -188,6 +189,9 @@ def historical_features(
     """Point-in-time join: each row gets, per view, the latest values at or before its timestamp
     (within the view's TTL). Rows come back in the entity frame's order. Rows are joined
     `chunk_days` of timestamps at a time (each row's values depend on its own timestamp only)."""
+    import numpy as np
+    import pandas as pd
+
     # Feast returns rows in its own order: a row number carried through puts them back.
     entities = entity_rows.reset_index(drop=True).assign(**{ROW_ID: np.arange(len(entity_rows))})
     features_of = store.get_feature_service(service)
@@ -223,7 +227,7 @@ class MaterializationResult:
 
 
 def materialize_up_to(
-    store: "FeatureStore", end: datetime, views: list[str] | None = None
+    store: FeatureStore, end: datetime, views: list[str] | None = None
 ) -> MaterializationResult:
     """Bring the online store up to `end`, incrementally per view.
 

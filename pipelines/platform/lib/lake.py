@@ -1,14 +1,12 @@
 """The lake: one Parquet file per asset and partition, on a local path or an object store URI."""
 
+from __future__ import annotations
+
 import json
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-
-import pandas as pd
-import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from pipelines.platform.lib.object_store import (
     filesystem_for,
@@ -16,6 +14,12 @@ from pipelines.platform.lib.object_store import (
     unavailable_as_error,
     write_bytes_atomic,
 )
+
+# pandas and pyarrow are imported inside the functions that use them: the code location imports
+# this module and must load without them (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 PARTITION_COLUMN = "partition_date"
 
@@ -46,6 +50,9 @@ class Lake:
         return f"{self.root.rstrip('/')}/{table}/*.parquet"
 
     def write(self, table: str, frame: pd.DataFrame, partition: str | None = None) -> str:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         path = self.path(table, partition)
         arrow = _strings_for_nulls(pa.Table.from_pandas(frame, preserve_index=False))
         sink = pa.BufferOutputStream()
@@ -92,6 +99,8 @@ class Lake:
             return json.loads(stream.read())
 
     def _is_file(self, path: str) -> bool:
+        import pyarrow.fs as pafs
+
         with self._io():
             return self._fs.get_file_info(path).type == pafs.FileType.File
 
@@ -112,6 +121,8 @@ class Lake:
 
     def partitions(self, table: str) -> list[str]:
         """The partitions stored for a table, in order."""
+        import pyarrow.fs as pafs
+
         selector = pafs.FileSelector(f"{self._base}/{table}", allow_not_found=True)
         with self._io():
             names = [info.base_name for info in self._fs.get_file_info(selector)]
@@ -126,6 +137,8 @@ class Lake:
 
     def row_count(self, table: str, partition: str | None = None) -> int:
         """Rows of a stored partition, from the Parquet footer (no data read)."""
+        import pyarrow.parquet as pq
+
         with self._io():
             return pq.ParquetFile(
                 self.path(table, partition), filesystem=self._fs
@@ -141,6 +154,8 @@ class Lake:
             return self._read_arrow(self.path(table, partition)).to_pandas()
 
     def _read_arrow(self, path: str) -> pa.Table:
+        import pyarrow.parquet as pq
+
         # ParquetFile skips the dataset machinery of read_table: a third of the cost per file.
         with self._fs.open_input_file(path) as source:
             return pq.ParquetFile(source).read()
@@ -148,6 +163,9 @@ class Lake:
     def read_partitions(
         self, table: str, partitions: Iterable[str], allow_missing: bool = False
     ) -> pd.DataFrame:
+        import pandas as pd
+        import pyarrow as pa
+
         partitions = list(partitions)
         stored = set(self.partitions(table))  # one listing, not a request per day
         present = [p for p in partitions if p in stored]
@@ -171,6 +189,8 @@ class Lake:
 
 
 def _strings_for_nulls(table: pa.Table) -> pa.Table:
+    import pyarrow as pa
+
     # An empty (or all-null) text column has Arrow type null; readers that union many files
     # (DuckDB) would then guess a numeric type for it. Text is what such columns hold here.
     for i, f in enumerate(table.schema):

@@ -7,15 +7,13 @@ reached through the same pyarrow filesystem (object_store.filesystem_for): a fil
 temporary name and is renamed, so a reader or the sensor never sees half a file.
 """
 
+from __future__ import annotations
+
 import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-
-import pandas as pd
-import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from pipelines.platform.lib.object_store import (
     filesystem_for,
@@ -24,6 +22,12 @@ from pipelines.platform.lib.object_store import (
     under,
     write_bytes_atomic,
 )
+
+# pandas and pyarrow are imported inside the functions that use them: the code location imports
+# this module and must load without them (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow.fs as pafs
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet")
 
@@ -86,6 +90,8 @@ def land_file(
 
 
 def _holds(fs: pafs.FileSystem, path: str, content: bytes) -> bool:
+    import pyarrow.fs as pafs
+
     info = fs.get_file_info(path)
     if info.type != pafs.FileType.File or info.size != len(content):
         return False
@@ -102,6 +108,8 @@ def find_day_file(landing_dir: Path | str, table: str, day: str) -> Path | str:
 
 
 def _find_day_name(fs: pafs.FileSystem, folder: str, root: Path | str, table: str, day: str) -> str:
+    import pyarrow.fs as pafs
+
     candidates = [f"{day}{suffix}" for suffix in SUPPORTED_SUFFIXES]
     infos = fs.get_file_info([f"{folder}/{name}" for name in candidates])
     present = [n for n, i in zip(candidates, infos, strict=True) if i.type == pafs.FileType.File]
@@ -127,6 +135,10 @@ def read_bytes(path: Path | str) -> bytes:
 
 def parse_day_file(path: Path | str, content: bytes) -> pd.DataFrame:
     """Parse a landed file as it is: types are checked by validation, not coerced here."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     if not content:
         raise LandingError(f"{path} is empty (0 bytes)")
     parquet = suffix_of(path) == ".parquet"
@@ -161,6 +173,8 @@ def archive_landed_file(landed: LandedDay, archive_dir: Path | str) -> Path | st
     The archive is a folder, or s3://<bucket>/archive/... in the object store (production: the
     ingesting pod's disk is gone after the step).
     """
+    import pyarrow.fs as pafs
+
     name = f"{landed.sha256[:16]}{landed.suffix}"
     root = str(archive_dir)
     fs, base = filesystem_for(root)

@@ -13,6 +13,8 @@ UNSETTLED_S is recorded without its mtime and hashed again at the next scan (git
 clean" rule).
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import time
@@ -20,11 +22,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path, PurePosixPath
-
-import pyarrow.fs as pafs
+from typing import TYPE_CHECKING
 
 from pipelines.platform.lib.landing import SUPPORTED_SUFFIXES
 from pipelines.platform.lib.object_store import filesystem_for, store_for, unavailable_as_error
+
+# pyarrow is imported inside the functions that use it: the code location imports
+# this module and must load without it (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 # Covers the store's whole-second timestamps and some clock skew between a pod and the store.
 UNSETTLED_S = 5
@@ -101,6 +107,8 @@ def _scan(
     tables: Sequence[str],
     settled_before: int | None,
 ) -> LandingChanges:
+    import pyarrow.fs as pafs
+
     state: dict[str, FileState] = {}
     tables_by_day: dict[str, set[str]] = {}
     changes = LandingChanges()

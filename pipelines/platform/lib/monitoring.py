@@ -1,13 +1,19 @@
 """What monitoring computes per day besides drift: the champion's scores and live performance."""
 
-from dataclasses import dataclass
+from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pipelines.platform.lib.evaluation import binary_metrics
 from pipelines.platform.lib.modeling.dataset import feature_frame, labels
 from pipelines.platform.lib.task import TaskSpec
+
+# numpy and pandas are imported inside the functions that use them: the code location imports
+# this module and must load without them (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 MIN_LABELLED_ROWS = 100  # fewer labelled flights than this give an AUC too noisy to act on
 ROLLING_DAYS = 7
@@ -29,6 +35,8 @@ def _load(registry, model_uri: str):
 
 def champion_scores(registry, spec: TaskSpec, version: str, frame: pd.DataFrame) -> np.ndarray:
     """P(label = 1) of a registered version for every row of a training-set-shaped frame."""
+    import numpy as np
+
     if frame.empty:
         return np.empty(0)
     model = _load(registry, f"models:/{spec.registered_model}/{version}")
@@ -48,6 +56,8 @@ def score_live_performance(
 ) -> LivePerformance:
     """Metrics of the scores against the labels the day brought (rows without a label are not
     counted: their outcome is not known yet)."""
+    import numpy as np
+
     known = frame[spec.label_column].notna().to_numpy() if len(frame) else np.zeros(0, bool)
     y = labels(frame[known], spec) if known.any() else np.zeros(0)
     p = scores[known] if len(scores) else np.zeros(0)

@@ -15,14 +15,20 @@ ObjectStoreUnavailable naming the endpoint. S3 makes an object visible only once
 completed, and our writers put to a temporary key and rename, so a reader never sees half a file.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import pyarrow.fs as pafs
+# pyarrow is imported inside the functions that use it: the code location imports
+# this module and must load without it (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 ENDPOINT_ENV = "FLIGHTLINE_S3_ENDPOINT"
 BUCKET_ENV = "FLIGHTLINE_S3_BUCKET"
@@ -55,7 +61,7 @@ class ObjectStore:
     region: str = "us-east-1"
 
     @classmethod
-    def from_env(cls) -> "ObjectStore | None":
+    def from_env(cls) -> ObjectStore | None:
         endpoint = os.environ.get(ENDPOINT_ENV) or None
         if endpoint is None:
             return None
@@ -85,6 +91,8 @@ class ObjectStore:
         return "/".join([f"s3://{self.bucket}", *(p.strip("/") for p in parts)])
 
     def filesystem(self) -> pafs.S3FileSystem:
+        import pyarrow.fs as pafs
+
         return pafs.S3FileSystem(
             access_key=self.access_key,
             secret_key=self.secret_key,
@@ -102,6 +110,8 @@ class ObjectStore:
 
     def check(self) -> None:
         """Reach the server and the bucket, or raise naming the endpoint."""
+        import pyarrow.fs as pafs
+
         with unavailable_as_error(self):
             info = self.filesystem().get_file_info(self.bucket)
         if info.type == pafs.FileType.NotFound:
@@ -143,7 +153,7 @@ def is_unreachable(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def unavailable_as_error(store: "ObjectStore | None") -> Iterator[None]:
+def unavailable_as_error(store: ObjectStore | None) -> Iterator[None]:
     """Re-raise a transport failure as ObjectStoreUnavailable naming the endpoint."""
     try:
         yield
@@ -162,7 +172,7 @@ def is_remote(root: str) -> bool:
     return root.startswith("s3://")
 
 
-def store_for(root: str) -> "ObjectStore | None":
+def store_for(root: str) -> ObjectStore | None:
     """The object store an s3:// root lives in (configured by the environment)."""
     if not is_remote(root):
         return None
@@ -184,6 +194,8 @@ def under(root: Path | str, *parts: str) -> Path | str:
 
 def filesystem_for(root: str) -> tuple[pafs.FileSystem, str]:
     """A pyarrow filesystem and the base path within it for a local folder or an s3:// URI."""
+    import pyarrow.fs as pafs
+
     store = store_for(root)
     if store is not None:
         return store.filesystem(), root.removeprefix("s3://").rstrip("/")
@@ -201,6 +213,8 @@ def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
 
 
 def _make_parent(fs: pafs.FileSystem, path: str) -> None:
+    import pyarrow.fs as pafs
+
     # S3 has no folders: creating one would only add marker objects.
     if isinstance(fs, pafs.LocalFileSystem):
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
@@ -208,6 +222,8 @@ def _make_parent(fs: pafs.FileSystem, path: str) -> None:
 
 def upload_file(root: str, relative: str, local: Path) -> str:
     """Copy a local file under a root (folder or s3:// URI), atomically; returns where."""
+    import pyarrow.fs as pafs
+
     fs, base = filesystem_for(root)
     target = f"{base}/{relative}"
     with unavailable_as_error(store_for(root)):
@@ -220,6 +236,8 @@ def upload_file(root: str, relative: str, local: Path) -> str:
 
 def download_file(uri: str, local: Path) -> Path:
     """Copy a file at a folder path or s3:// URI to a local path."""
+    import pyarrow.fs as pafs
+
     fs, path = filesystem_for(uri)
     local.parent.mkdir(parents=True, exist_ok=True)
     with unavailable_as_error(store_for(uri)):

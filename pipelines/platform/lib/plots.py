@@ -1,11 +1,17 @@
 """Small charts for asset metadata, rendered to PNG (markdown with a data URI shows in the UI)."""
 
+from __future__ import annotations
+
 import base64
 import functools
 import io
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+# numpy and pandas are imported inside the functions that use them: the code location imports
+# this module and must load without them (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 
 @functools.cache
@@ -28,6 +34,8 @@ def training_set_summary(
     frame: pd.DataFrame, feature_columns: list[str], day_column: str, label: str = "label"
 ) -> bytes:
     """Rows and positive rate per day, and the share of rows each feature is known for."""
+    import pandas as pd
+
     days = frame[day_column].astype(str).str[:10]  # hourly partition keys start with their day
     daily = frame.groupby(days).agg(rows=(label, "size"), delay_rate=(label, "mean"))
     coverage = frame[feature_columns].notna().mean().sort_values()
@@ -67,6 +75,7 @@ def _png(fig) -> bytes:
 
 def evaluation_curves(y: np.ndarray, predictions: dict[str, np.ndarray], bins: int = 10) -> bytes:
     """ROC, precision-recall and calibration (reliability) curves of every model on one holdout."""
+    import numpy as np
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     plt = _pyplot()
@@ -131,6 +140,8 @@ def drift_chart(distances: dict[str, float], thresholds: dict[str, float], title
 
 def daily_metric_chart(daily: pd.DataFrame, columns: list[str], title: str) -> bytes:
     """Metrics by day (one line each) with a rolling mean of the first."""
+    import pandas as pd
+
     plt = _pyplot()
     fig, axis = plt.subplots(figsize=(8, 3.6))
     x = pd.to_datetime(daily.index)

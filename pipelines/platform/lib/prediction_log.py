@@ -11,6 +11,8 @@ temporary key and renamed, so a reader sees whole batches only. Batches are gath
 `remote_flush_s` there, to keep the object count low.
 """
 
+from __future__ import annotations
+
 import atexit
 import collections
 import json
@@ -19,9 +21,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-
-import pandas as pd
-import pyarrow.fs as pafs
+from typing import TYPE_CHECKING
 
 from pipelines.platform.lib.object_store import (
     filesystem_for,
@@ -30,6 +30,11 @@ from pipelines.platform.lib.object_store import (
     unavailable_as_error,
     write_bytes_atomic,
 )
+
+# pandas is imported inside the functions that use it: the code location imports
+# this module and must load without it (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class PredictionLogWriter:
@@ -141,6 +146,9 @@ class PredictionLogWriter:
 
 def read_day(root: str | Path, day: str) -> tuple[pd.DataFrame, int]:
     """All records logged for a day, and the number of torn lines skipped."""
+    import pandas as pd
+    import pyarrow.fs as pafs
+
     fs, base = filesystem_for(str(root))
     records, torn = [], 0
     with unavailable_as_error(store_for(str(root))):

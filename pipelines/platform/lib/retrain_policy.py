@@ -1,13 +1,19 @@
 """When monitoring evidence warrants a retrain: the drift sensor's plain logic."""
 
+from __future__ import annotations
+
 import json
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from pipelines.platform.lib.monitoring import rolling_view
+
+# pandas is imported inside the functions that use it: the code location imports
+# this module and must load without it (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -25,7 +31,7 @@ class DriftCursor:
     checked_at: float = 0.0  # failed daily runs after this are reported once
 
     @classmethod
-    def parse(cls, text: str | None) -> "DriftCursor":
+    def parse(cls, text: str | None) -> DriftCursor:
         return cls(**json.loads(text)) if text else cls()
 
     def dump(self) -> str:

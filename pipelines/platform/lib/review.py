@@ -1,10 +1,10 @@
 """Challengers, the champion and the naive baselines scored on the same holdout: the evidence the
 promotion gate decides on."""
 
-from dataclasses import dataclass
+from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pipelines.platform.lib.evaluation import (
     BootstrapInterval,
@@ -25,6 +25,12 @@ from pipelines.platform.lib.modeling.dataset import (
 from pipelines.platform.lib.task import GateThresholds, TaskSpec, TimeSplit
 from pipelines.platform.lib.tracking import CHAMPION, ModelRegistry, ModelVersionRef
 
+# numpy and pandas are imported inside the functions that use them: the code location imports
+# this module and must load without them (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
 
 @dataclass
 class Review:
@@ -42,6 +48,9 @@ def review_challengers(
     thresholds: GateThresholds,
     seed: int = 0,
 ) -> Review:
+    import numpy as np
+    import pandas as pd
+
     frames = time_split(table, spec, split)
     check_holdout(
         frames.holdout, spec, thresholds.min_holdout_rows, thresholds.min_holdout_positives
@@ -123,6 +132,8 @@ def review_challengers(
 
 def gate_decision(report: dict, thresholds: GateThresholds) -> GateDecision:
     """The gate's verdict on a review report (pure: the check and tests call it alike)."""
+    import pandas as pd
+
     candidate = report["candidate"]["family"]
     reference = report["reference"]
     slices = pd.DataFrame(report["slices"])

@@ -1,25 +1,25 @@
 """Training/serving skew: the feature vector the online path builds for a request against the one
 historical retrieval (what training used) builds for the same request at the same time."""
 
-from typing import TYPE_CHECKING
+from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from pipelines.platform.lib.feature_store import historical_features
 from pipelines.platform.lib.modeling.dataset import feature_frame
-from pipelines.platform.lib.online import compare_vectors, online_vector
 from pipelines.platform.lib.task import TaskDomain, TaskSpec
 
 EVENT_TIMESTAMP = "event_timestamp"
 
 # Feast (6-9 s of imports, torch included) is loaded by whoever opens the store; this module only
-# receives one, so importing it stays cheap for the code location.
+# receives one, so importing it stays cheap for the code location (pandas is imported where used).
 if TYPE_CHECKING:
+    import pandas as pd
     from feast import FeatureStore
 
 
 def feature_skew(
-    store: "FeatureStore",
+    store: FeatureStore,
     spec: TaskSpec,
     domain: TaskDomain,
     examples: pd.DataFrame,
@@ -36,6 +36,11 @@ def feature_skew(
     online path withheld as being from that request's future are left out of the comparison
     (they are flagged, not served), and so are values it no longer holds (stale, served as
     missing); every value it does serve must match the point-in-time join."""
+    import pandas as pd
+
+    # The online path (numpy throughout) is imported by whoever uses it, not the code location.
+    from pipelines.platform.lib.online import compare_vectors, online_vector
+
     if behind is not None:
         as_of = as_of - behind
     rows = domain.request_frame(examples)

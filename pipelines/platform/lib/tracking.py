@@ -5,6 +5,8 @@ Aliases: `challenger` marks the version under review, `champion` the one serving
 tags the new champion with the version it replaced, which is what a rollback goes back to.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import subprocess
@@ -17,9 +19,6 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
 from pipelines.platform.lib.modeling.base import BinaryClassifier
 from pipelines.platform.lib.modeling.dataset import feature_frame
 from pipelines.platform.lib.object_store import ObjectStore, is_remote
@@ -27,8 +26,9 @@ from pipelines.platform.lib.settings import PROJECT_ROOT
 from pipelines.platform.lib.task import TaskSpec
 
 # MLflow costs about a second to import; every process that loads the code location imports this
-# module, so MLflow is imported inside the methods that talk to it.
+# module, so MLflow is imported inside the methods that talk to it (numpy likewise).
 if TYPE_CHECKING:
+    import pandas as pd
     from mlflow import MlflowClient
     from mlflow.models import ModelSignature
 
@@ -61,13 +61,14 @@ class ModelVersionRef:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelVersionRef":
+    def from_dict(cls, data: dict) -> ModelVersionRef:
         return cls(**data)
 
 
-def model_signature(spec: TaskSpec) -> "ModelSignature":
+def model_signature(spec: TaskSpec) -> ModelSignature:
     """Text categoricals and float64 numerics, every one optional: a feature the store lacks
     for an entity arrives as a missing value, which both families handle."""
+    import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
@@ -424,8 +425,9 @@ def _flat(params: dict, prefix: str = "") -> dict:
     return out
 
 
-def _log_history(client: "MlflowClient", run_id: str, history: dict[str, list[float]]) -> None:
+def _log_history(client: MlflowClient, run_id: str, history: dict[str, list[float]]) -> None:
     """Per-iteration (LightGBM) or per-epoch (torch) curves, as stepped metrics, in batches."""
+    import numpy as np
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)

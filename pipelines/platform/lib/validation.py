@@ -5,16 +5,22 @@ batch feeds several Dagster asset checks, each saying which expectation failed, 
 rows, with a sample of the offending rows.
 """
 
+from __future__ import annotations
+
 import contextlib
 import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from pipelines.platform.lib.lake import PARTITION_COLUMN
+
+# pandas is imported inside the functions that use it: the code location imports
+# this module and must load without it (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 SAMPLE_ROWS = 5
 DAY_COLUMN = "_day"  # derived: the local day a row claims to belong to
@@ -105,6 +111,8 @@ def with_derived_columns(frame: pd.DataFrame, contract: TableContract) -> pd.Dat
 
 def calendar_day(frame: pd.DataFrame) -> pd.Series:
     """YYYY-MM-DD from year, month and day columns (an invalid date gives a null)."""
+    import pandas as pd
+
     return pd.to_datetime(
         frame[["year", "month", "day"]].astype("Int64").astype("float"), errors="coerce"
     ).dt.strftime("%Y-%m-%d")
@@ -124,6 +132,8 @@ def _gx():
 
 def build_expectations(frame: pd.DataFrame, contract: TableContract, days: Sequence[str]) -> list:
     """The GX expectations for a batch; column-level ones only for columns that are present."""
+    import pandas as pd
+
     gx, _ = _gx()
     E = gx.expectations
     present = set(frame.columns)
@@ -321,6 +331,8 @@ def row_count_outcome(
     `counts` are the days under check; `trailing` are earlier days' counts already in the lake.
     GX has no per-day row-count expectation, so this one is plain pandas.
     """
+    import pandas as pd
+
     history = pd.Series({**trailing, **counts}, dtype="float").sort_index()
     outcome = CheckOutcome("row_count", True)
     for day, rows in sorted(counts.items()):

@@ -1,10 +1,16 @@
 """The contracts of flight delay's landing tables: what a raw day file must look like."""
 
-from collections.abc import Callable
+from __future__ import annotations
 
-import pandas as pd
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pipelines.platform.lib.validation import ColumnSpec, RangeRule, TableContract
+
+# pandas is imported inside the functions that use it: the code location imports
+# this module and must load without it (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _clock_minutes(column: str) -> Callable[[pd.DataFrame], pd.Series]:

@@ -1,11 +1,12 @@
 """What the platform calls to turn a flight (a training example or a request) into the keys
 Feast joins on and the features computed from the flight itself."""
 
+from __future__ import annotations
+
 import math
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
-
-import pandas as pd
 
 from pipelines.platform.lib.task import TaskDomain
 from pipelines.tasks.flight_delay.feast_declarations import feature_definitions, served_features
@@ -15,11 +16,18 @@ from pipelines.tasks.flight_delay.live_events import push_landed_events
 from pipelines.tasks.flight_delay.replay import replay_days
 from pipelines.tasks.flight_delay.source import read_table
 
+# pandas is imported inside the functions that use it: the code location imports
+# this module and must load without it (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import pandas as pd
+
 FLIGHT_FIELDS = ("carrier", "flight", "tailnum", "origin", "dest", "sched_dep_ts", "distance")
 
 
 def flights_frame(flights: pd.DataFrame) -> pd.DataFrame:
     """Normalize flights: UTC departure time, text keys, the route."""
+    import pandas as pd
+
     frame = flights.loc[:, list(FLIGHT_FIELDS)].copy()
     frame["sched_dep_ts"] = pd.to_datetime(frame["sched_dep_ts"], utc=True)
     frame["tailnum"] = frame["tailnum"].fillna(UNKNOWN_TAILNUM).astype(str)
@@ -29,6 +37,8 @@ def flights_frame(flights: pd.DataFrame) -> pd.DataFrame:
 
 def entity_keys(flights: pd.DataFrame) -> pd.DataFrame:
     """The join keys of every feature view of the FeatureService."""
+    import pandas as pd
+
     return pd.DataFrame(
         {
             "origin": flights["origin"].astype(str),
@@ -46,7 +56,10 @@ NEW_YORK = ZoneInfo(LOCAL_TZ)
 def request_row(flight: dict) -> tuple[dict, dict]:
     """One flight's `entity_keys` and `request_features` row, without pandas (same values)."""
     when = flight["sched_dep_ts"]
-    when = when if isinstance(when, datetime) else pd.Timestamp(when)
+    if not isinstance(when, datetime):  # text, as a frame would parse it
+        import pandas as pd
+
+        when = pd.Timestamp(when)
     local = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(NEW_YORK)
     tailnum = flight.get("tailnum")
     if tailnum is None or (isinstance(tailnum, float) and math.isnan(tailnum)):
@@ -88,7 +101,7 @@ DOMAIN = TaskDomain(
         "tailnum": None,
         "origin": "EWR",
         "dest": "IAH",
-        "sched_dep_ts": pd.Timestamp("2013-01-01T12:00", tz="UTC"),
+        "sched_dep_ts": datetime(2013, 1, 1, 12, tzinfo=UTC),
         "distance": 1400.0,
     },
 )

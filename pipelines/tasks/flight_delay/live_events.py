@@ -2,20 +2,22 @@
 the operational features are fresh at request time, not only after the nightly materialization.
 The rows are the ones the batch tables hold, computed by the same functions."""
 
-from typing import TYPE_CHECKING
+from __future__ import annotations
 
-import pandas as pd
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.tasks.flight_delay import features as F
 from pipelines.tasks.flight_delay.feast_declarations import PUSH_SOURCES
 
 # Feast (6-9 s of imports, torch included) is loaded by whoever opens the store; this module only
-# receives one, so importing it stays cheap for the code location.
+# receives one, so importing it stays cheap for the code location (pandas too: issue 18).
 if TYPE_CHECKING:
+    import pandas as pd
     from feast import FeatureStore
 
-PUSH_WINDOW = pd.Timedelta(minutes=15)
+PUSH_WINDOW = timedelta(minutes=15)
 
 
 def event_rows(timeline: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -31,13 +33,16 @@ def event_rows(timeline: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def push_in_time_order(
-    store: "FeatureStore",
+    store: FeatureStore,
     rows: dict[str, pd.DataFrame],
     until: pd.Timestamp | None = None,
-    step: pd.Timedelta = PUSH_WINDOW,
+    step: pd.Timedelta | timedelta = PUSH_WINDOW,
 ) -> dict[str, int]:
     """Push every event up to `until`, in windows of `step` in event-time order (a departure
     pushed before the landing that happened earlier would be a lie about the past)."""
+    import pandas as pd
+
+    step = pd.Timedelta(step)
     stamps = [f[F.EVENT_TIMESTAMP] for f in rows.values() if len(f)]
     if not stamps:
         return {name: 0 for name in rows}
@@ -63,6 +68,8 @@ def push_landed_events(store, landing_dir, start, end, until: str | None) -> int
     """`flightline push-events`: each landed day's departures and landings, in time order; the
     last day stops at `until` (local HH:MM) when given."""
     import sys
+
+    import pandas as pd
 
     from pipelines.platform.lib.landing import LandingError, read_landed_day
     from pipelines.tasks.flight_delay.flights import LOCAL_TZ, flight_timeline

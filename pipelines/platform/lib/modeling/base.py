@@ -1,11 +1,16 @@
 """What every model family shares: its training result, and loading a saved classifier."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-import pandas as pd
+# numpy and pandas are imported inside the functions that use them: the code location imports
+# this module and must load without them (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 
 class BinaryClassifier(Protocol):

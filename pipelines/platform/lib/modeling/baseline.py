@@ -1,8 +1,15 @@
 """The naive baselines a first champion must beat: the historical label rate by a few keys, or
 one feature used as the score (on a persistent signal, "the current reading" is hard to beat)."""
 
-import numpy as np
-import pandas as pd
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+# numpy and pandas are imported inside the functions that use them: the code location imports
+# this module and must load without them (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 
 class HistoricalRateBaseline:
@@ -16,7 +23,9 @@ class HistoricalRateBaseline:
         self.prior_weight = prior_weight
         self.features = list(keys)
 
-    def fit(self, frame: pd.DataFrame, y: np.ndarray) -> "HistoricalRateBaseline":
+    def fit(self, frame: pd.DataFrame, y: np.ndarray) -> HistoricalRateBaseline:
+        import numpy as np
+
         data = frame[self.keys].astype(str).assign(_y=np.asarray(y, dtype="float64"))
         self.global_rate = float(data["_y"].mean())
         self.levels: list[pd.Series] = []
@@ -26,6 +35,9 @@ class HistoricalRateBaseline:
         return self
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        import numpy as np
+        import pandas as pd
+
         data = frame[self.keys].astype(str)
         rate = np.full(len(frame), self.global_rate)
         for depth, grouped in enumerate(self.levels, start=1):
@@ -53,10 +65,14 @@ class FeatureScoreBaseline:
         self.features = [feature]
 
     def _x(self, frame: pd.DataFrame) -> np.ndarray:
+        import pandas as pd
+
         x = pd.to_numeric(frame[self.feature], errors="coerce").astype("float64")
         return ((x.fillna(self.median) - self.center) / self.scale).to_numpy()[:, None]
 
-    def fit(self, frame: pd.DataFrame, y: np.ndarray) -> "FeatureScoreBaseline":
+    def fit(self, frame: pd.DataFrame, y: np.ndarray) -> FeatureScoreBaseline:
+        import numpy as np
+        import pandas as pd
         from sklearn.linear_model import LogisticRegression
 
         x = pd.to_numeric(frame[self.feature], errors="coerce").astype("float64")

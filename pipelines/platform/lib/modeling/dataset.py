@@ -1,11 +1,17 @@
 """From a task's training table to model matrices: feature selection, the time split, checks."""
 
-from dataclasses import dataclass
+from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pipelines.platform.lib.task import TaskSpec, TimeSplit
+
+# numpy and pandas are imported inside the functions that use them: the code location imports
+# this module and must load without them (issue 18, tests/platform/test_cold_start.py).
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 
 class TrainingDataError(ValueError):
@@ -38,6 +44,8 @@ class SplitFrames:
 
 def check_training_table(table: pd.DataFrame, spec: TaskSpec) -> None:
     """Refuse a table no model can learn from, naming what is wrong."""
+    import pandas as pd
+
     needed = [*spec.features, spec.label_column, spec.timestamp_column]
     missing = [c for c in needed if c not in table.columns]
     if missing:
@@ -64,6 +72,9 @@ def check_training_table(table: pd.DataFrame, spec: TaskSpec) -> None:
 
 def time_split(table: pd.DataFrame, spec: TaskSpec, split: TimeSplit | None = None) -> SplitFrames:
     """Cut by calendar day of the timestamp: train < valid < holdout, most recent last."""
+    import numpy as np
+    import pandas as pd
+
     split = split or spec.split
     check_training_table(table, spec)
     ts = pd.to_datetime(table[spec.timestamp_column], utc=True)
@@ -109,6 +120,8 @@ def check_holdout(holdout: pd.DataFrame, spec: TaskSpec, min_rows: int, min_posi
 
 def feature_frame(table: pd.DataFrame, spec: TaskSpec) -> pd.DataFrame:
     """The model input: categoricals as text, numerics as float64, in the spec's order."""
+    import pandas as pd
+
     missing = [c for c in spec.features if c not in table.columns]
     if missing:
         raise TrainingDataError(f"task {spec.name}: input lacks features {missing}")
@@ -132,5 +145,7 @@ def labels(table: pd.DataFrame, spec: TaskSpec) -> np.ndarray:
 
 def permuted_labels(table: pd.DataFrame, spec: TaskSpec, seed: int) -> pd.DataFrame:
     """A null-model control: same rows, labels shuffled. Such a model must never pass the gate."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     return table.assign(**{spec.label_column: rng.permutation(table[spec.label_column].to_numpy())})
