@@ -57,11 +57,6 @@ WRAPPERS = {
 DATA_LIBRARIES = cold_start.DATA
 # The online path: imported by the service (numpy on every request), never by the code location.
 SERVING_SIDE = ("pipelines.platform.lib.online", "pipelines.platform.lib.predictor")
-# Tasks that still import pandas when their definition loads, and why they are let be.
-NOT_YET_CONFORMING = {
-    "foot_traffic": "its domain, features and source import pandas at module level; "
-    "it is being replaced by wind_power, which follows the rule",
-}
 
 _PROBE = """
 import json, sys
@@ -215,14 +210,7 @@ def _definitions_of(package: str) -> list[str]:
     return names
 
 
-def _conformance(package: str):
-    reason = NOT_YET_CONFORMING.get(package)
-    return pytest.param(
-        package, marks=pytest.mark.xfail(strict=True, reason=reason) if reason else ()
-    )
-
-
-@pytest.mark.parametrize("package", [_conformance(p) for p in _task_packages()])
+@pytest.mark.parametrize("package", _task_packages())
 def test_loading_a_task_imports_no_data_library(package):
     """Every task package: what loading its definition imports (the modules defs.yaml names for
     domain, contracts and feature functions, and everything they import at module level) must
@@ -240,11 +228,6 @@ def test_loading_a_task_imports_no_data_library(package):
     assert not found, f"{package}: {_culprits(found)}"
 
 
-@pytest.mark.xfail(
-    any((DEFS_ROOT / task).is_dir() for task in NOT_YET_CONFORMING),
-    strict=True,
-    reason="a task that still imports pandas is defined: " + ", ".join(NOT_YET_CONFORMING),
-)
 def test_loading_the_code_location_imports_no_data_library():
     found = _data_libraries_after("import pipelines.definitions as m\nm.defs()")
     assert not found, _culprits(found)

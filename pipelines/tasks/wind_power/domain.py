@@ -1,7 +1,9 @@
 """What the platform calls to turn a turbine at an instant (a training example or a request) into
 the keys Feast joins on and the features computed from the request itself."""
 
-import pandas as pd
+from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from pipelines.platform.lib.task import TaskDomain
 from pipelines.tasks.wind_power.feast_declarations import feature_definitions, served_features
@@ -17,6 +19,6 @@ DOMAIN = TaskDomain(
     replay=replay_days,
     warm_up_request={
         "turbine": "R80711",
-        "predicted_at": pd.Timestamp("2014-10-15T12:00", tz="UTC"),
+        "predicted_at": datetime(2014, 10, 15, 12, tzinfo=UTC),
     },
 )

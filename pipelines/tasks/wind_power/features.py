@@ -24,17 +24,21 @@ next day's partition window. A missing reading is missing (NaN), never filled: a
 needs four of its six readings.
 """
 
-import numpy as np
-import pandas as pd
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.tasks.wind_power.source import INTERVAL, LOCAL_TZ, RATED_KW, TURBINES
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 HOUR = 6  # 10-minute intervals in an hour
-LEAD = pd.Timedelta(hours=1)  # the target hour starts this long after t
-RAMP_KW = (
-    0.10 * RATED_KW
-)  # the label: the target hour's mean is at least this above the last hour's
+LEAD = timedelta(hours=1)  # the target hour starts this long after t
+# The label: the target hour's mean output is at least this above the last hour's.
+RAMP_KW = 0.10 * RATED_KW
 FEATURE_COLUMNS = (
     "power_kw",
     "power_mean_1h",
@@ -70,6 +74,9 @@ def _hourly(wide: pd.DataFrame, hours: int = 1):
 
 def _grid(raw: pd.DataFrame) -> tuple[pd.DatetimeIndex, dict[str, pd.DataFrame]]:
     """Every feature of every interval s (the row a prediction at s + 10 min reads)."""
+    import numpy as np
+    import pandas as pd
+
     raw = raw.assign(_at=pd.to_datetime(raw["Date_time"], utc=True))
     index = pd.date_range(raw["_at"].min(), raw["_at"].max(), freq=INTERVAL)
     power, wind, direction = (_wide(raw, c, index) for c in ("P_avg", "Ws_avg", "Wa_avg"))
@@ -106,6 +113,8 @@ def scada_features(raw: pd.DataFrame, partition_keys: list[str]) -> pd.DataFrame
     """Each reading of the run's days with its last hours, stamped when its interval ended. The
     raw window brings the day before, so that three-hour means exist from the run's first
     interval."""
+    import pandas as pd
+
     _, grid = _grid(raw)
     rows = pd.MultiIndex.from_arrays(
         [raw["Wind_turbine_name"].astype(str), pd.to_datetime(raw["Date_time"], utc=True)]
@@ -129,6 +138,8 @@ def examples(raw: pd.DataFrame, partition_keys: list[str]) -> pd.DataFrame:
     t, labelled by whether the mean output of [t + 1 h, t + 2 h) is RAMP_KW above that of
     [t - 1 h, t) (known at t + 2 h, when the target hour's last reading lands: that reading's day
     is the example's partition). Either hour short of four readings: no label."""
+    import pandas as pd
+
     _, grid = _grid(raw)
     last_hour = grid["power_mean_1h"]
     target_hour = last_hour.shift(-2 * HOUR)  # the hour ending t + 2 h, seen from s = t - 10 min
@@ -158,6 +169,8 @@ def examples(raw: pd.DataFrame, partition_keys: list[str]) -> pd.DataFrame:
 
 def request_frame(rows: pd.DataFrame) -> pd.DataFrame:
     """Requests or examples -> turbine and the prediction time (UTC)."""
+    import pandas as pd
+
     frame = rows.loc[:, ["turbine", "predicted_at"]].copy()
     frame["turbine"] = frame["turbine"].astype(str)
     frame["predicted_at"] = pd.to_datetime(frame["predicted_at"], utc=True)
@@ -165,11 +178,15 @@ def request_frame(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def entity_keys(rows: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame({"turbine": rows["turbine"].astype(str)}).reset_index(drop=True)
 
 
 def request_features(rows: pd.DataFrame) -> pd.DataFrame:
     """The local hour of the target hour (the wind's daily cycle), known at any time before it."""
+    import pandas as pd
+
     target = (rows["predicted_at"] + LEAD).dt.tz_convert(LOCAL_TZ)
     return pd.DataFrame(
         {"turbine": rows["turbine"].astype(str), "target_hour": target.dt.hour.astype("int64")}

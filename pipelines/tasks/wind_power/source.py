@@ -11,16 +11,22 @@ those days fail the uniqueness check and are blocked; on the autumn days an hour
 of readings are empty; the thermometer writes -273.2 (0 K) when it fails (2014-06-08/09).
 """
 
+from __future__ import annotations
+
 import zipfile
+from datetime import timedelta
 from functools import cache
 from importlib import metadata
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 LOCAL_TZ = "Europe/Paris"
 TURBINES = ("R80711", "R80721", "R80736", "R80790")
 RATED_KW = 2050.0  # every turbine's rating (the wheel's la-haute-borne_asset_table.csv)
-INTERVAL = pd.Timedelta(minutes=10)
+INTERVAL = timedelta(minutes=10)
 # The export's own columns: average pitch angle (deg), active power (kW), wind speed (m/s), vane
 # position (deg, relative to the nacelle), outdoor temperature (C), nacelle angle and absolute wind
 # direction (deg).
@@ -47,6 +53,8 @@ def data_zip() -> str:
 @cache
 def read_scada() -> pd.DataFrame:
     """Every reading as the landing files carry it, ordered by time then turbine."""
+    import pandas as pd
+
     with zipfile.ZipFile(data_zip()) as archive, archive.open(SCADA_FILE) as csv:
         frame = pd.read_csv(csv, dtype={"Wind_turbine_name": str, "Date_time": str})
     frame = frame.loc[:, list(COLUMNS)]
@@ -56,4 +64,6 @@ def read_scada() -> pd.DataFrame:
 
 def day_key(date_time: pd.Series) -> pd.Series:
     """The partition a reading belongs to: the Paris day its 10 minutes start in."""
+    import pandas as pd
+
     return pd.to_datetime(date_time, utc=True).dt.tz_convert(LOCAL_TZ).dt.strftime("%Y-%m-%d")
