@@ -12,6 +12,9 @@ on loopback. For one online store (SQLite, or Redis with the same features), in 
   `feast serve`) for the same FeatureService and entities, each at `--rate`;
 - maximum throughput: closed loop, `--connections` requests always in flight;
 - the floor: the same lookup and lookup + predict called in-process;
+- the HTTP floor: a bare ASGI app on the same server stack (uvicorn, uvloop, httptools, 1 worker)
+  that reads and parses each `/predict` body and answers a small JSON, under the same load: what
+  any Python HTTP service pays here before it does any work;
 - the prediction log afterwards: every answered row logged exactly once.
 
     make run && python benchmarks/serving_load.py                   # 200 req/s, 10 s, SQLite
@@ -264,6 +267,38 @@ def serve_feast() -> tuple[subprocess.Popen, int]:
     return process, port
 
 
+HTTP_FLOOR_SERVER = """
+import json, sys
+import uvicorn
+
+async def app(scope, receive, send):
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body, more = body + message.get("body", b""), message.get("more_body", False)
+    payload = json.dumps({"fields": len(json.loads(body or b"{}"))}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools",
+            lifespan="off", access_log=False, log_level="warning")
+"""
+
+
+def serve_http_floor() -> tuple[subprocess.Popen, int]:
+    """The HTTP floor: BentoML's server stack with nothing of ours on it."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", HTTP_FLOOR_SERVER, str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_ready(f"http://127.0.0.1:{port}", process, "/")
+    return process, port
+
+
 def feast_body(row: dict, service: str) -> bytes:
     """Feast's request for the same flight: the FeatureService and the task's entity keys."""
     from pipelines.platform.components.task import load_task
@@ -361,6 +396,12 @@ def measure(args, model_tag: str, flights: Flights) -> dict:
         )
     finally:
         _stop(process)
+    process, port = serve_http_floor()
+    try:
+        asyncio.run(open_loop(port, "/predict", bodies(200), 100))
+        result["http_floor"] = timed_run(process, open_loop(port, "/predict", bodies(n), args.rate))
+    finally:
+        _stop(process)
     result["floor"] = floor(flights, args.floor_rounds)
     return result
 
@@ -406,6 +447,7 @@ def report(name: str, m: dict, args) -> None:
     print(line("batch of 100", m["batch"], args.batch_rate))
     print(line("lookup ours", m["lookup"], args.rate))
     print(line("lookup feast", m["feast"], args.rate))
+    print(line("HTTP floor", m["http_floor"], args.rate))
     mx, f = m["max"], m["floor"]
     print(
         f"  {name:<7}max throughput {mx['req_per_s']:.1f} req/s (closed loop, {args.connections} "
@@ -420,6 +462,14 @@ def report(name: str, m: dict, args) -> None:
         f"  p99 {m['lookup']['p99_ms'] / m['feast']['p99_ms']:.2f}  server CPU per request "
         f"{m['lookup']['cpu_ms_per_req'] / m['feast']['cpu_ms_per_req']:.2f} (target < 1); "
         f"predict HTTP/floor p50 {m['single']['p50_ms'] / f['predict_p50_ms']:.2f} (target <= 2)"
+    )
+    # What is ours: the single-row p50 above a bare HTTP round trip, against the in-process work.
+    ours = m["single"]["p50_ms"] - m["http_floor"]["p50_ms"]
+    print(
+        f"  {name:<7}HTTP floor p50 {m['http_floor']['p50_ms']:.2f} ms; predict above it "
+        f"{ours:.2f} ms p50 = {ours / f['predict_p50_ms']:.2f}x the in-process lookup + predict; "
+        f"predict / (HTTP floor + in-process floor) p50 "
+        f"{m['single']['p50_ms'] / (m['http_floor']['p50_ms'] + f['predict_p50_ms']):.2f}"
     )
     print(
         f"  {name:<7}prediction log: answered {m['answered']} rows, logged {m['logged']}, "

@@ -152,12 +152,13 @@ def test_serving_load_holds_a_rate_and_compares_with_feasts_server(built):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
-    for label in ("single row", "batch of 100", "lookup ours", "lookup feast"):
+    for label in ("single row", "batch of 100", "lookup ours", "lookup feast", "HTTP floor"):
         line = re.search(rf"sqlite {label}\s+20|sqlite {label}\s+2", out)
         assert line, out
     figures = re.findall(r"p50\s+([\d.]+) ms\s+p99\s+([\d.]+) ms", out)
     assert len(figures) >= 4 and all(float(p99) >= float(p50) > 0 for p50, p99 in figures), out
     assert re.findall(r"non-2xx (\d+)", out) and set(re.findall(r"non-2xx (\d+)", out)) == {"0"}
+    assert re.search(r"HTTP floor p50 [\d.]+ ms; predict above it -?[\d.]+ ms", out), out
     ratio = re.search(r"ratio lookup ours/feast p50 ([\d.]+)", out)
     assert ratio and float(ratio.group(1)) > 0, out
     logged = re.search(r"answered (\d+) rows, logged (\d+), distinct (\d+)", out)

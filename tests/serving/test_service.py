@@ -89,6 +89,36 @@ def test_predicts_one_flight_with_model_version_and_feature_ages(client, package
     assert body["feature_age_seconds"]["weather_hourly"] is None
 
 
+def test_the_door_answers_exactly_what_bentoml_would(client):
+    """The prediction routes are answered at the door from the body it validated; with the door's
+    answers taken away, BentoML's own routing answers the same requests with the same JSON."""
+    from serving import service
+
+    answers = service.DOOR_ANSWERS  # the guard holds this very table
+    assert set(answers) == {"/predict", "/predict_batch", "/features"}
+    calls = [
+        ("/predict", {"flight": FLIGHT}),
+        ("/predict_batch", {"flights": [FLIGHT, {**FLIGHT, "tailnum": "NOPE1"}]}),
+        ("/features", {"flight": FLIGHT}),
+    ]
+    saved, answered_at_door = dict(answers), []
+    for route, answer in saved.items():
+        answers[route] = lambda body, a=answer, r=route: (answered_at_door.append(r), a(body))[1]
+    try:
+        at_the_door = [client.post(path, json=body) for path, body in calls]
+        assert answered_at_door == [path for path, _ in calls]
+        answers.clear()
+        by_bentoml = [client.post(path, json=body) for path, body in calls]
+        assert len(answered_at_door) == len(calls)  # none of these at the door
+    finally:
+        answers.clear()
+        answers.update(saved)
+    for door, framework in zip(at_the_door, by_bentoml, strict=True):
+        assert door.status_code == framework.status_code == 200, framework.text
+        assert door.headers["content-type"] == framework.headers["content-type"]
+        assert door.json() == framework.json()
+
+
 def test_batch_and_unknown_tailnum(client):
     flights = [FLIGHT, {**FLIGHT, "tailnum": "NOPE1"}, {**FLIGHT, "tailnum": None}]
     reply = client.post("/predict_batch", json={"flights": flights})
