@@ -280,18 +280,20 @@ store.serve("127.0.0.1", int(sys.argv[1]), workers=1, max_requests=0, no_access_
 """
 
 
-def serve_feast() -> tuple[subprocess.Popen, int]:
+def serve_script(script: str, ready_path: str) -> tuple[subprocess.Popen, int]:
+    """A server written as a Python script that takes its port as its argument, once ready."""
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-c", FEAST_SERVER, str(port)],
+        [sys.executable, "-c", script, str(port)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    _wait_ready(f"http://127.0.0.1:{port}", process, "/health")
+    _wait_ready(f"http://127.0.0.1:{port}", process, ready_path)
     return process, port
 
 
+# The HTTP floor: BentoML's server stack with nothing of ours on it.
 HTTP_FLOOR_SERVER = """
 import json, sys
 import uvicorn
@@ -309,19 +311,6 @@ async def app(scope, receive, send):
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools",
             lifespan="off", access_log=False, log_level="warning")
 """
-
-
-def serve_http_floor() -> tuple[subprocess.Popen, int]:
-    """The HTTP floor: BentoML's server stack with nothing of ours on it."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", HTTP_FLOOR_SERVER, str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _wait_ready(f"http://127.0.0.1:{port}", process, "/")
-    return process, port
 
 
 def feast_body(row: dict, service: str) -> bytes:
@@ -412,7 +401,7 @@ def measure(args, model_tag: str, flights: Flights) -> dict:
     result["answered"] = sum(result[k]["answered_rows"] for k in ("warm", "single", "batch", "max"))
     result["logged"], result["distinct"] = logged_rows(log_root, before)
 
-    process, port = serve_feast()
+    process, port = serve_script(FEAST_SERVER, "/health")
     try:
         feast_bodies = [feast_body(flights.row(), service) for _ in range(n + 200)]
         asyncio.run(open_loop(port, "/get-online-features", feast_bodies[:200], 100))
@@ -421,7 +410,7 @@ def measure(args, model_tag: str, flights: Flights) -> dict:
         )
     finally:
         _stop(process)
-    process, port = serve_http_floor()
+    process, port = serve_script(HTTP_FLOOR_SERVER, "/")
     try:
         asyncio.run(open_loop(port, "/predict", bodies(200), 100))
         result["http_floor"] = timed_run(process, open_loop(port, "/predict", bodies(n), args.rate))

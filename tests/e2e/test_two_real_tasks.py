@@ -14,8 +14,6 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 import pytest
 from starlette.testclient import TestClient
 
@@ -26,6 +24,10 @@ from pipelines.platform.lib.lake import Lake
 from pipelines.platform.resources import LakeResource, RetrainPolicy
 from pipelines.platform.resources_config import embedded_resources
 from pipelines.tasks.wind_power.source import read_scada
+from tests.tasks.wind_power.readings import (
+    assert_rows_carry_the_last_complete_reading,
+    scada_readings,
+)
 
 WIND, FLIGHTS = "wind_power", "flight_delay"
 START, END = date(2014, 7, 30), date(2014, 10, 15)  # the definition's run window
@@ -132,20 +134,9 @@ def test_no_training_row_carries_a_reading_stamped_after_its_prediction_time(tog
     table = f"{WIND}/training_set"
     training = lake.read_partitions(table, lake.partitions(table))
     assert len(training) > 20_000
-    scada = read_scada().assign(at=lambda f: pd.to_datetime(f["Date_time"], utc=True))
-    power = scada.drop_duplicates(["Wind_turbine_name", "at"])
-    power = power.set_index(["Wind_turbine_name", "at"])["P_avg"].astype("float64")
-    t = pd.to_datetime(training["predicted_at"], utc=True)
-    ten = pd.Timedelta(minutes=10)
-    known = power.reindex(pd.MultiIndex.from_arrays([training["turbine"], t - ten])).to_numpy()
-    later = power.reindex(pd.MultiIndex.from_arrays([training["turbine"], t])).to_numpy()
-    seen = training["power_kw"].to_numpy()
-    # Where the turbine reported nothing in [t - 10 min, t), Feast serves an older reading (within
-    # the view's TTL): stale, never later.
-    has = ~np.isnan(seen) & ~np.isnan(known)
-    assert has.mean() > 0.95
-    np.testing.assert_array_equal(seen[has], known[has])
-    assert (later[has] != known[has]).mean() > 0.9  # the two differ, so the equality is evidence
+    assert_rows_carry_the_last_complete_reading(
+        training, training["predicted_at"], scada_readings(read_scada())
+    )
     assert (training["event_timestamp"] == training["predicted_at"]).all()
 
 

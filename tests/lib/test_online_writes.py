@@ -4,13 +4,12 @@ import pandas as pd
 from feast.data_source import PushMode
 
 from pipelines.platform.components.task import load_task
-from pipelines.platform.lib.feature_store import FeastLocation, apply_definitions, open_store
 from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
-from pipelines.platform.lib.settings import PROJECT_ROOT
 from pipelines.tasks.flight_delay import features as F
 from pipelines.tasks.flight_delay.feast_declarations import PUSH_SOURCES
 from pipelines.tasks.flight_delay.flights import flight_timeline
 from tests.conftest import source_day
+from tests.feast_scratch import task_store
 
 TASK = load_task("flight_delay")
 
@@ -41,16 +40,7 @@ def test_an_older_push_does_not_overwrite_a_newer_value(tmp_path):
     lake.write_partitions(
         TASK.table("aircraft_last_arrival"), F.aircraft_last_arrival(TIMELINE), [DAY]
     )
-    store = open_store(
-        FeastLocation(
-            "writes",
-            str(tmp_path / "registry.db"),
-            str(tmp_path / "online.db"),
-            lake.root,
-            str(PROJECT_ROOT / "feature_repo"),
-        )
-    )
-    apply_definitions(store, TASK.feast_objects(lake.root), TASK.name)
+    store = task_store(tmp_path, lake, TASK, "writes")
     source = PUSH_SOURCES["aircraft_last_arrival"]
 
     def push(*rows):

@@ -13,15 +13,11 @@ from pipelines.platform.components.task import load_task
 from pipelines.platform.components.training import prediction_entities
 from pipelines.platform.lib.feature_store import (
     EARLIEST,
-    FeastLocation,
-    apply_definitions,
     historical_features,
     materialize_up_to,
-    open_store,
 )
 from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
 from pipelines.platform.lib.online import online_vector, stamped_after
-from pipelines.platform.lib.settings import PROJECT_ROOT
 from pipelines.platform.lib.skew import feature_skew
 from pipelines.tasks.flight_delay import features as F
 from pipelines.tasks.flight_delay.flights import (
@@ -30,6 +26,7 @@ from pipelines.tasks.flight_delay.flights import (
     local_to_utc,
 )
 from pipelines.tasks.flight_delay.source import day_key, read_table
+from tests.feast_scratch import task_store
 
 DAYS = ["2013-01-10", "2013-01-11", "2013-01-12"]
 T = pd.Timestamp("2013-01-11 15:20", tz="America/New_York").tz_convert("UTC")
@@ -160,17 +157,7 @@ def _store(tmp_path, name: str, tables: dict[str, pd.DataFrame]):
             lake.write(TASK.table(table), frame)
         else:
             lake.write_partitions(TASK.table(table), frame, DAYS)
-    store = open_store(
-        FeastLocation(
-            "perturbation",
-            str(tmp_path / name / "registry.db"),
-            str(tmp_path / name / "online.db"),
-            lake.root,
-            str(PROJECT_ROOT / "feature_repo"),
-        )
-    )
-    apply_definitions(store, TASK.feast_objects(lake.root), TASK.name)
-    return store
+    return task_store(tmp_path / name, lake, TASK, "perturbation")
 
 
 def _predicted_before_t(timeline: pd.DataFrame) -> pd.DataFrame:

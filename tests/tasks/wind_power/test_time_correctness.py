@@ -12,19 +12,20 @@ from pipelines.platform.components.task import load_task
 from pipelines.platform.components.training import prediction_entities
 from pipelines.platform.lib import validation
 from pipelines.platform.lib.feature_store import (
-    FeastLocation,
-    apply_definitions,
     historical_features,
-    open_store,
 )
 from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
 from pipelines.platform.lib.landing import read_landed_day
-from pipelines.platform.lib.settings import PROJECT_ROOT
 from pipelines.tasks.wind_power import features as F
 from pipelines.tasks.wind_power.contracts import SCADA
 from pipelines.tasks.wind_power.replay import replay_days
 from pipelines.tasks.wind_power.schemas import TurbineNow
 from pipelines.tasks.wind_power.source import TURBINES, day_key, read_scada
+from tests.feast_scratch import task_store
+from tests.tasks.wind_power.readings import (
+    assert_rows_carry_the_last_complete_reading,
+    scada_readings,
+)
 
 TASK = load_task("wind_power")
 T = pd.Timestamp("2014-09-10T10:00", tz="UTC")  # noon in Paris
@@ -36,15 +37,6 @@ def _raw(first: str = "2014-09-01", last: str = "2014-09-11") -> pd.DataFrame:
     day = day_key(frame["Date_time"])
     frame = frame[(day >= first) & (day <= last)].reset_index(drop=True)
     return frame.assign(**{PARTITION_COLUMN: day_key(frame["Date_time"])})
-
-
-def _readings(raw: pd.DataFrame, column: str = "P_avg") -> pd.Series:
-    """(turbine, interval start) -> the reading."""
-    at = pd.to_datetime(raw["Date_time"], utc=True)
-    return pd.Series(
-        raw[column].astype("float64").to_numpy(),
-        index=pd.MultiIndex.from_arrays([raw["Wind_turbine_name"], at]),
-    )
 
 
 def _later_readings_changed(raw: pd.DataFrame, seed: int = 3) -> pd.DataFrame:
@@ -82,7 +74,7 @@ def test_feature_rows_known_by_t_do_not_depend_on_later_readings(worlds):
 def test_the_label_compares_the_next_hour_but_one_with_the_last_and_is_never_a_feature(worlds):
     """Recomputed the slow way, reading by reading, for a sample of examples."""
     _, examples = worlds["real"]
-    power = _readings(_raw()).sort_index()
+    power = scada_readings(_raw()).sort_index()
     assert 0.03 < examples["label"].mean() < 0.3
     rng = np.random.default_rng(0)
     checked = 0
@@ -106,17 +98,7 @@ def _store(tmp_path, name: str, table: pd.DataFrame):
     lake.write_partitions(
         TASK.table("scada_features"), table, sorted(table[PARTITION_COLUMN].unique())
     )
-    store = open_store(
-        FeastLocation(
-            "wind_power_pit",
-            str(tmp_path / name / "registry.db"),
-            str(tmp_path / name / "online.db"),
-            lake.root,
-            str(PROJECT_ROOT / "feature_repo"),
-        )
-    )
-    apply_definitions(store, TASK.feast_objects(lake.root), TASK.name)
-    return store
+    return task_store(tmp_path / name, lake, TASK, "wind_power_pit")
 
 
 def test_training_rows_see_the_last_complete_interval_and_nothing_later(worlds, tmp_path):
@@ -132,16 +114,9 @@ def test_training_rows_see_the_last_complete_interval_and_nothing_later(worlds, 
     pd.testing.assert_frame_equal(joined["real"], joined["changed"])
 
     rows = joined["real"]
-    power = _readings(_raw())
-    t = pd.to_datetime(rows["event_timestamp"], utc=True)
-    ten = pd.Timedelta(minutes=10)
-    known = power.reindex(pd.MultiIndex.from_arrays([rows["turbine"], t - ten])).to_numpy()
-    later = power.reindex(pd.MultiIndex.from_arrays([rows["turbine"], t])).to_numpy()
-    seen = rows["power_kw"].to_numpy()
-    has = ~np.isnan(known) & ~np.isnan(seen)
-    assert has.mean() > 0.95
-    np.testing.assert_array_equal(seen[has], known[has])
-    assert (later[has] != known[has]).mean() > 0.9  # so the equality above is evidence
+    assert_rows_carry_the_last_complete_reading(
+        rows, rows["event_timestamp"], scada_readings(_raw())
+    )
 
 
 def test_replay_lands_one_file_per_paris_day_and_refuses_days_outside_the_data(tmp_path):
