@@ -1,5 +1,5 @@
 """The production profile against the real servers: PostgreSQL on 127.0.0.1:5432 and Redis on
-127.0.0.1:6379 (`.ci/run` starts them), and an S3 API server process the tests start
+127.0.0.1:6379 (started here when they are down, as `.ci/run` does), and an S3 API server process the tests start
 (tests/s3_server.py). Unreachable servers fail these tests, never skip them.
 
 The session gets its own databases (`flightline_test_<random>`, `_mlflow`, `_feast`) and an empty
@@ -9,6 +9,7 @@ import contextlib
 import os
 import random
 import secrets
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -155,17 +156,33 @@ def wait_for(condition, what: str, seconds: float = 180) -> None:
     raise TimeoutError(f"waited {seconds}s for {what}")
 
 
+def _local(url: str) -> bool:
+    return "@127.0.0.1" in url or "@localhost" in url or "//127.0.0.1" in url
+
+
+def start_local_servers() -> None:
+    """`make test` by itself has what `.ci/run` starts: this machine's PostgreSQL and Redis,
+    started when the tests' URLs point here and find nothing (a remote server is its owner's)."""
+    if _local(PG_SERVER) and not _pg_up() and shutil.which("pg_ctlcluster"):
+        with contextlib.suppress(TimeoutError, OSError, IndexError):
+            start_postgres()
+    if _local(REDIS_SERVER) and not _redis_up() and shutil.which("redis-server"):
+        with contextlib.suppress(TimeoutError, OSError, subprocess.CalledProcessError):
+            start_redis()
+
+
 @contextlib.contextmanager
 def fresh_profile(s3_server):
     """Fresh databases, a Redis index and a bucket on the S3 server; gone afterwards."""
+    start_local_servers()
     try:
         admin_connection().close()
     except psycopg2.Error as exc:
-        pytest.fail(f"PostgreSQL at {PG_SERVER} is not reachable (.ci/run starts it): {exc}")
+        pytest.fail(f"PostgreSQL at {PG_SERVER} is not reachable (nor could it be started): {exc}")
     try:
         redis_db = _free_redis_db(redis.Redis.from_url(REDIS_SERVER))
     except redis.RedisError as exc:
-        pytest.fail(f"Redis at {REDIS_SERVER} is not reachable (.ci/run starts it): {exc}")
+        pytest.fail(f"Redis at {REDIS_SERVER} is not reachable (nor could it be started): {exc}")
     name = f"flightline_test_{secrets.token_hex(4)}"
     bucket = s3_server.create_bucket()
     current = Profile(
