@@ -163,7 +163,9 @@ def _retrain_until(name: str, days: list[str]) -> dict:
     from pipelines.platform.components.automation import retrain_run_config
     from pipelines.platform.components.task import load_task
 
-    return retrain_run_config(load_task(name).spec, days[-1])
+    task = load_task(name)
+    # cut when the last day ends: a label known later (a late landing) is not used yet
+    return retrain_run_config(task.spec, days[-1], task.partition_end(days[-1]).isoformat())
 
 
 def _has_partitions_between(graph, task: str, start: date, end: date) -> bool:

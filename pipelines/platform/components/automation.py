@@ -44,12 +44,12 @@ def retrain_selection(task: Task) -> dg.AssetSelection:
     )
 
 
-def retrain_run_config(spec: TaskSpec, until: str) -> dict:
-    """Models and evaluation read the same days: everything labelled up to `until`."""
+def retrain_run_config(spec: TaskSpec, until: str, cut: str | None = None) -> dict:
+    """Models and evaluation read the same days: everything up to `until` whose label was known
+    at the instant `cut` (the retrain's start), when given."""
+    config = {"until": until} | ({"cut": cut} if cut else {})
     return {
-        "ops": {
-            key.to_python_identifier(): {"config": {"until": until}} for key in model_keys(spec)
-        }
+        "ops": {key.to_python_identifier(): {"config": dict(config)} for key in model_keys(spec)}
     }
 
 
@@ -272,7 +272,9 @@ def _nightly_schedule(task: Task, job) -> dg.ScheduleDefinition:
         yesterday = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
         return dg.RunRequest(
             run_key=f"nightly:{task.name}:{yesterday}",
-            run_config=retrain_run_config(task.spec, yesterday),
+            run_config=retrain_run_config(
+                task.spec, yesterday, context.scheduled_execution_time.isoformat()
+            ),
             tags={
                 RETRAIN_TAG: task.name,
                 **task.tags,

@@ -67,6 +67,25 @@ class TableInput:
     window: int = 0  # also read this many partitions before the run's own (trailing windows)
 
 
+class LiveModel(Strict):
+    """How a feature view's values reach the online store between landings (issue 24):
+    `events`: each row as it becomes known (a push source / event stream); `published`: rows
+    published on a cadence (`every`), stamped on it; `static`: reference values that never change
+    (TTL 0); `none`: no live path (the service reports the view unavailable, never a silent null)."""
+
+    kind: Literal["events", "published", "static", "none"]
+    every: str | None = Field(default=None, description="Refresh cadence of a published view (pandas offset, e.g. 1D, 15min)")
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _cadence(self) -> "LiveModel":
+        if (self.kind == "published") != (self.every is not None):
+            raise ValueError("live.every: required for kind published, and only for it")
+        if self.kind == "none" and not self.note:
+            raise ValueError("live.note: say why the view has no live path")
+        return self
+
+
 class FeatureTableModel(Strict):
     name: str
     function: str = Field(description="module:function computing the table from its inputs")
@@ -76,6 +95,9 @@ class FeatureTableModel(Strict):
     description: str = ""
     entity: str | None = Field(default=None, description="Entity column, for its metadata")
     feast_source: bool = Field(default=True, description="Read by a Feast feature view")
+    live: LiveModel | None = Field(
+        default=None, description="The view's live path (required for a Feast source)"
+    )
 
     def table_inputs(self) -> list[TableInput]:
         return [TableInput(t, self.windows.get(t, 0)) for t in self.inputs]
@@ -86,6 +108,9 @@ class ExamplesModel(Strict):
     id_column: str
     timestamp: str = Field(description="The example's time; the prediction is lead_minutes before")
     label: str
+    # The column holding the instant each label became known: a training set cut at an instant
+    # and live performance use only labels known by then (issue 24).
+    label_known_at: str | None = None
     lead_minutes: int = 0
 
 
@@ -223,6 +248,11 @@ class TaskDefinition(Strict):
                         f"feature_tables.{table.name}.inputs: unknown table {source.table!r} "
                         f"(known so far: {sorted(known)})"
                     )
+            if table.feast_source and table.live is None:
+                raise ValueError(
+                    f"feature_tables.{table.name}.live: every Feast source declares its live "
+                    "path (events, published, static, or none with a note)"
+                )
             known.add(table.name)
         if self.examples.lead_minutes < 0:
             raise ValueError("examples.lead_minutes: must be 0 or more")
@@ -362,6 +392,7 @@ def resolve(definition: TaskDefinition) -> Task:
             entity_keys=(definition.examples.id_column,),
             timestamp_column=definition.examples.timestamp,
             label_column=definition.examples.label,
+            label_known_at_column=definition.examples.label_known_at,
             categorical_features=categorical,
             numeric_features=tuple(c for c in served if c not in categorical)
             + tuple(definition.features.request_numeric),

@@ -78,6 +78,8 @@ class TaskSpec:
     asset_prefix: tuple[str, ...] = ()  # the task's asset-key prefix: tasks never share keys
     # The prediction is made this long before the timestamp (0: at the timestamp itself).
     lead_minutes: int = 0
+    # When each label became known (a column of the examples and the training set), if declared.
+    label_known_at_column: str | None = None
 
     def __post_init__(self) -> None:
         from pipelines.platform.lib.modeling.families import FAMILIES

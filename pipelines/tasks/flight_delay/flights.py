@@ -150,6 +150,8 @@ def flight_timeline(raw: pd.DataFrame) -> pd.DataFrame:
             "dep_known_at": dep_known_at,
             "arr_delay": arr_delay,
             "arr_known_at": arr_known_at,
+            # the label exists when the flight reaches the gate (issue 24: cut by it)
+            "label_known_at": arr_known_at,
             "cancelled": cancelled,
             "diverted": ~cancelled & arr_delay.isna(),
             "label": np.where(
