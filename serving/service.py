@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse
 from pipelines.platform.components.definition import load_reference
 from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.feature_store import location_from_paths, open_store
+from pipelines.platform.lib.live import unavailable_views
 from pipelines.platform.lib.prediction_log import PredictionLogWriter
 from pipelines.platform.lib.predictor import (
     FeatureStoreUnavailable,
@@ -130,6 +131,14 @@ Prediction = create_model(
                 "withheld (served as missing), so the answer is not point-in-time"
             ),
         ),
+        "unavailable_views": (
+            list[str],
+            Field(
+                default=[],
+                description="Views the task declares without a live path: not served online "
+                "(their features are missing), never a silent null",
+            ),
+        ),
     },
 )
 
@@ -232,6 +241,7 @@ class PredictionService:
             score_field=SERVING.score_field,
             flags=SERVING.flags,
             partition_of=TASK.partition_of,
+            unavailable=unavailable_views(TASK),
         )
         if store is not None and self.predictor.check()["ready"]:
             self.predictor.warm_up()

@@ -51,7 +51,10 @@ class WorldRun:
     answers: list[dict]
 
 
-def run_world(task, raw, days, requests, t, folder, step=pd.Timedelta(minutes=10)) -> WorldRun:
+STEP = pd.Timedelta(minutes=10)
+
+
+def run_world(task, raw, days, requests, t, folder, step=STEP) -> WorldRun:
     """Batch tables into a scratch lake (the join's side); an empty online store fed by the live
     path up to each request's prediction time, in steps of at most `step`."""
     spec, domain = task.spec, task.domain

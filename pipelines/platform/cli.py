@@ -331,19 +331,67 @@ def _landing(paths: DataPaths, task) -> Path | str:
 
 
 def _push_events(task, start: date, end: date, until: str | None) -> int:
+    """Feed the online store through the task's live path with every fact known up to `until`
+    (local HH:MM of --end; default: the end of --end): nothing stamped later is written, on any
+    day of the range (issue 24)."""
+    import pandas as pd
+
+    from pipelines.platform.lib.landing import LandingError
+    from pipelines.platform.lib.live import LiveFeed, LivePathError, landed_reader
     from pipelines.platform.resources_config import embedded_resources
 
-    if task.domain.push_events is None:
-        print(f"task {task.name} has no live events to push", file=sys.stderr)
+    zone = task.definition.partitions.timezone
+    begin = pd.Timestamp(start.isoformat(), tz=zone)
+    stop = (
+        pd.Timestamp(f"{end.isoformat()}T{until}", tz=zone)
+        if until
+        else pd.Timestamp((end + timedelta(days=1)).isoformat(), tz=zone)
+    )
+    if stop < begin:
+        print(f"--until {until} is before --start {start}", file=sys.stderr)
         return 2
     store = embedded_resources()["feast"].store()
-    return task.domain.push_events(store, _landing(DataPaths.from_env(), task), start, end, until)
+    feed = LiveFeed(task, store, landed_reader(_landing(DataPaths.from_env(), task)))
+    try:
+        feed.advance_to(begin)
+        feed.advance_to(stop)
+    except (LandingError, LivePathError) as exc:
+        print(f"flightline: {exc}", file=sys.stderr)
+        return 1
+    written = ", ".join(f"{n:,} {view}" for view, n in sorted(feed.written.items()))
+    print(f"{task.name}: fed up to {stop.tz_convert('UTC')}: {written or 'nothing'}")
+    return 0
 
 
 def _replay(task, paths: DataPaths, start: date, end: date) -> list:
     if task.domain.replay is None:
         raise ValueError(f"task {task.name} has no replay: land its files by other means")
     return task.domain.replay(_landing(paths, task), start, end)
+
+
+def unlanded_days(task, landing_dir, start: date, end: date) -> list[date]:
+    """Days of [start, end] lacking a landed file of some landing table (a landed file, perhaps
+    a corrected one, is never replayed over)."""
+    from pipelines.platform.lib.landing import LandingError, find_day_file
+
+    missing, day = [], start
+    while day <= end:
+        for table in task.definition.landing_tables:
+            try:
+                find_day_file(landing_dir, table.name, day.isoformat())
+            except LandingError:
+                missing.append(day)
+                break
+        day += timedelta(days=1)
+    return missing
+
+
+def _replay_missing(task, paths: DataPaths, start: date, end: date) -> list:
+    """`flightline run`'s replay: only the days that have no landed file yet."""
+    landed = []
+    for day in unlanded_days(task, _landing(paths, task), start, end):
+        landed += _replay(task, paths, day, day)
+    return landed
 
 
 def _paced_replay(task, paths: DataPaths, start: date, end: date, pace: float) -> int:
@@ -450,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("tasks", help="list the tasks of the code location")
     for name, help_text in (
         ("replay", "drop a task's files of a range of days into its landing folder"),
-        ("run", "replay, then materialize the task's graph over the range"),
+        ("run", "replay the days not landed yet, then materialize the task's graph over the range"),
     ):
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--task", default=DEFAULT_TASK)
@@ -464,6 +512,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the window's last days come after the champion (trained on the days before): "
         "served and monitored one day at a time; 0: every day trains",
     )
+    sub.choices["run"].add_argument(
+        "--no-replay",
+        action="store_true",
+        help="materialize what has landed; replay nothing (by default only days without a "
+        "landed file are replayed: a corrected file is never overwritten)",
+    )
     sub.choices["replay"].add_argument(
         "--pace",
         type=float,
@@ -472,7 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     push = sub.add_parser(
         "push-events",
-        help="push the departures and landings of landed days into the online store, in time order",
+        help="feed the online store through each view's live path with every fact of the landed "
+        "days known up to --until",
     )
     push.add_argument("--start", type=_parse_day, default=_parse_day(DEFAULT_START))
     push.add_argument("--end", type=_parse_day, default=_parse_day(DEFAULT_END))
@@ -523,7 +578,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "replay" and args.pace > 0:
             return _paced_replay(task, paths, args.start, args.end, args.pace)
-        landed = _replay(task, paths, args.start, args.end)
+        if args.command == "replay":
+            landed = _replay(task, paths, args.start, args.end)
+        elif args.no_replay:
+            landed = []
+        else:
+            landed = _replay_missing(task, paths, args.start, args.end)
     except ValueError as exc:
         parser.error(str(exc))
     progress.line(

@@ -74,7 +74,10 @@ class LiveModel(Strict):
     (TTL 0); `none`: no live path (the service reports the view unavailable, never a silent null)."""
 
     kind: Literal["events", "published", "static", "none"]
-    every: str | None = Field(default=None, description="Refresh cadence of a published view (pandas offset, e.g. 1D, 15min)")
+    every: str | None = Field(
+        default=None,
+        description="Refresh cadence of a published view (pandas offset, e.g. 1D, 15min)",
+    )
     note: str = ""
 
     @model_validator(mode="after")

@@ -148,9 +148,6 @@ class TaskDomain:
     # (landing_dir, start day, end day) -> landed files: drops the source's files for those days
     # into the task's landing folder, as if they had just arrived (`make replay TASK=...`).
     replay: Callable[..., list] | None = None
-    # (feature store, landing_dir, start day, end day, until "HH:MM" or None) -> exit code:
-    # pushes landed events into the online store in time order (`flightline push-events`).
-    push_events: Callable[..., int] | None = None
     warm_up_request: dict = field(default_factory=dict)  # one valid request (service warm-up)
     # Optional, for speed: one raw row (a dict) -> (its entity keys, its request features), the
     # values request_frame + entity_keys + request_features give for that row, without pandas

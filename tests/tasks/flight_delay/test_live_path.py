@@ -26,7 +26,9 @@ def test_live_vectors_at_or_before_t_equal_the_join_and_ignore_later_facts(tmp_p
     timeline = flight_timeline(flights)
     at = SPEC.prediction_time(timeline["sched_dep_ts"])
     window = timeline[(at <= T) & (at > T - pd.Timedelta(hours=3))]
-    requests = window[["carrier", "flight", "tailnum", "origin", "dest", "sched_dep_ts", "distance"]]
+    requests = window[
+        ["carrier", "flight", "tailnum", "origin", "dest", "sched_dep_ts", "distance"]
+    ]
     requests = requests.assign(flight=requests["flight"].astype("int64"))
     assert len(requests) > 50
     runs = {

@@ -1,0 +1,123 @@
+"""The live path's platform pieces (issue 24): declarations, the honest-TTL rule, the feed's
+clock, views without a live path reported unavailable, `withheld_views` from the store's clock
+alone, labels cut at an instant, and `flightline run` never replaying over a landed file."""
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.platform.components.definition import TaskDefinition
+from pipelines.platform.components.task import load_task
+from pipelines.platform.lib.labels import known_by
+from pipelines.platform.lib.lake import PARTITION_COLUMN
+from pipelines.platform.lib.live import (
+    LiveFeed,
+    LivePathError,
+    ViewLivePath,
+    _check_honest,
+)
+from pipelines.platform.lib.predictor import ModelInfo, Predictor
+from tests.live_world import ScoreModel, dict_reader
+
+WIND = load_task("wind_power")
+
+
+def test_a_feast_table_without_a_live_path_is_refused():
+    attributes = WIND.definition.model_dump()
+    attributes["feature_tables"][0]["live"] = None
+    with pytest.raises(ValueError, match=r"scada_features\.live"):
+        TaskDefinition.model_validate(attributes)
+    attributes["feature_tables"][0]["live"] = {"kind": "none"}
+    with pytest.raises(ValueError, match="say why"):
+        TaskDefinition.model_validate(attributes)
+    attributes["feature_tables"][0]["live"] = {"kind": "published"}
+    with pytest.raises(ValueError, match=r"live\.every"):
+        TaskDefinition.model_validate(attributes)
+
+
+def test_a_ttl_shorter_than_the_refresh_cadence_is_not_honest():
+    _check_honest("t", ViewLivePath("v", "t", "published", "15min", 3600.0))
+    with pytest.raises(LivePathError, match="not honest"):
+        _check_honest("t", ViewLivePath("v", "t", "published", "1D", 3600.0))
+    with pytest.raises(LivePathError, match="TTL 0"):
+        _check_honest("t", ViewLivePath("v", "t", "static", None, 60.0))
+
+
+def test_labels_are_used_only_once_known():
+    table = pd.DataFrame(
+        {
+            "label_known_at": pd.to_datetime(
+                ["2013-01-01T06:00Z", "2013-01-02T07:30Z", None], utc=True
+            )
+        }
+    )
+    assert known_by(table, "2013-01-02T07:00Z").tolist() == [True, False, False]
+    assert known_by(table, "2013-01-02T07:30+00:00").tolist() == [True, True, False]
+    assert known_by(pd.DataFrame({"x": [1]}), "2013-01-01").tolist() == [True]
+
+
+@pytest.fixture(scope="module")
+def wind_store(tmp_path_factory):
+    from pipelines.platform.lib.lake import Lake
+    from pipelines.tasks.wind_power.source import day_key, read_scada
+    from tests.feast_scratch import task_store
+
+    frame = read_scada()
+    day = day_key(frame["Date_time"])
+    raw = frame[(day >= "2014-09-09") & (day <= "2014-09-10")].reset_index(drop=True)
+    raw = raw.assign(**{PARTITION_COLUMN: day_key(raw["Date_time"])})
+    folder = tmp_path_factory.mktemp("live")
+    store = task_store(folder, Lake(str(folder / "lake")), WIND, "livelib")
+    return store, dict_reader({"scada": raw})
+
+
+def _predictor(store, **kwargs):
+    return Predictor(
+        WIND.spec,
+        WIND.domain,
+        store,
+        ScoreModel(WIND.spec),
+        ModelInfo("wind_power", "1", "w:1"),
+        **kwargs,
+    )
+
+
+def test_feed_clock_unavailable_views_and_withheld_from_the_clock_alone(wind_store):
+    store, read = wind_store
+    t = pd.Timestamp("2014-09-10T10:00Z")
+    feed = LiveFeed(WIND, store, read)
+    first = feed.advance_to(t - pd.Timedelta(hours=1))
+    assert first["turbine_recent_scada"] > 0
+    assert feed.advance_to(t)["turbine_recent_scada"] == 4 * 6  # 4 turbines, 6 intervals
+    with pytest.raises(LivePathError, match="cannot go back"):
+        feed.advance_to(t - pd.Timedelta(minutes=10))
+
+    at_clock = {"turbine": "R80711", "predicted_at": t}
+    behind = {"turbine": "R80711", "predicted_at": t - pd.Timedelta(minutes=30)}
+    live = _predictor(store, store_clock=feed.clock_seconds)
+    answers = live.predict([at_clock, behind])
+    assert answers[0]["point_in_time"] and answers[0]["withheld_views"] == []
+    # behind the store's clock: named from that fact, not from a later value existing
+    assert answers[1]["withheld_views"] == ["turbine_recent_scada"]
+    assert not answers[1]["point_in_time"]
+    assert "unavailable_views" not in answers[0]
+
+    # a view declared without a live path: never served, always reported
+    dark = _predictor(store, unavailable=("turbine_recent_scada",))
+    looked = dark.lookup([at_clock])[0]
+    assert looked["features"]["power_kw"] is None
+    assert dark.predict([at_clock])[0]["unavailable_views"] == ["turbine_recent_scada"]
+    assert live.lookup([at_clock])[0]["features"]["power_kw"] is not None
+
+
+def test_run_replays_only_days_without_a_landed_file(tmp_path):
+    from pipelines.platform.cli import unlanded_days
+
+    landing = tmp_path / "landing"
+    (landing / "scada").mkdir(parents=True)
+    (landing / "scada" / "2014-09-02.csv").write_text("corrected\n")
+    missing = unlanded_days(WIND, landing, date(2014, 9, 1), date(2014, 9, 3))
+    assert missing == [date(2014, 9, 1), date(2014, 9, 3)]
+    assert np.all(np.diff([d.toordinal() for d in missing]) > 0)
