@@ -121,3 +121,42 @@ def test_run_replays_only_days_without_a_landed_file(tmp_path):
     missing = unlanded_days(WIND, landing, date(2014, 9, 1), date(2014, 9, 3))
     assert missing == [date(2014, 9, 1), date(2014, 9, 3)]
     assert np.all(np.diff([d.toordinal() for d in missing]) > 0)
+
+
+def test_live_performance_scores_only_labels_known_by_its_instant():
+    from pipelines.platform.lib.monitoring import score_live_performance
+
+    rng = np.random.default_rng(0)
+    n = 400
+    frame = pd.DataFrame(
+        {
+            "label": rng.integers(0, 2, n).astype(float),
+            "label_known_at": pd.Timestamp("2013-01-02T04:00Z")
+            + pd.to_timedelta(np.arange(n), unit="min"),
+        }
+    )
+    scores = rng.uniform(size=n)
+    spec = load_task("flight_delay").spec
+    cut = pd.Timestamp("2013-01-02T04:00Z") + pd.Timedelta(minutes=249)
+    result = score_live_performance(spec, frame, scores, 100, cut.isoformat())
+    assert (result.status, result.rows, result.pending) == ("ok", 250, 150)
+    early = score_live_performance(spec, frame, scores, 100, "2013-01-02T04:30Z")
+    assert early.status == "insufficient" and early.pending == 369
+    assert "369 pending" in early.reason
+
+
+def test_a_retrain_cut_at_an_instant_leaves_out_labels_known_later():
+    from pipelines.platform.components.model import SplitConfig
+
+    table = pd.DataFrame(
+        {
+            PARTITION_COLUMN: ["2013-01-01", "2013-01-01", "2013-01-02"],
+            "label_known_at": pd.to_datetime(
+                ["2013-01-01T20:00Z", "2013-01-02T08:00Z", "2013-01-02T20:00Z"], utc=True
+            ),
+        }
+    )
+    # the nightly retrain "until 01-01" at 02:00 New York (07:00Z): the late landing waits
+    cut = SplitConfig(until="2013-01-01", cut="2013-01-02T02:00-05:00").window(table)
+    assert cut["label_known_at"].tolist() == [pd.Timestamp("2013-01-01T20:00Z")]
+    assert len(SplitConfig(until="2013-01-01").window(table)) == 2

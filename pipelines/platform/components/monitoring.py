@@ -48,6 +48,8 @@ class DriftReportConfig(dg.Config):
 
 class LivePerformanceConfig(dg.Config):
     min_labelled_rows: int | None = None  # None: the task's monitoring.live_min_labelled_rows
+    # The instant labels must be known by (ISO; None: the end of each day, when its file lands).
+    as_of: str | None = None
 
 
 NO_REFERENCE = (
@@ -442,13 +444,17 @@ def monitoring_defs(task: Task) -> dg.Definitions:
         for day in days:
             frame = training_set[training_set[PARTITION_COLUMN] == day]
             scores = champion_scores(registry, spec, version, frame)
-            result = score_live_performance(spec, frame, scores, min_labelled_rows)
+            # scored when the day's file lands (its end), or at config.as_of: later labels wait
+            as_of = config.as_of or task.partition_end(day).isoformat()
+            result = score_live_performance(spec, frame, scores, min_labelled_rows, as_of)
             rows.append(
                 {
                     PARTITION_COLUMN: day,
                     "day": day,
                     "status": result.status,
                     "rows": result.rows,
+                    "pending_labels": result.pending,
+                    "scored_as_of": as_of,
                     "champion_version": version,
                     "champion_holdout_roc_auc": described.get("holdout_roc_auc", np.nan),
                     "reason": result.reason,
@@ -469,7 +475,11 @@ def monitoring_defs(task: Task) -> dg.Definitions:
         meta: dict = {"champion_version": f"{spec.registered_model} v{version}"}
         if len(table) == 1:
             row = table.iloc[0]
-            meta |= {"status": row["status"], "labelled_rows": int(row["rows"])}
+            meta |= {
+                "status": row["status"],
+                "labelled_rows": int(row["rows"]),
+                "pending_labels": int(row["pending_labels"]),
+            }
             if row["status"] == "ok":
                 meta |= {k: float(row[k]) for k in ("roc_auc", "pr_auc", "brier", "ece")}
             else:
