@@ -54,11 +54,9 @@ class WorldRun:
 STEP = pd.Timedelta(minutes=10)
 
 
-def run_world(task, raw, days, requests, t, folder, step=STEP) -> WorldRun:
-    """Batch tables into a scratch lake (the join's side); an empty online store fed by the live
-    path up to each request's prediction time, in steps of at most `step`."""
-    spec, domain = task.spec, task.domain
-    read = dict_reader(raw)
+def scratch_store(task, read, days, folder):
+    """A Feast store of the test's own whose offline side holds the batch tables of `days`
+    (what the join reads); its online store starts empty."""
     lake = Lake(str(folder / "lake"))
     partitioned = {f"raw_{t.name}" for t in task.definition.landing_tables}
     for table in task.definition.feature_tables:
@@ -71,7 +69,15 @@ def run_world(task, raw, days, requests, t, folder, step=STEP) -> WorldRun:
             lake.write_partitions(task.table(name), frame, sorted(frame[PARTITION_COLUMN].unique()))
         else:
             lake.write(task.table(name), frame)
-    store = task_store(folder, lake, task, "live")
+    return task_store(folder, lake, task, "live")
+
+
+def run_world(task, raw, days, requests, t, folder, step=STEP) -> WorldRun:
+    """Batch tables into a scratch lake (the join's side); an empty online store fed by the live
+    path up to each request's prediction time, in steps of at most `step`."""
+    spec, domain = task.spec, task.domain
+    read = dict_reader(raw)
+    store = scratch_store(task, read, days, folder)
     feed = LiveFeed(task, store, read)
     predictor = Predictor(
         spec,

@@ -19,7 +19,7 @@ from pipelines.platform.lib.live import (
     _check_honest,
 )
 from pipelines.platform.lib.predictor import ModelInfo, Predictor
-from tests.live_world import ScoreModel, dict_reader
+from tests.live_world import ScoreModel, dict_reader, scratch_store
 
 WIND = load_task("wind_power")
 
@@ -60,17 +60,15 @@ def test_labels_are_used_only_once_known():
 
 @pytest.fixture(scope="module")
 def wind_store(tmp_path_factory):
-    from pipelines.platform.lib.lake import Lake
     from pipelines.tasks.wind_power.source import day_key, read_scada
-    from tests.feast_scratch import task_store
 
     frame = read_scada()
     day = day_key(frame["Date_time"])
     raw = frame[(day >= "2014-09-09") & (day <= "2014-09-10")].reset_index(drop=True)
     raw = raw.assign(**{PARTITION_COLUMN: day_key(raw["Date_time"])})
     folder = tmp_path_factory.mktemp("live")
-    store = task_store(folder, Lake(str(folder / "lake")), WIND, "livelib")
-    return store, dict_reader({"scada": raw})
+    read = dict_reader({"scada": raw})
+    return scratch_store(WIND, read, ["2014-09-10"], folder), read
 
 
 def _predictor(store, **kwargs):
@@ -160,3 +158,32 @@ def test_a_retrain_cut_at_an_instant_leaves_out_labels_known_later():
     cut = SplitConfig(until="2013-01-01", cut="2013-01-02T02:00-05:00").window(table)
     assert cut["label_known_at"].tolist() == [pd.Timestamp("2013-01-01T20:00Z")]
     assert len(SplitConfig(until="2013-01-01").window(table)) == 2
+
+
+def test_the_live_skew_check_finds_nothing_on_the_live_path_and_names_a_skewed_column(
+    wind_store, tmp_path
+):
+    from pipelines.platform.lib.prediction_log import PredictionLogWriter, read_day
+    from pipelines.platform.lib.skew import live_skew
+
+    store, read = wind_store
+    feed = LiveFeed(WIND, store, read)
+    t = pd.Timestamp("2014-09-10T14:00Z")
+    feed.advance_to(t - pd.Timedelta(hours=2))
+    log = PredictionLogWriter(tmp_path / "log")
+    predictor = _predictor(store, log=log, store_clock=feed.clock_seconds)
+    marks = pd.date_range(t - pd.Timedelta(hours=1), t, freq="10min")
+    for at in marks:  # live: each request at its own time
+        feed.advance_to(at)
+        predictor.predict([{"turbine": "R80711", "predicted_at": at.isoformat()}])
+    log.close()
+    day = "2014-09-10"
+    logged, _ = read_day(tmp_path / "log", day)
+    assert len(logged) == len(marks)
+    shares, compared = live_skew(store, WIND.spec, WIND.domain, logged)
+    assert compared == len(marks) and shares == {}
+    # a value that reached the model but not the join (a stale cache, a wrong push) is named
+    skewed = logged.copy()
+    skewed.loc[:2, "features.power_kw"] = skewed.loc[:2, "features.power_kw"] + 100.0
+    shares, _ = live_skew(store, WIND.spec, WIND.domain, skewed)
+    assert shares == {"power_kw": pytest.approx(3 / len(marks))}

@@ -194,6 +194,9 @@ class MonitoringModel(Strict):
 
     drift_min_rows: int = Field(default=200, ge=1)  # fewer: "insufficient", never "no drift"
     live_min_labelled_rows: int = Field(default=100, ge=1)
+    # The live skew check fails when a column differs from the point-in-time join in more than
+    # this share of a day's live requests (0: any difference).
+    live_skew_tolerance: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class ModelFamiliesModel(Strict):
