@@ -337,8 +337,7 @@ def _push_events(task, start: date, end: date, until: str | None) -> int:
     import pandas as pd
 
     from pipelines.platform.lib.landing import LandingError
-    from pipelines.platform.lib.live import LiveFeed, LivePathError, landed_reader
-    from pipelines.platform.resources_config import embedded_resources
+    from pipelines.platform.lib.live import LivePathError, feed_from_env
 
     zone = task.definition.partitions.timezone
     begin = pd.Timestamp(start.isoformat(), tz=zone)
@@ -350,8 +349,7 @@ def _push_events(task, start: date, end: date, until: str | None) -> int:
     if stop < begin:
         print(f"--until {until} is before --start {start}", file=sys.stderr)
         return 2
-    store = embedded_resources()["feast"].store()
-    feed = LiveFeed(task, store, landed_reader(_landing(DataPaths.from_env(), task)))
+    feed = feed_from_env(task)
     try:
         feed.advance_to(begin)
         feed.advance_to(stop)

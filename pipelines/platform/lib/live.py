@@ -252,3 +252,13 @@ class LiveFeed:
     def clock_seconds(self) -> float | None:
         """The feed's clock as epoch seconds (what `withheld_views` compares a request with)."""
         return None if self.clock is None else self.clock.timestamp()
+
+
+def feed_from_env(task: Task) -> LiveFeed:
+    """The task's live feed over this environment's Feast store and landing folder (what
+    `flightline push-events` and the live-operation scenario use)."""
+    from pipelines.platform.lib.settings import DataPaths
+    from pipelines.platform.resources_config import embedded_resources
+
+    store = embedded_resources()["feast"].store()
+    return LiveFeed(task, store, landed_reader(DataPaths.from_env().landing_for(task.name)))
