@@ -368,18 +368,21 @@ def _replay(task, paths: DataPaths, start: date, end: date) -> list:
 
 
 def unlanded_days(task, landing_dir, start: date, end: date) -> list[date]:
-    """Days of [start, end] lacking a landed file of some landing table (a landed file, perhaps
-    a corrected one, is never replayed over)."""
+    """Days of [start, end] with no landed file of any landing table: a landed file, perhaps a
+    corrected one, is never replayed over (a day missing only some files is blocked, as before)."""
     from pipelines.platform.lib.landing import LandingError, find_day_file
+
+    def landed(table: str, day: date) -> bool:
+        try:
+            find_day_file(landing_dir, table, day.isoformat())
+        except LandingError:
+            return False
+        return True
 
     missing, day = [], start
     while day <= end:
-        for table in task.definition.landing_tables:
-            try:
-                find_day_file(landing_dir, table.name, day.isoformat())
-            except LandingError:
-                missing.append(day)
-                break
+        if not any(landed(t.name, day) for t in task.definition.landing_tables):
+            missing.append(day)
         day += timedelta(days=1)
     return missing
 
