@@ -60,7 +60,10 @@ def test_raw_assets_have_blocking_checks_for_every_property():
             )
         }
     specs = [spec for ad in defs().asset_checks for spec in ad.check_specs]
-    assert specs and all(spec.blocking for spec in specs)
+    # The live skew check judges what was served (monitoring): it reports, it does not block.
+    monitoring = [s for s in specs if s.name == "prediction_log_live_skew"]
+    assert len(monitoring) == 2  # one per real task
+    assert specs and all(s.blocking for s in specs if s.name != "prediction_log_live_skew")
 
 
 def test_daily_partitions_cover_2013_and_ranges_run_once():

@@ -187,3 +187,23 @@ def test_the_live_skew_check_finds_nothing_on_the_live_path_and_names_a_skewed_c
     skewed.loc[:2, "features.power_kw"] = skewed.loc[:2, "features.power_kw"] + 100.0
     shares, _ = live_skew(store, WIND.spec, WIND.domain, skewed)
     assert shares == {"power_kw": pytest.approx(3 / len(marks))}
+
+
+def test_a_feed_over_several_days_writes_nothing_stamped_after_its_bound(wind_store, tmp_path):
+    """`push-events --start .. --end .. --until`: the bound holds over the whole range, not
+    only its last day."""
+    from pipelines.platform.lib.online import read_online
+
+    _, read = wind_store
+    store = scratch_store(WIND, read, ["2014-09-10"], tmp_path)
+    feed = LiveFeed(WIND, store, read)
+    begin = pd.Timestamp("2014-09-09T00:00", tz="Europe/Paris")
+    stop = pd.Timestamp("2014-09-10T09:05", tz="Europe/Paris")
+    feed.advance_to(begin)
+    feed.advance_to(stop)
+    from pipelines.tasks.wind_power.source import TURBINES
+
+    _, stamps = read_online(store, WIND.spec.feature_service, {"turbine": list(TURBINES)})
+    newest = pd.to_datetime(stamps["turbine_recent_scada"], unit="s", utc=True)
+    assert (newest <= stop).all()
+    assert (newest == pd.Timestamp("2014-09-10T09:00", tz="Europe/Paris")).all()
