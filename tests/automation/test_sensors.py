@@ -14,7 +14,7 @@ from pipelines.platform.components.automation import RETRAIN_TAG
 from pipelines.platform.resources import LakeResource, RetrainPolicy
 from pipelines.tasks.flight_delay.replay import replay_days
 from tests.conftest import source_day
-from tests.sensor_ticks import landing_tick
+from tests.sensor_ticks import landing_tick, skip_message
 
 TASK = "flight_delay"
 DAILY_JOB = f"{TASK}_partitions"
@@ -26,6 +26,17 @@ def definitions():
     return defs()
 
 
+def _ingest(instance, start: str, end: str | None = None) -> None:
+    """Run the ingestion as any launcher would (here: `make run`'s own function)."""
+    results = materialize_window(
+        date.fromisoformat(start),
+        date.fromisoformat(end or start),
+        instance,
+        only={"raw_flights", "raw_weather"},
+    )
+    assert results and all(r.success for r in results)
+
+
 def test_new_day_then_nothing_new_then_a_replaced_file(definitions, instance, data_paths):
     replay_days(data_paths.landing_for("flight_delay"), date(2013, 1, 1), date(2013, 1, 1))
     first = landing_tick(definitions, instance, TASK, data_paths)
@@ -34,9 +45,11 @@ def test_new_day_then_nothing_new_then_a_replaced_file(definitions, instance, da
     assert request.run_key.startswith(f"{TASK}:2013-01-01:")
     assert request.tags["flightline/trigger"] == "landed"
 
-    nothing = landing_tick(definitions, instance, TASK, data_paths, first.cursor)
-    assert isinstance(nothing, dg.SkipReason)
-    assert "no new or replaced files" in nothing.skip_message
+    _ingest(instance, "2013-01-01")
+    # The cursor is only a cache of file hashes: with or without it, an ingested day is done.
+    for cursor in (first.cursor, None):
+        nothing = landing_tick(definitions, instance, TASK, data_paths, cursor)
+        assert "nothing landed that is not ingested" in skip_message(nothing)
 
     flights = Path(data_paths.landing_for("flight_delay")) / "flights" / "2013-01-01.csv"
     source_day("flights", "2013-01-01").head(500).to_csv(flights, index=False, na_rep="NA")
@@ -45,6 +58,52 @@ def test_new_day_then_nothing_new_then_a_replaced_file(definitions, instance, da
     assert rerun.partition_key == "2013-01-01"
     assert rerun.tags["flightline/trigger"] == "replaced"
     assert rerun.run_key != request.run_key  # a new content, a new run key
+    # New data for a judged day: its monitoring is asked to judge again, nothing else is.
+    ops = rerun.run_config["ops"]
+    assert {op: c["config"] for op, c in ops.items()} == {
+        "flight_delay__drift_report": {"rejudge": True},
+        "flight_delay__live_performance": {"rejudge": True},
+    }
+
+
+def test_after_make_run_the_first_tick_launches_nothing_already_ingested(
+    definitions, instance, data_paths
+):
+    """What `make run` (or the UI, or another sensor) ingested is known to a sensor switched on
+    later with an empty cursor: only the day landed since runs."""
+    landing = data_paths.landing_for("flight_delay")
+    replay_days(landing, date(2013, 1, 1), date(2013, 1, 3))
+    _ingest(instance, "2013-01-01", "2013-01-03")
+    replay_days(landing, date(2013, 1, 4), date(2013, 1, 4))
+    first = landing_tick(definitions, instance, TASK, data_paths)  # cursor empty
+    assert [r.partition_key for r in first.run_requests] == ["2013-01-04"]
+
+
+def test_a_queued_run_is_not_requested_again(definitions, instance, data_paths):
+    replay_days(data_paths.landing_for("flight_delay"), date(2013, 1, 1), date(2013, 1, 1))
+    job = definitions.resolve_job_def(DAILY_JOB)
+    run = instance.create_run_for_job(
+        job, tags={"dagster/partition": "2013-01-01", "flightline/task": TASK}
+    )
+    assert run.status == dg.DagsterRunStatus.NOT_STARTED  # created, not finished: in flight
+    waiting = landing_tick(definitions, instance, TASK, data_paths)
+    assert "1 partition(s) already in a queued or running run" in skip_message(waiting)
+
+
+def test_stray_files_are_reported_and_valid_days_still_run(definitions, instance, data_paths):
+    landing = Path(data_paths.landing_for("flight_delay"))
+    replay_days(str(landing), date(2013, 1, 1), date(2013, 1, 1))
+    for table in ("flights", "weather"):
+        for name in ("2013-02-30.csv", "2012-12-31.csv", "latest.csv", "2014-01-01.csv"):
+            (landing / table / name).write_text("not a day\n")
+    for _ in range(2):  # every later tick too: a stray file never blocks the sensor
+        tick = landing_tick(definitions, instance, TASK, data_paths)
+        assert [r.partition_key for r in tick.run_requests] == ["2013-01-01"]
+    replay_days(str(landing), date(2013, 1, 2), date(2013, 1, 2))
+    _ingest(instance, "2013-01-01", "2013-01-02")
+    quiet = skip_message(landing_tick(definitions, instance, TASK, data_paths))
+    for name in ("2013-02-30", "2012-12-31", "latest", "2014-01-01"):
+        assert f"stray file flights/{name}.csv: not a partition of {TASK}; ignored" in quiet
 
 
 def test_a_gap_of_days_becomes_one_backfill_of_every_daily_asset(definitions, instance, data_paths):
@@ -71,8 +130,7 @@ def test_a_day_missing_a_table_waits(definitions, instance, data_paths):
     replay_days(data_paths.landing_for("flight_delay"), date(2013, 1, 1), date(2013, 1, 1))
     (Path(data_paths.landing_for("flight_delay")) / "weather" / "2013-01-01.csv").unlink()
     waiting = landing_tick(definitions, instance, TASK, data_paths)
-    assert isinstance(waiting, dg.SkipReason)
-    assert "waiting for 1 incomplete partition" in waiting.skip_message
+    assert "2013-01-01: waiting for weather" in skip_message(waiting)
 
 
 def _drift_tick(definitions, instance, paths, cursor=None, **policy):
@@ -247,7 +305,9 @@ def test_the_landing_sensor_watches_the_bucket(
     first = landing_tick(definitions, instance, TASK, paths)
     [request] = first.run_requests
     assert request.partition_key == "2013-01-01"
-    assert isinstance(landing_tick(definitions, instance, TASK, paths, first.cursor), dg.SkipReason)
+    # Not ingested yet and no run in this test's instance: the sensor asks for it again.
+    again = landing_tick(definitions, instance, TASK, paths, first.cursor)
+    assert [r.partition_key for r in again.run_requests] == ["2013-01-01"]
     assert not (tmp_path / "data" / "landing").exists()  # nothing on the pod's disk
     server.relay.cut()
     with pytest.raises(ObjectStoreUnavailable, match=server.endpoint):

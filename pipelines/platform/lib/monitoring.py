@@ -77,3 +77,21 @@ def rolling_view(history: pd.DataFrame, metric: str, days: int = ROLLING_DAYS) -
     weighted = (daily[metric] * weights).rolling(days, min_periods=1).sum()
     daily[f"{metric}_rolling_{days}d"] = weighted / weights.rolling(days, min_periods=1).sum()
     return daily
+
+
+# Statuses of a monitored day under a champion that could not judge it fairly.
+TRAINED_ON = "trained_on"
+
+
+def latest_verdicts(history: pd.DataFrame, version: str | None = None) -> pd.DataFrame:
+    """The newest verdict of each day (one row per day), of champion `version` if given. A
+    monitoring table keeps every verdict ever given (re-judging appends, never overwrites)."""
+    if history.empty:
+        return history
+    rows = history
+    column = "reference_version" if "reference_version" in rows.columns else "champion_version"
+    if version is not None and column in rows.columns:
+        rows = rows[rows[column].astype(str) == str(version)]
+    if "judged_at" in rows.columns:
+        rows = rows.sort_values("judged_at", kind="stable", na_position="first")
+    return rows.drop_duplicates("partition_date", keep="last").reset_index(drop=True)
