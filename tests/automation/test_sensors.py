@@ -257,15 +257,47 @@ def test_thresholds_not_crossed_launch_nothing(reported, definitions):
     assert "within thresholds" in tick.skip_reason.skip_message
 
 
-def test_nightly_schedule_retrains_up_to_yesterday_with_a_valid_run_config(definitions):
+def _nightly_tick(definitions, instance, lake_root):
+    schedule = definitions.get_schedule_def(f"{TASK}_nightly_retrain")
+    moment = datetime(2026, 11, 23, 2, 0, tzinfo=ZoneInfo("America/New_York"))
+    context = dg.build_schedule_context(
+        instance=instance,
+        scheduled_execution_time=moment,
+        resources={"lake": LakeResource(lake_root=str(lake_root))},
+    )
+    return schedule.evaluate_tick(context)
+
+
+def test_nightly_schedule_retrains_on_what_was_ingested_when_the_holdout_is_fair(
+    definitions, instance, tmp_path
+):
+    """The replayed clock: "yesterday" is the last day every landing table has ingested (in
+    live operation, yesterday), and the holdout before it must hold no day the champion trained on."""
+    from pipelines.platform.lib.lake import Lake
+
     schedule = definitions.get_schedule_def(f"{TASK}_nightly_retrain")
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.execution_timezone == "America/New_York"
-    moment = datetime(2026, 11, 23, 2, 0, tzinfo=ZoneInfo("America/New_York"))
-    request = schedule.evaluate_tick(
-        dg.build_schedule_context(scheduled_execution_time=moment)
-    ).run_requests[0]
-    assert request.run_key == f"nightly:{TASK}:2026-11-22"
+    lake_root = tmp_path / "lake"
+    assert "nothing of flight_delay ingested yet" in (
+        _nightly_tick(definitions, instance, lake_root).skip_message
+    )
+    days = [d.strftime("%Y-%m-%d") for d in pd.date_range("2013-01-01", "2013-01-20")]
+    for table, last in (("raw_flights", "2013-01-20"), ("raw_weather", "2013-01-19")):
+        for day in days:
+            if day <= last:
+                instance.report_runless_asset_event(
+                    dg.AssetMaterialization(asset_key=dg.AssetKey([TASK, table]), partition=day)
+                )
+    lake = Lake(str(lake_root))
+    reference = {"description": {"champion_version": "3", "last_day": "2013-01-15"}}
+    lake.write_json(f"{TASK}/drift_reference", reference)
+    unfair = _nightly_tick(definitions, instance, lake_root)
+    assert "needs data until 2013-01-22" in unfair.skip_message
+    reference["description"]["last_day"] = "2013-01-05"
+    lake.write_json(f"{TASK}/drift_reference", reference)
+    [request] = _nightly_tick(definitions, instance, lake_root).run_requests
+    assert request.run_key == f"nightly:{TASK}:2013-01-19"  # weather ends there: complete days
     assert request.tags[RETRAIN_TAG] == TASK
     assert request.tags["flightline/trigger"] == "schedule"
     job = definitions.resolve_job_def(f"{TASK}_retrain")
@@ -274,7 +306,7 @@ def test_nightly_schedule_retrains_up_to_yesterday_with_a_valid_run_config(defin
         f"{TASK}__torch_model",
         f"{TASK}__model_evaluation",
     }
-    assert {op["config"]["until"] for op in request.run_config["ops"].values()} == {"2026-11-22"}
+    assert {op["config"]["until"] for op in request.run_config["ops"].values()} == {"2013-01-19"}
     assert dg.validate_run_config(job, request.run_config)
 
 

@@ -4,7 +4,7 @@ the nightly retrain schedule. Everything is the task's own: one task never launc
 
 import os
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -407,27 +407,57 @@ def _drift_sensor(task: Task, retrain_job) -> dg.SensorDefinition:
     return drift_sensor
 
 
+def latest_ingested(instance: dg.DagsterInstance, task: Task, before: str) -> str | None:
+    """The newest partition (before `before`) every landing table of the task has ingested: the
+    last complete day of data, in live operation yesterday, on a replayed clock the last day
+    replayed."""
+    complete = None
+    for table in task.definition.landing_tables:
+        done = {
+            p
+            for p in instance.get_materialized_partitions(task.key(f"raw_{table.name}"))
+            if p < before
+        }
+        complete = done if complete is None else complete & done
+    return max(complete) if complete else None
+
+
 def _nightly_schedule(task: Task, job) -> dg.ScheduleDefinition:
     automation = task.definition.automation
+    # A compressed clock (the live-operation scenario) retrains more often than nightly.
+    cron = os.environ.get("FLIGHTLINE_RETRAIN_CRON") or automation.retrain_cron
 
     @dg.schedule(
         name=f"{task.name}_nightly_retrain",
         job=job,
-        cron_schedule=automation.retrain_cron,
+        cron_schedule=cron,
         execution_timezone=automation.timezone,
-        description=f"Retrain {task.name} ({automation.retrain_cron}, {automation.timezone}) on "
-        "everything labelled up to the day before",
+        description=f"Retrain {task.name} ({cron}, {automation.timezone}) on everything "
+        "ingested up to the day before, when its holdout can be fair to the champion",
     )
-    def _nightly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        yesterday = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
+    def _nightly(context: dg.ScheduleEvaluationContext, lake: LakeResource):
+        today = context.scheduled_execution_time.strftime("%Y-%m-%d")
+        until = latest_ingested(context.instance, task, today)
+        if until is None:
+            return dg.SkipReason(f"nothing of {task.name} ingested yet")
+        reference_table = task.table("drift_reference")
+        if lake.lake.has_json(reference_table):
+            champion = lake.lake.read_json(reference_table)["description"]
+            fair_from = fair_until(champion["last_day"], task.spec.split.holdout_days)
+            if until < fair_from:
+                return dg.SkipReason(
+                    f"data until {until}: a fair holdout of {task.spec.split.holdout_days} days "
+                    f"after champion v{champion['champion_version']}'s training (through "
+                    f"{champion['last_day']}) needs data until {fair_from}"
+                )
         return dg.RunRequest(
-            run_key=f"nightly:{task.name}:{yesterday}",
-            run_config=retrain_run_config(task.spec, yesterday),
+            run_key=f"nightly:{task.name}:{until}",
+            run_config=retrain_run_config(task.spec, until),
             tags={
                 RETRAIN_TAG: task.name,
                 **task.tags,
                 "flightline/trigger": "schedule",
-                "flightline/until": yesterday,
+                "flightline/until": until,
             },
         )
 

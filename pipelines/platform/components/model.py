@@ -332,7 +332,18 @@ def model_defs(spec: TaskSpec, family_params: dict[str, dict] | None = None) -> 
             )
         context.add_output_metadata(
             _evaluation_metadata(report, curves, mlflow)
-            | {"gate_criteria": criteria_table(gate_decision(report, _thresholds(spec, config)))}
+            | {
+                "gate_criteria": criteria_table(gate_decision(report, _thresholds(spec, config))),
+                # What "days neither model trained on" rests on, for whoever audits it.
+                "fairness": dg.MetadataValue.json(
+                    {
+                        "holdout_start": report["holdout"]["start"],
+                        "train_ends": [ref.train_end for ref in refs]
+                        + ([report["champion"]["train_end"]] if report["champion"] else []),
+                        "unfair": report.get("unfair"),
+                    }
+                ),
+            }
         )
         return report
 
@@ -369,6 +380,13 @@ def model_defs(spec: TaskSpec, family_params: dict[str, dict] | None = None) -> 
                 "auc_gain_high": decision.interval.high,
                 "regressed_slices": dg.MetadataValue.json(decision.regressed_slices),
                 "criteria": criteria_table(decision),
+                **{
+                    f"{c.name}_increase_high": c.high
+                    for c in decision.criteria
+                    if c.name in ("log_loss", "ece") and c.high == c.high  # NaN: not measured
+                },
+                "log_loss_tolerance": _thresholds(spec, config).max_log_loss_increase,
+                "ece_tolerance": _thresholds(spec, config).max_ece_increase,
                 "thresholds": dg.MetadataValue.json(_thresholds(spec, config).__dict__),
             },
         )

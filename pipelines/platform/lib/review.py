@@ -81,6 +81,7 @@ def review_challengers(
             "version": str(champion.version),
             "family": champion.tags.get("model_family", "?"),
             "run_id": champion.run_id,
+            "train_end": train_end,
             # An older champion normally never saw these days; if it did, its score is flattered.
             "saw_holdout": bool(train_end and pd.Timestamp(train_end) >= frames.holdout_start),
         }
