@@ -142,25 +142,29 @@ def _example_frame(task: Task, feed: str, day: str):
 
 
 def _requests(task: Task, feed: str, day: str, count: int, seed: int) -> list[dict]:
-    """`count` of the day's examples as requests (the request model's fields), in the order of
-    their prediction times."""
+    """`count` of the day's examples as the service receives them (the task's request model,
+    validated, as the row it hands the predictor), in the order of their prediction times."""
     import pandas as pd
 
     from pipelines.platform.components.definition import load_reference
 
+    serving = task.definition.serving
+    model = load_reference(serving.request_model, "serving.request_model")
     examples = _example_frame(task, feed, day)
-    fields = list(load_reference(task.definition.serving.request_model, "request").model_fields)
-    sample = (
-        examples.sample(min(count, len(examples)), random_state=seed) if len(examples) else examples
-    )
+    if examples.empty:
+        return []
     stamp = task.spec.timestamp_column
-    sample = sample.sort_values(stamp)
+    sample = examples.sample(min(count, len(examples)), random_state=seed).sort_values(stamp)
     rows = []
-    for record in sample[fields].to_dict(orient="records"):
-        clean = {k: (None if (isinstance(v, float) and v != v) else v) for k, v in record.items()}
-        if isinstance(clean.get(stamp), pd.Timestamp):
-            clean[stamp] = clean[stamp].to_pydatetime()
-        rows.append(clean)
+    for example in sample.to_dict(orient="records"):
+        values = {
+            name: example[name]
+            for name in model.model_fields
+            if name in example
+            and not (isinstance(example[name], float) and example[name] != example[name])
+        }
+        values[serving.time_field or stamp] = pd.Timestamp(example[stamp]).to_pydatetime()
+        rows.append(model.model_validate(values).to_row())
     return rows
 
 
