@@ -210,12 +210,30 @@ def _last_two_report_ids(instance) -> tuple[int, int]:
 
 
 def test_drift_over_the_threshold_launches_one_retrain_with_its_reasons(reported, definitions):
+    from pipelines.platform.lib.lake import Lake
+
     paths, instance = reported
     first, latest = _last_two_report_ids(instance)
     before = first - 1
     cursor = f'{{"storage_id": {before}, "last_trigger_day": null, "checked_at": 0}}'
-    # A threshold every day crosses: the first new day triggers, the second is reported.
-    tick = _drift_tick(definitions, instance, paths, cursor, drift_share=0.0)
+    # The champion trained through 2013-01-07: a retrain until 01-08 would score it on its own
+    # training days (a 7-day holdout). The sensor waits, and says until when.
+    waiting = _drift_tick(definitions, instance, paths, cursor, drift_share=0.0)
+    assert not waiting.run_requests
+    assert "but a fair holdout of 7 days after champion" in waiting.skip_reason.skip_message
+    assert "needs data until 2013-01-14: waiting" in waiting.skip_reason.skip_message
+    # A champion trained on less (through 01-01): the same evidence launches a fair retrain.
+    lake = Lake(str(paths.lake))
+    reference = lake.read_json(f"{TASK}/drift_reference")
+    try:
+        lake.write_json(
+            f"{TASK}/drift_reference",
+            {**reference, "description": {**reference["description"], "last_day": "2013-01-01"}},
+        )
+        # A threshold every day crosses: the first new day triggers, the second is reported.
+        tick = _drift_tick(definitions, instance, paths, cursor, drift_share=0.0)
+    finally:
+        lake.write_json(f"{TASK}/drift_reference", reference)
     [request] = tick.run_requests
     report = pd.read_parquet(Path(paths.lake) / TASK / "drift_report" / "2013-01-08.parquet")
     version = report["reference_version"].iloc[0]
@@ -238,6 +256,28 @@ def test_drift_over_the_threshold_launches_one_retrain_with_its_reasons(reported
     cooled = _drift_tick(definitions, instance, paths, replayed, drift_share=0.0)
     assert not cooled.run_requests
     assert "cooldown after the retrain triggered by 2013-01-08" in cooled.skip_reason.skip_message
+
+
+def test_reports_of_an_earlier_champion_never_trigger(reported, definitions):
+    """Verdicts judged by v1 say nothing about the champion serving now."""
+    from pipelines.platform.lib.lake import Lake
+
+    paths, instance = reported
+    first, _ = _last_two_report_ids(instance)
+    cursor = f'{{"storage_id": {first - 1}, "last_trigger_day": null, "checked_at": 0}}'
+    lake = Lake(str(paths.lake))
+    reference = lake.read_json(f"{TASK}/drift_reference")
+    newer = {"champion_version": "99", "last_day": "2013-01-01"}
+    try:
+        lake.write_json(
+            f"{TASK}/drift_reference",
+            {**reference, "description": {**reference["description"], **newer}},
+        )
+        tick = _drift_tick(definitions, instance, paths, cursor, drift_share=0.0)
+    finally:
+        lake.write_json(f"{TASK}/drift_reference", reference)
+    assert not tick.run_requests
+    assert "no new verdicts of champion v99" in tick.skip_reason.skip_message
 
 
 def test_thresholds_not_crossed_launch_nothing(reported, definitions):

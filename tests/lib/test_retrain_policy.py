@@ -157,3 +157,26 @@ def test_latest_verdicts_keep_history_and_pick_the_newest_of_a_champion():
     of_v1 = latest_verdicts(history, "1")
     assert of_v1.set_index("partition_date")["status"].to_dict() == {"d1": "drift", "d2": "drift"}
     assert latest_verdicts(history, "3")["partition_date"].tolist() == ["d1"]
+
+
+def test_a_judged_day_is_kept_unless_asked_and_a_trained_on_day_gets_no_verdict():
+    from pipelines.platform.lib.monitoring import TRAINED_ON, plan_judgements
+
+    history = pd.DataFrame(
+        [
+            {
+                "partition_date": "2013-02-02",
+                "status": "drift",
+                "reference_version": "1",
+                "judged_at": "t1",
+            },
+        ]
+    )
+    days = ["2013-01-31", "2013-02-02", "2013-02-03"]
+    plans = {p.day: p for p in plan_judgements(days, history, "2013-01-31", rejudge=False)}
+    assert plans["2013-01-31"].action == TRAINED_ON
+    assert plans["2013-02-02"].action == "keep" and plans["2013-02-02"].earlier == 1
+    assert plans["2013-02-02"].note == "kept: drift judged by v1 at t1"
+    assert plans["2013-02-03"].action == "judge" and plans["2013-02-03"].earlier == 0
+    again = {p.day: p for p in plan_judgements(days, history, "2013-01-31", rejudge=True)}
+    assert again["2013-02-02"].action == "judge" and again["2013-02-02"].earlier == 1

@@ -27,6 +27,7 @@ from pipelines.platform.lib.monitoring import (
     TRAINED_ON,
     champion_scores,
     latest_verdicts,
+    plan_judgements,
     rolling_view,
     score_live_performance,
 )
@@ -65,19 +66,6 @@ LIVE = "live"
 
 def _judged_at() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def _trained_on(version: str, last_day: str) -> str:
-    return (
-        f"champion v{version} trained on this day (its training data ran through {last_day}): "
-        "no fair verdict"
-    )
-
-
-def _kept(prior: "pd.DataFrame") -> str:
-    last = prior.iloc[-1]
-    version = last.get("reference_version", last.get("champion_version"))
-    return f"kept: {last['status']} judged by v{version} at {last.get('judged_at', '?')}"
 
 
 NO_REFERENCE = (
@@ -416,13 +404,14 @@ def monitoring_defs(task: Task) -> dg.Definitions:
         history = lake.lake.read_partitions(task.table("drift_report"), days, allow_missing=True)
         rows, last, kept = [], None, []
         min_rows = monitoring.drift_min_rows if config.min_rows is None else config.min_rows
-        for day in days:
-            prior = history[history[PARTITION_COLUMN] == day] if len(history) else history.iloc[0:0]
-            rows.extend(prior.to_dict(orient="records"))  # every earlier verdict stays
-            if len(prior) and not config.rejudge:
-                kept.append(f"{day}: {_kept(prior)}")
+        for plan in plan_judgements(days, history, trained_through, config.rejudge):
+            day = plan.day
+            if len(history):  # every earlier verdict stays
+                rows.extend(history[history[PARTITION_COLUMN] == day].to_dict(orient="records"))
+            if plan.action == "keep":
+                kept.append(f"{day}: {plan.note}")
                 continue
-            if day <= trained_through:
+            if plan.action == TRAINED_ON:
                 rows.append(
                     {
                         PARTITION_COLUMN: day,
@@ -430,7 +419,7 @@ def monitoring_defs(task: Task) -> dg.Definitions:
                         "rows": 0,
                         "source": "",
                         "reference_version": version,
-                        "reason": _trained_on(version, trained_through),
+                        "reason": f"v{version}: {plan.note}",
                         "judged_at": _judged_at(),
                     }
                 )
@@ -536,12 +525,10 @@ def monitoring_defs(task: Task) -> dg.Definitions:
             else config.min_labelled_rows
         )
         new_rows, kept = [], []
-        for day in days:
-            prior = (
-                prior_rows[prior_rows[PARTITION_COLUMN] == day] if len(prior_rows) else prior_rows
-            )
-            if len(prior) and not config.rejudge:
-                kept.append(f"{day}: {_kept(prior)}")
+        for plan in plan_judgements(days, prior_rows, described["last_day"], config.rejudge):
+            day = plan.day
+            if plan.action == "keep":
+                kept.append(f"{day}: {plan.note}")
                 continue
             row = {
                 PARTITION_COLUMN: day,
@@ -550,14 +537,9 @@ def monitoring_defs(task: Task) -> dg.Definitions:
                 "champion_holdout_roc_auc": holdout_auc,
                 "judged_at": _judged_at(),
             }
-            if day <= described["last_day"]:
+            if plan.action == TRAINED_ON:
                 new_rows.append(
-                    row
-                    | {
-                        "status": TRAINED_ON,
-                        "rows": 0,
-                        "reason": _trained_on(version, described["last_day"]),
-                    }
+                    row | {"status": TRAINED_ON, "rows": 0, "reason": f"v{version}: {plan.note}"}
                 )
                 continue
             frame = training_set[training_set[PARTITION_COLUMN] == day]
