@@ -337,15 +337,16 @@ def settle(instance: dg.DagsterInstance, task: Task, timeout_s: float, say=print
             quiet_since = None
         elif quiet_since is None:
             quiet_since = time.time()
-        elif _ticks_since(instance, f"{task.name}_landing_sensor", quiet_since) >= 2 and (
-            _ticks_since(instance, f"{task.name}_drift_sensor", quiet_since) >= 2
+        elif ticks_since(instance, f"{task.name}_landing_sensor", quiet_since) >= 2 and (
+            ticks_since(instance, f"{task.name}_drift_sensor", quiet_since) >= 2
         ):
             return
         time.sleep(3)
     raise TimeoutError(f"{task.name}: automation still busy after {timeout_s:.0f} s")
 
 
-def _ticks_since(instance: dg.DagsterInstance, sensor: str, since: float) -> int:
+def ticks_since(instance: dg.DagsterInstance, sensor: str, since: float) -> int:
+    """Finished evaluations of the sensor that began after `since` (a timestamp)."""
     return sum(
         tick.status.value in ("SUCCESS", "SKIPPED")
         for state in instance.all_instigator_state()
