@@ -25,6 +25,8 @@ from pipelines.platform.lib.feature_store import location_from_paths, open_store
 from pipelines.platform.lib.live import unavailable_views
 from pipelines.platform.lib.prediction_log import PredictionLogWriter
 from pipelines.platform.lib.predictor import (
+    LIVE_SOURCE,
+    TRAFFIC_SOURCE_ENV,
     FeatureStoreUnavailable,
     ModelInfo,
     ModelUnavailable,
@@ -241,6 +243,7 @@ class PredictionService:
             score_field=SERVING.score_field,
             flags=SERVING.flags,
             partition_of=TASK.partition_of,
+            source=os.environ.get(TRAFFIC_SOURCE_ENV, LIVE_SOURCE),
             unavailable=unavailable_views(TASK),
         )
         if store is not None and self.predictor.check()["ready"]:

@@ -188,6 +188,16 @@ class AutomationModel(Strict):
     timezone: str = "UTC"
 
 
+class DrillModel(Strict):
+    """A disturbance the live-operation scenario (`make live`) applies to a landing table's
+    column for a few days: value * multiply + add (a storm's delays, a curtailed turbine)."""
+
+    table: str
+    column: str
+    multiply: float = 1.0
+    add: float = 0.0
+
+
 class MonitoringModel(Strict):
     """How much of a day is evidence: a task with few entities and an hourly grain serves fewer
     rows a day than flight delay (the Launchpad can still change these per run)."""
@@ -197,6 +207,9 @@ class MonitoringModel(Strict):
     # The live skew check fails when a column differs from the point-in-time join in more than
     # this share of a day's live requests (0: any difference).
     live_skew_tolerance: float = Field(default=0.0, ge=0.0, le=1.0)
+    drill: list[DrillModel] = Field(
+        default=[], description="The drift episode of the live-operation scenario (`make live`)"
+    )
 
 
 class ModelFamiliesModel(Strict):
