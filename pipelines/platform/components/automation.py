@@ -389,7 +389,11 @@ def _drift_sensor(task: Task, retrain_job) -> dg.SensorDefinition:
                 dg.RunRequest(
                     job_name=retrain_job.name,
                     run_key=f"drift:{spec.name}:v{champion}:{decision.trigger_day}",
-                    run_config=retrain_run_config(spec, decision.trigger_day),
+                    run_config=retrain_run_config(
+                        spec,
+                        decision.trigger_day,
+                        task.partition_end(decision.trigger_day).isoformat(),  # labels known then
+                    ),
                     tags={
                         RETRAIN_TAG: spec.name,
                         **task.tags,
