@@ -42,7 +42,9 @@ class ScenarioConfig:
     drift_from: int = 8  # offsets (0-based) of the drift episode's first and last day
     drift_to: int = 11
     corrected_day: int | None = 1  # offset of a day whose file is corrected (re-landed) later
-    push_slot_minutes: int = 180  # the online store is fed up to each slot of requests
+    # The online store is fed the day's events up to each slot's first request (each push
+    # re-sends the day so far: fewer, longer slots keep a day of the scenario short).
+    push_slot_minutes: int = 360
     settle_timeout_s: float = 3600
     seed: int = 0
 
