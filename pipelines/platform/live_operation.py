@@ -166,7 +166,10 @@ def _requests(task: Task, feed: str, day: str, count: int, seed: int) -> list[di
             and not (isinstance(example[name], float) and example[name] != example[name])
         }
         values[serving.time_field or stamp] = pd.Timestamp(example[stamp]).to_pydatetime()
-        rows.append(model.model_validate(values).to_row())
+        try:
+            rows.append(model.model_validate(values).to_row())
+        except ValueError:  # the service would refuse it (a 400): not an answered request
+            continue
     return rows
 
 

@@ -71,7 +71,10 @@ def score_live_performance(
 
 
 def rolling_view(history: pd.DataFrame, metric: str, days: int = ROLLING_DAYS) -> pd.DataFrame:
-    """Per day: the metric and its row-weighted mean over the trailing `days` days."""
+    """Per day: the metric and its row-weighted mean over the trailing `days` days (none when no
+    day has the metric: every day insufficient or trained on)."""
+    if metric not in history.columns:
+        history = history.assign(**{metric: float("nan")})
     daily = history.dropna(subset=[metric]).sort_values("day").set_index("day")
     weights = daily["rows"].astype("float64")
     weighted = (daily[metric] * weights).rolling(days, min_periods=1).sum()
