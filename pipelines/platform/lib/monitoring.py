@@ -119,8 +119,10 @@ def plan_judgements(
     plans = []
     for day in days:
         prior = history[history["partition_date"] == day] if len(history) else history
-        if len(prior) and not rejudge:
-            last = prior.iloc[-1]
+        # "no champion yet" is no verdict: the first champion's judgement is not a re-judgement.
+        judged = prior[prior["status"] != "no_reference"] if len(prior) else prior
+        if len(judged) and not rejudge:
+            last = judged.iloc[-1]
             version = last.get("reference_version", last.get("champion_version"))
             note = f"kept: {last['status']} judged by v{version} at {last.get('judged_at', '?')}"
             plans.append(Judgement(day, "keep", len(prior), note))
