@@ -20,7 +20,7 @@ export BENTOML_HOME := $(DATA_ROOT)/bentoml
 SERVE_PORT ?= 3001
 export UV_LINK_MODE := copy
 
-.PHONY: setup run replay ui ui-prod mlflow rollback serve test test-fast tasks lint format benchmark bench-serving clean FORCE k8s-build k8s-cluster k8s-test
+.PHONY: alert-test setup run replay ui ui-prod mlflow rollback serve test test-fast tasks lint format benchmark bench-serving clean FORCE k8s-build k8s-cluster k8s-test
 
 setup: .venv/.synced-bytecode $(DAGSTER_HOME)/dagster.yaml
 
@@ -44,6 +44,11 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml dagster.production.yaml FORCE
 	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; echo "installed $@"; fi
 	@if [ -n "$$FLIGHTLINE_POSTGRES_URL$$FLIGHTLINE_REDIS_URL" ]; then \
 		$(UV) run --frozen python -m pipelines.platform.lib.services provision; fi
+
+# One firing and one resolved message of every alert kind to the configured sinks
+# (FLIGHTLINE_ALERT_WEBHOOK_URL, FLIGHTLINE_ALERT_SMTP_*: docs/rollout-and-alerts.md).
+alert-test: setup
+	$(UV) run --frozen python -m pipelines.platform.components.alerts
 
 run: setup
 	$(UV) run --frozen flightline run --task $(TASK) $(WINDOW) --monitor-days $(MONITOR_DAYS)

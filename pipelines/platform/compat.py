@@ -128,3 +128,42 @@ def check_targets(instance, asset_key, partitions: list[str]) -> dict:
             ),
         )
     return targets
+
+
+def instance_kv(instance) -> tuple:
+    """The instance's small key-value table (what the daemons keep their cursors in), as
+    (get, set): the alert ledger lives there so that it survives restarts and is shared by every
+    process of the instance (SQLite or PostgreSQL), with no table of our own. Dagster exposes it
+    on the run storage only. Re-check: dagster._core.storage.daemon_cursor.DaemonCursorStorage."""
+    storage = instance.run_storage
+
+    def get(key: str) -> str | None:
+        return storage.get_cursor_values({key}).get(key)
+
+    def set_(key: str, value: str) -> None:
+        storage.set_cursor_values({key: value})
+
+    return get, set_
+
+
+def check_evaluation_records(instance, after_storage_id: int, limit: int = 1000) -> list:
+    """Asset-check evaluation events after a storage id, oldest first. The instance's
+    `get_event_records` is deprecated with no replacement for check evaluations in dagster 1.13
+    (fetch_* cover materializations, observations and run status only).
+    Re-check: DagsterInstance.get_event_records, EventRecordsFilter."""
+    import warnings
+
+    import dagster as dg
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return list(
+            instance.get_event_records(
+                dg.EventRecordsFilter(
+                    event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+                    after_cursor=after_storage_id or None,
+                ),
+                limit=limit,
+                ascending=True,
+            )
+        )

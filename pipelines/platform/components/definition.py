@@ -158,6 +158,9 @@ class RunWindowModel(Strict):
 class AutomationModel(Strict):
     retrain_cron: str = "0 2 * * *"
     timezone: str = "UTC"
+    # The expected landing cadence: no new landed partition for longer than this (wall clock)
+    # raises a `landing_overdue` alert, which resolves when one lands. Unset: not watched.
+    landing_cadence_minutes: int | None = Field(default=None, ge=1)
 
 
 class MonitoringModel(Strict):
