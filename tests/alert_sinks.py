@@ -110,4 +110,5 @@ class SmtpServer:
         return list(mailbox.Maildir(self.folder).values())
 
     def subjects(self) -> list[str]:
-        return [str(m["Subject"]) for m in self.messages()]
+        # Long subjects come back folded (RFC 5322): unfold them.
+        return [str(m["Subject"]).replace("\r\n", "").replace("\n", "") for m in self.messages()]

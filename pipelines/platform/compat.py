@@ -144,26 +144,3 @@ def instance_kv(instance) -> tuple:
         storage.set_cursor_values({key: value})
 
     return get, set_
-
-
-def check_evaluation_records(instance, after_storage_id: int, limit: int = 1000) -> list:
-    """Asset-check evaluation events after a storage id, oldest first. The instance's
-    `get_event_records` is deprecated with no replacement for check evaluations in dagster 1.13
-    (fetch_* cover materializations, observations and run status only).
-    Re-check: DagsterInstance.get_event_records, EventRecordsFilter."""
-    import warnings
-
-    import dagster as dg
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return list(
-            instance.get_event_records(
-                dg.EventRecordsFilter(
-                    event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION,
-                    after_cursor=after_storage_id or None,
-                ),
-                limit=limit,
-                ascending=True,
-            )
-        )

@@ -12,6 +12,7 @@ from pipelines.platform.components import alerts as alerts_component
 from pipelines.platform.components.alerts import (
     RUN_FAILURE_SENSOR,
     RUN_RECOVERY_SENSOR,
+    alert_sensor_name,
     run_failure_alerts,
     run_recovery_alerts,
     task_alert_defs,
@@ -75,9 +76,10 @@ def _probe_job(task):
         assets=[probe],
         asset_checks=[probe_rows],
         jobs=[job],
+        sensors=task_alert_defs(task).sensors,
         resources={"io_manager": dg.InMemoryIOManager()},
     )
-    return definitions.get_job_def("alert_probe_job")
+    return definitions, definitions.resolve_job_def("alert_probe_job")
 
 
 def _run(job, instance, **config) -> dg.DagsterRun:
@@ -113,9 +115,11 @@ def _run_sensors(instance, run, alerts):
         run_recovery_alerts(context)
 
 
-def _tick(sensor, instance, data_paths, alerts, cursor):
+def _tick(definitions, instance, data_paths, alerts, cursor):
+    sensor = definitions.resolve_sensor_def(alert_sensor_name(TASK))
     context = dg.build_sensor_context(
         instance=instance,
+        definitions=definitions,
         cursor=cursor,
         resources={
             "alerts": alerts,
@@ -138,17 +142,16 @@ def test_each_alert_kind_fires_once_per_incident_and_resolves(
 ):
     hook, smtp, alerts = sinks
     lake = LakeResource(lake_root=data_paths.lake).lake
-    sensor = task_alert_defs(task).sensors[0]
+    definitions, job = _probe_job(task)
     clock = [1_900_000_000.0]
     monkeypatch.setattr(alerts_component, "now", lambda: clock[0])
     cursor = None
 
     def tick():
         nonlocal cursor
-        cursor = _tick(sensor, instance, data_paths, alerts, cursor)
+        cursor = _tick(definitions, instance, data_paths, alerts, cursor)
 
     # run_failure: two failed runs of one job are one incident; a success resolves it.
-    job = _probe_job(task)
     for _ in range(2):
         _run_sensors(instance, _run(job, instance, fail_asset=True), alerts)
     # check_failed: the blocking check fails in two runs (one incident), then passes.
@@ -240,4 +243,6 @@ def test_each_alert_kind_fires_once_per_incident_and_resolves(
     )
     assert told(subjects) == expected
     assert sorted(subjects) == sorted(hook.titles())
+    rolled_back = [p for p in hook.posts if "v5" in p["text"] and "RESOLVED" in p["text"]]
+    assert "resolved: rollback: rollback by test" in rolled_back[0]["attachments"][0]["text"]
     print(f"\nalerts told (kind, state): {dict(told(hook.titles()))}")

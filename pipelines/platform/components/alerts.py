@@ -8,7 +8,7 @@ import time
 
 import dagster as dg
 
-from pipelines.platform.compat import check_evaluation_records, instance_kv
+from pipelines.platform.compat import instance_kv
 from pipelines.platform.components.automation import TICK_SECONDS
 from pipelines.platform.components.definition import Task
 from pipelines.platform.lib.alerts import KINDS, Alert, AlertLedger, Delivery, Notification
@@ -111,36 +111,42 @@ def _run_partition(instance: dg.DagsterInstance, run_id: str) -> str:
 
 
 def _check_alerts(
-    task: Task, instance: dg.DagsterInstance, after: int
-) -> tuple[list[Alert], dict[str, str], int]:
-    """Blocking-check evaluations of the task's assets since `after`: the last word per check and
-    partition wins (a failure fires, a pass resolves)."""
+    task: Task, instance: dg.DagsterInstance, check_keys, seen: dict[str, int]
+) -> tuple[list[Alert], dict[str, str]]:
+    """Evaluations of the task's checks newer than `seen` (check -> last record id read, updated
+    in place): the last word per check and partition wins; a blocking failure fires, a pass
+    resolves."""
     prefix = list(task.prefix)
     last: dict[str, tuple[bool, Alert]] = {}
-    for record in check_evaluation_records(instance, after):
-        after = record.storage_id
-        evaluation = record.event_log_entry.dagster_event.event_specific_data
-        if list(evaluation.asset_key.path[: len(prefix)]) != prefix:
+    for key in check_keys:
+        if list(key.asset_key.path[: len(prefix)]) != prefix:
             continue
-        partition = evaluation.partition or _run_partition(instance, record.run_id)
-        incident = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
-        incident += f"[{partition}]" if partition else ""
-        if not evaluation.passed and not evaluation.blocking:
-            continue
-        failed = [
-            f"{k}: {v.value}" for k, v in (evaluation.metadata or {}).items() if k != "failed"
-        ][:6]
-        alert = Alert(
-            "check_failed",
-            incident,
-            f"blocking check {evaluation.check_name} failed on "
-            f"{evaluation.asset_key.to_user_string()}" + (f" [{partition}]" if partition else ""),
-            {"run_id": record.run_id, "evidence": "; ".join(failed)[:500]},
-        )
-        last[alert.id] = (evaluation.passed, alert)
+        name = key.to_user_string()
+        records = [
+            r
+            for r in instance.event_log_storage.get_asset_check_execution_history(key, limit=100)
+            if r.id > seen.get(name, 0) and r.event is not None and r.event.dagster_event
+        ]
+        for record in sorted(records, key=lambda r: r.id):
+            seen[name] = record.id
+            evaluation = record.event.dagster_event.event_specific_data
+            if getattr(evaluation, "passed", None) is None:  # planned, not evaluated yet
+                continue
+            if not evaluation.passed and not evaluation.blocking:
+                continue
+            partition = evaluation.partition or _run_partition(instance, record.run_id)
+            evidence = [f"{k}: {v.value}" for k, v in (evaluation.metadata or {}).items()][:6]
+            alert = Alert(
+                "check_failed",
+                f"{name}[{partition}]" if partition else name,
+                f"blocking check {key.name} failed on {key.asset_key.to_user_string()}"
+                + (f" [{partition}]" if partition else ""),
+                {"run_id": record.run_id, "evidence": "; ".join(evidence)[:500]},
+            )
+            last[alert.id] = (evaluation.passed, alert)
     firing = [a for passed, a in last.values() if not passed]
     cleared = {i: "the check passed again" for i, (passed, _) in last.items() if passed}
-    return firing, cleared, after
+    return firing, cleared
 
 
 def _landing_alert(task: Task, instance: dg.DagsterInstance, now: float) -> list[Alert]:
@@ -276,8 +282,10 @@ def _task_alert_sensor(task: Task) -> dg.SensorDefinition:
         instance = context.instance
         cursor = json.loads(context.cursor) if context.cursor else {}
         book = ledger(instance, alerts, alert_sensor_name(task))
-        checks, checks_cleared, cursor["checks"] = _check_alerts(
-            task, instance, cursor.get("checks", 0)
+        graph = context.repository_def.asset_graph if context.repository_def else None
+        check_keys = graph.asset_check_keys if graph is not None else []
+        checks, checks_cleared = _check_alerts(
+            task, instance, check_keys, cursor.setdefault("checks", {})
         )
         rollouts, rollouts_cleared, cursor["rollout"] = _rollout_events(
             task, instance, cursor.get("rollout", 0)
@@ -289,8 +297,10 @@ def _task_alert_sensor(task: Task) -> dg.SensorDefinition:
             ("drift", drift_key, _drift_alerts),
             ("live_degradation", live_key, _live_alerts),
         ):
-            latest = instance.get_latest_materialization_event(key)
-            seen = latest.storage_id if latest is not None else 0  # type: ignore[union-attr]
+            latest = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key), limit=1
+            ).records
+            seen = latest[0].storage_id if latest else 0
             if seen != cursor.get(kind, 0):
                 firing += evaluate(task, lake.lake, retrain_policy)
                 reconciled.append(kind)  # unchanged evidence: what is open stays open
