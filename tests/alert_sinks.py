@@ -111,4 +111,6 @@ class SmtpServer:
 
     def subjects(self) -> list[str]:
         # Long subjects come back folded (RFC 5322): unfold them.
-        return [str(m["Subject"]).replace("\r\n", "").replace("\n", "") for m in self.messages()]
+        return [
+            str(m["Subject"]).replace("\r\n", "").replace("\n", "").strip() for m in self.messages()
+        ]

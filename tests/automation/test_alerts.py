@@ -246,3 +246,22 @@ def test_each_alert_kind_fires_once_per_incident_and_resolves(
     rolled_back = [p for p in hook.posts if "v5" in p["text"] and "RESOLVED" in p["text"]]
     assert "resolved: rollback: rollback by test" in rolled_back[0]["attachments"][0]["text"]
     print(f"\nalerts told (kind, state): {dict(told(hook.titles()))}")
+
+
+def test_alert_test_sends_one_of_each_kind_to_every_sink(sinks):
+    """What `make alert-test` sends (firing and resolved of every kind), through the resource."""
+    hook, smtp, alerts = sinks
+    sent = alerts_component.send_test_alerts(alerts.sinks())
+    assert len(sent) == 2 * len(KINDS)
+    assert {(n.alert.kind, n.state) for n in sent} == {
+        (k, s) for k in KINDS for s in ("firing", "resolved")
+    }
+    wait_until(lambda: len(smtp.messages()) == len(sent), "the mails")
+    assert sorted(smtp.subjects()) == sorted(hook.titles()) == sorted(n.title for n in sent)
+
+
+def test_alert_test_without_sinks_says_how_to_configure_them(monkeypatch):
+    for name in ("FLIGHTLINE_ALERT_WEBHOOK_URL", "FLIGHTLINE_ALERT_SMTP_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SystemExit, match="FLIGHTLINE_ALERT_WEBHOOK_URL"):
+        alerts_component.main()
