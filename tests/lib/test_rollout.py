@@ -93,3 +93,25 @@ def test_the_live_gate_rolls_back_a_worse_challenger_with_the_reason():
     verdict = live_gate(shuffled, "label", "challenger", "champion", ["origin"], t, 500)
     assert verdict.verdict == "rollback"
     assert any("below the margin" in r for r in verdict.reasons)
+
+
+def test_the_live_ab_analysis_gives_intervals_that_separate_a_better_model():
+    from pipelines.platform.lib.plots import live_ab_chart
+    from pipelines.platform.lib.rollout import live_ab_analysis
+
+    live = _live(3000, challenger_noise=0.3)
+    table = live_ab_analysis(live, "label", ["champion", "challenger"], samples=100).set_index(
+        "model"
+    )
+    for model in ("champion", "challenger"):
+        row = table.loc[model]
+        for metric in ("roc_auc", "log_loss", "ece", "mean_score"):
+            assert row[f"{metric}_low"] <= row[metric] <= row[f"{metric}_high"]
+        assert row["score_p10"] <= row["score_p50"] <= row["score_p90"]
+    assert table.loc["challenger", "roc_auc_low"] > table.loc["champion", "roc_auc_high"]
+    png = live_ab_chart(
+        live["label"].to_numpy(), {m: live[m].to_numpy() for m in ("champion", "challenger")}, "t"
+    )
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    with pytest.raises(ValueError, match="both classes"):
+        live_ab_analysis(live.assign(label=0.0), "label", ["champion"])

@@ -70,3 +70,43 @@ def _with(state: RolloutState, stage: str, decision: str) -> RolloutState:
     return RolloutState(
         stage, state.challenger_version, state.champion_version, state.canary_share, decision
     )
+
+
+def live_ab_analysis(frame, label: str, models: list[str], samples: int = 500, seed: int = 0):
+    """Champion and challenger compared on the same labelled live rows: AUC, log loss, ECE and the
+    mean score, each with a percentile bootstrap interval (the same resamples for every model),
+    and the score distribution's quartiles. One row per model."""
+    import numpy as np
+    import pandas as pd
+
+    from pipelines.platform.lib.evaluation import binary_metrics
+
+    known = frame.dropna(subset=[label, *models]).reset_index(drop=True)
+    y = known[label].to_numpy(dtype="float64")
+    if len(known) == 0 or not 0 < y.sum() < len(y):
+        raise ValueError(
+            f"{len(known)} labelled rows with both classes needed for a comparison "
+            f"({int(y.sum()) if len(y) else 0} positives)"
+        )
+    rng = np.random.default_rng(seed)
+    picks = [rng.integers(0, len(y), len(y)) for _ in range(samples)]
+    picks = [p for p in picks if 0 < y[p].sum() < len(p)]
+    rows = []
+    for model in models:
+        p = known[model].to_numpy(dtype="float64")
+        point = binary_metrics(y, p)
+        draws = pd.DataFrame([binary_metrics(y[i], p[i]) for i in picks])
+        row = {"model": model, "rows": len(y), "positive_rate": float(y.mean())}
+        for metric in ("roc_auc", "log_loss", "ece"):
+            row[metric] = point[metric]
+            row[f"{metric}_low"] = float(draws[metric].quantile(0.025))
+            row[f"{metric}_high"] = float(draws[metric].quantile(0.975))
+        means = np.array([p[i].mean() for i in picks])
+        row |= {
+            "mean_score": float(p.mean()),
+            "mean_score_low": float(np.quantile(means, 0.025)),
+            "mean_score_high": float(np.quantile(means, 0.975)),
+            **{f"score_p{q}": float(np.quantile(p, q / 100)) for q in (10, 25, 50, 75, 90)},
+        }
+        rows.append(row)
+    return pd.DataFrame(rows)
