@@ -211,7 +211,7 @@ def _live_alerts(task: Task, lake, policy: RetrainPolicy) -> list[Alert]:
     if not days:
         return []
     history = lake.read_partitions(table, days)
-    history = history[history["status"] == "ok"]
+    history = history[history["status"].isin(["ok", "degraded"])]  # degraded: issue 23
     if not len(history):
         return []
     view = rolling_view(history.assign(day=history["partition_date"]), "roc_auc")

@@ -46,32 +46,22 @@ class Decision:
     skipped: list[str] = field(default_factory=list)  # per day, why it did not trigger
 
 
-def drift_reasons(report: pd.Series, t: Thresholds) -> list[str]:
-    """Why a day's drift report is drift (empty: it is not, or it is not evidence)."""
+def _reasons(report: pd.Series, live: pd.Series | None, t: Thresholds) -> list[str]:
     reasons = []
     if report.get("status") in ("drift", "no_drift"):
         if report["drift_share"] >= t.drift_share:
             reasons.append(f"drift share {report['drift_share']:.2f} >= {t.drift_share}")
         if t.prediction_drift and bool(report.get("prediction_drifted", False)):
             reasons.append(f"prediction drift (distance {report['prediction_distance']:.3f})")
-    return reasons
-
-
-def live_reasons(live: pd.Series | None, t: Thresholds) -> list[str]:
-    """Why a day's rolling live performance is a degradation (a row of `rolling_view`)."""
     holdout = float(live.get("champion_holdout_roc_auc", "nan")) if live is not None else math.nan
     if live is not None and live.get("status") == "ok" and not math.isnan(holdout):
         floor = holdout - t.max_live_auc_drop
         if live["roc_auc_rolling_7d"] < floor:
-            return [
+            reasons.append(
                 f"live AUC (7-day) {live['roc_auc_rolling_7d']:.3f} < {floor:.3f} "
                 f"(holdout {holdout:.3f} - {t.max_live_auc_drop})"
-            ]
-    return []
-
-
-def _reasons(report: pd.Series, live: pd.Series | None, t: Thresholds) -> list[str]:
-    return drift_reasons(report, t) + live_reasons(live, t)
+            )
+    return reasons
 
 
 def decide(
@@ -127,3 +117,15 @@ def decide(
         if live_row is not None and live_row.get("status") == "ok":
             decision.scores["live_roc_auc_7d"] = f"{live_row['roc_auc_rolling_7d']:.4f}"
     return decision
+
+
+def drift_reasons(report: pd.Series, thresholds: Thresholds) -> list[str]:
+    """Why a day's drift report is drift, by the drift sensor's own rule (the alerts use it)."""
+    return _reasons(report, None, thresholds)
+
+
+def live_reasons(live: pd.Series, thresholds: Thresholds) -> list[str]:
+    """Why a day's rolling live performance is a degradation, by the drift sensor's own rule."""
+    import pandas as pd
+
+    return _reasons(pd.Series(dtype=object), live, thresholds)
