@@ -20,7 +20,7 @@ export BENTOML_HOME := $(DATA_ROOT)/bentoml
 SERVE_PORT ?= 3001
 export UV_LINK_MODE := copy
 
-.PHONY: alert-test setup run replay ui ui-prod mlflow rollback serve test test-fast tasks lint format benchmark bench-serving clean FORCE k8s-build k8s-cluster k8s-test
+.PHONY: setup run replay ui ui-prod mlflow rollback serve test test-fast tasks lint format benchmark bench-serving clean FORCE k8s-build k8s-cluster k8s-test
 
 setup: .venv/.synced-bytecode $(DAGSTER_HOME)/dagster.yaml
 
@@ -47,6 +47,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml dagster.production.yaml FORCE
 
 # One firing and one resolved message of every alert kind to the configured sinks
 # (FLIGHTLINE_ALERT_WEBHOOK_URL, FLIGHTLINE_ALERT_SMTP_*: docs/rollout-and-alerts.md).
+.PHONY: alert-test
 alert-test: setup
 	$(UV) run --frozen python -m pipelines.platform.components.alerts
 
