@@ -42,26 +42,6 @@ class ModelInfo:
     bento_model_tag: str  # the exact BentoML model tag the service was built with
 
 
-@dataclass(frozen=True)
-class Challenger:
-    """A model in rollout beside the champion. In `shadow` it scores every request and the
-    champion answers; in `canary` the entities that `answers_with_challenger` assigns to it (by
-    the request field `entity`, salted with its version) are answered by it. Both scores are
-    logged either way."""
-
-    model: object
-    info: ModelInfo
-    stage: str  # "shadow" | "canary"
-    share: float = 0.0
-    entity: str = ""
-
-    def __post_init__(self) -> None:
-        if self.stage not in ("shadow", "canary"):
-            raise ValueError(f"a challenger serves in shadow or canary, not {self.stage!r}")
-        if self.stage == "canary" and not self.entity:
-            raise ValueError("a canary needs the request field that names the entity")
-
-
 class Predictor:
     def __init__(
         self,
@@ -75,8 +55,8 @@ class Predictor:
         probe: Callable[[], None] | None = None,
         score_field: str = "probability",
         flags: dict[str, str] | None = None,
+        challenger: "Challenger | None" = None,
         partition_of: Callable[[pd.Series], list[str]] | None = None,
-        challenger: Challenger | None = None,
     ):
         self.spec = spec
         self.challenger = challenger
@@ -315,3 +295,23 @@ class Predictor:
                     **scores,  # in rollout: both models' scores and who answered
                 },
             )
+
+
+@dataclass(frozen=True)
+class Challenger:
+    """A model in rollout beside the champion. In `shadow` it scores every request and the
+    champion answers; in `canary` the entities that `answers_with_challenger` assigns to it (by
+    the request field `entity`, salted with its version) are answered by it. Both scores are
+    logged either way."""
+
+    model: object
+    info: ModelInfo
+    stage: str  # "shadow" | "canary"
+    share: float = 0.0
+    entity: str = ""
+
+    def __post_init__(self) -> None:
+        if self.stage not in ("shadow", "canary"):
+            raise ValueError(f"a challenger serves in shadow or canary, not {self.stage!r}")
+        if self.stage == "canary" and not self.entity:
+            raise ValueError("a canary needs the request field that names the entity")
