@@ -266,8 +266,8 @@ class PredictionService:
             probe=(lambda: check_redis(redis_url)) if redis_url else None,
             score_field=SERVING.score_field,
             flags=SERVING.flags,
-            partition_of=TASK.partition_of,
             challenger=challenger,
+            partition_of=TASK.partition_of,
         )
         if store is not None and self.predictor.check()["ready"]:
             self.predictor.warm_up()
