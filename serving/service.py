@@ -24,6 +24,8 @@ from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.feature_store import location_from_paths, open_store
 from pipelines.platform.lib.prediction_log import PredictionLogWriter
 from pipelines.platform.lib.predictor import (
+    LIVE_SOURCE,
+    TRAFFIC_SOURCE_ENV,
     Challenger,
     FeatureStoreUnavailable,
     ModelInfo,
@@ -268,6 +270,7 @@ class PredictionService:
             flags=SERVING.flags,
             challenger=challenger,
             partition_of=TASK.partition_of,
+            source=os.environ.get(TRAFFIC_SOURCE_ENV, LIVE_SOURCE),
         )
         if store is not None and self.predictor.check()["ready"]:
             self.predictor.warm_up()

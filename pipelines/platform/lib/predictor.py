@@ -42,6 +42,12 @@ class ModelInfo:
     bento_model_tag: str  # the exact BentoML model tag the service was built with
 
 
+LIVE_SOURCE = "live"
+TRAFFIC_SOURCES = (LIVE_SOURCE, "benchmark", "test", "replay")
+# A process that serves other than real traffic says so (benchmarks, tests, replays).
+TRAFFIC_SOURCE_ENV = "FLIGHTLINE_TRAFFIC_SOURCE"
+
+
 class Predictor:
     def __init__(
         self,
@@ -57,7 +63,13 @@ class Predictor:
         flags: dict[str, str] | None = None,
         challenger: "Challenger | None" = None,
         partition_of: Callable[[pd.Series], list[str]] | None = None,
+        source: str = LIVE_SOURCE,
     ):
+        if source not in TRAFFIC_SOURCES:
+            raise ValueError(f"traffic source {source!r}: one of {', '.join(TRAFFIC_SOURCES)}")
+        # Where this predictor's traffic comes from, written on every log row: monitoring
+        # judges `live` rows only (benchmarks, tests and replays write their own).
+        self.source = source
         self.spec = spec
         self.challenger = challenger
         self.domain = domain
@@ -290,6 +302,7 @@ class Predictor:
                     "features": features,
                     **result,
                     "bento_model_tag": self.info.bento_model_tag,
+                    "source": self.source,
                     "latency_ms": round(latency_ms, 3),
                     "batch_size": len(results),
                     **scores,  # in rollout: both models' scores and who answered
