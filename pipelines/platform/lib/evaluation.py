@@ -364,9 +364,10 @@ def live_gate(
     thresholds: GateThresholds,
     min_labelled_rows: int,
 ) -> LiveGateVerdict:
-    """The offline gate (decide_promotion: margin, paired bootstrap interval, slice vetoes) applied
-    to live requests whose label is known, both models' scores logged on the same rows. Nothing is
-    decided before `min_labelled_rows` labelled rows with both classes present."""
+    """The offline gate (decide_promotion: AUC margin and paired bootstrap interval, log loss and
+    ECE non-inferiority, slice vetoes) applied to live requests whose label is known, both models'
+    scores logged on the same rows. Nothing is decided before `min_labelled_rows` labelled rows
+    with both classes present."""
     known = frame.dropna(subset=[label, challenger, champion]).reset_index(drop=True)
     y = known[label].to_numpy(dtype="float64")
     positives = int(y.sum())
@@ -379,17 +380,24 @@ def live_gate(
         return LiveGateVerdict("wait", len(known), positives, wait)
     scores = {m: known[m].to_numpy(dtype="float64") for m in (challenger, champion)}
     metrics = {m: binary_metrics(y, p) for m, p in scores.items()}
-    interval = paired_bootstrap_auc_difference(
+    intervals = paired_bootstrap_differences(
         y, scores[challenger], scores[champion], samples=thresholds.bootstrap_samples
     )
+
+    def difference(name: str) -> tuple[float, BootstrapInterval]:
+        return metrics[challenger][name] - metrics[champion][name], intervals[name]
+
+    # Live rows are days neither model trained on (served after both were trained): fair.
     decision = decide_promotion(
         metrics[challenger]["roc_auc"],
         metrics[champion]["roc_auc"],
         champion,
-        interval,
+        intervals["roc_auc"],
         slice_metrics(known, y, scores, [c for c in slices if c in known.columns]),
         challenger,
         thresholds,
+        log_loss=difference("log_loss"),
+        ece=difference("ece"),
     )
     verdict = "advance" if decision.passed else "rollback"
     return LiveGateVerdict(verdict, len(known), positives, decision.reasons, decision, metrics)
