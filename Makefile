@@ -60,7 +60,7 @@ ui: setup
 # Production: the webserver and the daemon as two processes sharing the PostgreSQL instance
 # (schedules, sensors and queued runs need the daemon). Ports 3000 and the daemon's heartbeat.
 ui-prod: setup
-	@test -n "$$FLIGHTLINE_POSTGRES_URL" || { echo "set FLIGHTLINE_POSTGRES_URL (see README: Production profile)"; exit 1; }
+	@test -n "$$FLIGHTLINE_POSTGRES_URL" || { echo "set FLIGHTLINE_POSTGRES_URL (see docs/production.md)"; exit 1; }
 	$(UV) run --frozen dagster-daemon run -w workspace.yaml & daemon=$$!; \
 	trap "kill $$daemon" EXIT; \
 	$(UV) run --frozen dagster-webserver -w workspace.yaml -h 127.0.0.1 -p 3000
