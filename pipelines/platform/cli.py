@@ -296,7 +296,8 @@ def _summary(
         f"  landing / archive:   {_landing(paths, task)} / {paths.archive}/{task.name}",
         f"  Feast registry:      {paths.feast_registry}",
         f"  Feast online store:  {_online_store(paths)}",
-        "  open the UI:         make ui   (then http://127.0.0.1:3000; README: what to open first)",
+        f"  open the UI:         make ui   (then http://127.0.0.1:{os.environ.get('UI_PORT') or 3000}"
+        "; README: what to open first)",
         "=" * 72,
     ]
     return "\n".join(lines)
@@ -440,6 +441,24 @@ def _champion_lines(results: list[RunResult], specs: list) -> list[str]:
     return lines
 
 
+def _new_task(root: Path, name: str, timezone: str) -> int:
+    from pipelines.platform.scaffold import Scaffold, scaffold_task
+
+    try:
+        written = scaffold_task(root, Scaffold(name=name, timezone=timezone))
+    except (ValueError, FileExistsError) as exc:
+        print(f"flightline: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"  wrote {path.relative_to(root)}")
+    print(
+        f"task {name}: `make test-fast` and `nice pytest tests/tasks/{name}` pass as is; "
+        f"`make run TASK={name}` runs it end to end on its example data. Then replace the "
+        f"example domain in pipelines/tasks/{name}/ (docs/reference.md lists every field)."
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="flightline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -480,7 +499,15 @@ def main(argv: list[str] | None = None) -> int:
         "rollback", help="point a task's @champion back at the version it replaced"
     )
     rollback.add_argument("--task", default=DEFAULT_TASK)
+    new_task = sub.add_parser(
+        "new-task", help="write a task skeleton (domain, defs.yaml, data, a test) that runs as is"
+    )
+    new_task.add_argument("name")
+    new_task.add_argument("--timezone", default="UTC", help="the task's partition days' zone")
+    new_task.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[2])
     args = parser.parse_args(argv)
+    if args.command == "new-task":
+        return _new_task(args.root, args.name, args.timezone)
     _quiet_mlflow()
     from pipelines.platform.components.definition import DefinitionError
     from pipelines.platform.components.task import task_definition_paths

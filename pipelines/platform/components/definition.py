@@ -99,7 +99,9 @@ class FeaturesModel(Strict):
 class ServingModel(Strict):
     request_model: str = Field(description="module:attribute of the pydantic model of a request")
     request_name: str = Field(description="The request's field name in the /predict body")
-    batch_name: str = Field(default="", description="Its name in /predict_batch (default: plural)")
+    batch_name: str = Field(
+        default="requests", description="The list's field name in the /predict_batch body"
+    )
     score_field: str = "probability"
     score_description: str = "P(label = 1)"
     # Answer fields that say a view knew nothing of the request's entity: field -> feature view.
@@ -376,6 +378,7 @@ def resolve(definition: TaskDefinition) -> Task:
             gate=GateThresholds(**definition.gate),
             asset_prefix=(definition.name,),
             lead_minutes=definition.examples.lead_minutes,
+            timezone=definition.partitions.timezone,
         )
     except (TypeError, ValueError) as exc:
         raise DefinitionError(f"task {definition.name}: {exc}") from exc

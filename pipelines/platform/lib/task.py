@@ -78,6 +78,8 @@ class TaskSpec:
     asset_prefix: tuple[str, ...] = ()  # the task's asset-key prefix: tasks never share keys
     # The prediction is made this long before the timestamp (0: at the timestamp itself).
     lead_minutes: int = 0
+    # The task's own time zone: the split is cut at its local midnights, not UTC's.
+    timezone: str = "UTC"
 
     def __post_init__(self) -> None:
         from pipelines.platform.lib.modeling.families import FAMILIES
