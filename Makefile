@@ -113,6 +113,10 @@ k8s-cluster: setup k8s-build
 k8s-test: setup k8s-build
 	$(UV) run --frozen pytest tests/infra
 
+# docs/reference.md and docs/defs.schema.json from the code (a test fails when they are stale).
+reference: setup
+	$(UV) run --frozen python -m pipelines.platform.reference
+
 lint: setup
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .

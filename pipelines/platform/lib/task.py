@@ -13,8 +13,8 @@ class TimeSplit:
     """The most recent `holdout_days` are the evaluation holdout; the `validation_days` before them
     drive early stopping; everything earlier is training data."""
 
-    validation_days: int = 7
-    holdout_days: int = 7
+    validation_days: int = 7  # days before the holdout that drive early stopping
+    holdout_days: int = 7  # the most recent days: the evaluation holdout
 
     def __post_init__(self) -> None:
         if self.validation_days < 1 or self.holdout_days < 1:
@@ -28,9 +28,9 @@ class GateThresholds:
     min_auc_gain: float = 0.002  # over the champion (or the naive baseline when there is none)
     max_slice_regression: float = 0.03  # AUC a large slice may lose against the reference
     min_slice_rows: int = 300  # a slice smaller than this is too noisy to veto a promotion
-    bootstrap_samples: int = 1000
-    min_holdout_rows: int = 200
-    min_holdout_positives: int = 20
+    bootstrap_samples: int = 1000  # resamples of the paired bootstrap interval of the AUC gain
+    min_holdout_rows: int = 200  # fewer labelled holdout rows: no evaluation (the step fails)
+    min_holdout_positives: int = 20  # and at least this many of each class
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ class Scaffold:
             "__START__": self.start.isoformat(),
             "__END__": (self.start + timedelta(days=self.days)).isoformat(),
             "__RUN_END__": (self.start + timedelta(days=self.days - 1)).isoformat(),
-            "__SITES__": repr(self.sites),
+            "__SITES__": "(" + ", ".join(f'"{s}"' for s in self.sites) + ")",
             "__FIRST_SITE__": self.sites[0],
             "__SITE_COUNT__": str(len(self.sites)),
             "__ROWS_PER_DAY__": str(rows_per_day),
