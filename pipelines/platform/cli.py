@@ -436,9 +436,26 @@ def _champion_lines(results: list[RunResult], specs: list) -> list[str]:
             + ("promoted by this run" if this_run else "unchanged by this run")
         )
     lines += [f"  gate refused: {reason}" for reason in sorted(refused)]
+    lines += [f"  data: {line}" for line in _sufficiency_lines(results)]
     if specs:
         lines.append("  MLflow UI:           make mlflow   (then http://127.0.0.1:5000)")
     return lines
+
+
+def _sufficiency_lines(results: list[RunResult]) -> list[str]:
+    """The last evaluation's data sufficiency (lib/sufficiency.py), from its materialization."""
+    from pipelines.platform.lib.sufficiency import summary_lines
+
+    found = None
+    for r in results:
+        for event in r.all_events:
+            if event.event_type_value != "ASSET_MATERIALIZATION":
+                continue
+            materialization = event.step_materialization_data.materialization
+            if materialization.asset_key.path[-1] == "model_evaluation":
+                value = materialization.metadata.get("data_sufficiency")
+                found = value.value if value is not None else found
+    return summary_lines(found) if found else []
 
 
 def _new_task(root: Path, name: str, timezone: str) -> int:
