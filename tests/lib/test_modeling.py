@@ -115,3 +115,6 @@ def test_logged_model_predicts_what_the_trained_one_does(tmp_path):
         np.testing.assert_allclose(loaded.predict(x), result.model.predict_proba(x), rtol=1e-6)
     assert not (tmp_path / "mlruns").exists()
     assert pd.Series([ref.version]).iloc[0] == "2"
+    # The MLflow UI opens the experiment in its model-training view, not the GenAI one.
+    experiment = registry.client.get_experiment_by_name(TOY.name)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
