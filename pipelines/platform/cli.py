@@ -554,6 +554,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rollback":
         return _rollback(args.task)
     task = _load_task(args.task)
+    if args.command == "run":
+        from pipelines.platform.compat import silence_mlflow_event_lines
+
+        silence_mlflow_event_lines()
     if args.command in ("replay", "run"):
         window = task.definition.run_window
         args.start = args.start or _parse_day(window.start if window else DEFAULT_START)

@@ -128,3 +128,14 @@ def check_targets(instance, asset_key, partitions: list[str]) -> dict:
             ),
         )
     return targets
+
+
+def silence_mlflow_event_lines() -> None:
+    """MLflow prints "Successfully registered model ..." and "Created version ..." through its
+    own stream (`eprint`), not through logging or warnings, so neither MLFLOW_LOGGING_LEVEL nor a
+    warnings filter reaches them; the run's progress lines already say the same. Only
+    `mlflow.utils.logging_utils.disable_logging` (not in MLflow's documented API) turns that
+    stream off. Re-check: mlflow.utils.logging_utils (MLFLOW_LOGGING_STREAM, eprint)."""
+    from mlflow.utils.logging_utils import disable_logging
+
+    disable_logging()
