@@ -21,6 +21,9 @@ SERVE_PORT ?= 3001
 # The Dagster UI's port (make ui, make ui-prod).
 UI_PORT ?= 3000
 export UI_PORT
+# The MLflow UI's port (make mlflow); asset metadata links and pictures point at it.
+MLFLOW_PORT ?= 5000
+export MLFLOW_PORT
 export UV_LINK_MODE := copy
 
 .PHONY: setup run replay new-task reference ui ui-prod mlflow rollback serve test test-fast tasks lint format benchmark bench-serving clean FORCE k8s-build k8s-cluster k8s-test
@@ -76,7 +79,6 @@ ui-prod: setup
 
 # The MLflow UI on the same store the pipeline writes (SQLite + artifact folder under the data root).
 # Asset metadata links here: run the pipeline with the same MLFLOW_PORT (or FLIGHTLINE_MLFLOW_UI_URL).
-MLFLOW_PORT ?= 5000
 mlflow: setup
 	$(UV) run --frozen mlflow ui --backend-store-uri $$($(UV) run --frozen python -c \
 		"from pipelines.platform.lib.settings import DataPaths; print(DataPaths.from_env().mlflow_tracking_uri)") \

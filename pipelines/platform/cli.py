@@ -438,7 +438,9 @@ def _champion_lines(results: list[RunResult], specs: list) -> list[str]:
     lines += [f"  gate refused: {reason}" for reason in sorted(refused)]
     lines += [f"  data: {line}" for line in _sufficiency_lines(results)]
     if specs:
-        lines.append("  MLflow UI:           make mlflow   (then http://127.0.0.1:5000)")
+        from pipelines.platform.resources_config import mlflow_ui_url
+
+        lines.append(f"  MLflow UI:           make mlflow   (then {mlflow_ui_url()})")
     return lines
 
 
