@@ -235,6 +235,15 @@ def json_schema() -> str:
 
     attributes = TaskDefinition.model_json_schema()
     defs = attributes.pop("$defs", {})
+    # Editors show a field's description on hover: the comments count as descriptions here too.
+    for model, entry in [
+        (TaskDefinition, attributes),
+        *((m, defs.get(m.__name__, {})) for _, m in nested_models(TaskDefinition)),
+    ]:
+        for name, text in source_comments(model).items():
+            field = entry.get("properties", {}).get(name)
+            if field is not None and "description" not in field:
+                field["description"] = text
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "flightline task definition (pipelines/defs/<task>/defs.yaml)",

@@ -39,3 +39,15 @@ def test_the_json_schema_refuses_a_misspelt_field():
     document["attributes"]["serving"]["max_bach"] = 10
     with pytest.raises(jsonschema.ValidationError, match="max_bach"):
         jsonschema.validate(document, schema)
+
+
+def test_every_schema_property_has_a_description_for_editors():
+    schema = json.loads(reference.SCHEMA.read_text())
+    entries = [schema["properties"]["attributes"], *schema["$defs"].values()]
+    bare = [
+        f"{entry.get('title')}.{name}"
+        for entry in entries
+        for name, field in entry.get("properties", {}).items()
+        if not field.get("description")
+    ]
+    assert bare == []
