@@ -131,11 +131,32 @@ def check_targets(instance, asset_key, partitions: list[str]) -> dict:
 
 
 def silence_mlflow_event_lines() -> None:
-    """MLflow prints "Successfully registered model ..." and "Created version ..." through its
-    own stream (`eprint`), not through logging or warnings, so neither MLFLOW_LOGGING_LEVEL nor a
-    warnings filter reaches them; the run's progress lines already say the same. Only
-    `mlflow.utils.logging_utils.disable_logging` (not in MLflow's documented API) turns that
-    stream off. Re-check: mlflow.utils.logging_utils (MLFLOW_LOGGING_STREAM, eprint)."""
-    from mlflow.utils.logging_utils import disable_logging
+    """MLflow prints "Successfully registered model ...", "Registered model ... already exists"
+    and "Created version ..." through its own stream (`eprint`), not through logging or
+    warnings, so neither MLFLOW_LOGGING_LEVEL nor a warnings filter reaches them; the run's
+    progress lines already say the same. `disable_logging()` does not hold (model logging turns
+    the stream back on), so those lines alone are dropped at the stream's `write`; anything else
+    MLflow prints (its errors) still passes. Re-check: mlflow.utils.logging_utils
+    (MLFLOW_LOGGING_STREAM, eprint) and the messages in mlflow.tracking._model_registry.fluent."""
+    import re
 
-    disable_logging()
+    from mlflow.utils import logging_utils
+
+    stream = logging_utils.MLFLOW_LOGGING_STREAM
+    if getattr(stream, "_flightline_quiet", False):
+        return
+    registration = re.compile(
+        r"^(Successfully registered model |Registered model .* already exists|Created version )"
+    )
+    write = stream.write
+    dropped = {"last": False}
+
+    def quiet_write(text: str):
+        if registration.match(text) or (dropped["last"] and text == "\n"):
+            dropped["last"] = not dropped["last"] or text != "\n"
+            return None
+        dropped["last"] = False
+        return write(text)
+
+    stream.write = quiet_write
+    stream._flightline_quiet = True
