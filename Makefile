@@ -26,7 +26,7 @@ MLFLOW_PORT ?= 5000
 export MLFLOW_PORT
 export UV_LINK_MODE := copy
 
-.PHONY: setup run replay new-task reference ui ui-prod mlflow rollback serve test test-fast tasks lint format benchmark bench-serving clean FORCE k8s-build k8s-cluster k8s-test
+.PHONY: setup run replay live new-task reference ui ui-prod mlflow rollback serve test test-fast tasks lint format benchmark bench-serving clean FORCE k8s-build k8s-cluster k8s-test
 
 setup: .venv/.synced-bytecode $(DAGSTER_HOME)/dagster.yaml
 
@@ -50,6 +50,12 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml dagster.production.yaml FORCE
 	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; echo "installed $@"; fi
 	@if [ -n "$$FLIGHTLINE_POSTGRES_URL$$FLIGHTLINE_REDIS_URL" ]; then \
 		$(UV) run --frozen python -m pipelines.platform.lib.services provision; fi
+
+# One firing and one resolved message of every alert kind to the configured sinks
+# (FLIGHTLINE_ALERT_WEBHOOK_URL, FLIGHTLINE_ALERT_SMTP_*: docs/rollout-and-alerts.md).
+.PHONY: alert-test
+alert-test: setup
+	$(UV) run --frozen python -m pipelines.platform.components.alerts
 
 run: setup
 	$(UV) run --frozen flightline run --task $(TASK) $(WINDOW) --monitor-days $(MONITOR_DAYS)
@@ -93,6 +99,13 @@ serve: setup
 
 rollback: setup
 	$(UV) run --frozen flightline rollback --task $(TASK)
+
+# Left running: after `make run`, DAYS more days land on a compressed clock (a day every PACE
+# seconds) with live requests, the daemon's sensors and schedule on; then the audit (docs/live-operation.md).
+DAYS ?= 21
+PACE ?= 5
+live: setup
+	$(UV) run --frozen flightline live --task $(TASK) --days $(DAYS) --pace $(PACE)
 
 # A fresh clone needs nothing built first: pytest builds the Kubernetes control plane (once,
 # cached) after collecting the tests and before the first one, outside every test's timeout.

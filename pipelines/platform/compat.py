@@ -22,6 +22,15 @@ def backfill_subset(keys, partitions, graph):
     )
 
 
+def requested_backfills(instance) -> list:
+    """Backfills the daemon has not finished submitting (their runs may not exist yet), so the
+    landing sensor does not request their days again: `BulkActionStatus` is not exported.
+    Re-check: dagster._core.execution.backfill.BulkActionStatus, PartitionBackfill.tags."""
+    from dagster._core.execution.backfill import BulkActionStatus
+
+    return list(instance.get_backfills(status=BulkActionStatus.REQUESTED))
+
+
 def check_execution_statuses():
     """The status enum of asset-check execution records, which the instance's public
     `event_log_storage.get_asset_check_execution_history` returns but does not export.
@@ -160,3 +169,19 @@ def silence_mlflow_event_lines() -> None:
 
     stream.write = quiet_write
     stream._flightline_quiet = True
+
+
+def instance_kv(instance) -> tuple:
+    """The instance's small key-value table (what the daemons keep their cursors in), as
+    (get, set): the alert ledger lives there so that it survives restarts and is shared by every
+    process of the instance (SQLite or PostgreSQL), with no table of our own. Dagster exposes it
+    on the run storage only. Re-check: dagster._core.storage.daemon_cursor.DaemonCursorStorage."""
+    storage = instance.run_storage
+
+    def get(key: str) -> str | None:
+        return storage.get_cursor_values({key}).get(key)
+
+    def set_(key: str, value: str) -> None:
+        storage.set_cursor_values({key: value})
+
+    return get, set_

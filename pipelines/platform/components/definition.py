@@ -109,6 +109,8 @@ class ServingModel(Strict):
     # Answer fields that say a view knew nothing of the request's entity: field -> feature view.
     flags: dict[str, str] = {}
     max_batch: int = 1000  # the most requests one /predict_batch may hold
+    # The request field whose value is the entity a canary assigns to one model (stable hash).
+    canary_entity: str = ""
     # Requests larger than this are refused (413) before their body is parsed.
     max_body_bytes: int = 1_000_000
     # The serving window: a request whose `time_field` (the prediction time) is outside
@@ -162,6 +164,19 @@ class RunWindowModel(Strict):
 class AutomationModel(Strict):
     retrain_cron: str = "0 2 * * *"  # the nightly retrain schedule (cron)
     timezone: str = "UTC"  # the schedule's zone
+    # The expected landing cadence: no new landed partition for longer than this (wall clock)
+    # raises a `landing_overdue` alert, which resolves when one lands. Unset: not watched.
+    landing_cadence_minutes: int | None = Field(default=None, ge=1)
+
+
+class DrillModel(Strict):
+    """A disturbance the live-operation scenario (`make live`) applies to a landing table's
+    column for a few days: value * multiply + add (a storm's delays, a curtailed turbine)."""
+
+    table: str  # a landing table of the task
+    column: str  # a numeric column of that table
+    multiply: float = 1.0  # the value is multiplied by this
+    add: float = 0.0  # then this is added
 
 
 class MonitoringModel(Strict):
@@ -171,6 +186,9 @@ class MonitoringModel(Strict):
     drift_min_rows: int = Field(default=200, ge=1)  # fewer: "insufficient", never "no drift"
     # Fewer labelled rows in a day: live performance is "insufficient"
     live_min_labelled_rows: int = Field(default=100, ge=1)
+    drill: list[DrillModel] = Field(
+        default=[], description="The drift episode of the live-operation scenario (`make live`)"
+    )
 
 
 class ModelFamiliesModel(Strict):
