@@ -51,7 +51,7 @@ class BuildArgs(BaseModel):
 ARGS = bentoml.use_arguments(BuildArgs)
 TASK = load_task(os.environ.get("FLIGHTLINE_TASK") or ARGS.task or "flight_delay")
 SERVING = TASK.definition.serving
-BATCH_NAME = SERVING.batch_name or f"{SERVING.request_name}s"
+BATCH_NAME = SERVING.batch_name
 MODEL_TAG = os.environ.get("FLIGHTLINE_BENTO_MODEL") or ARGS.model_tag
 
 

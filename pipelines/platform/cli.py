@@ -298,7 +298,8 @@ def _summary(
         f"  landing / archive:   {_landing(paths, task)} / {paths.archive}/{task.name}",
         f"  Feast registry:      {paths.feast_registry}",
         f"  Feast online store:  {_online_store(paths)}",
-        "  open the UI:         make ui   (then http://127.0.0.1:3000; README: what to open first)",
+        f"  open the UI:         make ui   (then http://127.0.0.1:{os.environ.get('UI_PORT') or 3000}"
+        "; README: what to open first)",
         "=" * 72,
     ]
     return "\n".join(lines)
@@ -486,9 +487,46 @@ def _champion_lines(results: list[RunResult], specs: list) -> list[str]:
             + ("promoted by this run" if this_run else "unchanged by this run")
         )
     lines += [f"  gate refused: {reason}" for reason in sorted(refused)]
+    lines += [f"  data: {line}" for line in _sufficiency_lines(results)]
     if specs:
-        lines.append("  MLflow UI:           make mlflow   (then http://127.0.0.1:5000)")
+        from pipelines.platform.resources_config import mlflow_ui_url
+
+        lines.append(f"  MLflow UI:           make mlflow   (then {mlflow_ui_url()})")
     return lines
+
+
+def _sufficiency_lines(results: list[RunResult]) -> list[str]:
+    """The last evaluation's data sufficiency (lib/sufficiency.py), from its materialization."""
+    from pipelines.platform.lib.sufficiency import summary_lines
+
+    found = None
+    for r in results:
+        for event in r.all_events:
+            if event.event_type_value != "ASSET_MATERIALIZATION":
+                continue
+            materialization = event.step_materialization_data.materialization
+            if materialization.asset_key.path[-1] == "model_evaluation":
+                value = materialization.metadata.get("data_sufficiency")
+                found = value.value if value is not None else found
+    return summary_lines(found) if found else []
+
+
+def _new_task(root: Path, name: str, timezone: str) -> int:
+    from pipelines.platform.scaffold import Scaffold, scaffold_task
+
+    try:
+        written = scaffold_task(root, Scaffold(name=name, timezone=timezone))
+    except (ValueError, FileExistsError) as exc:
+        print(f"flightline: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"  wrote {path.relative_to(root)}")
+    print(
+        f"task {name}: `make test-fast` and `nice pytest tests/tasks/{name}` pass as is; "
+        f"`make run TASK={name}` runs it end to end on its example data. Then replace the "
+        f"example domain in pipelines/tasks/{name}/ (docs/reference.md lists every field)."
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -547,7 +585,15 @@ def main(argv: list[str] | None = None) -> int:
         "rollback", help="point a task's @champion back at the version it replaced"
     )
     rollback.add_argument("--task", default=DEFAULT_TASK)
+    new_task = sub.add_parser(
+        "new-task", help="write a task skeleton (domain, defs.yaml, data, a test) that runs as is"
+    )
+    new_task.add_argument("name")
+    new_task.add_argument("--timezone", default="UTC", help="the task's partition days' zone")
+    new_task.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[2])
     args = parser.parse_args(argv)
+    if args.command == "new-task":
+        return _new_task(args.root, args.name, args.timezone)
     _quiet_mlflow()
     from pipelines.platform.components.definition import DefinitionError
     from pipelines.platform.components.task import task_definition_paths
@@ -577,6 +623,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rollback":
         return _rollback(args.task)
     task = _load_task(args.task)
+    if args.command == "run":
+        from pipelines.platform.compat import silence_mlflow_event_lines
+
+        silence_mlflow_event_lines()
     if args.command in ("replay", "run"):
         window = task.definition.run_window
         args.start = args.start or _parse_day(window.start if window else DEFAULT_START)

@@ -532,6 +532,7 @@ def _evaluation_metadata(report: dict, curves: bytes, mlflow: MlflowResource) ->
         )
     return {
         "holdout": dg.MetadataValue.json(report["holdout"]),
+        "data_sufficiency": dg.MetadataValue.json(report["sufficiency"]),
         "metrics": metric_table(metrics, index="model"),
         "comparison": dg.MetadataValue.md(comparison),
         "candidate_roc_auc": float(metrics.loc[candidate["family"], "roc_auc"]),
