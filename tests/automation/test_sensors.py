@@ -214,12 +214,23 @@ def test_drift_over_the_threshold_launches_one_retrain_with_its_reasons(reported
     first, latest = _last_two_report_ids(instance)
     before = first - 1
     cursor = f'{{"storage_id": {before}, "last_trigger_day": null, "checked_at": 0}}'
-    # The champion trained through 2013-01-07: a retrain until 01-08 would score it on its own
-    # training days (a 7-day holdout). The sensor waits, and says until when.
+    # The champion trained through its validation days: a retrain until 01-08 or 01-09 would
+    # score it on its own training days (a 7-day holdout). The sensor waits, and says until when.
+    from pipelines.platform.lib.retrain_policy import fair_until
+
+    trained_through = Lake(str(paths.lake)).read_json(f"{TASK}/drift_reference")["description"][
+        "last_day"
+    ]
+    assert trained_through < "2013-01-09"
     waiting = _drift_tick(definitions, instance, paths, cursor, drift_share=0.0)
     assert not waiting.run_requests
     assert "but a fair holdout of 7 days after champion" in waiting.skip_reason.skip_message
-    assert "needs data until 2013-01-14: waiting" in waiting.skip_reason.skip_message
+    assert (
+        f"(through {trained_through}) needs data until {fair_until(trained_through, 7)}: waiting"
+        in waiting.skip_reason.skip_message
+    )
+    # The first day the champion's own verdicts judged (a day it trained on is `trained_on`).
+    trigger = "2013-01-09" if trained_through == "2013-01-08" else "2013-01-08"
     # A champion trained on less (through 01-01): the same evidence launches a fair retrain.
     lake = Lake(str(paths.lake))
     reference = lake.read_json(f"{TASK}/drift_reference")
@@ -233,19 +244,20 @@ def test_drift_over_the_threshold_launches_one_retrain_with_its_reasons(reported
     finally:
         lake.write_json(f"{TASK}/drift_reference", reference)
     [request] = tick.run_requests
-    report = pd.read_parquet(Path(paths.lake) / TASK / "drift_report" / "2013-01-08.parquet")
+    report = pd.read_parquet(Path(paths.lake) / TASK / "drift_report" / f"{trigger}.parquet")
+    report = report.iloc[[-1]]  # the newest verdict of the day
     version = report["reference_version"].iloc[0]
     assert {"status", "drift_share", "prediction_distance", "prediction_drifted"} <= set(report)
     assert report["status"].iloc[0] in ("drift", "no_drift")
     assert request.job_name == f"{TASK}_retrain"
-    assert request.run_key == f"drift:{TASK}:v{version}:2013-01-08"
+    assert request.run_key == f"drift:{TASK}:v{version}:{trigger}"
     assert request.tags[RETRAIN_TAG] == TASK
     assert request.tags["flightline/trigger"] == "drift"
-    assert request.tags["flightline/trigger_partition"] == "2013-01-08"
+    assert request.tags["flightline/trigger_partition"] == trigger
     assert request.tags["flightline/drift_share"] == f"{report['drift_share'].iloc[0]:.4f}"
     assert "drift share" in request.tags["flightline/trigger_reason"]
     ops = request.run_config["ops"]
-    assert {op["config"]["until"] for op in ops.values()} == {"2013-01-08"}
+    assert {op["config"]["until"] for op in ops.values()} == {trigger}
 
     # The same evidence again: nothing new. A new report inside the cooldown: skipped, said why.
     again = _drift_tick(definitions, instance, paths, tick.cursor, drift_share=0.0)
@@ -253,7 +265,7 @@ def test_drift_over_the_threshold_launches_one_retrain_with_its_reasons(reported
     replayed = tick.cursor.replace(f'"storage_id": {latest}', f'"storage_id": {first}')
     cooled = _drift_tick(definitions, instance, paths, replayed, drift_share=0.0)
     assert not cooled.run_requests
-    assert "cooldown after the retrain triggered by 2013-01-08" in cooled.skip_reason.skip_message
+    assert f"cooldown after the retrain triggered by {trigger}" in cooled.skip_reason.skip_message
 
 
 def test_reports_of_an_earlier_champion_never_trigger(reported, definitions):
