@@ -42,7 +42,7 @@ from pipelines.platform.lib.predictor import (
 from pipelines.platform.lib.services import check_redis, check_uri
 from pipelines.platform.lib.settings import DataPaths
 from serving.guard import Answer, RequestGuard, error
-from serving.openapi import service_spec
+from serving.openapi import service_spec, state_window
 
 
 class BuildArgs(BaseModel):
@@ -412,6 +412,10 @@ SPEC = service_spec(
         **({"/metrics": "Prometheus metrics"} if METRICS else {}),
     },
 )
+if SERVING.time_field and EARLIEST and LATEST:
+    for component in {Request.__name__, *(c for c in SPEC["components"]["schemas"])}:
+        if SERVING.time_field in SPEC["components"]["schemas"][component].get("properties", {}):
+            state_window(SPEC, component, SERVING.time_field, EARLIEST, LATEST, ZONE)
 PredictionService.add_asgi_middleware(
     RequestGuard,
     bodies={
