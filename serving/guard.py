@@ -33,8 +33,10 @@ Send = Callable[[Message], Awaitable[None]]
 JSON_TYPE = "application/json"
 # A refused request is the client's mistake: one line at INFO, never a traceback.
 logger = logging.getLogger("flightline.serving")
-# Routes the framework answers with no body (probes, the spec): any other path is a 404 here.
-INFRA_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/docs.json"})
+# Routes the framework answers with no body (probes, the spec, the Swagger page and its files):
+# any other path is a 404 here.
+INFRA_PATHS = frozenset({"/", "/livez", "/readyz", "/healthz", "/metrics", "/docs.json"})
+INFRA_PREFIXES = ("/static_content/", "/assets/")
 
 
 def error(loc: list, msg: str, kind: str, batch_index: int | None = None) -> dict:
@@ -177,7 +179,7 @@ class RequestGuard:
             await _send_json(send, 200, self.spec)
             return
         if path not in self.bodies:
-            if path not in INFRA_PATHS:
+            if path not in INFRA_PATHS and not path.startswith(INFRA_PREFIXES):
                 await _respond(send, 404, [error(["path"], f"no route {path}", "not_found")], path)
                 return
             await self.app(scope, receive, self._reshaping(send, path))
