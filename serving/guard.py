@@ -37,6 +37,8 @@ logger = logging.getLogger("flightline.serving")
 # any other path is a 404 here.
 INFRA_PATHS = frozenset({"/", "/livez", "/readyz", "/healthz", "/metrics", "/docs.json"})
 INFRA_PREFIXES = ("/static_content/", "/assets/")
+# A refusal before the whole body was read closes the connection: the rest is never read.
+CLOSE = [(b"connection", b"close")]
 
 
 def error(loc: list, msg: str, kind: str, batch_index: int | None = None) -> dict:
@@ -201,7 +203,7 @@ class RequestGuard:
         model = self.bodies[path]
         refused = self._refused_by_headers(headers, model is not None)
         if refused is not None:
-            await _respond(send, *refused, path)
+            await _respond(send, *refused, path, CLOSE)
             return
         try:
             body = await asyncio.wait_for(
@@ -210,12 +212,12 @@ class RequestGuard:
             )
         except TimeoutError:
             message = f"request body not received within {self.body_timeout_s:g} s"
-            await _respond(send, 408, [error(["body"], message, "timeout")], path)
+            await _respond(send, 408, [error(["body"], message, "timeout")], path, CLOSE)
             return
         if body is None:  # the client went away
             return
         if isinstance(body, tuple):
-            await _respond(send, *body, path)
+            await _respond(send, *body, path, CLOSE)
             return
         if model is not None:
             repeated = duplicate_key(body)
