@@ -142,6 +142,8 @@ def harden_http_server(header_timeout_s: float, max_connections: int, error_body
     on_message_begin, on_headers_complete, send_400_response, `connections`, `loop`."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+    # The last call's limits hold for every connection from then on.
+    HttpToolsProtocol._flightline_limits = (header_timeout_s, max_connections, error_body)
     if getattr(HttpToolsProtocol, "_flightline_hardened", False):
         return
     made, lost = HttpToolsProtocol.connection_made, HttpToolsProtocol.connection_lost
@@ -164,18 +166,21 @@ def harden_http_server(header_timeout_s: float, max_connections: int, error_body
 
     def arm(self) -> None:
         if getattr(self, "_flightline_header_timer", None) is None:
-            self._flightline_header_timer = self.loop.call_later(header_timeout_s, expire, self)
+            seconds = self._flightline_limits[0]
+            self._flightline_header_timer = self.loop.call_later(seconds, expire, self)
 
     def expire(self) -> None:
         self._flightline_header_timer = None
-        message = f"request headers not received within {header_timeout_s:g} s"
+        seconds, _, error_body = self._flightline_limits
+        message = f"request headers not received within {seconds:g} s"
         answer(self, 408, error_body(["header"], message, "timeout"))
         logging.getLogger("flightline.serving").info("refused 408: %s", message)
 
     def connection_made(self, transport) -> None:
         made(self, transport)
-        if len(self.connections) > max_connections:
-            message = f"more than {max_connections} connections open; retry later"
+        _, most, error_body = self._flightline_limits
+        if len(self.connections) > most:
+            message = f"more than {most} connections open; retry later"
             answer(self, 503, error_body(["server"], message, "too_many_connections"))
             logging.getLogger("flightline.serving").info("refused 503: %s", message)
             return
@@ -194,7 +199,7 @@ def harden_http_server(header_timeout_s: float, max_connections: int, error_body
         complete(self)
 
     def send_400_response(self, msg: str) -> None:
-        answer(self, 400, error_body(["request"], msg, "invalid_http"))
+        answer(self, 400, self._flightline_limits[2](["request"], msg, "invalid_http"))
         logging.getLogger("flightline.serving").info("refused 400: %s", msg)
 
     HttpToolsProtocol.connection_made = connection_made

@@ -257,6 +257,83 @@ def test_the_prediction_log_is_json_lines_without_nan(tmp_path):
     assert len(frame) == 1 and torn == 0
 
 
+@pytest.fixture
+def http_server(service_module):
+    """uvicorn (the HTTP server under `bentoml serve`) with the service's hardening, here with a
+    1 s header deadline and 20 connections at most, serving the door on a free port."""
+    import uvicorn
+
+    from pipelines.platform.compat import harden_http_server
+    from serving.guard import RequestGuard
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    s = service_module
+    guard = RequestGuard(app, {"/predict": s.PredictBody}, s.SERVING.max_body_bytes)
+    harden_http_server(1.0, 20, s._server_error)
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(guard, host="127.0.0.1", port=port, http="httptools", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        _wait(lambda: server.started, 30, "uvicorn up")
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        harden_http_server(s.HEADER_TIMEOUT_S, s.MAX_CONNECTIONS, s._server_error)
+
+
+def _reply(conn: socket.socket) -> tuple[bytes, dict]:
+    data = b""
+    try:
+        while chunk := conn.recv(65536):
+            data += chunk
+    except OSError:
+        pass
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0], json.loads(body) if body else {}
+
+
+def test_the_http_server_answers_its_own_errors_in_the_one_shape(http_server):
+    for bad in (
+        b"GARBAGE\x00 / HTTP/1.1\r\n\r\n",
+        b"POST /predict HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", http_server), timeout=10) as conn:
+            conn.sendall(bad)
+            status, body = _reply(conn)
+        assert status.startswith(b"HTTP/1.1 400") and body["detail"][0]["type"] == "invalid_http"
+
+
+def test_slow_headers_are_cut_and_connections_bounded(http_server):
+    started = time.monotonic()
+    idle = [socket.create_connection(("127.0.0.1", http_server), timeout=10) for _ in range(5)]
+    with socket.create_connection(("127.0.0.1", http_server), timeout=10) as conn:
+        conn.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # and then nothing
+        status, body = _reply(conn)
+    assert status.startswith(b"HTTP/1.1 408") and body["detail"][0]["loc"] == ["header"]
+    assert time.monotonic() - started < 8
+    for conn in idle:  # a connection that never sends a byte is cut at the same deadline
+        assert _reply(conn)[0].startswith(b"HTTP/1.1 408")
+        conn.close()
+    # Over the bound: the next connection is refused with a 503, the others keep working.
+    held = [socket.create_connection(("127.0.0.1", http_server), timeout=10) for _ in range(20)]
+    with socket.create_connection(("127.0.0.1", http_server), timeout=10) as extra:
+        status, body = _reply(extra)
+    assert (
+        status.startswith(b"HTTP/1.1 503") and body["detail"][0]["type"] == "too_many_connections"
+    )
+    for conn in held:
+        conn.close()
+
+
 # --- a real `bentoml serve` ----------------------------------------------------------------
 
 
