@@ -51,18 +51,19 @@ def _shape(reply, status: int) -> list[dict]:
 @pytest.fixture(scope="module")
 def service_module():
     """serving.service as the door uses it: no model needed (the guard never calls it). A
-    module imported here with a stand-in model tag is forgotten afterwards, and the environment
-    restored, so that the pipeline's Bento and the served tests see the real tag."""
+    module imported here with a stand-in model tag is dropped from sys.modules and the
+    environment restored at once (a module fixture's teardown would come only after this
+    file's served tests, whose pipeline builds the Bento from the same module)."""
+    if "serving.service" in sys.modules:
+        return sys.modules["serving.service"]
     names = ("FLIGHTLINE_BENTO_MODEL", "FLIGHTLINE_TASK")
     saved = {name: os.environ.get(name) for name in names}
-    imported_here = "serving.service" not in sys.modules
     os.environ.setdefault("FLIGHTLINE_BENTO_MODEL", "flight_delay:door-only")
     os.environ["FLIGHTLINE_TASK"] = "flight_delay"
     try:
-        yield importlib.import_module("serving.service")
+        return importlib.import_module("serving.service")
     finally:
-        if imported_here:
-            sys.modules.pop("serving.service", None)
+        sys.modules.pop("serving.service", None)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
