@@ -2,17 +2,25 @@
 
 - a body over `max_body_bytes` is a 413, from its Content-Length or while it streams in, before
   any parsing;
-- a body that is not `application/json` is a 415 (a multipart body without a boundary too);
+- a body that is not `application/json` is a 415 (a multipart body without a boundary too), and
+  so is a charset other than UTF-8 (JSON is UTF-8) or a Content-Encoding other than gzip;
+- a gzip body is inflated at most to `max_body_bytes` (a bomb is a 413, a plain body under a
+  gzip header a 400);
+- a body that does not arrive within `body_timeout_s` is a 408 (a Content-Length larger than
+  the body, a client trickling it); an answer not started within `timeout_s` a 504;
 - the body is validated against the route's strict body model (no coercion, no extra field at
-  any level, finite numbers only): a 400;
-- every 4xx, these and any the framework answers itself, has one shape:
+  any level, no key twice in an object, finite numbers only): a 400;
+- every error answer but the 503 (which carries the reason), these and any the framework or the
+  HTTP server answers itself (404, 405, a malformed request), has one shape:
   `{"detail": [{"loc": [...], "msg": "...", "type": "...", "batch_index": i or null}]}`.
 
 A refused request never reaches the predictor, so nothing of it is written to the prediction log.
 """
 
+import asyncio
 import json
 import logging
+import zlib
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -25,6 +33,12 @@ Send = Callable[[Message], Awaitable[None]]
 JSON_TYPE = "application/json"
 # A refused request is the client's mistake: one line at INFO, never a traceback.
 logger = logging.getLogger("flightline.serving")
+# Routes the framework answers with no body (probes, the spec, the Swagger page and its files):
+# any other path is a 404 here.
+INFRA_PATHS = frozenset({"/", "/livez", "/readyz", "/healthz", "/metrics", "/docs.json"})
+INFRA_PREFIXES = ("/static_content/", "/assets/")
+# A refusal before the whole body was read closes the connection: the rest is never read.
+CLOSE = [(b"connection", b"close")]
 
 
 def error(loc: list, msg: str, kind: str, batch_index: int | None = None) -> dict:
@@ -47,9 +61,39 @@ def _body(detail: list[dict]) -> bytes:
     return json.dumps({"detail": detail}).encode()
 
 
-async def _respond(send: Send, status: int, detail: list[dict], path: str = "") -> None:
+async def _respond(
+    send: Send, status: int, detail: list[dict], path: str = "", headers: list | None = None
+) -> None:
     _log_refusal(status, path, detail)
-    await _send_json(send, status, _body(detail))
+    await _send_json(send, status, _body(detail), headers)
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """json.loads' object hook: a key given twice is refused (pydantic keeps the last)."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return found
+
+
+def duplicate_key(body: bytes) -> str | None:
+    """The first key an object of `body` repeats, or None (also for a body that is not JSON:
+    the body model names what is wrong with it)."""
+    try:
+        json.loads(body, object_pairs_hook=_unique_keys)
+    except DuplicateKey as exc:
+        return str(exc)
+    except ValueError:
+        return None
+    return None
 
 
 def _log_refusal(status: int, path: str, detail: list[dict]) -> None:
@@ -59,7 +103,7 @@ def _log_refusal(status: int, path: str, detail: list[dict]) -> None:
     logger.info("refused %s %s: %s: %s%s", status, path, where, first.get("msg", ""), more)
 
 
-async def _send_json(send: Send, status: int, body: bytes) -> None:
+async def _send_json(send: Send, status: int, body: bytes, headers: list | None = None) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -67,6 +111,7 @@ async def _send_json(send: Send, status: int, body: bytes) -> None:
             "headers": [
                 (b"content-type", JSON_TYPE.encode()),
                 (b"content-length", str(len(body)).encode()),
+                *(headers or []),
             ],
         }
     )
@@ -103,7 +148,9 @@ class RequestGuard:
     """ASGI middleware; `bodies` maps an API route to its body model (None: no body read).
     `spec`: the OpenAPI document served at `/docs.json` in place of the framework's.
     `answers`: routes answered here from the body already validated, once the service fills it
-    (the framework would parse and serialize the same body again); any other route goes on."""
+    (the framework would parse and serialize the same body again); any other route goes on.
+    `body_timeout_s`: the most a body may take to arrive (408 after); `timeout_s`: the most an
+    answer may take to start (504 after)."""
 
     def __init__(
         self,
@@ -113,6 +160,8 @@ class RequestGuard:
         batch_name: str | None = None,
         spec: dict | None = None,
         answers: Mapping[str, Answer] | None = None,
+        body_timeout_s: float = 5.0,
+        timeout_s: float = 10.0,
     ) -> None:
         self.app = app
         self.bodies = bodies
@@ -120,6 +169,8 @@ class RequestGuard:
         self.batch_name = batch_name
         self.spec = json.dumps(spec).encode() if spec is not None else None
         self.answers = answers if answers is not None else {}
+        self.body_timeout_s = body_timeout_s
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -130,65 +181,52 @@ class RequestGuard:
             await _send_json(send, 200, self.spec)
             return
         if path not in self.bodies:
-            await self.app(scope, receive, send)
-            return
-        if scope["method"] != "POST":  # the framework's 405 (with Allow), in the 4xx shape
+            if path not in INFRA_PATHS and not path.startswith(INFRA_PREFIXES):
+                await _respond(send, 404, [error(["path"], f"no route {path}", "not_found")], path)
+                return
             await self.app(scope, receive, self._reshaping(send, path))
             return
-        model = self.bodies[scope["path"]]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        too_large = [
-            error(
-                ["body"],
-                f"request body larger than {self.max_body_bytes} bytes",
-                "too_large",
-            )
-        ]
-        length = headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                await _respond(
-                    send,
-                    400,
-                    [error(["header", "content-length"], "not a number", "invalid")],
-                    path,
-                )
-                return
-            if int(length) > self.max_body_bytes:
-                await _respond(send, 413, too_large, path)
-                return
-        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
-        has_body = bool(length and int(length)) or "transfer-encoding" in headers
-        if (model is not None or has_body or media_type) and media_type != JSON_TYPE:
+        if scope["method"] != "POST":
             await _respond(
                 send,
-                415,
+                405,
                 [
                     error(
-                        ["header", "content-type"],
-                        f"unsupported content type {media_type or '(none)'!r}: send {JSON_TYPE}",
-                        "unsupported_media_type",
+                        ["method"], f"{scope['method']} not allowed: use POST", "method_not_allowed"
                     )
                 ],
                 path,
+                [(b"allow", b"POST")],
             )
             return
-
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                await _respond(send, 413, too_large, path)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        model = self.bodies[path]
+        refused = self._refused_by_headers(headers, model is not None)
+        if refused is not None:
+            await _respond(send, *refused, path, CLOSE)
+            return
+        try:
+            body = await asyncio.wait_for(
+                self._read(receive, headers.get("content-encoding", "").strip().lower()),
+                self.body_timeout_s,
+            )
+        except TimeoutError:
+            message = f"request body not received within {self.body_timeout_s:g} s"
+            await _respond(send, 408, [error(["body"], message, "timeout")], path, CLOSE)
+            return
+        if body is None:  # the client went away
+            return
+        if isinstance(body, tuple):
+            await _respond(send, *body, path, CLOSE)
+            return
         if model is not None:
+            repeated = duplicate_key(body)
+            if repeated is not None:
+                message = f"key {repeated!r} given twice in one object"
+                await _respond(
+                    send, 400, [error(["body", repeated], message, "duplicate_key")], path
+                )
+                return
             try:
                 parsed = model.model_validate_json(body)
             except ValidationError as exc:
@@ -209,7 +247,90 @@ class RequestGuard:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, self._reshaping(send, path))
+        await self._within_deadline(scope, replay, self._reshaping(send, path), path)
+
+    def _refused_by_headers(
+        self, headers: dict[str, str], has_model: bool
+    ) -> tuple[int, list[dict]] | None:
+        """(status, errors) for a request its headers already refuse, else None."""
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return 400, [error(["header", "content-length"], "not a number", "invalid")]
+            if int(length) > self.max_body_bytes:
+                return 413, self._too_large()
+        content_type = headers.get("content-type", "")
+        media_type, _, params = content_type.partition(";")
+        media_type = media_type.strip().lower()
+        has_body = bool(length and int(length)) or "transfer-encoding" in headers
+        if (has_model or has_body or media_type) and media_type != JSON_TYPE:
+            message = f"unsupported content type {media_type or '(none)'!r}: send {JSON_TYPE}"
+            return 415, [error(["header", "content-type"], message, "unsupported_media_type")]
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            charset = value.strip().strip('"').lower()
+            if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+                message = f"unsupported charset {charset!r}: JSON is UTF-8"
+                return 415, [error(["header", "content-type"], message, "unsupported_media_type")]
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip", ""):
+            message = f"unsupported content encoding {encoding!r}: send gzip or none"
+            return 415, [error(["header", "content-encoding"], message, "unsupported_media_type")]
+        return None
+
+    def _too_large(self) -> list[dict]:
+        message = f"request body larger than {self.max_body_bytes} bytes"
+        return [error(["body"], message, "too_large")]
+
+    async def _read(self, receive: Receive, encoding: str) -> bytes | tuple | None:
+        """The whole body (inflated if gzip), (status, errors) to refuse it, or None if the
+        client went away."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return 413, self._too_large()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                body = b"".join(chunks)
+                return self._inflated(body) if encoding == "gzip" else body
+
+    def _inflated(self, body: bytes) -> bytes | tuple:
+        """A gzip body, inflated to at most max_body_bytes (a bomb stops there)."""
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            plain = inflater.decompress(body, self.max_body_bytes + 1)
+        except zlib.error as exc:
+            return 400, [error(["body"], f"not a gzip body: {exc}", "invalid_encoding")]
+        if len(plain) > self.max_body_bytes or inflater.unconsumed_tail:
+            return 413, self._too_large()
+        if not inflater.eof:
+            return 400, [error(["body"], "truncated gzip body", "invalid_encoding")]
+        return plain
+
+    async def _within_deadline(self, scope: Scope, receive: Receive, send: Send, path: str):
+        """The framework's answer, or a 504 in the one shape if it has not started in time."""
+        started = asyncio.Event()
+
+        async def marking(message: Message) -> None:
+            started.set()
+            await send(message)
+
+        task = asyncio.ensure_future(self.app(scope, receive, marking))
+        waiter = asyncio.ensure_future(started.wait())
+        done, _ = await asyncio.wait({task, waiter}, timeout=self.timeout_s)
+        if not done:
+            task.cancel()
+            waiter.cancel()
+            message = f"no answer within {self.timeout_s:g} s"
+            await _respond(send, 504, [error(["server"], message, "timeout")], path)
+            return
+        waiter.cancel()
+        await task
 
     def _reshaping(self, send: Send, path: str) -> Send:
         """The framework's own 4xx answers, rewritten in the service's shape."""

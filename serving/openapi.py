@@ -7,7 +7,9 @@ from the same pydantic models that validate the bodies and shape the answers, as
 routes that answer. The test suite runs schemathesis against a running service with it.
 """
 
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
@@ -115,3 +117,49 @@ def service_spec(
         "paths": paths,
         "components": {"schemas": components},
     }
+
+
+def _unclear_hours(day: date, zone: ZoneInfo) -> set[int]:
+    """The wall-clock hours of `day` that a DST change skips or shows twice in `zone`."""
+    unclear = set()
+    for hour in range(24):
+        for minute in (0, 59):
+            wall = datetime(day.year, day.month, day.day, hour, minute)
+            if wall.replace(tzinfo=zone, fold=0).utcoffset() != (
+                wall.replace(tzinfo=zone, fold=1).utcoffset()
+            ):
+                unclear.add(hour)
+    return unclear
+
+
+def window_pattern(earliest: date, latest: date, zone: ZoneInfo) -> str:
+    """A regular expression of the local wall-clock times (no offset) the serving window
+    [earliest, latest) accepts in `zone`: every day of it, less the hours a DST change skips or
+    repeats, so that every value the spec admits is answered (schemathesis' positive data)."""
+    months: dict[tuple[int, int], list[str]] = {}
+    changes = []
+    day = earliest
+    while day < latest:
+        unclear = _unclear_hours(day, zone)
+        if unclear:
+            hours = "|".join(f"{h:02d}" for h in range(24) if h not in unclear)
+            changes.append(f"{day.isoformat()}T(?:{hours})")
+        else:
+            months.setdefault((day.year, day.month), []).append(f"{day.day:02d}")
+        day += timedelta(days=1)
+    plain = "|".join(f"{y:04d}-{m:02d}-(?:{'|'.join(days)})" for (y, m), days in months.items())
+    dated = [f"(?:{plain})T(?:[01][0-9]|2[0-3])"] if plain else []
+    return f"^(?:{'|'.join(dated + changes)}):[0-5][0-9](?::[0-5][0-9])?$"
+
+
+def state_window(spec: dict, model: str, field: str, earliest: date, latest: date, zone) -> None:
+    """The serving window in the spec: `field` of the component `model` is a local time in it."""
+    prop = spec["components"]["schemas"][model]["properties"][field]
+    prop.pop("format", None)
+    prop.pop("examples", None)
+    prop["pattern"] = window_pattern(earliest, latest, zone)
+    prop["description"] = (
+        f"{prop.get('description', '')}. Spec: a {zone.key} wall-clock time "
+        f"(YYYY-MM-DDTHH:MM[:SS]) on a day in [{earliest}, {latest}), not in an hour a DST "
+        "change skips or repeats; the service also reads an ISO 8601 time with an offset"
+    ).lstrip(". ")

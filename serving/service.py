@@ -8,17 +8,27 @@ The task and the model tag are build arguments the `bento` asset stores in the B
 built Bento with `make serve TASK=<task>`.
 """
 
+import ctypes
 import gc
 import inspect
+import json
+import logging
 import os
-from datetime import UTC, datetime
+import re
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, date, datetime
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import bentoml
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, field_validator
 from starlette.responses import JSONResponse
 
+from pipelines.platform.compat import harden_http_server
 from pipelines.platform.components.definition import load_reference
 from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.feature_store import location_from_paths, open_store
@@ -35,8 +45,8 @@ from pipelines.platform.lib.predictor import (
 )
 from pipelines.platform.lib.services import check_redis, check_uri
 from pipelines.platform.lib.settings import DataPaths
-from serving.guard import Answer, RequestGuard
-from serving.openapi import service_spec
+from serving.guard import Answer, RequestGuard, error
+from serving.openapi import service_spec, state_window
 
 
 class BuildArgs(BaseModel):
@@ -55,6 +65,45 @@ BATCH_NAME = SERVING.batch_name
 MODEL_TAG = os.environ.get("FLIGHTLINE_BENTO_MODEL") or ARGS.model_tag
 
 
+# A time is an ISO 8601 date-time string: a digit string is not a Unix time ("no coercion").
+ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+ZONE = ZoneInfo(TASK.definition.partitions.timezone)
+EARLIEST, LATEST = (
+    date.fromisoformat(bound) if bound else None for bound in (SERVING.earliest, SERVING.latest)
+)
+
+
+def _iso_time(cls, value):
+    """Read here (strict mode accepts a datetime object): pydantic's own reading takes a digit
+    string for a Unix time."""
+    if isinstance(value, str):
+        try:
+            if not ISO_TIME.match(value):
+                raise ValueError
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"{SERVING.time_field} must be an ISO 8601 date-time, got {value!r}"
+            ) from None
+    return value
+
+
+def _within_window(cls, value: datetime) -> datetime:
+    """The window is in days of the partitions' zone: an answered request's log day (its
+    partition) is inside it, whatever its offset."""
+    stamp = value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        day = stamp.astimezone(ZONE).date()
+    except OverflowError:  # beyond year 9999 or before year 1 in the zone
+        day = None
+    if day is None or (EARLIEST and day < EARLIEST) or (LATEST and day >= LATEST):
+        raise ValueError(
+            f"{SERVING.time_field} {value.isoformat()} is outside the serving window: days "
+            f"[{SERVING.earliest or '-inf'}, {SERVING.latest or '+inf'}) in {ZONE.key}"
+        )
+    return value
+
+
 def _strict(model: type[BaseModel]) -> type[BaseModel]:
     """The task's request model at the door: no type coercion ("1990" is not a distance), no
     field it does not declare, finite numbers only, and its time within the serving window."""
@@ -71,20 +120,7 @@ def _strict(model: type[BaseModel]) -> type[BaseModel]:
             f"{model.__name__}"
         )
     if SERVING.time_field:
-        earliest, latest = (
-            datetime.fromisoformat(bound).replace(tzinfo=UTC) if bound else None
-            for bound in (SERVING.earliest, SERVING.latest)
-        )
-
-        def _within_window(cls, value: datetime) -> datetime:
-            stamp = value if value.tzinfo else value.replace(tzinfo=UTC)
-            if (earliest and stamp < earliest) or (latest and stamp >= latest):
-                raise ValueError(
-                    f"{SERVING.time_field} {value.isoformat()} is outside the serving window "
-                    f"[{SERVING.earliest or '-inf'}, {SERVING.latest or '+inf'}) UTC"
-                )
-            return value
-
+        namespace["_iso_time"] = field_validator(SERVING.time_field, mode="before")(_iso_time)
         namespace["_within_serving_window"] = field_validator(SERVING.time_field)(_within_window)
     return type(model.__name__, (model,), namespace)
 
@@ -222,6 +258,45 @@ METRICS = os.environ.get("FLIGHTLINE_SERVICE_METRICS") == "1"
 TRACING = os.environ.get("FLIGHTLINE_SERVICE_TRACING") == "1"
 
 
+# A refusal is one INFO line (serving/guard.py). `bentoml serve` sets the root logger to WARNING:
+# without its own level, the line went nowhere there.
+logging.getLogger("flightline.serving").setLevel(logging.INFO)
+# The door's deadlines: a body must arrive within BODY_TIMEOUT_S (408), an answer start within
+# TIMEOUT_S (504); request headers within HEADER_TIMEOUT_S (408, then the connection is closed),
+# and at most MAX_CONNECTIONS connections are open at once (503 to the next).
+BODY_TIMEOUT_S = float(os.environ.get("FLIGHTLINE_SERVICE_BODY_TIMEOUT_S", "5"))
+HEADER_TIMEOUT_S = float(os.environ.get("FLIGHTLINE_SERVICE_HEADER_TIMEOUT_S", "5"))
+TIMEOUT_S = 10.0
+MAX_CONNECTIONS = int(os.environ.get("FLIGHTLINE_SERVICE_MAX_CONNECTIONS", "1000"))
+
+
+def _server_error(loc: list, msg: str, kind: str) -> bytes:
+    return json.dumps({"detail": [error(loc, msg, kind)]}).encode()
+
+
+def _stop_with_parent() -> None:
+    """A worker of `bentoml serve` outlives a SIGKILLed parent and keeps its port: it stops
+    (SIGTERM: the prediction log drains) as soon as its parent is gone. Linux tells it at once
+    (PR_SET_PDEATHSIG); elsewhere, and as a backstop, a thread looks every second."""
+    parent = os.getppid()
+    if sys.platform == "linux":
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    if os.getppid() == parent and parent != 1:
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 # The prediction routes are answered at the door (serving/guard.py) from the body it has already
 # parsed and validated, once this worker's service exists: BentoML's routing and IO would parse
 # the same body again and serialize the answer through its descriptors (measured:
@@ -233,7 +308,8 @@ DOOR_ANSWERS: dict[str, Answer] = {}
 @bentoml.service(
     name=f"{TASK.name}_service",
     workers=1,
-    traffic={"timeout": 10},
+    # The door answers 504 in its own shape at TIMEOUT_S; BentoML's own is a backstop after it.
+    traffic={"timeout": 30},
     metrics={"enabled": METRICS},
     tracing={} if TRACING else {"excluded_urls": [".*"]},
     # Every prediction is already in the prediction log; a second access line per request costs.
@@ -244,6 +320,8 @@ class PredictionService:
     challenger_ref = _challenger_ref()
 
     def __init__(self) -> None:
+        if "_bentoml_impl" in sys.argv[0]:  # a worker of `bentoml serve` (python -m ...)
+            _stop_with_parent()
         paths = DataPaths.from_env()
         info, model = _load(self.model_ref.tag)
         challenger = None
@@ -383,6 +461,10 @@ SPEC = service_spec(
         **({"/metrics": "Prometheus metrics"} if METRICS else {}),
     },
 )
+if SERVING.time_field and EARLIEST and LATEST:
+    for component in {Request.__name__, *(c for c in SPEC["components"]["schemas"])}:
+        if SERVING.time_field in SPEC["components"]["schemas"][component].get("properties", {}):
+            state_window(SPEC, component, SERVING.time_field, EARLIEST, LATEST, ZONE)
 PredictionService.add_asgi_middleware(
     RequestGuard,
     bodies={
@@ -395,7 +477,12 @@ PredictionService.add_asgi_middleware(
     batch_name=BATCH_NAME,
     spec=SPEC,
     answers=DOOR_ANSWERS,
+    body_timeout_s=BODY_TIMEOUT_S,
+    timeout_s=TIMEOUT_S,
 )
+# uvicorn, the HTTP server under `bentoml serve`: a header-read deadline, a bound on open
+# connections and its own 400s (a malformed request) in the one error shape.
+harden_http_server(HEADER_TIMEOUT_S, MAX_CONNECTIONS, _server_error)
 
 
 class _TypedFeatures:

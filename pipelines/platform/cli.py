@@ -53,6 +53,7 @@ def materialize_window(
     monitor_from: date | None = None,
     tags: dict[str, str] | None = None,
     progress: ProgressPrinter | None = None,
+    train: bool = True,
 ) -> list[RunResult]:
     """Materialize a task's graph over the days [start, end] with the code location's own jobs:
     `<task>_reference_data` (the unpartitioned assets upstream of the partitions), then
@@ -64,7 +65,8 @@ def materialize_window(
     reaches the assets it names. `definitions`: the code location's by default (a set built in
     this process runs without the workspace's origin). `blocked`: partitions left out (files
     missing): the range runs as its contiguous runs around them, and one failing run does not
-    stop the others."""
+    stop the others. `train=False`: no models phase (a window too short to train on), and none
+    of the partitioned assets that read what it builds."""
     from pipelines.definitions import defs
 
     graph = (definitions or defs()).resolve_asset_graph()
@@ -84,7 +86,7 @@ def materialize_window(
     for name in names:
         mine = [k for k in keys if k.path[0] == name]
         results += _task_window(
-            runner, name, mine, graph, start, end, blocked or set(), monitor_from
+            runner, name, mine, graph, start, end, blocked or set(), monitor_from, train
         )
     return results
 
@@ -114,7 +116,9 @@ def _merge_ops(base: dict | None, extra: dict | None) -> dict:
     return {"ops": ops} if ops else {}
 
 
-def _task_window(runner, name, keys, graph, start, end, blocked, monitor_from) -> list[RunResult]:
+def _task_window(
+    runner, name, keys, graph, start, end, blocked, monitor_from, train=True
+) -> list[RunResult]:
     from pipelines.platform.components.automation import (
         partitions_job_name,
         reference_job_name,
@@ -130,6 +134,9 @@ def _task_window(runner, name, keys, graph, start, end, blocked, monitor_from) -
     models = [k for k in keys if not graph.get(k).partitions_def and after_days(k)]
     # Partitioned assets that read what the models phase builds (drift report, live performance).
     monitored = {k for k in partitioned if graph.get_ancestor_asset_keys(k) & set(models)}
+    if not train:
+        partitioned = [k for k in partitioned if k not in monitored]
+        models, monitor_from = [], None
     results: list[RunResult] = []
     if upstream:
         results.append(runner(reference_job_name(name), upstream, "reference"))
@@ -183,8 +190,10 @@ def _partitions_between(partitions_def, start: date, end: date) -> list[str]:
     import pandas as pd
 
     zone = partitions_def.timezone
+    # Local midnights of calendar days: the day after `end` is a date, never end + 24 h (a
+    # spring-forward day has 23 hours, a fall-back day 25).
     first = pd.Timestamp(start, tz=zone)
-    after = pd.Timestamp(end, tz=zone) + pd.Timedelta(days=1)
+    after = pd.Timestamp(end + timedelta(days=1), tz=zone)
     # Dagster does not clip a window to the definition's own range: clip it here.
     first = max(first, pd.Timestamp(partitions_def.start))
     if partitions_def.end is not None:
@@ -244,6 +253,7 @@ def _summary(
     progress: ProgressPrinter,
     task,
     blocked: dict[str, str] | None = None,
+    not_trained: str | None = None,
 ) -> str:
     lines = ["", "=" * 72, "Summary"]
     built: dict[str, int] = {}
@@ -289,6 +299,8 @@ def _summary(
     ok = run_succeeded(results)
     jobs = sorted({r.job_name for r in results})
     lines += _champion_lines(results, [task.spec])
+    if not_trained:
+        lines.append(f"  no model trained: {not_trained}")
     lines += [
         f"  runs:                {len(results)} runs of {', '.join(jobs)}; in the UI: Runs, "
         f"tag {SOURCE_TAG}=make-run",
@@ -671,6 +683,9 @@ def main(argv: list[str] | None = None) -> int:
             f"plan: {args.start}..{args.end} is too short to also monitor {args.monitor_days} "
             "days: every day trains the champion"
         )
+    too_short = too_short_to_train(task, args.start, args.end)
+    if too_short:
+        progress.line(f"plan: {too_short}")
     results = materialize_window(
         args.start,
         args.end,
@@ -680,9 +695,26 @@ def main(argv: list[str] | None = None) -> int:
         monitor_from=monitor_from,
         tags={SOURCE_TAG: "make-run"},
         progress=progress,
+        train=not too_short,
     )
-    print(_summary(results, paths, progress, task, blocked), flush=True)
+    print(_summary(results, paths, progress, task, blocked, too_short), flush=True)
     return 0 if run_succeeded(results) else 1
+
+
+def too_short_to_train(task, start: date, end: date) -> str | None:
+    """Why the window [start, end] cannot train the task's models, or None. An outcome, not a
+    fault: the days are still ingested, checked and turned into features."""
+    split = task.spec.split
+    days = (end - start).days + 1
+    needed = split.validation_days + split.holdout_days + 1
+    if days >= needed:
+        return None
+    return (
+        f"{start}..{end} is {days} day{'s' * (days != 1)}, too short to train {task.name}: its "
+        f"split needs at least {needed} ({split.validation_days} validation + "
+        f"{split.holdout_days} holdout + 1 training); the days are ingested, checked and "
+        f"turned into features, no model is trained (a window of {needed} days or more trains)"
+    )
 
 
 def monitored_from(task, start: date, end: date, monitor_days: int) -> date | None:

@@ -4,6 +4,7 @@ when the dependency moves. Nothing else in the project imports a private module.
 Re-check on each upgrade of dagster, feast or bentoml: `make test` covers each use below.
 """
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -169,6 +170,85 @@ def silence_mlflow_event_lines() -> None:
 
     stream.write = quiet_write
     stream._flightline_quiet = True
+
+
+def harden_http_server(header_timeout_s: float, max_connections: int, error_body) -> None:
+    """uvicorn's httptools protocol (the one `bentoml serve` runs; BentoML passes no option for
+    these) with what it lacks: request headers must arrive within `header_timeout_s` of the
+    connection or of a kept-alive request's first byte (else a 408 and the connection closed:
+    1,000 connections trickling headers were held forever); at most `max_connections` open
+    (a 503 to the next one, closed); its own 400 for a malformed request in the service's error
+    shape. `error_body(loc, msg, type)` writes an answer's body.
+    Re-check on each uvicorn upgrade: HttpToolsProtocol's connection_made, connection_lost,
+    on_message_begin, on_headers_complete, send_400_response, `connections`, `loop`."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    # The last call's limits hold for every connection from then on.
+    HttpToolsProtocol._flightline_limits = (header_timeout_s, max_connections, error_body)
+    if getattr(HttpToolsProtocol, "_flightline_hardened", False):
+        return
+    made, lost = HttpToolsProtocol.connection_made, HttpToolsProtocol.connection_lost
+    begin, complete = HttpToolsProtocol.on_message_begin, HttpToolsProtocol.on_headers_complete
+    reasons = {400: b"Bad Request", 408: b"Request Timeout", 503: b"Service Unavailable"}
+
+    def answer(self, status: int, body: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n" % (status, reasons[status])
+        head += b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        self.transport.write(head + body)
+        self.transport.close()
+
+    def disarm(self) -> None:
+        timer = getattr(self, "_flightline_header_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._flightline_header_timer = None
+
+    def arm(self) -> None:
+        if getattr(self, "_flightline_header_timer", None) is None:
+            seconds = self._flightline_limits[0]
+            self._flightline_header_timer = self.loop.call_later(seconds, expire, self)
+
+    def expire(self) -> None:
+        self._flightline_header_timer = None
+        seconds, _, error_body = self._flightline_limits
+        message = f"request headers not received within {seconds:g} s"
+        answer(self, 408, error_body(["header"], message, "timeout"))
+        logging.getLogger("flightline.serving").info("refused 408: %s", message)
+
+    def connection_made(self, transport) -> None:
+        made(self, transport)
+        _, most, error_body = self._flightline_limits
+        if len(self.connections) > most:
+            message = f"more than {most} connections open; retry later"
+            answer(self, 503, error_body(["server"], message, "too_many_connections"))
+            logging.getLogger("flightline.serving").info("refused 503: %s", message)
+            return
+        arm(self)
+
+    def connection_lost(self, exc) -> None:
+        disarm(self)
+        lost(self, exc)
+
+    def on_message_begin(self) -> None:
+        begin(self)
+        arm(self)
+
+    def on_headers_complete(self) -> None:
+        disarm(self)
+        complete(self)
+
+    def send_400_response(self, msg: str) -> None:
+        answer(self, 400, self._flightline_limits[2](["request"], msg, "invalid_http"))
+        logging.getLogger("flightline.serving").info("refused 400: %s", msg)
+
+    HttpToolsProtocol.connection_made = connection_made
+    HttpToolsProtocol.connection_lost = connection_lost
+    HttpToolsProtocol.on_message_begin = on_message_begin
+    HttpToolsProtocol.on_headers_complete = on_headers_complete
+    HttpToolsProtocol.send_400_response = send_400_response
+    HttpToolsProtocol._flightline_hardened = True
 
 
 def instance_kv(instance) -> tuple:

@@ -142,7 +142,8 @@ class ServingModel(Strict):
     # Requests larger than this are refused (413) before their body is parsed.
     max_body_bytes: int = 1_000_000
     # The serving window: a request whose `time_field` (the prediction time) is outside
-    # [earliest, latest) is a 400 naming the field. ISO dates, UTC; empty: no bound.
+    # [earliest, latest) is a 400 naming the field. ISO dates, days in the partitions' zone (so
+    # an answered request's log day is inside it); empty: no bound.
     time_field: str = ""
     earliest: str = ""  # first day a request may be for (ISO date, UTC)
     latest: str = ""  # the day after the last a request may be for (ISO date, UTC)

@@ -23,4 +23,9 @@ def to_utc(value: datetime, zone: str) -> datetime:
         ):
             raise ValueError("a local time that does not exist or is ambiguous (DST)")
         value = value.replace(tzinfo=local)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59 in a zone west of UTC, year 1 east of it
+        raise ValueError(
+            "a time outside the calendar (beyond year 9999 or before year 1)"
+        ) from None

@@ -1,9 +1,11 @@
 """The prediction log: every served prediction appended durably, off the request path.
 
-The service hands records to a deque; one writer thread appends them as JSON lines to
+On local disk each record is one JSON line (no bare NaN: a missing value is null) appended to
 `<root>/<day>/<writer>.jsonl` (day = the flight's scheduled local day, the partition monitoring
-reads) and flushes after each batch. A crash can lose at most the batch being written, and a
-torn last line is skipped (and counted) by the reader, never misread.
+reads) by one write() before the answer leaves: a crashed or killed process loses no record of
+an answer it gave (the kernel holds the line); a writer thread fsyncs every flush interval, so
+a machine crash can lose at most that interval. A torn last line is skipped (and counted) by the
+reader, never misread.
 
 On the object store (an s3:// root: the service's pod has no disk the monitoring pod can read)
 S3 cannot append: each batch becomes one object `<root>/<day>/<writer>-<seq>.jsonl`, put under a
@@ -16,6 +18,7 @@ from __future__ import annotations
 import atexit
 import collections
 import json
+import math
 import os
 import threading
 import time
@@ -65,6 +68,9 @@ class PredictionLogWriter:
         self._pending: collections.deque = collections.deque()
         self._stop = threading.Event()
         self._files: dict[str, object] = {}
+        self._fds: dict[str, int] = {}
+        self._dirty: set[str] = set()
+        self._lock = threading.Lock()
         self.dropped = 0
         self.written = 0
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
@@ -73,8 +79,20 @@ class PredictionLogWriter:
         atexit.register(self.close)
 
     def append(self, day: str, record: dict) -> None:
-        """Never blocks the request: if the writer falls max_queue records behind, count the
-        drop."""
+        """Local disk: the line is written (to the kernel) before this returns. Object store:
+        queued, never blocking the request; max_queue records behind, the drop is counted."""
+        if not self.remote:
+            line = json_line(record).encode()
+            with self._lock:
+                if day not in self._fds:
+                    folder = self.root / day
+                    folder.mkdir(parents=True, exist_ok=True)
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                    self._fds[day] = os.open(folder / f"{self.name}.jsonl", flags, 0o644)
+                os.write(self._fds[day], line)
+                self._dirty.add(day)
+                self.written += 1
+            return
         if len(self._pending) >= self.max_queue:
             self.dropped += 1
             return
@@ -90,8 +108,21 @@ class PredictionLogWriter:
     def _run(self) -> None:
         while not self._stop.wait(self.flush_every_s):
             self._drain()
+            self._sync()
         self._drain()
+        self._sync(close=True)
         self._close_files()
+
+    def _sync(self, close: bool = False) -> None:
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            fds = [self._fds[day] for day in dirty]
+            if close:
+                closing, self._fds = list(self._fds.values()), {}
+        for fd in fds:
+            os.fsync(fd)
+        for fd in closing if close else ():
+            os.close(fd)
 
     def _drain(self) -> None:
         batch = []
@@ -105,7 +136,7 @@ class PredictionLogWriter:
             return self._put(batch)
         touched = set()
         for i, (day, record) in enumerate(batch):
-            self._file(day).write(json.dumps(record, default=str) + "\n")
+            self._file(day).write(json_line(record))
             touched.add(day)
             if i % 8 == 7:
                 time.sleep(0)  # let a request thread have the interpreter between records
@@ -117,7 +148,7 @@ class PredictionLogWriter:
     def _put(self, batch: list) -> None:
         by_day: dict[str, list[str]] = {}
         for i, (day, record) in enumerate(batch):
-            by_day.setdefault(day, []).append(json.dumps(record, default=str))
+            by_day.setdefault(day, []).append(json_line(record).rstrip("\n"))
             if i % 8 == 7:
                 time.sleep(0)  # as in _write: a request thread gets the interpreter
         self._seq += 1
@@ -142,6 +173,22 @@ class PredictionLogWriter:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+
+
+def _finite(value):
+    """NaN and infinities as null: JSON has no token for them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_line(record: dict) -> str:
+    """One record as a JSON line; refuses (ValueError) rather than write a bare NaN."""
+    return json.dumps(_finite(record), default=str, allow_nan=False) + "\n"
 
 
 def read_day(root: str | Path, day: str) -> tuple[pd.DataFrame, int]:
