@@ -386,6 +386,24 @@ def _rollback(task: str) -> int:
     return 0
 
 
+def _reproduce(task_name: str, version: str) -> int:
+    """0: reproduced; 1: predictions differ beyond the family's tolerance; 2: refused."""
+    from pipelines.platform.lib.lake import Lake
+    from pipelines.platform.lib.reproduce import ReproductionRefused, reproduce
+    from pipelines.platform.resources_config import embedded_resources
+
+    task = _load_task(task_name)
+    registry = embedded_resources()["mlflow"].registry()
+    try:
+        registry.check_reachable()
+        outcome = reproduce(task.spec, registry, Lake(DataPaths.from_env().lake), version)
+    except ReproductionRefused as exc:
+        print(f"reproduce refused: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(outcome.lines()))
+    return 0 if outcome.identical else 1
+
+
 def _failed_steps(result: RunResult) -> list[str]:
     return [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
 
@@ -480,6 +498,12 @@ def main(argv: list[str] | None = None) -> int:
         "rollback", help="point a task's @champion back at the version it replaced"
     )
     rollback.add_argument("--task", default=DEFAULT_TASK)
+    reproduce = sub.add_parser(
+        "reproduce",
+        help="rebuild a registered model version from its record and compare holdout predictions",
+    )
+    reproduce.add_argument("--task", default=DEFAULT_TASK)
+    reproduce.add_argument("--version", required=True, help="the registered model version")
     args = parser.parse_args(argv)
     _quiet_mlflow()
     from pipelines.platform.components.definition import DefinitionError
@@ -509,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.command == "rollback":
         return _rollback(args.task)
+    if args.command == "reproduce":
+        return _reproduce(args.task, args.version)
     task = _load_task(args.task)
     if args.command in ("replay", "run"):
         window = task.definition.run_window

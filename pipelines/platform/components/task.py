@@ -14,6 +14,7 @@ from pipelines.platform.components.definition import (
     Task,
     TaskDefinition,
     resolve,
+    search_specs,
 )
 from pipelines.platform.components.features import features_defs
 from pipelines.platform.components.ingestion import ingestion_defs
@@ -39,7 +40,7 @@ def build_task_defs(task: Task) -> dg.Definitions:
         ingestion_defs(task),
         features_defs(task),
         training_defs(task),
-        model_defs(task.spec, task.definition.models.params),
+        model_defs(task.spec, task.definition.models.params, search_specs(task.definition)),
         serving_defs(task),
         monitoring_defs(task),
     )

@@ -78,6 +78,9 @@ class TaskSpec:
     asset_prefix: tuple[str, ...] = ()  # the task's asset-key prefix: tasks never share keys
     # The prediction is made this long before the timestamp (0: at the timestamp itself).
     lead_minutes: int = 0
+    description: str = ""  # for model cards
+    known_limits: tuple[str, ...] = ()  # for model cards: what a model of this task cannot do
+    request_features: tuple[str, ...] = ()  # numeric features computed from the request itself
 
     def __post_init__(self) -> None:
         from pipelines.platform.lib.modeling.families import FAMILIES
