@@ -140,7 +140,9 @@ def test_reproduce_rebuilds_the_champion_and_refuses_when_its_data_is_gone(tuned
     assert champion is not None
     outcome = reproduce(SPEC, registry, lake, str(champion.version))
     assert outcome.identical, outcome.lines()
-    assert outcome.baselines and all(b["recorded"] == b["rebuilt"] for b in outcome.baselines.values())
+    assert outcome.baselines and all(
+        b["recorded"] == b["rebuilt"] for b in outcome.baselines.values()
+    )
     torch_version = first.output_for_node("toy__torch_model")["version"]
     mlp = reproduce(SPEC, registry, lake, torch_version)
     assert mlp.identical and mlp.tolerance > 0, mlp.lines()
@@ -148,7 +150,7 @@ def test_reproduce_rebuilds_the_champion_and_refuses_when_its_data_is_gone(tuned
     table = lake.read("toy/examples")
     table.loc[0, "tickets"] += 1
     lake.write("toy/examples", table)
-    with pytest.raises(ReproductionRefused, match="toy/examples.*changed"):
+    with pytest.raises(ReproductionRefused, match=r"toy/examples.*changed"):
         reproduce(SPEC, registry, lake, str(champion.version))
     (tmp_path / "lake" / "toy" / "examples" / "data.parquet").unlink()
     with pytest.raises(ReproductionRefused, match="toy/examples is gone"):

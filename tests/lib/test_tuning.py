@@ -164,7 +164,10 @@ def test_pruning_stops_poor_trials_on_the_validation_curve(tmp_path):
 @pytest.mark.parametrize(
     "doc, message",
     [
-        ({"space": {"leaves": {"low": 1, "high": 3}}, "n_trials": 2}, "space.leaves: not a lightgbm"),
+        (
+            {"space": {"leaves": {"low": 1, "high": 3}}, "n_trials": 2},
+            "space.leaves: not a lightgbm",
+        ),
         ({"space": {"num_leaves": {"low": 9, "high": 3}}, "n_trials": 2}, "low < high"),
         ({"space": {"num_leaves": {"low": 3, "high": 9}}}, "give n_trials or timeout_s"),
         ({"space": {"num_leaves": {"low": 3, "high": 9}}, "n_trials": 2, "metric": "f1"}, "metric"),
@@ -188,6 +191,10 @@ def test_int_parameters_are_searched_as_ints_and_tuples_round_trip():
     )
     assert values == {"num_leaves": 7, "learning_rate": 0.1, "min_data_in_leaf": 20}
     assert isinstance(values["num_leaves"], int)
-    hidden = parse_search(mlp, {"space": {"hidden": {"choices": [[16], [32, 16]]}}, "n_trials": 1}, "t")
-    assert suggest(optuna.trial.FixedTrial({"hidden": "[32, 16]"}), mlp, hidden) == {"hidden": (32, 16)}
+    hidden = parse_search(
+        mlp, {"space": {"hidden": {"choices": [[16], [32, 16]]}}, "n_trials": 1}, "t"
+    )
+    assert suggest(optuna.trial.FixedTrial({"hidden": "[32, 16]"}), mlp, hidden) == {
+        "hidden": (32, 16)
+    }
     assert mlp.make_params({"hidden": (32, 16)}).hidden == (32, 16)

@@ -15,7 +15,6 @@ import pydantic
 
 from pipelines.platform.executors import training_op_tags
 from pipelines.platform.frame_type import DataFrame
-from pipelines.platform.lib.evaluation import binary_metrics
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.modeling.families import ModelFamily, family
 from pipelines.platform.lib.modeling.fit import fit, prepare
@@ -296,7 +295,10 @@ def _model_asset(
                 ),
             }
             | (
-                {"tuning": dg.MetadataValue.json(tuning), "best_params": dg.MetadataValue.json(params)}
+                {
+                    "tuning": dg.MetadataValue.json(tuning),
+                    "best_params": dg.MetadataValue.json(params),
+                }
                 if tuning
                 else {}
             )
@@ -568,7 +570,12 @@ def _model_cards(spec, refs, review, registry, thresholds, seed: int) -> None:
             ref.as_dict(),
             report,
             comparisons(
-                review.y, review.predictions, ref.family, references, thresholds.bootstrap_samples, seed
+                review.y,
+                review.predictions,
+                ref.family,
+                references,
+                thresholds.bootstrap_samples,
+                seed,
             ),
             {"mean_predicted": float(p.mean()), "observed_rate": float(review.y.mean())},
             record,

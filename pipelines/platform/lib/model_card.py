@@ -157,7 +157,8 @@ def build_card(
     if record:
         code = record["code"]
         lines += [
-            f"- code: commit `{code['commit']}`" + (" (uncommitted changes)" if code["dirty"] else ""),
+            f"- code: commit `{code['commit']}`"
+            + (" (uncommitted changes)" if code["dirty"] else ""),
             f"- lockfile uv.lock sha256 `{record['lockfile_sha256']}`",
             f"- image digest: `{record['image_digest']}`"
             if record.get("image_digest")

@@ -62,7 +62,11 @@ def lockfile_hash() -> str | None:
 
 def code_state(version: str) -> dict:
     """`code_version()` ("<commit>[-dirty]" or the image's FLIGHTLINE_CODE_VERSION) split up."""
-    return {"version": version, "commit": version.removesuffix("-dirty"), "dirty": version.endswith("-dirty")}
+    return {
+        "version": version,
+        "commit": version.removesuffix("-dirty"),
+        "dirty": version.endswith("-dirty"),
+    }
 
 
 def build_record(
@@ -148,7 +152,9 @@ class Reproduction:
         ]
         for label, b in self.baselines.items():
             same = "same" if b["recorded"] == b["rebuilt"] else "DIFFERENT"
-            out.append(f"  {label}: holdout ROC AUC {b['rebuilt']!r} vs recorded {b['recorded']!r} ({same})")
+            out.append(
+                f"  {label}: holdout ROC AUC {b['rebuilt']!r} vs recorded {b['recorded']!r} ({same})"
+            )
         out += [f"  note: {n}" for n in self.notes]
         return out
 
@@ -159,7 +165,9 @@ def read_record(registry: ModelRegistry, name: str, version: str) -> tuple[dict,
     try:
         mv = registry.client.get_model_version(name, version)
     except MlflowException as exc:
-        raise ReproductionRefused(f"{name} v{version} is not a registered version: {exc.message}") from None
+        raise ReproductionRefused(
+            f"{name} v{version} is not a registered version: {exc.message}"
+        ) from None
     try:
         text = registry.read_artifact(mv.run_id, RECORD_ARTIFACT)
     except (OSError, MlflowException):
@@ -231,9 +239,14 @@ def reproduce(spec: TaskSpec, registry: ModelRegistry, lake: Lake, version: str)
     result, _ = fit(record["family"], prepared, record["params"])
     holdout = prepared.frames.holdout
     if holdout.empty:
-        raise ReproductionRefused(f"{spec.name} v{version}: the recorded window has no holdout days")
+        raise ReproductionRefused(
+            f"{spec.name} v{version}: the recorded window has no holdout days"
+        )
     holdout_x = feature_frame(holdout, spec)
-    registered = np.asarray(registry.load(f"models:/{spec.registered_model}/{version}").predict(holdout_x), dtype="float64")
+    registered = np.asarray(
+        registry.load(f"models:/{spec.registered_model}/{version}").predict(holdout_x),
+        dtype="float64",
+    )
     rebuilt = np.asarray(result.model.predict_proba(holdout_x), dtype="float64")
     out = Reproduction(
         task=spec.name,
@@ -255,7 +268,9 @@ def reproduce(spec: TaskSpec, registry: ModelRegistry, lake: Lake, version: str)
             recorded = report["metrics"].get(declared.label, {}).get("roc_auc")
             if recorded is None:
                 continue
-            scores = fit_baseline(declared, feature_frame(seen, spec), labels(seen, spec)).predict_proba(holdout_x)
+            scores = fit_baseline(
+                declared, feature_frame(seen, spec), labels(seen, spec)
+            ).predict_proba(holdout_x)
             out.baselines[declared.label] = {
                 "recorded": recorded,
                 "rebuilt": binary_metrics(y, scores)["roc_auc"],

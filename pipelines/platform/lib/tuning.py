@@ -12,6 +12,7 @@ import hashlib
 import json
 import time
 import typing
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,9 @@ METRICS = {"roc_auc": "maximize", "log_loss": "minimize"}
 # process that died; the next worker marks it failed (it never counts towards n_trials).
 HEARTBEAT_S = 10
 GRACE_S = 30
-POSTGRES_SCHEMA = "flightline_optuna"  # Optuna's tables (alembic_version among them) apart from Dagster's
+POSTGRES_SCHEMA = (
+    "flightline_optuna"  # Optuna's tables (alembic_version among them) apart from Dagster's
+)
 
 
 class TuningError(ValueError):
@@ -60,7 +63,9 @@ class SearchSpec:
     def fingerprint(self) -> str:
         """What makes two tuning runs the same study (budgets may grow between them)."""
         doc = {"space": [dataclasses.asdict(p) for p in self.space], "metric": self.metric}
-        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=list).encode()).hexdigest()[:10]
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=list).encode()).hexdigest()[
+            :10
+        ]
 
 
 def parse_search(family: ModelFamily, doc: dict[str, Any], where: str) -> SearchSpec:
@@ -71,7 +76,9 @@ def parse_search(family: ModelFamily, doc: dict[str, Any], where: str) -> Search
     space = []
     for name, spec in (doc.get("space") or {}).items():
         if name not in known:
-            raise TuningError(f"{where}.space.{name}: not a {family.name} parameter ({sorted(known)})")
+            raise TuningError(
+                f"{where}.space.{name}: not a {family.name} parameter ({sorted(known)})"
+            )
         if name == "seed":
             raise TuningError(f"{where}.space.seed: the seed is not a hyper-parameter to search")
         if "choices" in spec:
@@ -113,7 +120,11 @@ def suggest(trial: "optuna.Trial", family: ModelFamily, spec: SearchSpec) -> dic
             # Optuna stores only scalars: a tuple choice (hidden layers) travels as JSON text.
             encoded = [json.dumps(list(c)) if isinstance(c, tuple) else c for c in p.choices]
             picked = trial.suggest_categorical(p.name, encoded)
-            values[p.name] = tuple(json.loads(picked)) if isinstance(picked, str) and picked.startswith("[") else picked
+            values[p.name] = (
+                tuple(json.loads(picked))
+                if isinstance(picked, str) and picked.startswith("[")
+                else picked
+            )
         elif hints[p.name] is int:
             values[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log)
         else:
@@ -144,9 +155,11 @@ def open_storage(url: str, heartbeat_s: int | None = HEARTBEAT_S, grace_s: int |
         engine_kwargs["connect_args"] = {"options": f"-csearch_path={POSTGRES_SCHEMA}"}
     elif url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": 60}  # workers and heartbeats share one file
-    return optuna.storages.RDBStorage(
-        url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=grace_s
-    )
+    with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=grace_s
+        )
 
 
 class TrialLog(typing.Protocol):
@@ -207,9 +220,11 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     target = n_trials if n_trials is not None else spec.n_trials
     finished_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    probe = optuna.load_study(study_name=study_name, storage=storage) if _exists(
-        storage, study_name
-    ) else None
+    probe = (
+        optuna.load_study(study_name=study_name, storage=storage)
+        if _exists(storage, study_name)
+        else None
+    )
     done_before = len(probe.get_trials(deepcopy=False)) if probe is not None else 0
     # A resumed study gets a sampler seeded apart from the first run's: the same seed would
     # draw the same random start-up points again.
@@ -255,7 +270,9 @@ def tune(
         except optuna.TrialPruned:
             if trial_log:
                 trial_log.end(run_id, "PRUNED", seen, {})
-            log(f"trial {trial.number}: pruned after {len(next(iter(seen.values()), []))} {family.step_unit}s")
+            log(
+                f"trial {trial.number}: pruned after {len(next(iter(seen.values()), []))} {family.step_unit}s"
+            )
             raise
         except Exception:
             if trial_log:
@@ -267,7 +284,9 @@ def tune(
             if isinstance(number, (int, float)) and not isinstance(number, bool):
                 trial.set_user_attr(key, number)
         if trial_log:
-            trial_log.end(run_id, "COMPLETE", result.history, {f"valid_{k}": v for k, v in metrics.items()})
+            trial_log.end(
+                run_id, "COMPLETE", result.history, {f"valid_{k}": v for k, v in metrics.items()}
+            )
         log(f"trial {trial.number}: valid {spec.metric} {value:.5f} with {values}")
         return value
 

@@ -80,7 +80,11 @@ def _curve_callback(evals: dict, on_epoch):
     def callback(env) -> None:
         on_epoch(
             env.iteration,
-            {f"{split}_{metric}": values for split, m in evals.items() for metric, values in m.items()},
+            {
+                f"{split}_{metric}": values
+                for split, m in evals.items()
+                for metric, values in m.items()
+            },
         )
 
     callback.order = 25  # after record_evaluation (20) appends, before early stopping (30)
