@@ -392,6 +392,7 @@ def _reproduce(task_name: str, version: str) -> int:
     from pipelines.platform.lib.reproduce import ReproductionRefused, reproduce
     from pipelines.platform.resources_config import embedded_resources
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     task = _load_task(task_name)
     registry = embedded_resources()["mlflow"].registry()
     try:

@@ -193,3 +193,13 @@ def test_model_cards_are_logged_and_linked(tuned):
         metadata = first.asset_materializations_for_node(node)[0].metadata
         assert CARD_HTML in metadata["model_card"].value
         assert candidate["run_id"] in metadata["model_card"].value
+
+
+def test_the_command_refuses_a_version_that_does_not_exist(tmp_path, monkeypatch, capsys):
+    from pipelines.platform.cli import main
+
+    monkeypatch.setenv("FLIGHTLINE_DATA_ROOT", str(tmp_path))
+    assert main(["reproduce", "--task", "flight_delay", "--version", "3"]) == 2
+    assert (
+        "reproduce refused: flight_delay v3 is not a registered version" in capsys.readouterr().err
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pipelines.platform.lib.evaluation import paired_bootstrap_auc_difference
+from pipelines.platform.lib.reproduce import WHOLE_TABLE
 from pipelines.platform.lib.task import TaskSpec
 
 if TYPE_CHECKING:
@@ -75,11 +76,14 @@ def build_card(
                 f"{part['first']} .. {part['last']}"
             )
     if record:
-        parts = record["data"]["partitions"]
-        days = sorted(parts)
+        days = sorted(record["data"]["partitions"])
+        read = (
+            "the whole table"
+            if days == [WHOLE_TABLE]
+            else f"{len(days)} partition(s) {days[0]} .. {days[-1]}"
+        )
         lines.append(
-            f"- read from `{record['data']['table']}`: {len(days)} partition(s) "
-            f"{days[0]} .. {days[-1]}, {record['data']['rows']:,} rows"
+            f"- read from `{record['data']['table']}`: {read}, {record['data']['rows']:,} rows"
             + (f", until {record['data']['until']}" if record["data"].get("until") else "")
         )
     lines += ["", "## Features and their sources", ""]
