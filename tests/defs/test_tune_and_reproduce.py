@@ -62,7 +62,7 @@ def _materialize(tmp_path, instance, run_config=None):
             "mlflow": mlflow,
         },
         run_config=run_config
-        or {"ops": {"toy__torch_model": {"config": {"max_epochs": 4, "hidden": [16]}}}},
+        or {"ops": {"toy__torch_model": {"config": {"max_epochs": 2, "hidden": [16]}}}},
         instance=instance,
         raise_on_error=False,  # the second run's gate refuses a challenger equal to the champion
     )

@@ -130,7 +130,7 @@ def test_pruning_stops_poor_trials_on_the_validation_curve(tmp_path):
         lgbm,
         spec,
         prepared.args,
-        {"max_rounds": 200, "early_stopping_rounds": 200, "num_threads": 1},
+        {"max_rounds": 60, "early_stopping_rounds": 60, "num_threads": 1},
         storage=storage,
         study_name="lgbm",
         seed=0,
