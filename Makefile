@@ -20,7 +20,7 @@ export BENTOML_HOME := $(DATA_ROOT)/bentoml
 SERVE_PORT ?= 3001
 export UV_LINK_MODE := copy
 
-.PHONY: setup run replay ui ui-prod mlflow rollback serve test test-fast tasks lint format benchmark bench-serving clean FORCE k8s-build k8s-cluster k8s-test
+.PHONY: setup run replay live ui ui-prod mlflow rollback serve test test-fast tasks lint format benchmark bench-serving clean FORCE k8s-build k8s-cluster k8s-test
 
 setup: .venv/.synced-bytecode $(DAGSTER_HOME)/dagster.yaml
 
@@ -82,6 +82,13 @@ serve: setup
 
 rollback: setup
 	$(UV) run --frozen flightline rollback --task $(TASK)
+
+# Left running: after `make run`, DAYS more days land on a compressed clock (a day every PACE
+# seconds) with live requests, the daemon's sensors and schedule on; then the audit (docs/live-operation.md).
+DAYS ?= 21
+PACE ?= 5
+live: setup
+	$(UV) run --frozen flightline live --task $(TASK) --days $(DAYS) --pace $(PACE)
 
 # A fresh clone needs nothing built first: pytest builds the Kubernetes control plane (once,
 # cached) after collecting the tests and before the first one, outside every test's timeout.

@@ -84,6 +84,7 @@ def in_process_predictor(task_name: str, log=None):
         score_field=task.definition.serving.score_field,
         flags=task.definition.serving.flags,
         partition_of=task.partition_of,
+        source="benchmark",
     )
     predictor.warm_up()
     return predictor

@@ -248,7 +248,14 @@ def _stop(process: subprocess.Popen) -> None:
 def serve_ours(model_tag: str) -> tuple[subprocess.Popen, int]:
     """This checkout's service from source (what the Bento packs), one worker."""
     port = _free_port()
-    env = {**os.environ, "FLIGHTLINE_TASK": TASK, "FLIGHTLINE_BENTO_MODEL": model_tag}
+    env = {
+        **os.environ,
+        "FLIGHTLINE_TASK": TASK,
+        "FLIGHTLINE_BENTO_MODEL": model_tag,
+        # Synthetic traffic: labelled as such, and logged outside the user's data root.
+        "FLIGHTLINE_TRAFFIC_SOURCE": "benchmark",
+        "FLIGHTLINE_PREDICTION_LOG": tempfile.mkdtemp(prefix="flightline-bench-log-"),
+    }
     process = subprocess.Popen(
         [
             sys.executable,

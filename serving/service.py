@@ -24,6 +24,8 @@ from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.feature_store import location_from_paths, open_store
 from pipelines.platform.lib.prediction_log import PredictionLogWriter
 from pipelines.platform.lib.predictor import (
+    LIVE_SOURCE,
+    TRAFFIC_SOURCE_ENV,
     FeatureStoreUnavailable,
     ModelInfo,
     ModelUnavailable,
@@ -232,6 +234,7 @@ class PredictionService:
             score_field=SERVING.score_field,
             flags=SERVING.flags,
             partition_of=TASK.partition_of,
+            source=os.environ.get(TRAFFIC_SOURCE_ENV, LIVE_SOURCE),
         )
         if store is not None and self.predictor.check()["ready"]:
             self.predictor.warm_up()

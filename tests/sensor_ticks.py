@@ -18,3 +18,12 @@ def landing_tick(definitions, instance, task: str, paths: DataPaths, cursor=None
         },
     )
     return definitions.get_sensor_def(f"{task}_landing_sensor")(context)
+
+
+def skip_message(result) -> str | None:
+    """Why a tick requested nothing (a SkipReason, or a SensorResult that skips), else None."""
+    if isinstance(result, dg.SkipReason):
+        return result.skip_message
+    if isinstance(result, dg.SensorResult) and not result.run_requests and result.skip_reason:
+        return result.skip_reason.skip_message
+    return None

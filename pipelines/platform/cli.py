@@ -487,6 +487,15 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="seconds between days: land one day at a time, as the landing sensor would see them",
     )
+    live = sub.add_parser(
+        "live",
+        help="weeks of live operation on a compressed clock: the daemon with the task's sensors "
+        "and schedule on, a day landed every --pace seconds with live requests, then an audit",
+    )
+    live.add_argument("--days", type=int, default=21)
+    live.add_argument("--pace", type=float, default=5.0, help="wall seconds per landed day")
+    live.add_argument("--requests-per-day", type=int, default=40)
+    live.add_argument("--task", default=DEFAULT_TASK)
     push = sub.add_parser(
         "push-events",
         help="push the departures and landings of landed days into the online store, in time order",
@@ -543,6 +552,10 @@ def main(argv: list[str] | None = None) -> int:
         args.end = args.end or _parse_day(window.end if window else DEFAULT_END)
     if args.command == "push-events":
         return _push_events(task, args.start, args.end, args.until)
+    if args.command == "live":
+        from pipelines.platform.live_operation import live as live_operation
+
+        return live_operation(task, args.days, args.pace, args.requests_per_day)
     paths = DataPaths.from_env()
     progress = ProgressPrinter(STARTED)
     try:

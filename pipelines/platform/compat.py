@@ -22,6 +22,15 @@ def backfill_subset(keys, partitions, graph):
     )
 
 
+def requested_backfills(instance) -> list:
+    """Backfills the daemon has not finished submitting (their runs may not exist yet), so the
+    landing sensor does not request their days again: `BulkActionStatus` is not exported.
+    Re-check: dagster._core.execution.backfill.BulkActionStatus, PartitionBackfill.tags."""
+    from dagster._core.execution.backfill import BulkActionStatus
+
+    return list(instance.get_backfills(status=BulkActionStatus.REQUESTED))
+
+
 def check_execution_statuses():
     """The status enum of asset-check execution records, which the instance's public
     `event_log_storage.get_asset_check_execution_history` returns but does not export.

@@ -6,7 +6,6 @@ baseline)."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 from pipelines.platform.cli import materialize_window
 from pipelines.platform.lib.settings import PROJECT_ROOT, DataPaths
 from pipelines.platform.lib.tracking import ModelRegistry
+from pipelines.platform.live_operation import Daemon, ticks_since
 from pipelines.tasks.flight_delay.replay import replay_days
 from tests.conftest import source_day
 from tests.pipeline_fixture import MODEL_RUN_CONFIG
@@ -34,30 +34,6 @@ RUN_WAIT = 900
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(4 * RUN_WAIT)]
 BIN = Path(sys.executable).parent
 REFERENCE_TABLES = {"planes", "airports", "airlines", "plane_features", "feast_definitions"}
-
-
-class Daemon:
-    def __init__(self, env: dict, log: Path):
-        self.env, self.log, self.process = env, log, None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [str(BIN / "dagster-daemon"), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")],
-            cwd=PROJECT_ROOT,
-            env=self.env,
-            stdout=self.log.open("a"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
 
 
 def _cli(env: dict, *args: str) -> subprocess.Popen:
@@ -118,18 +94,6 @@ def site(tmp_path_factory):
             daemon.stop()
 
 
-def _sensor_ticks_after(instance, sensor: str, since: float) -> int:
-    """Finished evaluations of the sensor that began after `since` (a timestamp)."""
-    return sum(
-        tick.status.value in ("SUCCESS", "SKIPPED")
-        for state in instance.all_instigator_state()
-        if state.instigator_name == sensor
-        for tick in instance.get_ticks(
-            state.instigator_origin_id, state.selector_id, after=float(since)
-        )
-    )
-
-
 def _landing_runs(instance) -> list[dg.DagsterRun]:
     return [
         r for r in instance.get_runs() if r.tags.get("flightline/trigger") in ("landed", "replaced")
@@ -182,7 +146,7 @@ def test_landed_days_run_once_across_a_daemon_restart(site):
     # slept: a busy daemon ticks late.
     quiet_since = max(instance.get_run_record_by_id(r.run_id).end_time for r in runs)
     _wait(
-        lambda: _sensor_ticks_after(instance, "flight_delay_landing_sensor", quiet_since) >= 2,
+        lambda: ticks_since(instance, "flight_delay_landing_sensor", quiet_since) >= 2,
         RUN_WAIT,
         "two landing-sensor ticks after the last run",
         log,

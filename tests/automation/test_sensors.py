@@ -14,7 +14,7 @@ from pipelines.platform.components.automation import RETRAIN_TAG
 from pipelines.platform.resources import LakeResource, RetrainPolicy
 from pipelines.tasks.flight_delay.replay import replay_days
 from tests.conftest import source_day
-from tests.sensor_ticks import landing_tick
+from tests.sensor_ticks import landing_tick, skip_message
 
 TASK = "flight_delay"
 DAILY_JOB = f"{TASK}_partitions"
@@ -26,6 +26,17 @@ def definitions():
     return defs()
 
 
+def _ingest(instance, start: str, end: str | None = None) -> None:
+    """Run the ingestion as any launcher would (here: `make run`'s own function)."""
+    results = materialize_window(
+        date.fromisoformat(start),
+        date.fromisoformat(end or start),
+        instance,
+        only={"raw_flights", "raw_weather"},
+    )
+    assert results and all(r.success for r in results)
+
+
 def test_new_day_then_nothing_new_then_a_replaced_file(definitions, instance, data_paths):
     replay_days(data_paths.landing_for("flight_delay"), date(2013, 1, 1), date(2013, 1, 1))
     first = landing_tick(definitions, instance, TASK, data_paths)
@@ -34,9 +45,11 @@ def test_new_day_then_nothing_new_then_a_replaced_file(definitions, instance, da
     assert request.run_key.startswith(f"{TASK}:2013-01-01:")
     assert request.tags["flightline/trigger"] == "landed"
 
-    nothing = landing_tick(definitions, instance, TASK, data_paths, first.cursor)
-    assert isinstance(nothing, dg.SkipReason)
-    assert "no new or replaced files" in nothing.skip_message
+    _ingest(instance, "2013-01-01")
+    # The cursor is only a cache of file hashes: with or without it, an ingested day is done.
+    for cursor in (first.cursor, None):
+        nothing = landing_tick(definitions, instance, TASK, data_paths, cursor)
+        assert "nothing landed that is not ingested" in skip_message(nothing)
 
     flights = Path(data_paths.landing_for("flight_delay")) / "flights" / "2013-01-01.csv"
     source_day("flights", "2013-01-01").head(500).to_csv(flights, index=False, na_rep="NA")
@@ -45,6 +58,52 @@ def test_new_day_then_nothing_new_then_a_replaced_file(definitions, instance, da
     assert rerun.partition_key == "2013-01-01"
     assert rerun.tags["flightline/trigger"] == "replaced"
     assert rerun.run_key != request.run_key  # a new content, a new run key
+    # New data for a judged day: its monitoring is asked to judge again, nothing else is.
+    ops = rerun.run_config["ops"]
+    assert {op: c["config"] for op, c in ops.items()} == {
+        "flight_delay__drift_report": {"rejudge": True},
+        "flight_delay__live_performance": {"rejudge": True},
+    }
+
+
+def test_after_make_run_the_first_tick_launches_nothing_already_ingested(
+    definitions, instance, data_paths
+):
+    """What `make run` (or the UI, or another sensor) ingested is known to a sensor switched on
+    later with an empty cursor: only the day landed since runs."""
+    landing = data_paths.landing_for("flight_delay")
+    replay_days(landing, date(2013, 1, 1), date(2013, 1, 3))
+    _ingest(instance, "2013-01-01", "2013-01-03")
+    replay_days(landing, date(2013, 1, 4), date(2013, 1, 4))
+    first = landing_tick(definitions, instance, TASK, data_paths)  # cursor empty
+    assert [r.partition_key for r in first.run_requests] == ["2013-01-04"]
+
+
+def test_a_queued_run_is_not_requested_again(definitions, instance, data_paths):
+    replay_days(data_paths.landing_for("flight_delay"), date(2013, 1, 1), date(2013, 1, 1))
+    job = definitions.resolve_job_def(DAILY_JOB)
+    run = instance.create_run_for_job(
+        job, tags={"dagster/partition": "2013-01-01", "flightline/task": TASK}
+    )
+    assert run.status == dg.DagsterRunStatus.NOT_STARTED  # created, not finished: in flight
+    waiting = landing_tick(definitions, instance, TASK, data_paths)
+    assert "1 partition(s) already in a queued or running run" in skip_message(waiting)
+
+
+def test_stray_files_are_reported_and_valid_days_still_run(definitions, instance, data_paths):
+    landing = Path(data_paths.landing_for("flight_delay"))
+    replay_days(str(landing), date(2013, 1, 1), date(2013, 1, 1))
+    for table in ("flights", "weather"):
+        for name in ("2013-02-30.csv", "2012-12-31.csv", "latest.csv", "2014-01-01.csv"):
+            (landing / table / name).write_text("not a day\n")
+    for _ in range(2):  # every later tick too: a stray file never blocks the sensor
+        tick = landing_tick(definitions, instance, TASK, data_paths)
+        assert [r.partition_key for r in tick.run_requests] == ["2013-01-01"]
+    replay_days(str(landing), date(2013, 1, 2), date(2013, 1, 2))
+    _ingest(instance, "2013-01-01", "2013-01-02")
+    quiet = skip_message(landing_tick(definitions, instance, TASK, data_paths))
+    for name in ("2013-02-30", "2012-12-31", "latest", "2014-01-01"):
+        assert f"stray file flights/{name}.csv: not a partition of {TASK}; ignored" in quiet
 
 
 def test_a_gap_of_days_becomes_one_backfill_of_every_daily_asset(definitions, instance, data_paths):
@@ -71,8 +130,7 @@ def test_a_day_missing_a_table_waits(definitions, instance, data_paths):
     replay_days(data_paths.landing_for("flight_delay"), date(2013, 1, 1), date(2013, 1, 1))
     (Path(data_paths.landing_for("flight_delay")) / "weather" / "2013-01-01.csv").unlink()
     waiting = landing_tick(definitions, instance, TASK, data_paths)
-    assert isinstance(waiting, dg.SkipReason)
-    assert "waiting for 1 incomplete partition" in waiting.skip_message
+    assert "2013-01-01: waiting for weather" in skip_message(waiting)
 
 
 def _drift_tick(definitions, instance, paths, cursor=None, **policy):
@@ -152,12 +210,30 @@ def _last_two_report_ids(instance) -> tuple[int, int]:
 
 
 def test_drift_over_the_threshold_launches_one_retrain_with_its_reasons(reported, definitions):
+    from pipelines.platform.lib.lake import Lake
+
     paths, instance = reported
     first, latest = _last_two_report_ids(instance)
     before = first - 1
     cursor = f'{{"storage_id": {before}, "last_trigger_day": null, "checked_at": 0}}'
-    # A threshold every day crosses: the first new day triggers, the second is reported.
-    tick = _drift_tick(definitions, instance, paths, cursor, drift_share=0.0)
+    # The champion trained through 2013-01-07: a retrain until 01-08 would score it on its own
+    # training days (a 7-day holdout). The sensor waits, and says until when.
+    waiting = _drift_tick(definitions, instance, paths, cursor, drift_share=0.0)
+    assert not waiting.run_requests
+    assert "but a fair holdout of 7 days after champion" in waiting.skip_reason.skip_message
+    assert "needs data until 2013-01-14: waiting" in waiting.skip_reason.skip_message
+    # A champion trained on less (through 01-01): the same evidence launches a fair retrain.
+    lake = Lake(str(paths.lake))
+    reference = lake.read_json(f"{TASK}/drift_reference")
+    try:
+        lake.write_json(
+            f"{TASK}/drift_reference",
+            {**reference, "description": {**reference["description"], "last_day": "2013-01-01"}},
+        )
+        # A threshold every day crosses: the first new day triggers, the second is reported.
+        tick = _drift_tick(definitions, instance, paths, cursor, drift_share=0.0)
+    finally:
+        lake.write_json(f"{TASK}/drift_reference", reference)
     [request] = tick.run_requests
     report = pd.read_parquet(Path(paths.lake) / TASK / "drift_report" / "2013-01-08.parquet")
     version = report["reference_version"].iloc[0]
@@ -182,6 +258,28 @@ def test_drift_over_the_threshold_launches_one_retrain_with_its_reasons(reported
     assert "cooldown after the retrain triggered by 2013-01-08" in cooled.skip_reason.skip_message
 
 
+def test_reports_of_an_earlier_champion_never_trigger(reported, definitions):
+    """Verdicts judged by v1 say nothing about the champion serving now."""
+    from pipelines.platform.lib.lake import Lake
+
+    paths, instance = reported
+    first, _ = _last_two_report_ids(instance)
+    cursor = f'{{"storage_id": {first - 1}, "last_trigger_day": null, "checked_at": 0}}'
+    lake = Lake(str(paths.lake))
+    reference = lake.read_json(f"{TASK}/drift_reference")
+    newer = {"champion_version": "99", "last_day": "2013-01-01"}
+    try:
+        lake.write_json(
+            f"{TASK}/drift_reference",
+            {**reference, "description": {**reference["description"], **newer}},
+        )
+        tick = _drift_tick(definitions, instance, paths, cursor, drift_share=0.0)
+    finally:
+        lake.write_json(f"{TASK}/drift_reference", reference)
+    assert not tick.run_requests
+    assert "no new verdicts of champion v99" in tick.skip_reason.skip_message
+
+
 def test_thresholds_not_crossed_launch_nothing(reported, definitions):
     paths, instance = reported
     first, _ = _last_two_report_ids(instance)
@@ -199,15 +297,47 @@ def test_thresholds_not_crossed_launch_nothing(reported, definitions):
     assert "within thresholds" in tick.skip_reason.skip_message
 
 
-def test_nightly_schedule_retrains_up_to_yesterday_with_a_valid_run_config(definitions):
+def _nightly_tick(definitions, instance, lake_root):
+    schedule = definitions.get_schedule_def(f"{TASK}_nightly_retrain")
+    moment = datetime(2026, 11, 23, 2, 0, tzinfo=ZoneInfo("America/New_York"))
+    context = dg.build_schedule_context(
+        instance=instance,
+        scheduled_execution_time=moment,
+        resources={"lake": LakeResource(lake_root=str(lake_root))},
+    )
+    return schedule.evaluate_tick(context)
+
+
+def test_nightly_schedule_retrains_on_what_was_ingested_when_the_holdout_is_fair(
+    definitions, instance, tmp_path
+):
+    """The replayed clock: "yesterday" is the last day every landing table has ingested (in
+    live operation, yesterday), and the holdout before it must hold no day the champion trained on."""
+    from pipelines.platform.lib.lake import Lake
+
     schedule = definitions.get_schedule_def(f"{TASK}_nightly_retrain")
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.execution_timezone == "America/New_York"
-    moment = datetime(2026, 11, 23, 2, 0, tzinfo=ZoneInfo("America/New_York"))
-    request = schedule.evaluate_tick(
-        dg.build_schedule_context(scheduled_execution_time=moment)
-    ).run_requests[0]
-    assert request.run_key == f"nightly:{TASK}:2026-11-22"
+    lake_root = tmp_path / "lake"
+    assert "nothing of flight_delay ingested yet" in (
+        _nightly_tick(definitions, instance, lake_root).skip_message
+    )
+    days = [d.strftime("%Y-%m-%d") for d in pd.date_range("2013-01-01", "2013-01-20")]
+    for table, last in (("raw_flights", "2013-01-20"), ("raw_weather", "2013-01-19")):
+        for day in days:
+            if day <= last:
+                instance.report_runless_asset_event(
+                    dg.AssetMaterialization(asset_key=dg.AssetKey([TASK, table]), partition=day)
+                )
+    lake = Lake(str(lake_root))
+    reference = {"description": {"champion_version": "3", "last_day": "2013-01-15"}}
+    lake.write_json(f"{TASK}/drift_reference", reference)
+    unfair = _nightly_tick(definitions, instance, lake_root)
+    assert "needs data until 2013-01-22" in unfair.skip_message
+    reference["description"]["last_day"] = "2013-01-05"
+    lake.write_json(f"{TASK}/drift_reference", reference)
+    [request] = _nightly_tick(definitions, instance, lake_root).run_requests
+    assert request.run_key == f"nightly:{TASK}:2013-01-19"  # weather ends there: complete days
     assert request.tags[RETRAIN_TAG] == TASK
     assert request.tags["flightline/trigger"] == "schedule"
     job = definitions.resolve_job_def(f"{TASK}_retrain")
@@ -216,7 +346,7 @@ def test_nightly_schedule_retrains_up_to_yesterday_with_a_valid_run_config(defin
         f"{TASK}__torch_model",
         f"{TASK}__model_evaluation",
     }
-    assert {op["config"]["until"] for op in request.run_config["ops"].values()} == {"2026-11-22"}
+    assert {op["config"]["until"] for op in request.run_config["ops"].values()} == {"2013-01-19"}
     assert dg.validate_run_config(job, request.run_config)
 
 
@@ -247,7 +377,9 @@ def test_the_landing_sensor_watches_the_bucket(
     first = landing_tick(definitions, instance, TASK, paths)
     [request] = first.run_requests
     assert request.partition_key == "2013-01-01"
-    assert isinstance(landing_tick(definitions, instance, TASK, paths, first.cursor), dg.SkipReason)
+    # Not ingested yet and no run in this test's instance: the sensor asks for it again.
+    again = landing_tick(definitions, instance, TASK, paths, first.cursor)
+    assert [r.partition_key for r in again.run_requests] == ["2013-01-01"]
     assert not (tmp_path / "data" / "landing").exists()  # nothing on the pod's disk
     server.relay.cut()
     with pytest.raises(ObjectStoreUnavailable, match=server.endpoint):

@@ -171,3 +171,39 @@ def test_evidently_page_leaves_out_a_column_empty_on_one_side(reference_frame):
         m["metric_name"] for m in snapshot.dict()["metrics"] if "ValueDrift" in m["metric_name"]
     ]
     assert not any("column=x," in name for name in shown) and len(shown) == 2
+
+
+def test_a_constant_reference_column_is_reported_not_measured_and_evidently_agrees(
+    reference_frame,
+):
+    """A month over a January reference: any other value is 'infinite' drift in units of a zero
+    spread. It is named as constant and left out of the share, here and in Evidently's page."""
+    frame = reference_frame.assign(month=1.0)
+    reference = summarize_reference(frame, [*NUMERIC, "month"], CATEGORICAL)
+    current = _frame(np.random.default_rng(3), 2_000).assign(month=2.0)
+    result = detect_drift(reference, current)
+    assert result.constant == ["month"]
+    assert "month" not in {c.column for c in result.columns}
+    assert result.status == "no_drift" and result.drift_share == 0.0
+    assert result.summary()["constant_in_reference"] == ["month"]
+    snapshot = evidently_report(
+        reference.frame(),
+        current,
+        [*NUMERIC, "month"],
+        CATEGORICAL,
+        {n: c.threshold for n, c in reference.columns.items()},
+    )
+    verdict = evidently_verdict(snapshot.dict()["metrics"])
+    assert "month" not in verdict["columns"] and verdict["count"] == 0
+
+
+def test_drift_chart_draws_distances_relative_to_each_threshold():
+    from pipelines.platform.lib.plots import drift_chart
+
+    png = drift_chart(
+        {"a": 0.05, "b": 0.3, "month": 1000.0},
+        {"a": 0.1, "b": 0.1, "month": 0.1},
+        "t",
+        constant={"weekday": True},
+    )
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000

@@ -8,10 +8,13 @@ from sklearn.metrics import roc_auc_score
 from pipelines.platform.lib.evaluation import (
     BootstrapInterval,
     _weighted_auc,
+    _weighted_ece,
+    _weighted_log_loss,
     binary_metrics,
     decide_promotion,
     expected_calibration_error,
     paired_bootstrap_auc_difference,
+    paired_bootstrap_differences,
 )
 from pipelines.platform.lib.task import GateThresholds
 
@@ -83,7 +86,83 @@ def test_gate_promotes_a_clear_improvement():
 def test_gate_refuses_a_gain_below_the_margin_or_an_interval_touching_zero():
     assert "below the margin" in _decide(gain_low=0.0005, auc_gain=0.001).reasons[0]
     refused = _decide(gain_low=-0.001)
-    assert not refused.passed and "does not exclude zero" in refused.reasons[0]
+    assert not refused.passed and "[-0.0010, +0.0200] includes zero" in refused.reasons[0]
+
+
+def test_gate_message_is_right_for_an_interval_entirely_below_zero():
+    refused = decide_promotion(
+        candidate_auc=0.741,
+        reference_auc=0.754,
+        reference="champion",
+        interval=BootstrapInterval(-0.013, -0.0223, -0.0032, 1000, 0.95),
+        slices=_slices(0.70, 0.70),
+        candidate="lightgbm",
+        thresholds=GateThresholds(),
+    )
+    text = " ".join(refused.reasons)
+    assert "[-0.0223, -0.0032] lies entirely below zero" in text
+    assert "exclude" not in text and "includes zero" not in text
+
+
+def test_weighted_log_loss_and_ece_equal_the_plain_metrics_at_unit_weights():
+    y, p = _scores()
+    ones = np.ones((1, len(y)))
+    plain = binary_metrics(y, p)
+    assert _weighted_log_loss(y, p, ones)[0] == pytest.approx(plain["log_loss"])
+    assert _weighted_ece(y, p, ones)[0] == pytest.approx(expected_calibration_error(y, p))
+    weights = np.random.default_rng(2).integers(0, 3, len(y)).astype(float)
+    repeated = np.repeat(np.arange(len(y)), weights.astype(int))
+    assert _weighted_ece(y, p, weights[None])[0] == pytest.approx(
+        expected_calibration_error(y[repeated], p[repeated])
+    )
+
+
+def _decide_calibration(p_candidate, p_reference, y, **thresholds):
+    intervals = paired_bootstrap_differences(y, p_candidate, p_reference, samples=300)
+    a, b = binary_metrics(y, p_candidate), binary_metrics(y, p_reference)
+    return decide_promotion(
+        candidate_auc=a["roc_auc"],
+        reference_auc=b["roc_auc"],
+        reference="champion",
+        interval=intervals["roc_auc"],
+        slices=_slices(0.70, 0.70),
+        candidate="lightgbm",
+        thresholds=GateThresholds(**thresholds),
+        log_loss=(a["log_loss"] - b["log_loss"], intervals["log_loss"]),
+        ece=(a["ece"] - b["ece"], intervals["ece"]),
+    )
+
+
+def test_gate_refuses_a_better_ranking_whose_calibration_got_much_worse():
+    y, strong = _scores(signal=1.5)
+    _, weak = _scores(signal=1.0, seed=5)
+    # Same order of rows (AUC unchanged), probabilities pushed up: ranking better, calibration worse.
+    logit = np.log(strong / (1 - strong))
+    miscalibrated = 1 / (1 + np.exp(-(logit + 1.2)))
+    decision = _decide_calibration(miscalibrated, weak, y)
+    names = {c.name: c for c in decision.criteria}
+    assert names["roc_auc gain"].passed
+    assert not names["ece"].passed and not decision.passed
+    assert any(r.startswith("ece +") for r in decision.reasons)
+    # The same ranking, calibrated: every criterion passes.
+    calibrated = _decide_calibration(strong, weak, y)
+    assert calibrated.passed, calibrated.reasons
+    assert [c.name for c in calibrated.criteria] == ["roc_auc gain", "log_loss", "ece", "slices"]
+
+
+def test_gate_refuses_an_unfair_comparison_whatever_the_numbers():
+    decision = decide_promotion(
+        candidate_auc=0.80,
+        reference_auc=0.70,
+        reference="champion",
+        interval=BootstrapInterval(0.1, 0.08, 0.12, 1000, 0.95),
+        slices=_slices(0.70, 0.70),
+        candidate="lightgbm",
+        thresholds=GateThresholds(),
+        unfair="champion v3 was trained on data up to 2013-02-03, inside the holdout",
+    )
+    assert not decision.passed
+    assert decision.reasons[0].startswith("the comparison cannot be fair: champion v3")
 
 
 def test_gate_refuses_a_large_slice_regression_and_ignores_a_small_one():

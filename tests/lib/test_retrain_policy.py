@@ -1,6 +1,7 @@
 """The drift sensor's decision: which day triggers a retrain, and why the others do not."""
 
 import pandas as pd
+import pytest
 
 from pipelines.platform.lib.retrain_policy import DriftCursor, Thresholds, decide
 
@@ -98,3 +99,84 @@ def test_cursor_round_trip():
     cursor = DriftCursor(storage_id=42, last_trigger_day="2013-06-02", checked_at=1.5)
     assert DriftCursor.parse(cursor.dump()) == cursor
     assert DriftCursor.parse(None) == DriftCursor()
+
+
+def test_a_day_the_champion_trained_on_never_triggers():
+    from pipelines.platform.lib.monitoring import TRAINED_ON
+
+    reports = _reports(
+        {"partition_date": "2013-06-01", "status": TRAINED_ON, "drift_share": 0.9},
+    )
+    decision = decide(["2013-06-01"], reports, NO_LIVE, Thresholds(), None)
+    assert decision.trigger_day is None
+    assert decision.skipped[0].startswith("2013-06-01: drift report trained_on")
+
+
+def test_one_degraded_rule_and_the_fair_holdout_date():
+    from pipelines.platform.lib.retrain_policy import fair_until, live_degraded, live_floor
+
+    t = Thresholds(max_live_auc_drop=0.05)
+    assert live_floor(0.74, t) == pytest.approx(0.69)
+    assert live_degraded(0.70, 0.74, t) is None
+    assert live_degraded(0.68, 0.74, t) == "live AUC (7-day) 0.680 < 0.690 (holdout 0.740 - 0.05)"
+    assert live_degraded(float("nan"), 0.74, t) is None
+    # Trained through Feb 3 with a 7-day holdout: the first fair `until` is Feb 10.
+    assert fair_until("2013-02-03", 7) == "2013-02-10"
+
+
+def test_latest_verdicts_keep_history_and_pick_the_newest_of_a_champion():
+    from pipelines.platform.lib.monitoring import latest_verdicts
+
+    history = pd.DataFrame(
+        [
+            {
+                "partition_date": "d1",
+                "status": "drift",
+                "reference_version": "1",
+                "judged_at": "t1",
+            },
+            {
+                "partition_date": "d1",
+                "status": "no_drift",
+                "reference_version": "3",
+                "judged_at": "t3",
+            },
+            {
+                "partition_date": "d2",
+                "status": "drift",
+                "reference_version": "1",
+                "judged_at": "t2",
+            },
+        ]
+    )
+    newest = latest_verdicts(history)
+    assert newest.set_index("partition_date")["status"].to_dict() == {
+        "d1": "no_drift",
+        "d2": "drift",
+    }
+    of_v1 = latest_verdicts(history, "1")
+    assert of_v1.set_index("partition_date")["status"].to_dict() == {"d1": "drift", "d2": "drift"}
+    assert latest_verdicts(history, "3")["partition_date"].tolist() == ["d1"]
+
+
+def test_a_judged_day_is_kept_unless_asked_and_a_trained_on_day_gets_no_verdict():
+    from pipelines.platform.lib.monitoring import TRAINED_ON, plan_judgements
+
+    history = pd.DataFrame(
+        [
+            {
+                "partition_date": "2013-02-02",
+                "status": "drift",
+                "reference_version": "1",
+                "judged_at": "t1",
+            },
+        ]
+    )
+    days = ["2013-01-31", "2013-02-02", "2013-02-03"]
+    plans = {p.day: p for p in plan_judgements(days, history, "2013-01-31", rejudge=False)}
+    assert plans["2013-01-31"].action == TRAINED_ON
+    assert plans["2013-02-02"].action == "keep" and plans["2013-02-02"].earlier == 1
+    assert plans["2013-02-02"].note == "kept: drift judged by v1 at t1"
+    assert plans["2013-02-03"].action == "judge" and plans["2013-02-03"].earlier == 0
+    again = {p.day: p for p in plan_judgements(days, history, "2013-01-31", rejudge=True)}
+    assert again["2013-02-02"].action == "judge" and again["2013-02-02"].earlier == 1

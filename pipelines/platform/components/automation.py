@@ -4,16 +4,23 @@ the nightly retrain schedule. Everything is the task's own: one task never launc
 
 import os
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import dagster as dg
 
-from pipelines.platform.compat import backfill_subset
+from pipelines.platform.compat import backfill_subset, requested_backfills
 from pipelines.platform.components.definition import Task
 from pipelines.platform.components.ingestion import landing_dir
 from pipelines.platform.lib.lake import PARTITION_COLUMN
-from pipelines.platform.lib.landing_watch import dump_state, load_state, scan_landing
-from pipelines.platform.lib.retrain_policy import DriftCursor, decide
+from pipelines.platform.lib.landing_watch import (
+    LANDED_SHA256,
+    dump_state,
+    fingerprint_of,
+    load_state,
+    scan_landing,
+)
+from pipelines.platform.lib.monitoring import latest_verdicts
+from pipelines.platform.lib.retrain_policy import DriftCursor, decide, fair_until
 from pipelines.platform.lib.task import TaskSpec
 from pipelines.platform.resources import LakeResource, LandingZone, RetrainPolicy
 
@@ -65,6 +72,91 @@ def reference_job_name(task: Task | str) -> str:
     return f"{getattr(task, 'name', task)}_reference_data"
 
 
+UNFINISHED = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def _records(instance: dg.DagsterInstance, fetch, records_filter) -> list:
+    """Every record of a filter, page by page (newest first)."""
+    out, cursor = [], None
+    while True:
+        page = fetch(records_filter, limit=1000, cursor=cursor)
+        out.extend(page.records)
+        if not page.has_more:
+            return out
+        cursor = page.cursor
+
+
+def ingested_fingerprints(
+    instance: dg.DagsterInstance, task: Task, tables: list[str], days: list[str]
+) -> dict[str, str]:
+    """Day -> fingerprint of the content the instance ingested for it (every table
+    materialized, with the hash its ingestion observed), whoever launched that run."""
+    if not days:
+        return {}
+    digests: dict[str, dict[str, str]] = {}
+    for table in tables:
+        key = task.key(f"raw_{table}")
+        materialized = instance.get_materialized_partitions(key)
+        records = _records(
+            instance,
+            instance.fetch_observations,
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=days),
+        )
+        for record in records:  # newest first: the first per day is what is there now
+            day = record.partition_key
+            observation = record.asset_observation
+            if day not in materialized or observation is None or table in digests.get(day, {}):
+                continue
+            digest = observation.metadata.get(LANDED_SHA256)
+            if digest is not None:
+                digests.setdefault(day, {})[table] = str(digest.value)
+    return {
+        day: fingerprint_of(found) for day, found in digests.items() if len(found) == len(tables)
+    }
+
+
+def in_flight_days(instance: dg.DagsterInstance, task: Task) -> set[str]:
+    """Days a queued or running run (or a backfill still being submitted) of the task covers."""
+    days: set[str] = set()
+
+    def add_range(start: str | None, end: str | None) -> None:
+        if start and end:
+            days.update(
+                task.partitions_def.get_partition_keys_in_range(dg.PartitionKeyRange(start, end))
+            )
+
+    for run in instance.get_runs(
+        dg.RunsFilter(statuses=UNFINISHED, tags={"flightline/task": task.name})
+    ):
+        tags = run.tags
+        if tags.get("dagster/partition"):
+            days.add(tags["dagster/partition"])
+        add_range(
+            tags.get("dagster/asset_partition_range_start"),
+            tags.get("dagster/asset_partition_range_end"),
+        )
+    for backfill in requested_backfills(instance):
+        if backfill.tags.get("flightline/task") == task.name:
+            start, _, end = backfill.tags.get("flightline/days", "").partition("..")
+            add_range(start, end)
+    return days
+
+
+def _is_partition(task: Task):
+    def check(name: str) -> bool:
+        try:
+            return task.partitions_def.has_partition_key(name)
+        except Exception:  # a name the partitions' format cannot parse ("latest", "2013-02-30")
+            return False
+
+    return check
+
+
 def _landing_sensor(task: Task, selection: dg.AssetSelection) -> dg.SensorDefinition:
     tables = [t.name for t in task.definition.landing_tables]
 
@@ -74,18 +166,38 @@ def _landing_sensor(task: Task, selection: dg.AssetSelection) -> dg.SensorDefini
         name=f"{task.name}_landing_sensor",
         asset_selection=selection,
         minimum_interval_seconds=TICK_SECONDS,
-        description=f"New {task.name} files become partition runs (a gap of several partitions "
-        "one backfill); a replaced file re-runs its partition",
+        description=f"{task.name} files whose content the instance has not ingested become "
+        "partition runs (a gap of several partitions one backfill); a changed file re-runs its "
+        "partition; stray files are reported and left alone",
     )
     def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone):
-        previous = load_state(context.cursor)
-        changes = scan_landing(landing_dir(landing, task), previous, tables)
-        for key, missing in changes.incomplete_days.items():
-            context.log.info(f"{key}: waiting for {', '.join(missing)}")
+        instance = context.instance
+        # Decided from the instance (what was ingested, what is in flight), not from the cursor:
+        # the cursor only caches file hashes, so an empty one re-runs nothing.
+        changes = scan_landing(
+            landing_dir(landing, task),
+            load_state(context.cursor),
+            tables,
+            ingested=lambda days: ingested_fingerprints(instance, task, tables, days),
+            is_partition=_is_partition(task),
+            in_flight=in_flight_days(instance, task),
+        )
+        notes = [
+            f"stray file {key}: not a partition of {task.name}; ignored" for key in changes.stray
+        ]
+        notes += [
+            f"{key}: waiting for {', '.join(m)}" for key, m in changes.incomplete_days.items()
+        ]
+        if changes.in_flight:
+            notes.append(
+                f"{len(changes.in_flight)} partition(s) already in a queued or running run"
+            )
+        for note in notes:
+            context.log.info(note)
         if changes.nothing_new:
-            waiting = f"; waiting for {len(changes.incomplete_days)} incomplete partition(s)"
-            return dg.SkipReason(
-                "no new or replaced files" + (waiting if changes.incomplete_days else "")
+            return dg.SensorResult(
+                skip_reason="; ".join(["nothing landed that is not ingested", *notes])[:1000],
+                cursor=dump_state(changes.state),
             )
         graph = context.repository_def.asset_graph
         keys = selection.resolve(graph)
@@ -117,17 +229,30 @@ def _landing_sensor(task: Task, selection: dg.AssetSelection) -> dg.SensorDefini
                 )
             )
         for key in changes.replaced_days:
-            context.log.info(f"{key}: a replaced file; re-running its partition")
+            context.log.info(f"{key}: the landed content changed; re-running its partition")
             requests.append(
                 dg.RunRequest(
                     partition_key=key,
                     run_key=f"{task.name}:{key}:{changes.fingerprint(key)}",
+                    # New data for a judged day: its monitoring is judged again (the earlier
+                    # verdict stays in the table's history, the asset's and MLflow's).
+                    run_config=rejudge_config(task),
                     tags={"flightline/trigger": "replaced", **task.tags},
                 )
             )
         return dg.SensorResult(run_requests=requests, cursor=dump_state(changes.state))
 
     return landing_sensor
+
+
+def rejudge_config(task: Task) -> dict:
+    """Run config that has the monitoring assets judge their days again."""
+    return {
+        "ops": {
+            task.key(name).to_python_identifier(): {"config": {"rejudge": True}}
+            for name in ("drift_report", "live_performance")
+        }
+    }
 
 
 def _failed_days(instance: dg.DagsterInstance, job_name: str, since: float) -> list[str]:
@@ -162,18 +287,7 @@ def _failed_days(instance: dg.DagsterInstance, job_name: str, since: float) -> l
 
 
 def _retrain_in_flight(instance: dg.DagsterInstance, job_name: str) -> str | None:
-    runs = instance.get_runs(
-        dg.RunsFilter(
-            job_name=job_name,
-            statuses=[
-                dg.DagsterRunStatus.QUEUED,
-                dg.DagsterRunStatus.NOT_STARTED,
-                dg.DagsterRunStatus.STARTING,
-                dg.DagsterRunStatus.STARTED,
-            ],
-        ),
-        limit=1,
-    )
+    runs = instance.get_runs(dg.RunsFilter(job_name=job_name, statuses=UNFINISHED), limit=1)
     return runs[0].run_id if runs else None
 
 
@@ -210,17 +324,54 @@ def _drift_sensor(task: Task, retrain_job) -> dg.SensorDefinition:
                 skip_reason="; ".join(failed) if failed else "no new drift reports",
                 cursor=cursor.dump(),
             )
-        reports = lake.lake.read_partitions(task.table("drift_report"), days, allow_missing=True)
-        live_table = task.table("live_performance")
-        live = lake.lake.read_partitions(
-            live_table, lake.lake.partitions(live_table), allow_missing=True
+        # Only the current champion's verdicts count: a report of an earlier champion says
+        # nothing about the model that serves now.
+        reference_table = task.table("drift_reference")
+        if not lake.lake.has_json(reference_table):
+            return dg.SensorResult(skip_reason="no champion yet", cursor=cursor.dump())
+        champion = lake.lake.read_json(reference_table)["description"]
+        version = str(champion["champion_version"])
+        reports = latest_verdicts(
+            lake.lake.read_partitions(task.table("drift_report"), days, allow_missing=True),
+            version,
         )
-        decision = decide(days, reports, live, retrain_policy.thresholds(), cursor.last_trigger_day)
+        live_table = task.table("live_performance")
+        live = latest_verdicts(
+            lake.lake.read_partitions(
+                live_table, lake.lake.partitions(live_table), allow_missing=True
+            ),
+            version,
+        )
+        stale = sorted(set(days) - set(reports.get(PARTITION_COLUMN, [])))
+        if stale:
+            context.log.info(
+                f"{len(stale)} day(s) with no verdict of champion v{version} (judged by an "
+                f"earlier champion or not yet): {', '.join(stale[:5])}"
+            )
+        decision = decide(
+            sorted(set(days) - set(stale)),
+            reports,
+            live,
+            retrain_policy.thresholds(),
+            cursor.last_trigger_day,
+        )
         for line in failed + decision.skipped:
             context.log.info(line)
         if decision.trigger_day is None:
             return dg.SensorResult(
-                skip_reason="; ".join(failed + decision.skipped[-5:]), cursor=cursor.dump()
+                skip_reason="; ".join(failed + decision.skipped[-5:])
+                or f"no new verdicts of champion v{version}",
+                cursor=cursor.dump(),
+            )
+        # A fair retrain: its holdout (the last days up to the trigger) must hold no day the
+        # champion trained on, or the champion is scored on its own training data.
+        fair_from = fair_until(champion["last_day"], task.spec.split.holdout_days)
+        if decision.trigger_day < fair_from:
+            return dg.SensorResult(
+                skip_reason=f"{decision.trigger_day}: {'; '.join(decision.reasons)}, but a fair "
+                f"holdout of {task.spec.split.holdout_days} days after champion v{version}'s "
+                f"training (through {champion['last_day']}) needs data until {fair_from}: waiting",
+                cursor=cursor.dump(),
             )
         in_flight = _retrain_in_flight(instance, retrain_job.name)
         if in_flight:
@@ -230,8 +381,7 @@ def _drift_sensor(task: Task, retrain_job) -> dg.SensorDefinition:
                 f"run {in_flight} is already queued or running",
                 cursor=cursor.dump(),
             )
-        report = reports.set_index(PARTITION_COLUMN).loc[decision.trigger_day]
-        champion = str(report["reference_version"])
+        champion = version
         cursor.last_trigger_day = decision.trigger_day
         context.log.info(f"retrain: {decision.trigger_day}: {'; '.join(decision.reasons)}")
         return dg.SensorResult(
@@ -257,27 +407,57 @@ def _drift_sensor(task: Task, retrain_job) -> dg.SensorDefinition:
     return drift_sensor
 
 
+def latest_ingested(instance: dg.DagsterInstance, task: Task, before: str) -> str | None:
+    """The newest partition (before `before`) every landing table of the task has ingested: the
+    last complete day of data, in live operation yesterday, on a replayed clock the last day
+    replayed."""
+    complete = None
+    for table in task.definition.landing_tables:
+        done = {
+            p
+            for p in instance.get_materialized_partitions(task.key(f"raw_{table.name}"))
+            if p < before
+        }
+        complete = done if complete is None else complete & done
+    return max(complete) if complete else None
+
+
 def _nightly_schedule(task: Task, job) -> dg.ScheduleDefinition:
     automation = task.definition.automation
+    # A compressed clock (the live-operation scenario) retrains more often than nightly.
+    cron = os.environ.get("FLIGHTLINE_RETRAIN_CRON") or automation.retrain_cron
 
     @dg.schedule(
         name=f"{task.name}_nightly_retrain",
         job=job,
-        cron_schedule=automation.retrain_cron,
+        cron_schedule=cron,
         execution_timezone=automation.timezone,
-        description=f"Retrain {task.name} ({automation.retrain_cron}, {automation.timezone}) on "
-        "everything labelled up to the day before",
+        description=f"Retrain {task.name} ({cron}, {automation.timezone}) on everything "
+        "ingested up to the day before, when its holdout can be fair to the champion",
     )
-    def _nightly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        yesterday = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
+    def _nightly(context: dg.ScheduleEvaluationContext, lake: LakeResource):
+        today = context.scheduled_execution_time.strftime("%Y-%m-%d")
+        until = latest_ingested(context.instance, task, today)
+        if until is None:
+            return dg.SkipReason(f"nothing of {task.name} ingested yet")
+        reference_table = task.table("drift_reference")
+        if lake.lake.has_json(reference_table):
+            champion = lake.lake.read_json(reference_table)["description"]
+            fair_from = fair_until(champion["last_day"], task.spec.split.holdout_days)
+            if until < fair_from:
+                return dg.SkipReason(
+                    f"data until {until}: a fair holdout of {task.spec.split.holdout_days} days "
+                    f"after champion v{champion['champion_version']}'s training (through "
+                    f"{champion['last_day']}) needs data until {fair_from}"
+                )
         return dg.RunRequest(
-            run_key=f"nightly:{task.name}:{yesterday}",
-            run_config=retrain_run_config(task.spec, yesterday),
+            run_key=f"nightly:{task.name}:{until}",
+            run_config=retrain_run_config(task.spec, until),
             tags={
                 RETRAIN_TAG: task.name,
                 **task.tags,
                 "flightline/trigger": "schedule",
-                "flightline/until": yesterday,
+                "flightline/until": until,
             },
         )
 

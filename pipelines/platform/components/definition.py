@@ -160,12 +160,25 @@ class AutomationModel(Strict):
     timezone: str = "UTC"
 
 
+class DrillModel(Strict):
+    """A disturbance the live-operation scenario (`make live`) applies to a landing table's
+    column for a few days: value * multiply + add (a storm's delays, a curtailed turbine)."""
+
+    table: str
+    column: str
+    multiply: float = 1.0
+    add: float = 0.0
+
+
 class MonitoringModel(Strict):
     """How much of a day is evidence: a task with few entities and an hourly grain serves fewer
     rows a day than flight delay (the Launchpad can still change these per run)."""
 
     drift_min_rows: int = Field(default=200, ge=1)  # fewer: "insufficient", never "no drift"
     live_min_labelled_rows: int = Field(default=100, ge=1)
+    drill: list[DrillModel] = Field(
+        default=[], description="The drift episode of the live-operation scenario (`make live`)"
+    )
 
 
 class ModelFamiliesModel(Strict):

@@ -14,6 +14,7 @@ from pipelines.platform.frame_type import DataFrame
 from pipelines.platform.lib import validation
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.landing import LandingError, archive_landed_file, read_landed_day
+from pipelines.platform.lib.landing_watch import LANDED_SHA256
 from pipelines.platform.lib.object_store import under
 from pipelines.platform.partitions import partition_keys, single_run_backfill
 from pipelines.platform.resources import LakeResource, LandingZone
@@ -45,7 +46,7 @@ def _ingest(
     """Read every partition file of the run as it landed; a bad file fails the run with its reason."""
     import pandas as pd
 
-    frames, files, errors = [], [], []
+    frames, files, errors, digests = [], [], [], []
     for key in partition_keys(context):
         try:
             landed = read_landed_day(landing_dir(landing, task), table, key)
@@ -54,6 +55,7 @@ def _ingest(
             continue
         archived = archive_landed_file(landed, f"{landing.archive_dir.rstrip('/')}/{task.name}")
         frames.append(landed.frame.assign(**{PARTITION_COLUMN: key}))
+        digests.append(landed.sha256)
         files.append(
             {
                 "partition": key,
@@ -67,6 +69,17 @@ def _ingest(
         raise dg.Failure(
             description=f"{len(errors)} {table} file(s) cannot be ingested:\n" + "\n".join(errors),
             metadata={"errors": dg.MetadataValue.json(errors)},
+        )
+    # What was ingested is instance state, whoever launched the run (make run, the UI, a sensor):
+    # one observation per partition with the landed content's hash, which the landing sensor
+    # compares with the folder (a new or changed file runs; an ingested one never again).
+    for entry, digest in zip(files, digests, strict=True):
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=context.asset_key,
+                partition=entry["partition"],
+                metadata={LANDED_SHA256: digest},
+            )
         )
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     shown = files if len(files) <= 31 else [*files[:15], *files[-15:]]

@@ -15,6 +15,7 @@ import pydantic
 
 from pipelines.platform.executors import training_op_tags
 from pipelines.platform.frame_type import DataFrame
+from pipelines.platform.lib.evaluation import GateDecision
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.modeling.families import ModelFamily, family
 from pipelines.platform.lib.modeling.fit import fit, prepare
@@ -95,6 +96,8 @@ class GateConfig(dg.Config):
     min_auc_gain: float | None = None
     max_slice_regression: float | None = None
     min_slice_rows: int | None = None
+    max_log_loss_increase: float | None = None
+    max_ece_increase: float | None = None
 
 
 def _thresholds(spec: TaskSpec, *configs: dg.Config) -> GateThresholds:
@@ -418,7 +421,20 @@ def model_defs(
             )
         _model_cards(spec, refs, review, registry, _thresholds(spec, config), config.seed)
         context.add_output_metadata(
-            _evaluation_metadata(report, curves, mlflow) | _card_link(mlflow, candidate)
+            _evaluation_metadata(report, curves, mlflow)
+            | _card_link(mlflow, candidate)
+            | {
+                "gate_criteria": criteria_table(gate_decision(report, _thresholds(spec, config))),
+                # What "days neither model trained on" rests on, for whoever audits it.
+                "fairness": dg.MetadataValue.json(
+                    {
+                        "holdout_start": report["holdout"]["start"],
+                        "train_ends": [ref.train_end for ref in refs]
+                        + ([report["champion"]["train_end"]] if report["champion"] else []),
+                        "unfair": report.get("unfair"),
+                    }
+                ),
+            }
         )
         return report
 
@@ -429,10 +445,15 @@ def model_defs(
         description="The challenger beats the champion (or the strongest baseline) by the margin, with the "
         "bootstrap interval above zero, and no large slice regresses",
     )
-    def gate(config: GateConfig, model_evaluation: dict) -> dg.AssetCheckResult:
+    def gate(
+        config: GateConfig, model_evaluation: dict, mlflow: MlflowResource
+    ) -> dg.AssetCheckResult:
         decision = gate_decision(model_evaluation, _thresholds(spec, config))
         candidate = model_evaluation["candidate"]
         verdict = "promote" if decision.passed else "refuse"
+        mlflow.registry().record_gate_verdict(
+            spec.registered_model, candidate["version"], decision.passed, decision.reasons
+        )
         return dg.AssetCheckResult(
             passed=decision.passed,
             severity=dg.AssetCheckSeverity.ERROR,
@@ -449,6 +470,14 @@ def model_defs(
                 "auc_gain_low": decision.interval.low,
                 "auc_gain_high": decision.interval.high,
                 "regressed_slices": dg.MetadataValue.json(decision.regressed_slices),
+                "criteria": criteria_table(decision),
+                **{
+                    f"{c.name}_increase_high": c.high
+                    for c in decision.criteria
+                    if c.name in ("log_loss", "ece") and c.high == c.high  # NaN: not measured
+                },
+                "log_loss_tolerance": _thresholds(spec, config).max_log_loss_increase,
+                "ece_tolerance": _thresholds(spec, config).max_ece_increase,
                 "thresholds": dg.MetadataValue.json(_thresholds(spec, config).__dict__),
             },
         )
@@ -594,6 +623,20 @@ def _card_link(mlflow: MlflowResource, version: dict) -> dict:
     }
 
 
+def criteria_table(decision: GateDecision) -> dg.MetadataValue:
+    """Each criterion of the gate, passed or failed, with its numbers."""
+    rows = [
+        "| criterion | verdict | candidate - reference | interval | rule |",
+        "|---|---|---|---|---|",
+    ]
+    for c in decision.criteria:
+        interval = "" if c.low != c.low else f"[{c.low:+.4f}, {c.high:+.4f}]"  # NaN: none
+        observed = "" if c.observed != c.observed else f"{c.observed:+.4f}"
+        verdict = "passed" if c.passed else "**failed**"
+        rows.append(f"| {c.name} | {verdict} | {observed} | {interval} | {c.limit} |")
+    return dg.MetadataValue.md("\n".join(rows))
+
+
 def _evaluation_metadata(report: dict, curves: bytes, mlflow: MlflowResource) -> dict:
     import pandas as pd
 
@@ -614,8 +657,8 @@ def _evaluation_metadata(report: dict, curves: bytes, mlflow: MlflowResource) ->
         f"difference {diff['mean']:+.4f} ({diff['confidence']:.0%} paired bootstrap interval "
         f"[{diff['low']:+.4f}, {diff['high']:+.4f}], {diff['samples']} resamples)"
     )
-    if report["champion"] and report["champion"]["saw_holdout"]:
-        comparison += "\n\nNote: the champion was trained on days inside this holdout; its score is flattered."
+    if report.get("unfair"):
+        comparison += f"\n\n**Not a fair comparison**: {report['unfair']}; the gate refuses it."
     slices = pd.DataFrame(report["slices"])
     if len(slices):
         slices = slices.assign(delta=slices[candidate["family"]] - slices[reference]).sort_values(

@@ -4,6 +4,7 @@ per partition."""
 import json
 import math
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,14 +24,18 @@ from pipelines.platform.lib.drift import (
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.modeling.dataset import feature_frame
 from pipelines.platform.lib.monitoring import (
+    TRAINED_ON,
     champion_scores,
+    latest_verdicts,
+    plan_judgements,
     rolling_view,
     score_live_performance,
 )
 from pipelines.platform.lib.plots import daily_metric_chart, drift_chart
+from pipelines.platform.lib.retrain_policy import live_degraded, live_floor
 from pipelines.platform.metadata import metric_table, picture
 from pipelines.platform.partitions import partition_keys, single_run_backfill
-from pipelines.platform.resources import LakeResource, MlflowResource
+from pipelines.platform.resources import LakeResource, MlflowResource, RetrainPolicy
 
 # numpy and pandas are imported inside the functions that use them: the code location imports
 # this module and must load without them (issue 18, tests/platform/test_cold_start.py). Asset
@@ -44,10 +49,23 @@ class DriftReportConfig(dg.Config):
     # Fewer rows: "insufficient", never "no drift". None: the task's monitoring.drift_min_rows.
     min_rows: int | None = None
     evidently_html: bool = True  # Evidently's page of each day (every feature column: seconds)
+    # A day already judged keeps its verdict (a backfill of ingestion re-judges nothing); true:
+    # judge it again under the current champion, the earlier verdict kept beside the new one.
+    rejudge: bool = False
 
 
 class LivePerformanceConfig(dg.Config):
     min_labelled_rows: int | None = None  # None: the task's monitoring.live_min_labelled_rows
+    rejudge: bool = False  # as DriftReportConfig.rejudge
+
+
+# Only real traffic is evidence: benchmark, test and replay rows are the service's too, but
+# never judged (the log says each row's source).
+LIVE = "live"
+
+
+def _judged_at() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 NO_REFERENCE = (
@@ -67,22 +85,28 @@ def _no_reference(context: dg.AssetExecutionContext, days: list[str]) -> "pd.Dat
 
 def _current_side(
     day: str, training_set: "pd.DataFrame", prediction_log: "pd.DataFrame", score: str
-) -> "tuple[pd.DataFrame, np.ndarray | None, str]":
-    """What the service used that day (the prediction log), or, where nothing was served, the
-    features the point-in-time join gives the day's flights (the same vectors, by the skew check)."""
+) -> "tuple[pd.DataFrame, np.ndarray | None, str, int]":
+    """What the service used that day for live traffic (the prediction log's `live` rows), or,
+    where no live request was served, the features the point-in-time join gives the day's
+    examples (the same vectors, by the skew check), said so in the `source` column. Rows of other
+    sources are counted (the last value), never judged."""
     served = (
         prediction_log[prediction_log[PARTITION_COLUMN] == day]
         if PARTITION_COLUMN in prediction_log.columns
         else prediction_log.iloc[0:0]
     )
+    sources = served["source"] if "source" in served.columns else None
+    live = served[sources == LIVE] if sources is not None else served.iloc[0:0]
+    other = len(served) - len(live)
+    served = live
     if len(served):
         # The log's records are flattened on reading: each feature is a "features.<name>" column.
         columns = [c for c in served.columns if c.startswith("features.")]
         features = served[columns].rename(columns=lambda c: c.removeprefix("features."))
         features = features.reset_index(drop=True)
-        return features, served[score].to_numpy(dtype="float64"), "prediction_log"
+        return features, served[score].to_numpy(dtype="float64"), "prediction_log", other
     rows = training_set[training_set[PARTITION_COLUMN] == day]
-    return rows, None, "training_set"
+    return rows, None, "training_set", other
 
 
 class VerdictMismatch(RuntimeError):
@@ -163,13 +187,20 @@ def _log_to_mlflow(
         )
 
 
-def _drift_chart(result: DriftResult, day: str) -> bytes:
+def _drift_chart(result: DriftResult, day: str, features: set[str]) -> bytes:
     shown = result.top(20) + ([result.prediction] if result.prediction else [])
     return drift_chart(
         {c.column: c.distance for c in shown},
         {c.column: c.threshold for c in shown},
         f"drift against the reference, {day}",
+        constant={c: c in features for c in result.constant},
     )
+
+
+def _verdicts(table: "pd.DataFrame") -> "pd.DataFrame":
+    """The newest verdict of each day, with the champion that gave it."""
+    columns = [PARTITION_COLUMN, "status", "rows", "source", "drift_share", "reference_version"]
+    return table[[c for c in columns if c in table.columns]]
 
 
 def _drift_metadata(
@@ -185,12 +216,6 @@ def _drift_metadata(
     meta: dict = {
         "reference": f"{task.spec.registered_model} v{reference.description['champion_version']} "
         f"(trained on {reference.description['first_day']}..{reference.description['last_day']})",
-        "days": metric_table(
-            table[
-                [PARTITION_COLUMN, "status", "rows", "source", "drift_share", "prediction_distance"]
-            ],
-            digits=3,
-        ),
     }
     if len(table) == 1:  # a single day: its numbers are the partition's, plotted across days
         meta |= {
@@ -217,6 +242,15 @@ def _drift_metadata(
         }
         if result.missing:
             meta["missing_columns"] = dg.MetadataValue.json(result.missing)
+        if result.constant:
+            # A model feature constant over the champion's training data: the model learned
+            # nothing from it, and any other value live is outside what it has seen.
+            meta["constant_in_reference"] = dg.MetadataValue.json(
+                {
+                    c: "model feature" if c in task.spec.features else "column"
+                    for c in result.constant
+                }
+            )
         if result.prediction:
             meta["prediction_distance"] = float(result.prediction.distance)
         if html:
@@ -244,7 +278,7 @@ def _publish_day(
     html, local_html, files, chart = None, None, [], b""
     with tempfile.TemporaryDirectory() as tmp:
         if result.status != "insufficient":
-            chart = _drift_chart(result, day)
+            chart = _drift_chart(result, day, set(task.spec.features))
             files.append(Path(tmp) / "drift_chart.png")
             files[-1].write_bytes(chart)
             if config.evidently_html:
@@ -365,11 +399,34 @@ def monitoring_defs(task: Task) -> dg.Definitions:
             return _no_reference(context, days)
         reference = DriftReference.from_dict(lake.lake.read_json(reference_table))
         version = reference.description["champion_version"]
+        trained_through = reference.description["last_day"]
         registry = mlflow.registry()
-        rows, last = [], None
+        history = lake.lake.read_partitions(task.table("drift_report"), days, allow_missing=True)
+        rows, last, kept = [], None, []
         min_rows = monitoring.drift_min_rows if config.min_rows is None else config.min_rows
-        for day in days:
-            current, predictions, source = _current_side(day, training_set, prediction_log, score)
+        for plan in plan_judgements(days, history, trained_through, config.rejudge):
+            day = plan.day
+            if len(history):  # every earlier verdict stays
+                rows.extend(history[history[PARTITION_COLUMN] == day].to_dict(orient="records"))
+            if plan.action == "keep":
+                kept.append(f"{day}: {plan.note}")
+                continue
+            if plan.action == TRAINED_ON:
+                rows.append(
+                    {
+                        PARTITION_COLUMN: day,
+                        "status": TRAINED_ON,
+                        "rows": 0,
+                        "source": "",
+                        "reference_version": version,
+                        "reason": f"v{version}: {plan.note}",
+                        "judged_at": _judged_at(),
+                    }
+                )
+                continue
+            current, predictions, source, other = _current_side(
+                day, training_set, prediction_log, score
+            )
             if predictions is None and len(current) >= min_rows:
                 predictions = champion_scores(registry, spec, version, current)
             features = feature_frame(current, spec) if source == "training_set" else current
@@ -377,31 +434,50 @@ def monitoring_defs(task: Task) -> dg.Definitions:
             html, links = _publish_day(
                 task, lake, mlflow, registry, reference, day, result, features, predictions, config
             )
+            reason = result.reason
+            if source == "prediction_log" and result.status == "insufficient":
+                reason = f"{result.rows} live rows; {reason.split('; ', 1)[-1]}"
             rows.append(
                 {
                     PARTITION_COLUMN: day,
                     "status": result.status,
                     "rows": result.rows,
                     "source": source,
+                    "other_source_rows": other,
                     "drift_share": result.drift_share,
                     "drifted_columns": json.dumps([c.column for c in result.drifted_columns]),
                     "distances": json.dumps(
                         {c.column: round(c.distance, 5) for c in result.columns}
                     ),
+                    "constant_columns": json.dumps(result.constant),
                     "prediction_distance": result.prediction.distance
                     if result.prediction
                     else np.nan,
                     "prediction_drifted": bool(result.prediction and result.prediction.drifted),
                     "reference_version": version,
-                    "reason": result.reason,
+                    "reason": reason,
                     "missing_columns": json.dumps(result.missing),
                     "html": str(html or ""),
                     "mlflow_run": links["run"],
+                    "judged_at": _judged_at(),
                 }
             )
             last = (result, html, links)
         table = pd.DataFrame(rows)
-        context.add_output_metadata(_drift_metadata(task, table, *last, reference))
+        newest = latest_verdicts(table)
+        meta = (
+            _drift_metadata(task, newest, *last, reference)
+            if last is not None
+            else {"reference": f"{spec.registered_model} v{version}"}
+        )
+        meta["judged_by"] = f"{spec.registered_model} v{version}"
+        meta["verdicts"] = metric_table(_verdicts(newest), digits=3)
+        if kept:
+            meta["kept_verdicts"] = dg.MetadataValue.md(
+                "Already judged, kept (materialize with `rejudge: true` to judge again):\n\n"
+                + "\n".join(f"- {k}" for k in kept)
+            )
+        context.add_output_metadata(meta)
         return table
 
     @dg.asset(
@@ -421,9 +497,10 @@ def monitoring_defs(task: Task) -> dg.Definitions:
         training_set: DataFrame,
         mlflow: MlflowResource,
         lake: LakeResource,
+        retrain_policy: RetrainPolicy,
     ) -> DataFrame:
         """The champion's AUC, PR AUC and calibration on each day once its labels are known, with the
-        row-weighted 7-day rolling view."""
+        row-weighted 7-day rolling view; `degraded` by the rule that makes the drift sensor retrain."""
         import numpy as np
         import pandas as pd
 
@@ -431,54 +508,116 @@ def monitoring_defs(task: Task) -> dg.Definitions:
         if not lake.lake.has_json(reference_table):
             return _no_reference(context, days)
         described = lake.lake.read_json(reference_table)["description"]
-        version = described["champion_version"]
+        version = str(described["champion_version"])
+        holdout_auc = float(described.get("holdout_roc_auc", np.nan))
+        thresholds = retrain_policy.thresholds()
         registry = mlflow.registry()
-        rows = []
+        stored = lake.lake.read_partitions(
+            live_table, lake.lake.partitions(live_table), allow_missing=True
+        )
+        prior_rows = (
+            stored[stored[PARTITION_COLUMN].isin(days)] if len(stored) else stored.iloc[0:0]
+        )
+        earlier = stored[~stored[PARTITION_COLUMN].isin(days)] if len(stored) else stored
         min_labelled_rows = (
             monitoring.live_min_labelled_rows
             if config.min_labelled_rows is None
             else config.min_labelled_rows
         )
-        for day in days:
+        new_rows, kept = [], []
+        for plan in plan_judgements(days, prior_rows, described["last_day"], config.rejudge):
+            day = plan.day
+            if plan.action == "keep":
+                kept.append(f"{day}: {plan.note}")
+                continue
+            row = {
+                PARTITION_COLUMN: day,
+                "day": day,
+                "champion_version": version,
+                "champion_holdout_roc_auc": holdout_auc,
+                "judged_at": _judged_at(),
+            }
+            if plan.action == TRAINED_ON:
+                new_rows.append(
+                    row | {"status": TRAINED_ON, "rows": 0, "reason": f"v{version}: {plan.note}"}
+                )
+                continue
             frame = training_set[training_set[PARTITION_COLUMN] == day]
             scores = champion_scores(registry, spec, version, frame)
             result = score_live_performance(spec, frame, scores, min_labelled_rows)
-            rows.append(
-                {
-                    PARTITION_COLUMN: day,
-                    "day": day,
-                    "status": result.status,
-                    "rows": result.rows,
-                    "champion_version": version,
-                    "champion_holdout_roc_auc": described.get("holdout_roc_auc", np.nan),
-                    "reason": result.reason,
-                    **{
-                        k: result.metrics.get(k, np.nan)
-                        for k in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "positive_rate")
-                    },
+            new_rows.append(
+                row
+                | {"status": result.status, "rows": result.rows, "reason": result.reason}
+                | {
+                    k: result.metrics.get(k, np.nan)
+                    for k in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "positive_rate")
                 }
             )
-        table = pd.DataFrame(rows)
-        earlier = lake.lake.read_partitions(
-            live_table,
-            [d for d in lake.lake.partitions(live_table) if d not in days],
-            allow_missing=True,
+        added = pd.DataFrame(new_rows)
+        history = pd.concat([earlier, prior_rows, added], ignore_index=True)
+        # The rolling view of the current champion's own verdicts decides "degraded": the same
+        # function the drift sensor applies, so a status and a retrain never disagree.
+        view = rolling_view(
+            latest_verdicts(history, version).assign(day=lambda f: f[PARTITION_COLUMN]), "roc_auc"
         )
-        history = pd.concat([earlier, table], ignore_index=True) if len(earlier) else table
-        view = rolling_view(history, "roc_auc")
-        meta: dict = {"champion_version": f"{spec.registered_model} v{version}"}
-        if len(table) == 1:
-            row = table.iloc[0]
+        floor = live_floor(holdout_auc, thresholds)
+        for index, row in added.iterrows():
+            if row["status"] != "ok" or row[PARTITION_COLUMN] not in view.index:
+                continue
+            rolling = float(view.loc[row[PARTITION_COLUMN], "roc_auc_rolling_7d"])
+            added.loc[index, "roc_auc_rolling_7d"] = rolling
+            added.loc[index, "degraded_below"] = floor
+            reason = live_degraded(rolling, holdout_auc, thresholds)
+            if reason:
+                added.loc[index, ["status", "reason"]] = ["degraded", reason]
+        table = pd.concat([prior_rows, added], ignore_index=True)
+        newest = latest_verdicts(table)
+        meta: dict = {
+            "champion_version": f"{spec.registered_model} v{version}",
+            "degraded_below": dg.MetadataValue.float(float(floor)),
+            "rule": f"degraded when the 7-day row-weighted AUC < champion holdout AUC "
+            f"{holdout_auc:.3f} - {thresholds.max_live_auc_drop} (the drift sensor's rule)",
+            "verdicts": metric_table(
+                newest[
+                    [
+                        c
+                        for c in (
+                            PARTITION_COLUMN,
+                            "status",
+                            "rows",
+                            "roc_auc",
+                            "roc_auc_rolling_7d",
+                            "champion_version",
+                        )
+                        if c in newest.columns
+                    ]
+                ],
+                digits=3,
+            ),
+        }
+        if kept:
+            meta["kept_verdicts"] = dg.MetadataValue.md(
+                "Already judged, kept (materialize with `rejudge: true` to judge again):\n\n"
+                + "\n".join(f"- {k}" for k in kept)
+            )
+        if len(newest) == 1:
+            row = newest.iloc[0]
             meta |= {"status": row["status"], "labelled_rows": int(row["rows"])}
-            if row["status"] == "ok":
+            if row["status"] in ("ok", "degraded"):
                 meta |= {k: float(row[k]) for k in ("roc_auc", "pr_auc", "brier", "ece")}
-            else:
-                meta["reason"] = row["reason"]
+            if row.get("reason"):
+                meta["reason"] = str(row["reason"])
         if days[-1] in view.index:
             meta["roc_auc_rolling_7d"] = float(view.loc[days[-1], "roc_auc_rolling_7d"])
-        if len(view) >= 2:
+        if len(view) >= 2 and len(added):
             recent = view.iloc[-60:]
-            chart = daily_metric_chart(recent, ["roc_auc", "pr_auc"], "champion on labelled days")
+            chart = daily_metric_chart(
+                recent,
+                ["roc_auc", "pr_auc"],
+                f"champion v{version} on labelled days",
+                rolling="roc_auc_rolling_7d",
+                floor=(floor, f"degraded below {floor:.3f} (retrain rule)"),
+            )
             experiment_id, run_id = registry.log_report(
                 f"{task.name}-monitoring",
                 f"{task.name}-live-{days[0]}..{days[-1]}",

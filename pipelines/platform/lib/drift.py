@@ -115,6 +115,9 @@ class DriftResult:
     prediction: ColumnDrift | None
     reason: str = ""
     missing: dict[str, str] = field(default_factory=dict)  # column -> the side it is empty on
+    # Constant (or near-constant) in the reference: any change is "infinite" drift in units of a
+    # zero spread, which says nothing; reported, never measured.
+    constant: list[str] = field(default_factory=list)
 
     @property
     def drifted_columns(self) -> list[ColumnDrift]:
@@ -135,8 +138,22 @@ class DriftResult:
             "missing_columns": self.missing,
             "prediction_distance": self.prediction.distance if self.prediction else None,
             "prediction_drifted": self.prediction.drifted if self.prediction else None,
+            "constant_in_reference": self.constant,
             "reason": self.reason,
         }
+
+
+# A reference column whose most common value holds this share of it is near-constant.
+NEAR_CONSTANT_SHARE = 0.98
+
+
+def near_constant(values: pd.Series) -> bool:
+    """One value (nulls aside) makes up nearly all of the column: a month over a January
+    reference, a flag that is almost never set."""
+    present = values.dropna()
+    if present.empty:
+        return False
+    return float(present.value_counts(normalize=True).iloc[0]) >= NEAR_CONSTANT_SHARE
 
 
 def summarize_reference(
@@ -284,8 +301,11 @@ def detect_drift(
             None,
             reason=f"{rows} rows; a drift decision needs at least {min_rows}",
         )
-    columns, missing = [], {}
+    columns, missing, constant = [], {}, []
     for name in features:
+        if near_constant(reference.columns[name].values()):
+            constant.append(name)
+            continue
         drift = column_drift(name, reference.columns[name], current[name])
         if drift is not None:
             columns.append(drift)
@@ -298,7 +318,7 @@ def detect_drift(
         )
     share = sum(c.drifted for c in columns) / len(columns) if columns else 0.0
     status = "drift" if share >= DATASET_DRIFT_SHARE else "no_drift"
-    return DriftResult(status, rows, share, columns, prediction, missing=missing)
+    return DriftResult(status, rows, share, columns, prediction, missing=missing, constant=constant)
 
 
 def evidently_report(
@@ -316,9 +336,14 @@ def evidently_report(
     from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset
 
-    # Evidently refuses a column empty on either side: detect_drift reports it as missing.
+    # Evidently refuses a column empty on either side: detect_drift reports it as missing; a
+    # near-constant reference column it reports as such, unmeasured (the same rule here).
     def usable(column: str) -> bool:
-        return bool(reference[column].notna().any() and current[column].notna().any())
+        return bool(
+            reference[column].notna().any()
+            and current[column].notna().any()
+            and (column in (extra or []) or not near_constant(reference[column]))
+        )
 
     extra = [c for c in extra or [] if usable(c)]
     numeric = [c for c in numeric if usable(c)]

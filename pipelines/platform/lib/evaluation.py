@@ -98,6 +98,74 @@ class BootstrapInterval:
     confidence: float
 
 
+def _weighted_log_loss(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mean log loss under each row of `weights` (resample counts)."""
+    import numpy as np
+
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    loss = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    return (weights @ loss) / weights.sum(axis=1)
+
+
+def _weighted_ece(y: np.ndarray, p: np.ndarray, weights: np.ndarray, bins: int = 10) -> np.ndarray:
+    """`expected_calibration_error` under each row of `weights`: per bin |sum w*y - sum w*p|,
+    over the total weight (the same bins, so the unweighted case gives the same number)."""
+    import numpy as np
+
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    onehot = np.zeros((len(p), bins))
+    onehot[np.arange(len(p)), which] = 1.0
+    gap = weights @ (onehot * (y - p)[:, None])  # resamples x bins
+    return np.abs(gap).sum(axis=1) / weights.sum(axis=1)
+
+
+# Paired differences the gate weighs: higher AUC is better, lower log loss and ECE are better.
+DIFFERENCES = {"roc_auc": _weighted_auc, "log_loss": _weighted_log_loss, "ece": _weighted_ece}
+
+
+def paired_bootstrap_differences(
+    y: np.ndarray,
+    p_candidate: np.ndarray,
+    p_reference: np.ndarray,
+    samples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, BootstrapInterval]:
+    """metric(candidate) - metric(reference) for AUC, log loss and ECE, each over the *same*
+    resamples of the *same* rows for both models."""
+    import numpy as np
+
+    y = np.asarray(y, dtype="float64")
+    p_candidate = np.asarray(p_candidate, dtype="float64")
+    p_reference = np.asarray(p_reference, dtype="float64")
+    rng = np.random.default_rng(seed)
+    diffs: dict[str, list] = {name: [] for name in DIFFERENCES}
+    chunk = max(1, min(samples, 20_000_000 // max(len(y), 1)))
+    done = 0
+    while done < samples:
+        size = min(chunk, samples - done)
+        picks = rng.integers(0, len(y), size=(size, len(y)))
+        counts = np.zeros((size, len(y)))
+        np.add.at(counts, (np.arange(size)[:, None], picks), 1.0)
+        for name, weighted in DIFFERENCES.items():
+            diffs[name].append(weighted(y, p_candidate, counts) - weighted(y, p_reference, counts))
+        done += size
+    alpha = (1 - confidence) / 2
+    intervals = {}
+    for name, parts in diffs.items():
+        d = np.concatenate(parts)
+        d = d[np.isfinite(d)]
+        intervals[name] = BootstrapInterval(
+            mean=float(d.mean()),
+            low=float(np.quantile(d, alpha)),
+            high=float(np.quantile(d, 1 - alpha)),
+            samples=len(d),
+            confidence=confidence,
+        )
+    return intervals
+
+
 def paired_bootstrap_auc_difference(
     y: np.ndarray,
     p_candidate: np.ndarray,
@@ -107,30 +175,35 @@ def paired_bootstrap_auc_difference(
     seed: int = 0,
 ) -> BootstrapInterval:
     """AUC(candidate) - AUC(reference) over resamples of the *same* rows for both models."""
-    import numpy as np
+    return paired_bootstrap_differences(y, p_candidate, p_reference, samples, confidence, seed)[
+        "roc_auc"
+    ]
 
-    y = np.asarray(y, dtype="float64")
-    rng = np.random.default_rng(seed)
-    diffs = []
-    chunk = max(1, min(samples, 20_000_000 // max(len(y), 1)))
-    done = 0
-    while done < samples:
-        size = min(chunk, samples - done)
-        picks = rng.integers(0, len(y), size=(size, len(y)))
-        counts = np.zeros((size, len(y)))
-        np.add.at(counts, (np.arange(size)[:, None], picks), 1.0)
-        diffs.append(_weighted_auc(y, p_candidate, counts) - _weighted_auc(y, p_reference, counts))
-        done += size
-    d = np.concatenate(diffs)
-    d = d[np.isfinite(d)]
-    alpha = (1 - confidence) / 2
-    return BootstrapInterval(
-        mean=float(d.mean()),
-        low=float(np.quantile(d, alpha)),
-        high=float(np.quantile(d, 1 - alpha)),
-        samples=len(d),
-        confidence=confidence,
-    )
+
+def describe_interval(interval: BootstrapInterval) -> str:
+    """Where the interval lies relative to zero, in words that are right for every case."""
+    bounds = f"[{interval.low:+.4f}, {interval.high:+.4f}]"
+    if interval.low > 0:
+        return f"the {interval.confidence:.0%} interval {bounds} lies above zero"
+    if interval.high < 0:
+        return f"the {interval.confidence:.0%} interval {bounds} lies entirely below zero"
+    return f"the {interval.confidence:.0%} interval {bounds} includes zero"
+
+
+@dataclass
+class Criterion:
+    """One test the gate applies, as the evaluation page lists it."""
+
+    name: str
+    passed: bool
+    observed: float  # candidate - reference
+    low: float
+    high: float
+    limit: str  # the rule, in words
+    detail: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -141,9 +214,28 @@ class GateDecision:
     interval: BootstrapInterval
     regressed_slices: list[dict] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    criteria: list[Criterion] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _no_regression(
+    name: str, observed: float, interval: BootstrapInterval | None, tolerance: float, reference: str
+) -> Criterion:
+    """Non-inferiority: the interval's upper bound of the increase stays within the tolerance
+    (a candidate whose log loss or ECE may plausibly be worse by more than that is refused)."""
+    if interval is None:  # a report written before this criterion existed
+        return Criterion(name, True, observed, float("nan"), float("nan"), "not measured", "")
+    passed = interval.high <= tolerance
+    limit = f"increase <= {tolerance:.4f} (upper bound of the {interval.confidence:.0%} interval)"
+    detail = (
+        f"{name} {observed:+.4f} vs the {reference}, {interval.confidence:.0%} interval "
+        f"[{interval.low:+.4f}, {interval.high:+.4f}]"
+    )
+    if not passed:
+        detail += f": may be worse by more than the tolerance {tolerance:.4f}"
+    return Criterion(name, passed, observed, interval.low, interval.high, limit, detail)
 
 
 def decide_promotion(
@@ -154,20 +246,58 @@ def decide_promotion(
     slices: pd.DataFrame,
     candidate: str,
     thresholds: GateThresholds,
+    log_loss: tuple[float, BootstrapInterval | None] = (float("nan"), None),
+    ece: tuple[float, BootstrapInterval | None] = (float("nan"), None),
+    unfair: str | None = None,
 ) -> GateDecision:
-    """Promote only if the candidate beats the reference by the margin, the interval's lower bound
-    is above zero, and no large slice loses more than the tolerance."""
+    """Promote only if the comparison is fair (no model trained on a holdout day), the candidate
+    beats the reference by the margin with the interval's lower bound above zero, its log loss and
+    calibration do not regress beyond their tolerances, and no large slice loses more than the
+    tolerance. `log_loss` / `ece`: (observed difference, paired bootstrap interval)."""
     gain = candidate_auc - reference_auc
     reasons = []
+    criteria = []
+    if unfair:
+        reasons.append(f"the comparison cannot be fair: {unfair}")
+        criteria.append(
+            Criterion(
+                "fair holdout",
+                False,
+                float("nan"),
+                float("nan"),
+                float("nan"),
+                "no compared model trained on a holdout day",
+                unfair,
+            )
+        )
+    auc_ok = gain >= thresholds.min_auc_gain and interval.low > 0
+    where = describe_interval(interval)
+    auc_detail = f"AUC gain {gain:+.4f} over the {reference}; {where}"
     if gain < thresholds.min_auc_gain:
         reasons.append(
             f"AUC gain {gain:+.4f} over the {reference} is below the margin {thresholds.min_auc_gain:.4f}"
         )
     if interval.low <= 0:
-        reasons.append(
-            f"the {interval.confidence:.0%} interval of the AUC gain [{interval.low:+.4f}, "
-            f"{interval.high:+.4f}] does not exclude zero"
+        reasons.append(f"{where} of the AUC gain: not a clear improvement")
+    criteria.append(
+        Criterion(
+            "roc_auc gain",
+            auc_ok,
+            gain,
+            interval.low,
+            interval.high,
+            f"gain >= {thresholds.min_auc_gain:.4f} and lower bound > 0",
+            auc_detail,
         )
+    )
+    for name, (observed, ci), tolerance in (
+        ("log_loss", log_loss, thresholds.max_log_loss_increase),
+        ("ece", ece, thresholds.max_ece_increase),
+    ):
+        criterion = _no_regression(name, observed, ci, tolerance, reference)
+        criteria.append(criterion)
+        if not criterion.passed:
+            reasons.append(criterion.detail)
     regressed = []
     if len(slices):
         large = slices[slices["rows"] >= thresholds.min_slice_rows].dropna(
@@ -189,6 +319,18 @@ def decide_promotion(
                 f"{len(regressed)} slice(s) of >= {thresholds.min_slice_rows} rows lose more than "
                 f"{thresholds.max_slice_regression:.3f} AUC: {names}"
             )
+    criteria.append(
+        Criterion(
+            "slices",
+            not regressed,
+            min((s["delta"] for s in regressed), default=0.0),
+            float("nan"),
+            float("nan"),
+            f"no slice of >= {thresholds.min_slice_rows} rows loses > "
+            f"{thresholds.max_slice_regression:.3f} AUC",
+            f"{len(regressed)} slice(s) regressed" if regressed else "no large slice regressed",
+        )
+    )
     return GateDecision(
         passed=not reasons,
         reference=reference,
@@ -196,4 +338,5 @@ def decide_promotion(
         interval=interval,
         regressed_slices=regressed,
         reasons=reasons,
+        criteria=criteria,
     )

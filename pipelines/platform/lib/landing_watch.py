@@ -1,9 +1,12 @@
-"""What changed in the landing folder since the last look: the landing sensor's plain logic.
+"""What in the landing folder is not ingested yet: the landing sensor's plain logic.
 
 A partition (a "day" below; an hour for an hourly task) is ready when every landing table of
-the task has its file. A file is known by (size, mtime) and, when
-those move, by its content hash, so touching a file without changing it re-runs nothing while a
-corrected file re-runs its day. The state is a small JSON document (the sensor's cursor).
+the task has its file. A day is new when nothing of it was ingested, replaced when what was
+ingested (the content hashes the ingestion recorded in the instance, whoever launched it) differs
+from what lies there now, so touching a file without changing it re-runs nothing while a
+corrected file re-runs its day. A file whose name is not a partition of the task is reported as
+stray and left alone. The sensor's cursor only caches each file's hash by (size, mtime): an empty
+cursor costs one hash of every file, never a re-run.
 
 The landing root is a folder or s3://<bucket>/landing/<task>: one listing per table through
 pyarrow's filesystem (on S3, mtime is the object's LastModified, whole seconds), and a file is
@@ -34,6 +37,8 @@ if TYPE_CHECKING:
 
 # Covers the store's whole-second timestamps and some clock skew between a pod and the store.
 UNSETTLED_S = 5
+# The metadata key of the ingestion's per-partition observation: the landed file's content hash.
+LANDED_SHA256 = "landed_sha256"
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,8 @@ class LandingChanges:
     replaced_days: list[str] = field(default_factory=list)
     incomplete_days: dict[str, list[str]] = field(default_factory=dict)  # day -> missing tables
     ambiguous: list[str] = field(default_factory=list)  # a day landed as .csv and .parquet
+    stray: list[str] = field(default_factory=list)  # files named like no partition of the task
+    in_flight: list[str] = field(default_factory=list)  # not ingested yet, but a run has them
     state: dict[str, FileState] = field(default_factory=dict)  # the new cursor's content
 
     @property
@@ -61,9 +68,14 @@ class LandingChanges:
 
     def fingerprint(self, day: str) -> str:
         """One hash of a day's files: the run key of a (re-)run of that day."""
-        return "-".join(
-            self.state[key].sha256[:12] for key in sorted(self.state) if _day_of(key) == day
+        return fingerprint_of(
+            {_table_of(key): v.sha256 for key, v in self.state.items() if _day_of(key) == day}
         )
+
+
+def fingerprint_of(digests: dict[str, str]) -> str:
+    """A day's fingerprint from its tables' content hashes (table -> sha256)."""
+    return "-".join(digests[table][:12] for table in sorted(digests))
 
 
 def load_state(cursor: str | None) -> dict[str, FileState]:
@@ -80,16 +92,54 @@ def _day_of(key: str) -> str:
     return Path(key).stem
 
 
+def _table_of(key: str) -> str:
+    return key.split("/", 1)[0]
+
+
+def _fingerprints(state: dict[str, FileState]) -> dict[str, str]:
+    by_day: dict[str, dict[str, str]] = {}
+    for key, value in state.items():
+        by_day.setdefault(_day_of(key), {})[_table_of(key)] = value.sha256
+    return {day: fingerprint_of(digests) for day, digests in by_day.items()}
+
+
 def scan_landing(
-    landing_dir: str | Path, previous: dict[str, FileState], tables: Sequence[str]
+    landing_dir: str | Path,
+    previous: dict[str, FileState],
+    tables: Sequence[str],
+    ingested: dict[str, str] | Callable[[list[str]], dict[str, str]] | None = None,
+    is_partition: Callable[[str], bool] | None = None,
+    in_flight: set[str] | frozenset[str] = frozenset(),
 ) -> LandingChanges:
+    """`previous`: the cached file states (the cursor). `ingested`: day -> fingerprint of what
+    the instance ingested, or a function giving it for the complete days found (None: what
+    `previous` holds, for callers without an instance).
+    `is_partition`: whether a file's name is a partition of the task. `in_flight`: days a queued
+    or running run will ingest (not requested again)."""
     root = str(landing_dir)
     fs, base = filesystem_for(root)
     store = store_for(root)
     # Local mtimes have nanoseconds: the embedded profile trusts them as it always has.
     settled_before = time.time_ns() - UNSETTLED_S * 10**9 if store else None
     with unavailable_as_error(store):
-        return _scan(fs, base, previous, tables, settled_before)
+        changes = _scan(fs, base, previous, tables, settled_before, is_partition)
+    current = _fingerprints(changes.state)
+    if ingested is None:
+        done = _fingerprints(previous)
+    elif callable(ingested):
+        done = ingested(sorted(current))
+    else:
+        done = ingested
+    for day in sorted(current):
+        if done.get(day) == current[day]:
+            continue
+        if day in in_flight:
+            changes.in_flight.append(day)
+        elif day in done:
+            changes.replaced_days.append(day)
+        else:
+            changes.new_days.append(day)
+    return changes
 
 
 def _sha256(fs: pafs.FileSystem, path: str) -> str:
@@ -106,6 +156,7 @@ def _scan(
     previous: dict[str, FileState],
     tables: Sequence[str],
     settled_before: int | None,
+    is_partition: Callable[[str], bool] | None,
 ) -> LandingChanges:
     import pyarrow.fs as pafs
 
@@ -119,6 +170,9 @@ def _scan(
             if name.suffix not in SUPPORTED_SUFFIXES or info.type != pafs.FileType.File:
                 continue  # .tmp-* files of a write in progress, stray files
             key = f"{table}/{info.base_name}"
+            if is_partition is not None and not is_partition(name.stem):
+                changes.stray.append(key)
+                continue
             size, mtime_ns = info.size, info.mtime_ns or 0
             known = previous.get(key)
             if known and (known.size, known.mtime_ns) == (size, mtime_ns):
@@ -131,18 +185,10 @@ def _scan(
             if table in tables_by_day.setdefault(day, set()):
                 changes.ambiguous.append(f"{table}/{day}")
             tables_by_day[day].add(table)
-    changes.state = state
-    previous_days = {_day_of(k) for k in previous}
     for day in sorted(tables_by_day):
         missing = sorted(set(tables) - tables_by_day[day])
         if missing:
             changes.incomplete_days[day] = missing
-            continue
-        keys = [k for k in state if _day_of(k) == day]
-        if day not in previous_days:
-            changes.new_days.append(day)
-        elif any(k not in previous or previous[k].sha256 != state[k].sha256 for k in keys):
-            changes.replaced_days.append(day)
     # An incomplete day is not recorded yet: when its last table lands, it is new.
     changes.state = {k: v for k, v in state.items() if _day_of(k) not in changes.incomplete_days}
     return changes

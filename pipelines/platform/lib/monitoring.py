@@ -77,3 +77,56 @@ def rolling_view(history: pd.DataFrame, metric: str, days: int = ROLLING_DAYS) -
     weighted = (daily[metric] * weights).rolling(days, min_periods=1).sum()
     daily[f"{metric}_rolling_{days}d"] = weighted / weights.rolling(days, min_periods=1).sum()
     return daily
+
+
+# Statuses of a monitored day under a champion that could not judge it fairly.
+TRAINED_ON = "trained_on"
+
+
+def latest_verdicts(history: pd.DataFrame, version: str | None = None) -> pd.DataFrame:
+    """The newest verdict of each day (one row per day), of champion `version` if given. A
+    monitoring table keeps every verdict ever given (re-judging appends, never overwrites)."""
+    if history.empty:
+        return history
+    rows = history
+    column = "reference_version" if "reference_version" in rows.columns else "champion_version"
+    if version is not None and column in rows.columns:
+        rows = rows[rows[column].astype(str) == str(version)]
+    if "judged_at" in rows.columns:
+        rows = rows.sort_values("judged_at", kind="stable", na_position="first")
+    return rows.drop_duplicates("partition_date", keep="last").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What a monitoring run does with one day: keep its verdicts, or add one (`trained_on`
+    when the champion trained on the day)."""
+
+    day: str
+    action: str  # "keep" | "trained_on" | "judge"
+    earlier: int  # verdicts already given for the day (all of them stay)
+    note: str = ""
+
+
+def plan_judgements(
+    days: list[str], history: pd.DataFrame, trained_through: str, rejudge: bool
+) -> list[Judgement]:
+    """A day already judged is kept unless `rejudge` (a backfill of ingestion re-judges
+    nothing); a day up to `trained_through` gets no fair verdict from this champion."""
+    plans = []
+    for day in days:
+        prior = history[history["partition_date"] == day] if len(history) else history
+        if len(prior) and not rejudge:
+            last = prior.iloc[-1]
+            version = last.get("reference_version", last.get("champion_version"))
+            note = f"kept: {last['status']} judged by v{version} at {last.get('judged_at', '?')}"
+            plans.append(Judgement(day, "keep", len(prior), note))
+        elif day <= trained_through:
+            note = (
+                f"champion trained on this day (its training data ran through {trained_through}): "
+                "no fair verdict"
+            )
+            plans.append(Judgement(day, TRAINED_ON, len(prior), note))
+        else:
+            plans.append(Judgement(day, "judge", len(prior)))
+    return plans

@@ -120,26 +120,53 @@ def learning_curves(history: dict[str, list[float]], step_name: str) -> bytes:
     return _png(fig)
 
 
-def drift_chart(distances: dict[str, float], thresholds: dict[str, float], title: str) -> bytes:
-    """Drift distance per column, largest on top, each with its own threshold (a column drifts at
-    distance >= its threshold, red)."""
-    ordered = sorted(distances.items(), key=lambda kv: kv[1])
+def drift_chart(
+    distances: dict[str, float],
+    thresholds: dict[str, float],
+    title: str,
+    constant: dict[str, bool] | None = None,
+) -> bytes:
+    """Each column's distance as a multiple of its own threshold (1 = the threshold, one line
+    for all), largest on top; a column drifts beyond 1 (red). Ratios above RATIO_CAP are drawn at
+    the cap with their value written. `constant`: reference-constant columns (name -> whether it is
+    a model feature), listed under the bars, not measured."""
+    ratios = {
+        k: v / thresholds[k] if thresholds[k] > 0 else float("inf") for k, v in distances.items()
+    }
+    ordered = sorted(ratios.items(), key=lambda kv: kv[1])
     names = [k for k, _ in ordered]
-    values = [v for _, v in ordered]
-    limits = [thresholds[k] for k in names]
+    values = [min(v, RATIO_CAP) for _, v in ordered]
     plt = _pyplot()
-    fig, axis = plt.subplots(figsize=(7, max(3.0, 0.2 * len(ordered))))
-    colors = ["#c0392b" if v >= t else "#5d8aa8" for v, t in zip(values, limits, strict=True)]
+    fig, axis = plt.subplots(figsize=(7, max(3.0, 0.22 * len(ordered) + 0.8)))
+    colors = ["#c0392b" if r > 1 else "#5d8aa8" for _, r in ordered]
     axis.barh(names, values, color=colors)
-    axis.scatter(limits, names, marker="|", s=160, color="black", zorder=3, label="its threshold")
-    axis.set(title=title, xlabel="distance to the reference")
+    for y, (_, ratio) in enumerate(ordered):
+        if ratio > RATIO_CAP:
+            axis.text(RATIO_CAP, y, f" {ratio:.0f}x", va="center", fontsize=7)
+    axis.axvline(1.0, color="black", linestyle="--", linewidth=1, label="threshold (1x)")
+    axis.set(title=title, xlabel="distance / the column's threshold", xlim=(0, RATIO_CAP * 1.15))
     axis.tick_params(axis="y", labelsize=7)
     axis.legend(fontsize=8, loc="lower right")
+    if constant:
+        note = ", ".join(
+            f"{c}{' (model feature)' if f else ''}" for c, f in sorted(constant.items())
+        )
+        fig.text(0.01, 0.005, f"constant in the reference, not measured: {note}", fontsize=7)
     return _png(fig)
 
 
-def daily_metric_chart(daily: pd.DataFrame, columns: list[str], title: str) -> bytes:
-    """Metrics by day (one line each) with a rolling mean of the first."""
+RATIO_CAP = 5.0
+
+
+def daily_metric_chart(
+    daily: pd.DataFrame,
+    columns: list[str],
+    title: str,
+    rolling: str | None = None,
+    floor: tuple[float, str] | None = None,
+) -> bytes:
+    """Metrics by day (one line each) with a rolling mean of the first (or the given `rolling`
+    column), and `floor` (value, label) drawn as a line: the rule a status is decided by."""
     import pandas as pd
 
     plt = _pyplot()
@@ -147,9 +174,15 @@ def daily_metric_chart(daily: pd.DataFrame, columns: list[str], title: str) -> b
     x = pd.to_datetime(daily.index)
     for column in columns:
         axis.plot(x, daily[column], marker="." if len(daily) < 60 else None, label=column)
-    if len(daily) >= 3:
-        rolling = daily[columns[0]].rolling(7, min_periods=1).mean()
-        axis.plot(x, rolling, color="black", linestyle="--", label=f"{columns[0]} (7-day mean)")
+    if rolling is not None:
+        axis.plot(x, daily[rolling], color="black", linestyle="--", label=rolling)
+    elif len(daily) >= 3:
+        rolling_mean = daily[columns[0]].rolling(7, min_periods=1).mean()
+        axis.plot(
+            x, rolling_mean, color="black", linestyle="--", label=f"{columns[0]} (7-day mean)"
+        )
+    if floor is not None:
+        axis.axhline(floor[0], color="#c0392b", linestyle=":", linewidth=1.5, label=floor[1])
     axis.set_title(title)
     axis.tick_params(axis="x", rotation=30)
     axis.legend(fontsize=8)

@@ -41,6 +41,12 @@ class ModelInfo:
     bento_model_tag: str  # the exact BentoML model tag the service was built with
 
 
+LIVE_SOURCE = "live"
+TRAFFIC_SOURCES = (LIVE_SOURCE, "benchmark", "test", "replay")
+# A process that serves other than real traffic says so (benchmarks, tests, replays).
+TRAFFIC_SOURCE_ENV = "FLIGHTLINE_TRAFFIC_SOURCE"
+
+
 class Predictor:
     def __init__(
         self,
@@ -55,7 +61,13 @@ class Predictor:
         score_field: str = "probability",
         flags: dict[str, str] | None = None,
         partition_of: Callable[[pd.Series], list[str]] | None = None,
+        source: str = LIVE_SOURCE,
     ):
+        if source not in TRAFFIC_SOURCES:
+            raise ValueError(f"traffic source {source!r}: one of {', '.join(TRAFFIC_SOURCES)}")
+        # Where this predictor's traffic comes from, written on every log row: monitoring
+        # judges `live` rows only (benchmarks, tests and replays write their own).
+        self.source = source
         self.spec = spec
         self.domain = domain
         self.score_field = score_field  # the name of the probability in each answer
@@ -236,6 +248,7 @@ class Predictor:
                     "features": features,
                     **result,
                     "bento_model_tag": self.info.bento_model_tag,
+                    "source": self.source,
                     "latency_ms": round(latency_ms, 3),
                     "batch_size": len(results),
                 },

@@ -24,6 +24,32 @@ class Thresholds:
     cooldown_days: int = 7  # replayed days between two drift-launched retrains
 
 
+def live_floor(holdout_auc: float, thresholds: Thresholds) -> float:
+    """The rolling 7-day AUC under which the champion counts as degraded: the one rule that
+    both `live_performance`'s status (and the line on its chart) and the drift sensor use."""
+    return holdout_auc - thresholds.max_live_auc_drop
+
+
+def live_degraded(rolling_auc: float, holdout_auc: float, thresholds: Thresholds) -> str | None:
+    """Why the champion counts as degraded, or None."""
+    if math.isnan(holdout_auc) or math.isnan(rolling_auc):
+        return None
+    floor = live_floor(holdout_auc, thresholds)
+    if rolling_auc < floor:
+        return (
+            f"live AUC (7-day) {rolling_auc:.3f} < {floor:.3f} "
+            f"(holdout {holdout_auc:.3f} - {thresholds.max_live_auc_drop})"
+        )
+    return None
+
+
+def fair_until(champion_last_day: str, holdout_days: int) -> str:
+    """The earliest `until` whose holdout of `holdout_days` days holds no day the champion
+    trained on (its training ran through `champion_last_day`)."""
+    last = date.fromisoformat(str(champion_last_day)[:10])
+    return (last + timedelta(days=holdout_days)).isoformat()
+
+
 @dataclass
 class DriftCursor:
     storage_id: int = 0  # last drift_report / live_performance materialization read
@@ -54,13 +80,10 @@ def _reasons(report: pd.Series, live: pd.Series | None, t: Thresholds) -> list[s
         if t.prediction_drift and bool(report.get("prediction_drifted", False)):
             reasons.append(f"prediction drift (distance {report['prediction_distance']:.3f})")
     holdout = float(live.get("champion_holdout_roc_auc", "nan")) if live is not None else math.nan
-    if live is not None and live.get("status") == "ok" and not math.isnan(holdout):
-        floor = holdout - t.max_live_auc_drop
-        if live["roc_auc_rolling_7d"] < floor:
-            reasons.append(
-                f"live AUC (7-day) {live['roc_auc_rolling_7d']:.3f} < {floor:.3f} "
-                f"(holdout {holdout:.3f} - {t.max_live_auc_drop})"
-            )
+    if live is not None and live.get("status") in ("ok", "degraded"):
+        degraded = live_degraded(float(live["roc_auc_rolling_7d"]), holdout, t)
+        if degraded:
+            reasons.append(degraded)
     return reasons
 
 
@@ -85,7 +108,7 @@ def decide(
             continue
         report = reports.loc[day]
         status = report.get("status")
-        if status in ("insufficient", "no_reference"):
+        if status in ("insufficient", "no_reference", "trained_on"):
             decision.skipped.append(f"{day}: drift report {status}: {report.get('reason', '')}")
             continue
         live_row = rolled.loc[day] if rolled is not None and day in rolled.index else None
@@ -114,6 +137,6 @@ def decide(
             "drift_share": f"{report['drift_share']:.4f}",
             "prediction_distance": f"{report.get('prediction_distance', float('nan')):.4f}",
         }
-        if live_row is not None and live_row.get("status") == "ok":
+        if live_row is not None and live_row.get("status") in ("ok", "degraded"):
             decision.scores["live_roc_auc_7d"] = f"{live_row['roc_auc_rolling_7d']:.4f}"
     return decision

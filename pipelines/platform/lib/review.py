@@ -11,7 +11,7 @@ from pipelines.platform.lib.evaluation import (
     GateDecision,
     binary_metrics,
     decide_promotion,
-    paired_bootstrap_auc_difference,
+    paired_bootstrap_differences,
     slice_metrics,
 )
 from pipelines.platform.lib.modeling.baseline import fit_baseline
@@ -81,6 +81,7 @@ def review_challengers(
             "version": str(champion.version),
             "family": champion.tags.get("model_family", "?"),
             "run_id": champion.run_id,
+            "train_end": train_end,
             # An older champion normally never saw these days; if it did, its score is flattered.
             "saw_holdout": bool(train_end and pd.Timestamp(train_end) >= frames.holdout_start),
         }
@@ -96,7 +97,7 @@ def review_challengers(
     # A first challenger must beat the strongest naive baseline, not the weakest.
     strongest = max(baselines, key=lambda label: metrics[label]["roc_auc"])
     reference = CHAMPION if champion is not None else strongest
-    interval = paired_bootstrap_auc_difference(
+    intervals = paired_bootstrap_differences(
         y,
         predictions[candidate.family],
         predictions[reference],
@@ -124,7 +125,17 @@ def review_challengers(
         },
         "strongest_baseline": strongest,
         "champion": champion_info,
-        "auc_difference": interval.__dict__,
+        "auc_difference": intervals["roc_auc"].__dict__,
+        "log_loss_difference": intervals["log_loss"].__dict__,
+        "ece_difference": intervals["ece"].__dict__,
+        # Both models must be judged on days neither trained on (the challengers are checked
+        # above; a champion that trained on them makes the comparison unfair, not just noisy).
+        "unfair": (
+            f"champion v{champion_info['version']} was trained on data up to "
+            f"{champion.tags.get('train_end')}, inside the holdout starting {frames.holdout_start}"
+            if champion_info and champion_info["saw_holdout"]
+            else None
+        ),
         "slices": slices.to_dict(orient="records"),
     }
     return Review(report=report, y=y, predictions=predictions)
@@ -137,12 +148,22 @@ def gate_decision(report: dict, thresholds: GateThresholds) -> GateDecision:
     candidate = report["candidate"]["family"]
     reference = report["reference"]
     slices = pd.DataFrame(report["slices"])
+    metrics = report["metrics"]
+
+    def difference(name: str) -> tuple[float, BootstrapInterval | None]:
+        observed = metrics[candidate][name] - metrics[reference][name]
+        interval = report.get(f"{name}_difference")
+        return observed, BootstrapInterval(**interval) if interval else None
+
     return decide_promotion(
-        candidate_auc=report["metrics"][candidate]["roc_auc"],
-        reference_auc=report["metrics"][reference]["roc_auc"],
+        candidate_auc=metrics[candidate]["roc_auc"],
+        reference_auc=metrics[reference]["roc_auc"],
         reference=reference,
         interval=BootstrapInterval(**report["auc_difference"]),
         slices=slices,
         candidate=candidate,
         thresholds=thresholds,
+        log_loss=difference("log_loss"),
+        ece=difference("ece"),
+        unfair=report.get("unfair"),
     )

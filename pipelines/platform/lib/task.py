@@ -28,6 +28,9 @@ class GateThresholds:
     min_auc_gain: float = 0.002  # over the champion (or the naive baseline when there is none)
     max_slice_regression: float = 0.03  # AUC a large slice may lose against the reference
     min_slice_rows: int = 300  # a slice smaller than this is too noisy to veto a promotion
+    # Non-inferiority: refused when the paired bootstrap's upper bound of the increase exceeds these.
+    max_log_loss_increase: float = 0.01
+    max_ece_increase: float = 0.02
     bootstrap_samples: int = 1000
     min_holdout_rows: int = 200
     min_holdout_positives: int = 20

@@ -397,6 +397,19 @@ class ModelRegistry:
     def mark_challenger(self, name: str, version: str) -> None:
         self.client.set_registered_model_alias(name, CHALLENGER, version)
 
+    def record_gate_verdict(
+        self, name: str, version: str, passed: bool, reasons: list[str]
+    ) -> None:
+        """The gate's verdict on the version; a refused one loses `@challenger`, so that no alias
+        of a model that lost reads as a live candidate."""
+        self.client.set_model_version_tag(name, version, "gate", "passed" if passed else "refused")
+        self.client.set_model_version_tag(name, version, "gate_reasons", "; ".join(reasons)[:5000])
+        if passed:
+            return
+        current = self.alias(name, CHALLENGER)
+        if current is not None and str(current.version) == str(version):
+            self.client.delete_registered_model_alias(name, CHALLENGER)
+
     def record_evaluation(
         self, name: str, version: str, run_id: str, metrics: dict, tags: dict
     ) -> None:
