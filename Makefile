@@ -45,6 +45,12 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml dagster.production.yaml FORCE
 	@if [ -n "$$FLIGHTLINE_POSTGRES_URL$$FLIGHTLINE_REDIS_URL" ]; then \
 		$(UV) run --frozen python -m pipelines.platform.lib.services provision; fi
 
+# One firing and one resolved message of every alert kind to the configured sinks
+# (FLIGHTLINE_ALERT_WEBHOOK_URL, FLIGHTLINE_ALERT_SMTP_*: docs/rollout-and-alerts.md).
+.PHONY: alert-test
+alert-test: setup
+	$(UV) run --frozen python -m pipelines.platform.components.alerts
+
 run: setup
 	$(UV) run --frozen flightline run --task $(TASK) $(WINDOW) --monitor-days $(MONITOR_DAYS)
 

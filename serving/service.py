@@ -26,6 +26,7 @@ from pipelines.platform.lib.prediction_log import PredictionLogWriter
 from pipelines.platform.lib.predictor import (
     LIVE_SOURCE,
     TRAFFIC_SOURCE_ENV,
+    Challenger,
     FeatureStoreUnavailable,
     ModelInfo,
     ModelUnavailable,
@@ -162,6 +163,35 @@ def _model_ref():
     return bentoml.models.BentoModel(MODEL_TAG)
 
 
+# A challenger in rollout beside the champion (docs/rollout-and-alerts.md): its exact model tag,
+# its stage (shadow: the champion answers; canary: a stable hash of the task's canary entity picks
+# the model per entity) and the canary's share of entities.
+CHALLENGER_TAG = os.environ.get("FLIGHTLINE_CHALLENGER_MODEL", "")
+ROLLOUT_STAGE = os.environ.get("FLIGHTLINE_ROLLOUT_STAGE", "shadow")
+CANARY_SHARE = float(os.environ.get("FLIGHTLINE_CANARY_SHARE") or 0.1)
+
+
+def _challenger_ref():
+    if not CHALLENGER_TAG:
+        return None
+    if CHALLENGER_TAG.endswith(":latest") or ":" not in CHALLENGER_TAG:
+        raise RuntimeError(
+            "FLIGHTLINE_CHALLENGER_MODEL must name an exact BentoML model tag (name:version), "
+            f"got {CHALLENGER_TAG!r}"
+        )
+    return bentoml.models.BentoModel(CHALLENGER_TAG)
+
+
+def _load(tag) -> tuple[ModelInfo, "_TypedFeatures"]:
+    stored = bentoml.models.get(tag)
+    info = ModelInfo(
+        name=stored.info.labels.get("task", TASK.name),
+        version=stored.info.labels.get("mlflow_version", "?"),
+        bento_model_tag=str(stored.tag),
+    )
+    return info, _TypedFeatures(bentoml.mlflow.load_model(stored))
+
+
 def _with_request(func, name: str, annotation, returns):
     """The API takes the task's request under its own field name (`{"flight": {...}}`):
     BentoML reads the parameters from the signature, so the signature says so."""
@@ -202,16 +232,21 @@ DOOR_ANSWERS: dict[str, Answer] = {}
 )
 class PredictionService:
     model_ref = _model_ref()
+    challenger_ref = _challenger_ref()
 
     def __init__(self) -> None:
         paths = DataPaths.from_env()
-        stored = bentoml.models.get(self.model_ref.tag)
-        info = ModelInfo(
-            name=stored.info.labels.get("task", TASK.name),
-            version=stored.info.labels.get("mlflow_version", "?"),
-            bento_model_tag=str(stored.tag),
-        )
-        model = _TypedFeatures(bentoml.mlflow.load_model(stored))
+        info, model = _load(self.model_ref.tag)
+        challenger = None
+        if self.challenger_ref is not None:
+            challenger_info, challenger_model = _load(self.challenger_ref.tag)
+            challenger = Challenger(
+                challenger_model,
+                challenger_info,
+                ROLLOUT_STAGE,
+                CANARY_SHARE,
+                SERVING.canary_entity,
+            )
         location = location_from_paths(paths)
         # Production profile: wrong credentials for the registry's PostgreSQL stop the service
         # here, naming the URL. Redis may come and go: readiness and predict answer 503 with
@@ -233,6 +268,7 @@ class PredictionService:
             probe=(lambda: check_redis(redis_url)) if redis_url else None,
             score_field=SERVING.score_field,
             flags=SERVING.flags,
+            challenger=challenger,
             partition_of=TASK.partition_of,
             source=os.environ.get(TRAFFIC_SOURCE_ENV, LIVE_SOURCE),
         )

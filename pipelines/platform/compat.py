@@ -137,3 +137,19 @@ def check_targets(instance, asset_key, partitions: list[str]) -> dict:
             ),
         )
     return targets
+
+
+def instance_kv(instance) -> tuple:
+    """The instance's small key-value table (what the daemons keep their cursors in), as
+    (get, set): the alert ledger lives there so that it survives restarts and is shared by every
+    process of the instance (SQLite or PostgreSQL), with no table of our own. Dagster exposes it
+    on the run storage only. Re-check: dagster._core.storage.daemon_cursor.DaemonCursorStorage."""
+    storage = instance.run_storage
+
+    def get(key: str) -> str | None:
+        return storage.get_cursor_values({key}).get(key)
+
+    def set_(key: str, value: str) -> None:
+        storage.set_cursor_values({key: value})
+
+    return get, set_

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import dagster as dg
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from pipelines.platform.lib.feature_store import FeastLocation, open_store
 from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
@@ -244,3 +244,47 @@ class ServiceDeploymentResource(dg.ConfigurableResource):
 
         assert self.namespace, "no Kubernetes namespace configured"
         return ServiceDeployment(self.namespace, deployment_name(task), self.kubeconfig)
+
+
+class AlertSinks(dg.ConfigurableResource):
+    """Where alerts go: a Slack-compatible incoming webhook and/or an SMTP relay (both optional;
+    with neither, the alert sensors record incidents and skip with "no sinks configured"), and
+    the rate limit per alert sensor. See docs/rollout-and-alerts.md."""
+
+    webhook_url: str = ""
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_sender: str = "flightline@localhost"
+    smtp_recipients: list[str] = Field(default_factory=list)
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False
+    rate_limit_count: int = 20
+    rate_limit_window_s: float = 600.0
+
+    def sinks(self) -> list:
+        from pipelines.platform.lib.alerts import EmailSink, WebhookSink
+
+        out: list = []
+        if self.webhook_url:
+            out.append(WebhookSink(self.webhook_url))
+        if self.smtp_host:
+            if not self.smtp_recipients:
+                raise ValueError("smtp_host is set but smtp_recipients is empty")
+            out.append(
+                EmailSink(
+                    self.smtp_host,
+                    self.smtp_port,
+                    self.smtp_sender,
+                    tuple(self.smtp_recipients),
+                    self.smtp_username,
+                    self.smtp_password,
+                    self.smtp_starttls,
+                )
+            )
+        return out
+
+    def rate_limit(self):
+        from pipelines.platform.lib.alerts import RateLimit
+
+        return RateLimit(self.rate_limit_count, self.rate_limit_window_s)

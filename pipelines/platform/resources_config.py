@@ -4,6 +4,7 @@ import os
 
 from pipelines.platform.lib.settings import PROJECT_ROOT, DataPaths
 from pipelines.platform.resources import (
+    AlertSinks,
     BentoResource,
     FeastResource,
     LakeIOManager,
@@ -19,6 +20,26 @@ def mlflow_ui_url() -> str:
     """FLIGHTLINE_MLFLOW_UI_URL, else the local UI on MLFLOW_PORT (`make mlflow`'s, default 5000)."""
     port = os.environ.get("MLFLOW_PORT") or "5000"
     return os.environ.get("FLIGHTLINE_MLFLOW_UI_URL") or f"http://127.0.0.1:{port}"
+
+
+def alert_sinks() -> AlertSinks:
+    """FLIGHTLINE_ALERT_WEBHOOK_URL (Slack-compatible) and FLIGHTLINE_ALERT_SMTP_* (a mail relay);
+    unset, alerts are recorded but not sent."""
+    env = os.environ.get
+    return AlertSinks(
+        webhook_url=env("FLIGHTLINE_ALERT_WEBHOOK_URL", ""),
+        smtp_host=env("FLIGHTLINE_ALERT_SMTP_HOST", ""),
+        smtp_port=int(env("FLIGHTLINE_ALERT_SMTP_PORT") or 25),
+        smtp_sender=env("FLIGHTLINE_ALERT_SMTP_FROM") or "flightline@localhost",
+        smtp_recipients=[
+            a.strip() for a in env("FLIGHTLINE_ALERT_SMTP_TO", "").split(",") if a.strip()
+        ],
+        smtp_username=env("FLIGHTLINE_ALERT_SMTP_USER", ""),
+        smtp_password=env("FLIGHTLINE_ALERT_SMTP_PASSWORD", ""),
+        smtp_starttls=env("FLIGHTLINE_ALERT_SMTP_STARTTLS", "") in ("1", "true", "yes"),
+        rate_limit_count=int(env("FLIGHTLINE_ALERT_RATE_LIMIT") or 20),
+        rate_limit_window_s=float(env("FLIGHTLINE_ALERT_RATE_WINDOW_S") or 600),
+    )
 
 
 def embedded_resources(paths: DataPaths | None = None) -> dict:
@@ -40,6 +61,7 @@ def embedded_resources(paths: DataPaths | None = None) -> dict:
             home=str(paths.bentoml_home), serving_dir=str(paths.root / "serving")
         ),
         "retrain_policy": RetrainPolicy(),
+        "alerts": alert_sinks(),
         # FLIGHTLINE_K8S_NAMESPACE: the namespace of the services' Deployments (production);
         # FLIGHTLINE_KUBECONFIG: a kubeconfig, else the pod's own service account.
         "deployment": ServiceDeploymentResource(

@@ -94,6 +94,9 @@ def test_monitoring_hangs_off_the_champion_and_the_days():
     assert key("drift_reference") in graph.get(key("live_performance")).parent_keys
     for daily in ("drift_report", "live_performance"):
         assert graph.get(key(daily)).partitions_def is not None
+    # The log hangs from what served it: bento -> deployment -> prediction_log -> drift_report.
+    assert graph.get(key("prediction_log")).parent_keys == {key("deployment")}
+    assert graph.get(key("deployment")).parent_keys == {key("bento")}
 
 
 def test_each_task_owns_its_jobs_sensors_and_schedule():
@@ -104,8 +107,8 @@ def test_each_task_owns_its_jobs_sensors_and_schedule():
         for job in ("reference_data", "partitions", "retrain", "rollback", "deployment")
     }
     assert {s.name for s in definitions.sensors} == {
-        f"{task}_{sensor}_sensor" for task in TASKS for sensor in ("landing", "drift")
-    }
+        f"{task}_{sensor}_sensor" for task in TASKS for sensor in ("landing", "drift", "alert")
+    } | {"run_failure_alerts", "run_recovery_alerts"}
     schedules = {s.name: (s.cron_schedule, s.execution_timezone) for s in definitions.schedules}
     assert schedules == {
         f"{TASK}_nightly_retrain": ("0 2 * * *", "America/New_York"),

@@ -60,10 +60,10 @@ def test_ten_days_left_running_stay_right(tmp_path):
         config = ScenarioConfig(
             first_day=date(2013, 1, 10),
             days=10,
-            requests_per_day=20,
+            requests_per_day=12,
             pace_s=5.0,
-            drift_from=5,
-            drift_to=8,
+            drift_from=4,
+            drift_to=7,
             corrected_day=1,
             settle_timeout_s=2400,
         )

@@ -178,5 +178,10 @@ def test_a_judged_day_is_kept_unless_asked_and_a_trained_on_day_gets_no_verdict(
     assert plans["2013-02-02"].action == "keep" and plans["2013-02-02"].earlier == 1
     assert plans["2013-02-02"].note == "kept: drift judged by v1 at t1"
     assert plans["2013-02-03"].action == "judge" and plans["2013-02-03"].earlier == 0
+    before_champion = pd.DataFrame(
+        [{"partition_date": "2013-02-03", "status": "no_reference", "reason": "no champion yet"}]
+    )
+    [first] = plan_judgements(["2013-02-03"], before_champion, "2013-01-31", rejudge=False)
+    assert first.action == "judge" and first.earlier == 1  # "no champion yet" is no verdict
     again = {p.day: p for p in plan_judgements(days, history, "2013-01-31", rejudge=True)}
     assert again["2013-02-02"].action == "judge" and again["2013-02-02"].earlier == 1

@@ -105,6 +105,8 @@ class ServingModel(Strict):
     # Answer fields that say a view knew nothing of the request's entity: field -> feature view.
     flags: dict[str, str] = {}
     max_batch: int = 1000
+    # The request field whose value is the entity a canary assigns to one model (stable hash).
+    canary_entity: str = ""
     # Requests larger than this are refused (413) before their body is parsed.
     max_body_bytes: int = 1_000_000
     # The serving window: a request whose `time_field` (the prediction time) is outside
@@ -158,6 +160,9 @@ class RunWindowModel(Strict):
 class AutomationModel(Strict):
     retrain_cron: str = "0 2 * * *"
     timezone: str = "UTC"
+    # The expected landing cadence: no new landed partition for longer than this (wall clock)
+    # raises a `landing_overdue` alert, which resolves when one lands. Unset: not watched.
+    landing_cadence_minutes: int | None = Field(default=None, ge=1)
 
 
 class DrillModel(Strict):

@@ -217,6 +217,9 @@ def serving_defs(task: Task) -> dg.Definitions:
 
     @dg.asset(
         key=task.key("prediction_log"),
+        # What served the predictions: the loop bento -> deployment -> prediction_log ->
+        # drift_report / live_performance -> retrain is one path in the lineage.
+        deps=[task.key("deployment")],
         partitions_def=task.partitions_def,
         backfill_policy=single_run_backfill,
         group_name=task.group("serving"),

@@ -8,6 +8,7 @@ import dagster as dg
 import yaml
 from pydantic import ValidationError
 
+from pipelines.platform.components.alerts import task_alert_defs
 from pipelines.platform.components.automation import automation_defs
 from pipelines.platform.components.definition import (
     DefinitionError,
@@ -51,7 +52,9 @@ def build_task_defs(task: Task) -> dg.Definitions:
         dg.AssetSelection.assets(*(k for a in assets if a.partitions_def is None for k in a.keys))
         - dg.AssetSelection.assets(*partitioned).downstream()
     )
-    return dg.Definitions.merge(stages, automation_defs(task, partitioned, reference))
+    return dg.Definitions.merge(
+        stages, automation_defs(task, partitioned, reference), task_alert_defs(task)
+    )
 
 
 def load_definition(path: str | Path) -> TaskDefinition:

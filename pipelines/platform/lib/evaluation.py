@@ -340,3 +340,64 @@ def decide_promotion(
         reasons=reasons,
         criteria=criteria,
     )
+
+
+@dataclass
+class LiveGateVerdict:
+    """The live gate on a rollout's labelled live rows: `wait` (not enough evidence yet),
+    `advance` (the offline gate's criteria hold on live rows) or `rollback` (they do not)."""
+
+    verdict: str
+    labelled_rows: int
+    positives: int
+    reasons: list[str] = field(default_factory=list)
+    gate: GateDecision | None = None
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> metrics
+
+
+def live_gate(
+    frame: pd.DataFrame,
+    label: str,
+    challenger: str,
+    champion: str,
+    slices: list[str],
+    thresholds: GateThresholds,
+    min_labelled_rows: int,
+) -> LiveGateVerdict:
+    """The offline gate (decide_promotion: AUC margin and paired bootstrap interval, log loss and
+    ECE non-inferiority, slice vetoes) applied to live requests whose label is known, both models'
+    scores logged on the same rows. Nothing is decided before `min_labelled_rows` labelled rows
+    with both classes present."""
+    known = frame.dropna(subset=[label, challenger, champion]).reset_index(drop=True)
+    y = known[label].to_numpy(dtype="float64")
+    positives = int(y.sum())
+    wait = []
+    if len(known) < min_labelled_rows:
+        wait.append(f"{len(known)} labelled live rows of the {min_labelled_rows} required")
+    if not 0 < positives < len(known):
+        wait.append(f"labelled rows hold one class only ({positives} positives)")
+    if wait:
+        return LiveGateVerdict("wait", len(known), positives, wait)
+    scores = {m: known[m].to_numpy(dtype="float64") for m in (challenger, champion)}
+    metrics = {m: binary_metrics(y, p) for m, p in scores.items()}
+    intervals = paired_bootstrap_differences(
+        y, scores[challenger], scores[champion], samples=thresholds.bootstrap_samples
+    )
+
+    def difference(name: str) -> tuple[float, BootstrapInterval]:
+        return metrics[challenger][name] - metrics[champion][name], intervals[name]
+
+    # Live rows are days neither model trained on (served after both were trained): fair.
+    decision = decide_promotion(
+        metrics[challenger]["roc_auc"],
+        metrics[champion]["roc_auc"],
+        champion,
+        intervals["roc_auc"],
+        slice_metrics(known, y, scores, [c for c in slices if c in known.columns]),
+        challenger,
+        thresholds,
+        log_loss=difference("log_loss"),
+        ece=difference("ece"),
+    )
+    verdict = "advance" if decision.passed else "rollback"
+    return LiveGateVerdict(verdict, len(known), positives, decision.reasons, decision, metrics)

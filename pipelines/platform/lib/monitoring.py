@@ -71,7 +71,10 @@ def score_live_performance(
 
 
 def rolling_view(history: pd.DataFrame, metric: str, days: int = ROLLING_DAYS) -> pd.DataFrame:
-    """Per day: the metric and its row-weighted mean over the trailing `days` days."""
+    """Per day: the metric and its row-weighted mean over the trailing `days` days (none when no
+    day has the metric: every day insufficient or trained on)."""
+    if metric not in history.columns:
+        history = history.assign(**{metric: float("nan")})
     daily = history.dropna(subset=[metric]).sort_values("day").set_index("day")
     weights = daily["rows"].astype("float64")
     weighted = (daily[metric] * weights).rolling(days, min_periods=1).sum()
@@ -116,8 +119,10 @@ def plan_judgements(
     plans = []
     for day in days:
         prior = history[history["partition_date"] == day] if len(history) else history
-        if len(prior) and not rejudge:
-            last = prior.iloc[-1]
+        # "no champion yet" is no verdict: the first champion's judgement is not a re-judgement.
+        judged = prior[prior["status"] != "no_reference"] if len(prior) else prior
+        if len(judged) and not rejudge:
+            last = judged.iloc[-1]
             version = last.get("reference_version", last.get("champion_version"))
             note = f"kept: {last['status']} judged by v{version} at {last.get('judged_at', '?')}"
             plans.append(Judgement(day, "keep", len(prior), note))

@@ -187,3 +187,34 @@ def daily_metric_chart(
     axis.tick_params(axis="x", rotation=30)
     axis.legend(fontsize=8)
     return _png(fig)
+
+
+def live_ab_chart(y: np.ndarray, scores: dict[str, np.ndarray], title: str) -> bytes:
+    """A live A/B comparison: ROC, precision-recall and calibration (evaluation_curves) beside
+    the score distributions of every model on the same labelled live rows."""
+    import numpy as np
+
+    curves = evaluation_curves(y, scores)
+    plt = _pyplot()
+    fig, axis = plt.subplots(figsize=(6, 4.6))
+    bins = np.linspace(0, 1, 41)
+    for name, p in scores.items():
+        axis.hist(p, bins=bins, histtype="step", density=True, label=name)
+    axis.set(title=f"score distributions: {title}", xlabel="score", ylabel="density")
+    axis.legend(fontsize=8)
+    return _stack([curves, _png(fig)])
+
+
+def _stack(pngs: list[bytes]) -> bytes:
+    """PNG pictures side by side (heights padded), as one PNG."""
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    images = [mpimg.imread(io.BytesIO(p), format="png") for p in pngs]
+    height = max(i.shape[0] for i in images)
+    padded = [
+        np.pad(i, ((0, height - i.shape[0]), (0, 0), (0, 0)), constant_values=1.0) for i in images
+    ]
+    buffer = io.BytesIO()
+    mpimg.imsave(buffer, np.concatenate(padded, axis=1), format="png")
+    return buffer.getvalue()

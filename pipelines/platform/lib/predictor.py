@@ -18,6 +18,7 @@ from pipelines.platform.lib.online import (
     online_vector,
 )
 from pipelines.platform.lib.prediction_log import PredictionLogWriter
+from pipelines.platform.lib.rollout import answers_with_challenger
 from pipelines.platform.lib.task import TaskDomain, TaskSpec
 
 # Feast (6-9 s of imports, torch included) is loaded by whoever opens the store; this module only
@@ -60,6 +61,7 @@ class Predictor:
         probe: Callable[[], None] | None = None,
         score_field: str = "probability",
         flags: dict[str, str] | None = None,
+        challenger: "Challenger | None" = None,
         partition_of: Callable[[pd.Series], list[str]] | None = None,
         source: str = LIVE_SOURCE,
     ):
@@ -69,6 +71,7 @@ class Predictor:
         # judges `live` rows only (benchmarks, tests and replays write their own).
         self.source = source
         self.spec = spec
+        self.challenger = challenger
         self.domain = domain
         self.score_field = score_field  # the name of the probability in each answer
         self.flags = flags or {}  # answer field -> feature view: true when the store knew nothing
@@ -129,6 +132,10 @@ class Predictor:
             raise ModelUnavailable(f"model {self.info.bento_model_tag} is not loaded")
         records, when, as_of, vector = self._vector(requests)
         probabilities = np.asarray(self._scores(vector), dtype="float64")
+        rollout = self._challenger_scores(records, vector, probabilities)
+        versions = [self.info.version] * len(probabilities)
+        if rollout is not None:
+            probabilities, versions = rollout["answered"], rollout["versions"]
         # Ages at the moment of prediction (the task's rule on the replayed clock).
         now = self.clock() if self.clock else as_of
         ages = feature_age_seconds(vector, now)
@@ -138,18 +145,61 @@ class Predictor:
             {
                 self.score_field: float(p),
                 "model_name": self.info.name,
-                "model_version": self.info.version,
+                "model_version": version,
                 "feature_age_seconds": age,
                 **{name: bool(values[i]) for name, values in flags.items()},
                 # values from after the prediction time were withheld: not point-in-time
                 "point_in_time": not withheld[i],
                 "withheld_views": withheld[i],
             }
-            for i, (p, age) in enumerate(zip(probabilities, ages, strict=True))
+            for i, (p, age, version) in enumerate(zip(probabilities, ages, versions, strict=True))
         ]
         if self.log is not None:
-            self._log(records, when, vector, results, (time.perf_counter() - started) * 1000)
+            self._log(
+                records,
+                when,
+                vector,
+                results,
+                (time.perf_counter() - started) * 1000,
+                rollout["logged"] if rollout is not None else None,
+            )
         return results
+
+    def _challenger_scores(self, records: list[dict], vector: OnlineVector, champion):
+        """With a challenger: what each request is answered with, by which version, and both
+        scores for the log."""
+        challenger = self.challenger
+        if challenger is None:
+            return None
+        scores = np.asarray(self._scores(vector, challenger.model), dtype="float64")
+        if challenger.stage == "canary":
+            salt = challenger.info.version
+            served = np.array(
+                [
+                    answers_with_challenger(str(r.get(challenger.entity)), salt, challenger.share)
+                    for r in records
+                ],
+                dtype=bool,
+            )
+        else:
+            served = np.zeros(len(scores), dtype=bool)
+        versions = [challenger.info.version if s else self.info.version for s in served]
+        logged = [
+            {
+                "rollout_stage": challenger.stage,
+                "champion_version": self.info.version,
+                "champion_score": float(c),
+                "challenger_version": challenger.info.version,
+                "challenger_score": float(x),
+                "served_by": "challenger" if s else "champion",
+            }
+            for c, x, s in zip(champion, scores, served, strict=True)
+        ]
+        return {
+            "answered": np.where(served, scores, champion),
+            "versions": versions,
+            "logged": logged,
+        }
 
     def lookup(self, requests: pd.DataFrame | list[dict]) -> list[dict]:
         """The online lookup alone: per request, the model input it would get (missing: None)
@@ -202,10 +252,11 @@ class Predictor:
             ) from exc
         return records, when, as_of, vector
 
-    def _scores(self, vector: OnlineVector):
+    def _scores(self, vector: OnlineVector, model=None):
         # A model that scores plain records (LightGBM here) skips building a frame.
-        by_records = getattr(self.model, "predict_records", None)
-        return by_records(vector.records) if by_records else self.model.predict(vector.features)
+        model = self.model if model is None else model
+        by_records = getattr(model, "predict_records", None)
+        return by_records(vector.records) if by_records else model.predict(vector.features)
 
     def _days(self, when: np.ndarray) -> list[str]:
         """The log partition of each instant. Partition bounds fall on whole quarter hours in
@@ -233,12 +284,15 @@ class Predictor:
         except Exception as exc:
             raise FeatureStoreUnavailable(str(exc)) from exc
 
-    def _log(self, requests: list[dict], when, vector, results, latency_ms: float) -> None:
+    def _log(
+        self, requests: list[dict], when, vector, results, latency_ms: float, rollout=None
+    ) -> None:
         """Plain-Python records (the features as the model saw them, NaN stays NaN: json writes
         and reads it); serializing and writing happen on the log's own thread."""
         logged_at = time.time()
-        for day, request, features, result in zip(
-            self._days(when), requests, vector.records, results, strict=True
+        rollout = rollout or [{}] * len(results)
+        for day, request, features, result, scores in zip(
+            self._days(when), requests, vector.records, results, rollout, strict=True
         ):
             self.log.append(
                 day,
@@ -251,5 +305,26 @@ class Predictor:
                     "source": self.source,
                     "latency_ms": round(latency_ms, 3),
                     "batch_size": len(results),
+                    **scores,  # in rollout: both models' scores and who answered
                 },
             )
+
+
+@dataclass(frozen=True)
+class Challenger:
+    """A model in rollout beside the champion. In `shadow` it scores every request and the
+    champion answers; in `canary` the entities that `answers_with_challenger` assigns to it (by
+    the request field `entity`, salted with its version) are answered by it. Both scores are
+    logged either way."""
+
+    model: object
+    info: ModelInfo
+    stage: str  # "shadow" | "canary"
+    share: float = 0.0
+    entity: str = ""
+
+    def __post_init__(self) -> None:
+        if self.stage not in ("shadow", "canary"):
+            raise ValueError(f"a challenger serves in shadow or canary, not {self.stage!r}")
+        if self.stage == "canary" and not self.entity:
+            raise ValueError("a canary needs the request field that names the entity")

@@ -140,3 +140,15 @@ def decide(
         if live_row is not None and live_row.get("status") in ("ok", "degraded"):
             decision.scores["live_roc_auc_7d"] = f"{live_row['roc_auc_rolling_7d']:.4f}"
     return decision
+
+
+def drift_reasons(report: pd.Series, thresholds: Thresholds) -> list[str]:
+    """Why a day's drift report is drift, by the drift sensor's own rule (the alerts use it)."""
+    return _reasons(report, None, thresholds)
+
+
+def live_reasons(live: pd.Series, thresholds: Thresholds) -> list[str]:
+    """Why a day's rolling live performance is a degradation, by the drift sensor's own rule."""
+    import pandas as pd
+
+    return _reasons(pd.Series(dtype=object), live, thresholds)

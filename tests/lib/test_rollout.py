@@ -1,0 +1,117 @@
+"""Rollout logic: stable canary assignment, stage transitions, and the live gate (the offline
+gate's criteria on labelled live rows)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.platform.lib.evaluation import live_gate
+from pipelines.platform.lib.rollout import (
+    RolloutState,
+    advance,
+    answers_with_challenger,
+    canary_bucket,
+    manual,
+)
+from pipelines.platform.lib.task import GateThresholds
+
+
+def test_canary_assignment_is_stable_and_close_to_the_share():
+    entities = [f"N{i:05d}" for i in range(20_000)]
+    first = [answers_with_challenger(e, "v7", 0.2) for e in entities]
+    assert first == [answers_with_challenger(e, "v7", 0.2) for e in entities]
+    assert abs(np.mean(first) - 0.2) < 0.015
+    # Another rollout (salt) reshuffles who is in the canary.
+    other = [answers_with_challenger(e, "v8", 0.2) for e in entities]
+    assert 0.1 < np.mean(np.array(first) != np.array(other)) < 0.5
+    # Growing the share only adds entities: nobody flips back to the champion.
+    wider = [answers_with_challenger(e, "v7", 0.5) for e in entities]
+    assert all(w for f, w in zip(first, wider, strict=True) if f)
+    assert 0 <= canary_bucket("x", "s") < 1
+
+
+def _state(stage="shadow"):
+    return RolloutState(stage, "4", "3", 0.2, "started")
+
+
+def test_stages_move_on_verdicts_and_stop_at_the_end():
+    s = advance(_state(), "wait", [], "120 rows")
+    assert s.stage == "shadow"
+    s = advance(s, "advance", [], "2000 rows")
+    assert s.stage == "canary" and "2000 rows" in s.decision
+    s = advance(s, "advance", [], "4000 rows")
+    assert s.stage == "champion"
+    assert advance(s, "rollback", ["worse"], "x").stage == "champion"
+    back = advance(_state(), "rollback", ["AUC gain -0.05"], "2000 rows")
+    assert back.stage == "rollback" and "AUC gain -0.05" in back.decision
+
+
+def test_a_human_promotes_or_aborts_with_a_name_and_a_reason():
+    assert manual(_state(), "promote", "ana", "looks fine").stage == "canary"
+    aborted = manual(_state("canary"), "abort", "ana", "pager")
+    assert aborted.stage == "rollback" and "ana" in aborted.decision
+    with pytest.raises(ValueError, match="over"):
+        manual(aborted, "promote", "ana", "oops")
+    with pytest.raises(ValueError, match="unknown rollout stage"):
+        RolloutState("live", "1", "0", 0.1, "")
+
+
+def _live(rows: int, challenger_noise: float, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    signal = rng.normal(size=rows)
+    y = (signal + rng.normal(scale=1.0, size=rows) > 0.8).astype(float)
+    champion = 1 / (1 + np.exp(-(signal + rng.normal(scale=1.5, size=rows))))
+    challenger = 1 / (1 + np.exp(-(signal + rng.normal(scale=challenger_noise, size=rows))))
+    return pd.DataFrame(
+        {
+            "label": y,
+            "champion": champion,
+            "challenger": challenger,
+            "origin": rng.choice(["EWR", "JFK", "LGA"], rows),
+        }
+    )
+
+
+def test_the_live_gate_waits_then_advances_a_better_challenger():
+    t = GateThresholds(bootstrap_samples=200)
+    live = _live(3000, challenger_noise=0.3)
+    early = live_gate(live.iloc[:100], "label", "challenger", "champion", ["origin"], t, 500)
+    assert early.verdict == "wait" and "100 labelled live rows" in early.reasons[0]
+    # Unlabelled rows (label not known yet) are not evidence.
+    unlabelled = live.assign(label=np.nan)
+    assert live_gate(unlabelled, "label", "challenger", "champion", [], t, 500).verdict == "wait"
+    verdict = live_gate(live, "label", "challenger", "champion", ["origin"], t, 500)
+    assert verdict.verdict == "advance", verdict.reasons
+    assert verdict.metrics["challenger"]["roc_auc"] > verdict.metrics["champion"]["roc_auc"]
+    assert verdict.gate.interval.low > 0
+
+
+def test_the_live_gate_rolls_back_a_worse_challenger_with_the_reason():
+    t = GateThresholds(bootstrap_samples=200)
+    live = _live(3000, challenger_noise=0.3)
+    shuffled = live.assign(challenger=np.random.default_rng(1).permutation(live["challenger"]))
+    verdict = live_gate(shuffled, "label", "challenger", "champion", ["origin"], t, 500)
+    assert verdict.verdict == "rollback"
+    assert any("below the margin" in r for r in verdict.reasons)
+
+
+def test_the_live_ab_analysis_gives_intervals_that_separate_a_better_model():
+    from pipelines.platform.lib.plots import live_ab_chart
+    from pipelines.platform.lib.rollout import live_ab_analysis
+
+    live = _live(3000, challenger_noise=0.3)
+    table = live_ab_analysis(live, "label", ["champion", "challenger"], samples=100).set_index(
+        "model"
+    )
+    for model in ("champion", "challenger"):
+        row = table.loc[model]
+        for metric in ("roc_auc", "log_loss", "ece", "mean_score"):
+            assert row[f"{metric}_low"] <= row[metric] <= row[f"{metric}_high"]
+        assert row["score_p10"] <= row["score_p50"] <= row["score_p90"]
+    assert table.loc["challenger", "roc_auc_low"] > table.loc["champion", "roc_auc_high"]
+    png = live_ab_chart(
+        live["label"].to_numpy(), {m: live[m].to_numpy() for m in ("champion", "challenger")}, "t"
+    )
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    with pytest.raises(ValueError, match="both classes"):
+        live_ab_analysis(live.assign(label=0.0), "label", ["champion"])
