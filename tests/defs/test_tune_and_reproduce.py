@@ -62,7 +62,15 @@ def _materialize(tmp_path, instance, run_config=None):
             "mlflow": mlflow,
         },
         run_config=run_config
-        or {"ops": {"toy__torch_model": {"config": {"max_epochs": 2, "hidden": [16]}}}},
+        or {
+            "ops": {
+                "toy__torch_model": {"config": {"max_epochs": 2, "hidden": [16]}},
+                # This file is about tuning and reproduction, not the gate's calibration rules.
+                "toy__model_evaluation_model_evaluation_gate": {
+                    "config": {"max_ece_increase": 1.0, "max_log_loss_increase": 1.0}
+                },
+            }
+        },
         instance=instance,
         raise_on_error=False,  # the second run's gate refuses a challenger equal to the champion
     )
