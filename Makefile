@@ -18,9 +18,15 @@ export DAGSTER_HOME := $(DATA_ROOT)/dagster_home
 # BentoML reads its store location once, at import: every process of the platform shares it.
 export BENTOML_HOME := $(DATA_ROOT)/bentoml
 SERVE_PORT ?= 3001
+# The Dagster UI's port (make ui, make ui-prod).
+UI_PORT ?= 3000
+export UI_PORT
+# The MLflow UI's port (make mlflow); asset metadata links and pictures point at it.
+MLFLOW_PORT ?= 5000
+export MLFLOW_PORT
 export UV_LINK_MODE := copy
 
-.PHONY: setup run replay live ui ui-prod mlflow rollback serve test test-fast tasks lint format benchmark bench-serving clean FORCE k8s-build k8s-cluster k8s-test
+.PHONY: setup run replay live new-task reference ui ui-prod mlflow rollback serve test test-fast tasks lint format benchmark bench-serving clean FORCE k8s-build k8s-cluster k8s-test
 
 setup: .venv/.synced-bytecode $(DAGSTER_HOME)/dagster.yaml
 
@@ -60,20 +66,25 @@ replay: setup
 tasks: setup
 	$(UV) run --frozen flightline tasks
 
+# A new task's skeleton (domain modules, a commented defs.yaml, example data, a time-correctness
+# test) that loads, passes its tests and runs `make run TASK=$(NAME)` as is.
+new-task: setup
+	@test -n "$(NAME)" || { echo "usage: make new-task NAME=my_task [TZ_NAME=Europe/Paris]"; exit 1; }
+	$(UV) run --frozen flightline new-task $(NAME) $(if $(TZ_NAME),--timezone $(TZ_NAME))
+
 ui: setup
-	$(UV) run --frozen dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(UV) run --frozen dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 # Production: the webserver and the daemon as two processes sharing the PostgreSQL instance
-# (schedules, sensors and queued runs need the daemon). Ports 3000 and the daemon's heartbeat.
+# (schedules, sensors and queued runs need the daemon). Port UI_PORT and the daemon's heartbeat.
 ui-prod: setup
-	@test -n "$$FLIGHTLINE_POSTGRES_URL" || { echo "set FLIGHTLINE_POSTGRES_URL (see README: Production profile)"; exit 1; }
+	@test -n "$$FLIGHTLINE_POSTGRES_URL" || { echo "set FLIGHTLINE_POSTGRES_URL (see docs/production.md)"; exit 1; }
 	$(UV) run --frozen dagster-daemon run -w workspace.yaml & daemon=$$!; \
 	trap "kill $$daemon" EXIT; \
-	$(UV) run --frozen dagster-webserver -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(UV) run --frozen dagster-webserver -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 # The MLflow UI on the same store the pipeline writes (SQLite + artifact folder under the data root).
 # Asset metadata links here: run the pipeline with the same MLFLOW_PORT (or FLIGHTLINE_MLFLOW_UI_URL).
-MLFLOW_PORT ?= 5000
 mlflow: setup
 	$(UV) run --frozen mlflow ui --backend-store-uri $$($(UV) run --frozen python -c \
 		"from pipelines.platform.lib.settings import DataPaths; print(DataPaths.from_env().mlflow_tracking_uri)") \
@@ -116,6 +127,10 @@ k8s-cluster: setup k8s-build
 
 k8s-test: setup k8s-build
 	$(UV) run --frozen pytest tests/infra
+
+# docs/reference.md and docs/defs.schema.json from the code (a test fails when they are stale).
+reference: setup
+	$(UV) run --frozen python -m pipelines.platform.reference
 
 lint: setup
 	$(UV) run --frozen ruff check .

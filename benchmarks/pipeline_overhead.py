@@ -10,7 +10,7 @@ raw_weather fails (as it should) and the run would stop there.
 
 import sys
 import time
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -81,15 +81,17 @@ def bare_feature_tables(paths: DataPaths, days: list[str], task: Task) -> dict[s
     return {t.name: t.name in partitioned for t in task.definition.feature_tables}
 
 
-def bare_pipeline(paths: DataPaths, days: list[str], task: Task | None = None) -> int:
+def bare_pipeline(
+    paths: DataPaths, days: list[str], task: Task | None = None, end: datetime | None = None
+) -> int:
     """What the assets do, called directly from the same task definition: the feature tables,
-    then register in Feast, materialize, join."""
+    then register in Feast, materialize (up to `end`, by default the last day's end), join."""
     task = task or load_task(TASK)
     lake = Lake(paths.lake)
     bare_feature_tables(paths, days, task)
     store = open_store(location_from_paths(paths))
     apply_definitions(store, task.feast_objects(paths.lake), task.name)
-    materialize_up_to(store, task.partition_end(max(days)), task.feature_view_names())
+    materialize_up_to(store, end or task.partition_end(max(days)), task.feature_view_names())
     examples = lake.read_partitions(task.table(task.definition.examples.table), days)
     training, _ = build_training_rows(
         task,

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse
 from pipelines.platform.components.definition import load_reference
 from pipelines.platform.components.task import load_task
 from pipelines.platform.lib.feature_store import location_from_paths, open_store
+from pipelines.platform.lib.live import unavailable_views
 from pipelines.platform.lib.prediction_log import PredictionLogWriter
 from pipelines.platform.lib.predictor import (
     LIVE_SOURCE,
@@ -50,7 +51,7 @@ class BuildArgs(BaseModel):
 ARGS = bentoml.use_arguments(BuildArgs)
 TASK = load_task(os.environ.get("FLIGHTLINE_TASK") or ARGS.task or "flight_delay")
 SERVING = TASK.definition.serving
-BATCH_NAME = SERVING.batch_name or f"{SERVING.request_name}s"
+BATCH_NAME = SERVING.batch_name
 MODEL_TAG = os.environ.get("FLIGHTLINE_BENTO_MODEL") or ARGS.model_tag
 
 
@@ -131,6 +132,14 @@ Prediction = create_model(
             Field(
                 description="Views whose stored value is from after the prediction time: "
                 "withheld (served as missing), so the answer is not point-in-time"
+            ),
+        ),
+        "unavailable_views": (
+            list[str],
+            Field(
+                default=[],
+                description="Views the task declares without a live path: not served online "
+                "(their features are missing), never a silent null",
             ),
         ),
     },
@@ -271,6 +280,7 @@ class PredictionService:
             challenger=challenger,
             partition_of=TASK.partition_of,
             source=os.environ.get(TRAFFIC_SOURCE_ENV, LIVE_SOURCE),
+            unavailable=unavailable_views(TASK),
         )
         if store is not None and self.predictor.check()["ready"]:
             self.predictor.warm_up()

@@ -163,7 +163,9 @@ def _retrain_until(name: str, days: list[str]) -> dict:
     from pipelines.platform.components.automation import retrain_run_config
     from pipelines.platform.components.task import load_task
 
-    return retrain_run_config(load_task(name).spec, days[-1])
+    task = load_task(name)
+    # cut when the last day ends: a label known later (a late landing) is not used yet
+    return retrain_run_config(task.spec, days[-1], task.partition_end(days[-1]).isoformat())
 
 
 def _has_partitions_between(graph, task: str, start: date, end: date) -> bool:
@@ -296,7 +298,8 @@ def _summary(
         f"  landing / archive:   {_landing(paths, task)} / {paths.archive}/{task.name}",
         f"  Feast registry:      {paths.feast_registry}",
         f"  Feast online store:  {_online_store(paths)}",
-        "  open the UI:         make ui   (then http://127.0.0.1:3000; README: what to open first)",
+        f"  open the UI:         make ui   (then http://127.0.0.1:{os.environ.get('UI_PORT') or 3000}"
+        "; README: what to open first)",
         "=" * 72,
     ]
     return "\n".join(lines)
@@ -329,19 +332,68 @@ def _landing(paths: DataPaths, task) -> Path | str:
 
 
 def _push_events(task, start: date, end: date, until: str | None) -> int:
-    from pipelines.platform.resources_config import embedded_resources
+    """Feed the online store through the task's live path with every fact known up to `until`
+    (local HH:MM of --end; default: the end of --end): nothing stamped later is written, on any
+    day of the range (issue 24)."""
+    import pandas as pd
 
-    if task.domain.push_events is None:
-        print(f"task {task.name} has no live events to push", file=sys.stderr)
+    from pipelines.platform.lib.landing import LandingError
+    from pipelines.platform.lib.live import LivePathError, feed_from_env
+
+    zone = task.definition.partitions.timezone
+    begin = pd.Timestamp(start.isoformat(), tz=zone)
+    stop = (
+        pd.Timestamp(f"{end.isoformat()}T{until}", tz=zone)
+        if until
+        else pd.Timestamp((end + timedelta(days=1)).isoformat(), tz=zone)
+    )
+    if stop < begin:
+        print(f"--until {until} is before --start {start}", file=sys.stderr)
         return 2
-    store = embedded_resources()["feast"].store()
-    return task.domain.push_events(store, _landing(DataPaths.from_env(), task), start, end, until)
+    feed = feed_from_env(task)
+    try:
+        feed.advance_to(begin)
+        feed.advance_to(stop)
+    except (LandingError, LivePathError) as exc:
+        print(f"flightline: {exc}", file=sys.stderr)
+        return 1
+    written = ", ".join(f"{n:,} {view}" for view, n in sorted(feed.written.items()))
+    print(f"{task.name}: fed up to {stop.tz_convert('UTC')}: {written or 'nothing'}")
+    return 0
 
 
 def _replay(task, paths: DataPaths, start: date, end: date) -> list:
     if task.domain.replay is None:
         raise ValueError(f"task {task.name} has no replay: land its files by other means")
     return task.domain.replay(_landing(paths, task), start, end)
+
+
+def unlanded_days(task, landing_dir, start: date, end: date) -> list[date]:
+    """Days of [start, end] with no landed file of any landing table: a landed file, perhaps a
+    corrected one, is never replayed over (a day missing only some files is blocked, as before)."""
+    from pipelines.platform.lib.landing import LandingError, find_day_file
+
+    def landed(table: str, day: date) -> bool:
+        try:
+            find_day_file(landing_dir, table, day.isoformat())
+        except LandingError:
+            return False
+        return True
+
+    missing, day = [], start
+    while day <= end:
+        if not any(landed(t.name, day) for t in task.definition.landing_tables):
+            missing.append(day)
+        day += timedelta(days=1)
+    return missing
+
+
+def _replay_missing(task, paths: DataPaths, start: date, end: date) -> list:
+    """`flightline run`'s replay: only the days that have no landed file yet."""
+    landed = []
+    for day in unlanded_days(task, _landing(paths, task), start, end):
+        landed += _replay(task, paths, day, day)
+    return landed
 
 
 def _paced_replay(task, paths: DataPaths, start: date, end: date, pace: float) -> int:
@@ -454,9 +506,46 @@ def _champion_lines(results: list[RunResult], specs: list) -> list[str]:
             + ("promoted by this run" if this_run else "unchanged by this run")
         )
     lines += [f"  gate refused: {reason}" for reason in sorted(refused)]
+    lines += [f"  data: {line}" for line in _sufficiency_lines(results)]
     if specs:
-        lines.append("  MLflow UI:           make mlflow   (then http://127.0.0.1:5000)")
+        from pipelines.platform.resources_config import mlflow_ui_url
+
+        lines.append(f"  MLflow UI:           make mlflow   (then {mlflow_ui_url()})")
     return lines
+
+
+def _sufficiency_lines(results: list[RunResult]) -> list[str]:
+    """The last evaluation's data sufficiency (lib/sufficiency.py), from its materialization."""
+    from pipelines.platform.lib.sufficiency import summary_lines
+
+    found = None
+    for r in results:
+        for event in r.all_events:
+            if event.event_type_value != "ASSET_MATERIALIZATION":
+                continue
+            materialization = event.step_materialization_data.materialization
+            if materialization.asset_key.path[-1] == "model_evaluation":
+                value = materialization.metadata.get("data_sufficiency")
+                found = value.value if value is not None else found
+    return summary_lines(found) if found else []
+
+
+def _new_task(root: Path, name: str, timezone: str) -> int:
+    from pipelines.platform.scaffold import Scaffold, scaffold_task
+
+    try:
+        written = scaffold_task(root, Scaffold(name=name, timezone=timezone))
+    except (ValueError, FileExistsError) as exc:
+        print(f"flightline: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"  wrote {path.relative_to(root)}")
+    print(
+        f"task {name}: `make test-fast` and `nice pytest tests/tasks/{name}` pass as is; "
+        f"`make run TASK={name}` runs it end to end on its example data. Then replace the "
+        f"example domain in pipelines/tasks/{name}/ (docs/reference.md lists every field)."
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -467,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("tasks", help="list the tasks of the code location")
     for name, help_text in (
         ("replay", "drop a task's files of a range of days into its landing folder"),
-        ("run", "replay, then materialize the task's graph over the range"),
+        ("run", "replay the days not landed yet, then materialize the task's graph over the range"),
     ):
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--task", default=DEFAULT_TASK)
@@ -480,6 +569,12 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_MONITOR_DAYS,
         help="the window's last days come after the champion (trained on the days before): "
         "served and monitored one day at a time; 0: every day trains",
+    )
+    sub.choices["run"].add_argument(
+        "--no-replay",
+        action="store_true",
+        help="materialize what has landed; replay nothing (by default only days without a "
+        "landed file are replayed: a corrected file is never overwritten)",
     )
     sub.choices["replay"].add_argument(
         "--pace",
@@ -498,7 +593,8 @@ def main(argv: list[str] | None = None) -> int:
     live.add_argument("--task", default=DEFAULT_TASK)
     push = sub.add_parser(
         "push-events",
-        help="push the departures and landings of landed days into the online store, in time order",
+        help="feed the online store through each view's live path with every fact of the landed "
+        "days known up to --until",
     )
     push.add_argument("--start", type=_parse_day, default=_parse_day(DEFAULT_START))
     push.add_argument("--end", type=_parse_day, default=_parse_day(DEFAULT_END))
@@ -514,7 +610,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     reproduce.add_argument("--task", default=DEFAULT_TASK)
     reproduce.add_argument("--version", required=True, help="the registered model version")
+    new_task = sub.add_parser(
+        "new-task", help="write a task skeleton (domain, defs.yaml, data, a test) that runs as is"
+    )
+    new_task.add_argument("name")
+    new_task.add_argument("--timezone", default="UTC", help="the task's partition days' zone")
+    new_task.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[2])
     args = parser.parse_args(argv)
+    if args.command == "new-task":
+        return _new_task(args.root, args.name, args.timezone)
     _quiet_mlflow()
     from pipelines.platform.components.definition import DefinitionError
     from pipelines.platform.components.task import task_definition_paths
@@ -546,6 +650,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "reproduce":
         return _reproduce(args.task, args.version)
     task = _load_task(args.task)
+    if args.command == "run":
+        from pipelines.platform.compat import silence_mlflow_event_lines
+
+        silence_mlflow_event_lines()
     if args.command in ("replay", "run"):
         window = task.definition.run_window
         args.start = args.start or _parse_day(window.start if window else DEFAULT_START)
@@ -561,7 +669,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "replay" and args.pace > 0:
             return _paced_replay(task, paths, args.start, args.end, args.pace)
-        landed = _replay(task, paths, args.start, args.end)
+        if args.command == "replay":
+            landed = _replay(task, paths, args.start, args.end)
+        elif args.no_replay:
+            landed = []
+        else:
+            landed = _replay_missing(task, paths, args.start, args.end)
     except ValueError as exc:
         parser.error(str(exc))
     progress.line(

@@ -139,6 +139,38 @@ def check_targets(instance, asset_key, partitions: list[str]) -> dict:
     return targets
 
 
+def silence_mlflow_event_lines() -> None:
+    """MLflow prints "Successfully registered model ...", "Registered model ... already exists"
+    and "Created version ..." through its own stream (`eprint`), not through logging or
+    warnings, so neither MLFLOW_LOGGING_LEVEL nor a warnings filter reaches them; the run's
+    progress lines already say the same. `disable_logging()` does not hold (model logging turns
+    the stream back on), so those lines alone are dropped at the stream's `write`; anything else
+    MLflow prints (its errors) still passes. Re-check: mlflow.utils.logging_utils
+    (MLFLOW_LOGGING_STREAM, eprint) and the messages in mlflow.tracking._model_registry.fluent."""
+    import re
+
+    from mlflow.utils import logging_utils
+
+    stream = logging_utils.MLFLOW_LOGGING_STREAM
+    if getattr(stream, "_flightline_quiet", False):
+        return
+    registration = re.compile(
+        r"^(Successfully registered model |Registered model .* already exists|Created version )"
+    )
+    write = stream.write
+    dropped = {"last": False}
+
+    def quiet_write(text: str):
+        if registration.match(text) or (dropped["last"] and text == "\n"):
+            dropped["last"] = not dropped["last"] or text != "\n"
+            return None
+        dropped["last"] = False
+        return write(text)
+
+    stream.write = quiet_write
+    stream._flightline_quiet = True
+
+
 def instance_kv(instance) -> tuple:
     """The instance's small key-value table (what the daemons keep their cursors in), as
     (get, set): the alert ledger lives there so that it survives restarts and is shared by every

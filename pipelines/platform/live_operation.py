@@ -28,6 +28,7 @@ from pipelines.platform.components.automation import UNFINISHED, in_flight_days
 from pipelines.platform.components.definition import Task
 from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
 from pipelines.platform.lib.landing import read_landed_day
+from pipelines.platform.lib.live import LiveFeed, landed_reader, unavailable_views
 from pipelines.platform.lib.monitoring import TRAINED_ON, latest_verdicts, rolling_view
 from pipelines.platform.lib.retrain_policy import Thresholds, live_degraded
 from pipelines.platform.lib.settings import PROJECT_ROOT, DataPaths
@@ -42,9 +43,6 @@ class ScenarioConfig:
     drift_from: int = 8  # offsets (0-based) of the drift episode's first and last day
     drift_to: int = 11
     corrected_day: int | None = 1  # offset of a day whose file is corrected (re-landed) later
-    # The online store is fed the day's events up to each slot's first request (each push
-    # re-sends the day so far: fewer, longer slots keep a day of the scenario short).
-    push_slot_minutes: int = 360
     settle_timeout_s: float = 3600
     seed: int = 0
 
@@ -182,6 +180,7 @@ class LiveService:
         self.latest = paths.root / "serving" / task.name / "latest.json"
         self.bento, self.predictor = None, None
         self.answered: list[dict] = []
+        self.store_clock = None  # the live feed's clock: `withheld_views` compares with it
 
     def _current(self):
         import bentoml
@@ -210,6 +209,8 @@ class LiveService:
                 flags=self.task.definition.serving.flags,
                 partition_of=self.task.partition_of,
                 source="live",
+                unavailable=unavailable_views(self.task),
+                store_clock=lambda: self.store_clock() if self.store_clock else None,
             )
             self.bento = latest["model"]
         return self.predictor
@@ -251,10 +252,11 @@ def _land(task: Task, feed: str, landing: str, day: str) -> None:
         write_bytes_atomic(fs, path, source.read_bytes())
 
 
-def _push(task: Task, store, feed: str, day: str, local_time: str) -> None:
-    if task.domain.push_events is not None:
-        d = date.fromisoformat(day)
-        task.domain.push_events(store, feed, d, d, local_time)
+def _push(live_feed, moment) -> None:
+    """The live path (issue 24): every fact of the feed known up to the request's prediction
+    time written to the online store, so it serves what the point-in-time join gives."""
+    if live_feed.clock is None or moment > live_feed.clock:
+        live_feed.advance_to(moment)
 
 
 def run_scenario(
@@ -268,6 +270,7 @@ def run_scenario(
     feed = str(paths.root / "live_feed" / task.name)
     landing = str(paths.landing_for(task.name))
     service = LiveService(task, paths)
+    live_feed = None  # the task's live path over the feed folder (pipelines.platform.lib.live)
     rng = random.Random(config.seed)
     days = [(config.first_day + timedelta(days=i)).isoformat() for i in range(config.days)]
     zone = task.definition.partitions.timezone
@@ -289,15 +292,15 @@ def run_scenario(
             if drifting:
                 _shift(task, feed, day)
             requests = _requests(task, feed, day, config.requests_per_day, rng.randrange(10**6))
-            slot = None
             for request in requests:
                 moment = pd.Timestamp(request[task.spec.timestamp_column])
                 moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment
                 local = task.spec.prediction_time(pd.Series([moment])).iloc[0].tz_convert(zone)
-                this_slot = (local.hour * 60 + local.minute) // config.push_slot_minutes
-                if local.strftime("%Y-%m-%d") == day and this_slot != slot:
-                    _push(task, service._current().store, feed, day, local.strftime("%H:%M"))
-                    slot = this_slot
+                if live_feed is None:
+                    live_feed = LiveFeed(task, service._current().store, landed_reader(feed))
+                    service.store_clock = live_feed.clock_seconds
+                if local.strftime("%Y-%m-%d") == day:
+                    _push(live_feed, local)
                 service.answer(request)
             _land(task, feed, landing, day)
             say(

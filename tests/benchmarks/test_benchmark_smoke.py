@@ -65,6 +65,17 @@ def _empty_redis_url() -> str:
     return "none"
 
 
+def test_scale_measures_each_synthesized_year_count():
+    """Two years of three days each: the second is 2013's days shifted by 52 weeks."""
+    out = run_benchmark("scale.py", "--years", "1", "2", "--days-per-year", "3")
+    one = figure(rf"1 ingestion->training_set\s+{NUMBER}", out)
+    two = figure(rf"2 ingestion->training_set\s+{NUMBER}", out)
+    assert one > 1000
+    assert 1.8 * one < two < 2.2 * one  # the shifted days are 2013's rows again
+    assert figure(rf"2 training\s+{NUMBER}", out) == two
+    assert figure(rf"2 training\s+[\d,]+\s+[\d.]+\s+[\d,]+\s+{NUMBER}", out) > 100  # peak MB
+
+
 def test_online_materialization_runs_feast_and_the_direct_floor():
     redis_url = _empty_redis_url()
     out = run_benchmark(

@@ -144,6 +144,19 @@ def test_gate_refuses_a_better_ranking_whose_calibration_got_much_worse():
     assert names["roc_auc gain"].passed
     assert not names["ece"].passed and not decision.passed
     assert any(r.startswith("ece +") for r in decision.reasons)
+    # Against a naive baseline (a first champion) calibration is shown, not judged.
+    first = decide_promotion(
+        candidate_auc=decision.criteria[0].observed + 0.7,
+        reference_auc=0.7,
+        reference="rate by carrier",
+        interval=BootstrapInterval(0.02, 0.01, 0.03, 300, 0.95),
+        slices=_slices(0.70, 0.70).rename(columns={"champion": "rate by carrier"}),
+        candidate="lightgbm",
+        thresholds=GateThresholds(),
+        ece=(0.08, BootstrapInterval(0.08, 0.04, 0.12, 300, 0.95)),
+    )
+    assert first.passed, first.reasons
+    assert {c.name: c.limit for c in first.criteria}["ece"].startswith("not applied")
     # The same ranking, calibrated: every criterion passes.
     calibrated = _decide_calibration(strong, weak, y)
     assert calibrated.passed, calibrated.reasons

@@ -16,6 +16,7 @@ FORBIDDEN = {
     "diverted",
     "dep_known_at",
     "arr_known_at",
+    "label_known_at",
 }
 
 

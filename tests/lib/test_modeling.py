@@ -35,6 +35,22 @@ def test_time_split_orders_train_valid_holdout_by_day():
     assert frames.describe(TOY)["holdout"]["rows"] == 3 * 150
 
 
+def test_time_split_cuts_at_the_tasks_local_midnight():
+    """A task in UTC+8: every holdout row is on or after a Shanghai midnight, none before it."""
+    from dataclasses import replace
+
+    spec = replace(TOY, timezone="Asia/Shanghai")
+    frames = data.time_split(toy_examples(days=12), spec)
+    local = frames.holdout_start.tz_convert("Asia/Shanghai")
+    assert (local.hour, local.minute) == (0, 0)
+    assert frames.holdout["seen_at"].min() >= frames.holdout_start
+    assert frames.valid["seen_at"].max() < frames.holdout_start
+    days = data.local_days(frames.holdout["seen_at"], "Asia/Shanghai").nunique()
+    assert days == spec.split.holdout_days
+    utc = data.time_split(toy_examples(days=12), TOY).holdout_start
+    assert (utc.hour, utc.minute) == (0, 0) and utc != frames.holdout_start
+
+
 @pytest.mark.parametrize(
     ("table", "message"),
     [
@@ -99,3 +115,6 @@ def test_logged_model_predicts_what_the_trained_one_does(tmp_path):
         np.testing.assert_allclose(loaded.predict(x), result.model.predict_proba(x), rtol=1e-6)
     assert not (tmp_path / "mlruns").exists()
     assert pd.Series([ref.version]).iloc[0] == "2"
+    # The MLflow UI opens the experiment in its model-training view, not the GenAI one.
+    experiment = registry.client.get_experiment_by_name(TOY.name)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

@@ -44,7 +44,6 @@ LAZY_MODULES = (
     "pipelines.tasks.flight_delay.domain",
     "pipelines.platform.components.task",
     "pipelines.platform.components.definition",
-    "pipelines.tasks.flight_delay.live_events",
 )
 
 # Modules that exist to wrap one heavy library: importing them means using it.

@@ -31,3 +31,17 @@ def test_other_warnings_still_are():
         "a plain MLflow warning"
     ]
     assert _shown("\x1b[1mcoloured, but ours\x1b[0m", UserWarning, "pipelines.platform") != []
+
+
+def test_mlflow_registration_lines_are_dropped_and_other_lines_kept(capsys):
+    from mlflow.utils.logging_utils import eprint
+
+    from pipelines.platform.compat import silence_mlflow_event_lines
+
+    silence_mlflow_event_lines()
+    silence_mlflow_event_lines()  # idempotent
+    eprint("Successfully registered model 'toy'.")
+    eprint("Registered model 'toy' already exists. Creating a new version of this model...")
+    eprint("Created version '2' of model 'toy'.")
+    eprint("an MLflow error worth reading")
+    assert capsys.readouterr().err == "an MLflow error worth reading\n"

@@ -51,12 +51,12 @@ def retrain_selection(task: Task) -> dg.AssetSelection:
     )
 
 
-def retrain_run_config(spec: TaskSpec, until: str) -> dict:
-    """Models and evaluation read the same days: everything labelled up to `until`."""
+def retrain_run_config(spec: TaskSpec, until: str, cut: str | None = None) -> dict:
+    """Models and evaluation read the same days: everything up to `until` whose label was known
+    at the instant `cut` (the retrain's start), when given."""
+    config = {"until": until} | ({"cut": cut} if cut else {})
     return {
-        "ops": {
-            key.to_python_identifier(): {"config": {"until": until}} for key in model_keys(spec)
-        }
+        "ops": {key.to_python_identifier(): {"config": dict(config)} for key in model_keys(spec)}
     }
 
 
@@ -389,7 +389,11 @@ def _drift_sensor(task: Task, retrain_job) -> dg.SensorDefinition:
                 dg.RunRequest(
                     job_name=retrain_job.name,
                     run_key=f"drift:{spec.name}:v{champion}:{decision.trigger_day}",
-                    run_config=retrain_run_config(spec, decision.trigger_day),
+                    run_config=retrain_run_config(
+                        spec,
+                        decision.trigger_day,
+                        task.partition_end(decision.trigger_day).isoformat(),  # labels known then
+                    ),
                     tags={
                         RETRAIN_TAG: spec.name,
                         **task.tags,
@@ -452,7 +456,13 @@ def _nightly_schedule(task: Task, job) -> dg.ScheduleDefinition:
                 )
         return dg.RunRequest(
             run_key=f"nightly:{task.name}:{until}",
-            run_config=retrain_run_config(task.spec, until),
+            # Labels known by the retrain's instant only (issue 24): the earlier of its scheduled
+            # time and the end of the last ingested day (a compressed or replayed clock).
+            run_config=retrain_run_config(
+                task.spec,
+                until,
+                min(context.scheduled_execution_time, task.partition_end(until)).isoformat(),
+            ),
             tags={
                 RETRAIN_TAG: task.name,
                 **task.tags,

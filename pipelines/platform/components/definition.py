@@ -49,16 +49,17 @@ class Strict(dg.Model, dg.Resolvable):
 
 
 class PartitionsModel(Strict):
-    grain: Literal["daily", "hourly"] = "daily"
+    grain: Literal["daily", "hourly"] = "daily"  # one partition per local day or hour
     start: str = Field(description="First partition (YYYY-MM-DD or YYYY-MM-DD-HH:MM)")
     end: str | None = Field(default=None, description="Exclusive end; open-ended if unset")
+    # IANA zone of the partitions' days (and of the training split's days)
     timezone: str = "UTC"
 
 
 class LandingTableModel(Strict):
-    name: str
+    name: str  # landing/<task>/<name>/<partition>.csv|parquet; the raw asset is raw_<name>
     contract: str = Field(description="module:attribute of the table's TableContract")
-    description: str = ""
+    description: str = ""  # shown on the raw asset
 
 
 @dataclass(frozen=True)
@@ -67,15 +68,40 @@ class TableInput:
     window: int = 0  # also read this many partitions before the run's own (trailing windows)
 
 
+class LiveModel(Strict):
+    """How a feature view's values reach the online store between landings (issue 24):
+    `events`: each row as it becomes known (a push source / event stream); `published`: rows
+    published on a cadence (`every`), stamped on it; `static`: reference values that never change
+    (TTL 0); `none`: no live path (the service reports the view unavailable, never a silent null)."""
+
+    kind: Literal["events", "published", "static", "none"]
+    every: str | None = Field(
+        default=None,
+        description="Refresh cadence of a published view (pandas offset, e.g. 1D, 15min)",
+    )
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _cadence(self) -> "LiveModel":
+        if (self.kind == "published") != (self.every is not None):
+            raise ValueError("live.every: required for kind published, and only for it")
+        if self.kind == "none" and not self.note:
+            raise ValueError("live.note: say why the view has no live path")
+        return self
+
+
 class FeatureTableModel(Strict):
-    name: str
+    name: str  # the asset <task>/<name> and its lake table
     function: str = Field(description="module:function computing the table from its inputs")
     inputs: list[str] = Field(description="Tables passed to the function, in order")
     # Inputs read with a trailing window: table -> how many partitions before the run's own.
     windows: dict[str, int] = {}
-    description: str = ""
+    description: str = ""  # shown on the asset
     entity: str | None = Field(default=None, description="Entity column, for its metadata")
     feast_source: bool = Field(default=True, description="Read by a Feast feature view")
+    live: LiveModel | None = Field(
+        default=None, description="The view's live path (required for a Feast source)"
+    )
 
     def table_inputs(self) -> list[TableInput]:
         return [TableInput(t, self.windows.get(t, 0)) for t in self.inputs]
@@ -83,15 +109,19 @@ class FeatureTableModel(Strict):
 
 class ExamplesModel(Strict):
     table: str = Field(description="The feature table with one row per example (and its label)")
-    id_column: str
+    id_column: str  # identifies an example (the entity key of the training set)
     timestamp: str = Field(description="The example's time; the prediction is lead_minutes before")
-    label: str
+    label: str  # the 0/1 label column; rows without a label are not examples
+    # The column holding the instant each label became known: a training set cut at an instant
+    # and live performance use only labels known by then (issue 24).
+    label_known_at: str | None = None
+    # The prediction is made this long before `timestamp` (0: at the timestamp itself).
     lead_minutes: int = 0
 
 
 class FeaturesModel(Strict):
-    feature_service: str
-    categorical: list[str]
+    feature_service: str  # the versioned Feast FeatureService training and serving both read
+    categorical: list[str]  # categorical features (the rest are numeric)
     # Numeric features computed from the request itself (the rest come from the FeatureService).
     request_numeric: list[str] = []
 
@@ -99,12 +129,14 @@ class FeaturesModel(Strict):
 class ServingModel(Strict):
     request_model: str = Field(description="module:attribute of the pydantic model of a request")
     request_name: str = Field(description="The request's field name in the /predict body")
-    batch_name: str = Field(default="", description="Its name in /predict_batch (default: plural)")
-    score_field: str = "probability"
-    score_description: str = "P(label = 1)"
+    batch_name: str = Field(
+        default="requests", description="The list's field name in the /predict_batch body"
+    )
+    score_field: str = "probability"  # the answer's field holding the score
+    score_description: str = "P(label = 1)"  # its description in the OpenAPI spec
     # Answer fields that say a view knew nothing of the request's entity: field -> feature view.
     flags: dict[str, str] = {}
-    max_batch: int = 1000
+    max_batch: int = 1000  # the most requests one /predict_batch may hold
     # The request field whose value is the entity a canary assigns to one model (stable hash).
     canary_entity: str = ""
     # Requests larger than this are refused (413) before their body is parsed.
@@ -112,8 +144,8 @@ class ServingModel(Strict):
     # The serving window: a request whose `time_field` (the prediction time) is outside
     # [earliest, latest) is a 400 naming the field. ISO dates, UTC; empty: no bound.
     time_field: str = ""
-    earliest: str = ""
-    latest: str = ""
+    earliest: str = ""  # first day a request may be for (ISO date, UTC)
+    latest: str = ""  # the day after the last a request may be for (ISO date, UTC)
 
     @field_validator("earliest", "latest")
     @classmethod
@@ -126,10 +158,10 @@ class ServingModel(Strict):
 class BaselineModel(Strict):
     """A naive baseline: the historical label rate by keys, or one feature used as the score."""
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    rate_by: list[str] = []
-    feature: str | None = None
-    description: str = ""
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")  # shown as baseline_<name> in reports
+    rate_by: list[str] = []  # the historical label rate by these features' values
+    feature: str | None = None  # or: this feature's value as the score (a logistic fit on it)
+    description: str = ""  # shown in the evaluation report
 
     @model_validator(mode="after")
     def _one_kind(self) -> "BaselineModel":
@@ -141,8 +173,8 @@ class BaselineModel(Strict):
 class RunWindowModel(Strict):
     """The days `flightline run|replay` cover when --start/--end are not given."""
 
-    start: str
-    end: str
+    start: str  # first day (ISO date), in the task's zone
+    end: str  # last day (ISO date), included
 
     @field_validator("start", "end")
     @classmethod
@@ -158,8 +190,8 @@ class RunWindowModel(Strict):
 
 
 class AutomationModel(Strict):
-    retrain_cron: str = "0 2 * * *"
-    timezone: str = "UTC"
+    retrain_cron: str = "0 2 * * *"  # the nightly retrain schedule (cron)
+    timezone: str = "UTC"  # the schedule's zone
     # The expected landing cadence: no new landed partition for longer than this (wall clock)
     # raises a `landing_overdue` alert, which resolves when one lands. Unset: not watched.
     landing_cadence_minutes: int | None = Field(default=None, ge=1)
@@ -169,10 +201,10 @@ class DrillModel(Strict):
     """A disturbance the live-operation scenario (`make live`) applies to a landing table's
     column for a few days: value * multiply + add (a storm's delays, a curtailed turbine)."""
 
-    table: str
-    column: str
-    multiply: float = 1.0
-    add: float = 0.0
+    table: str  # a landing table of the task
+    column: str  # a numeric column of that table
+    multiply: float = 1.0  # the value is multiplied by this
+    add: float = 0.0  # then this is added
 
 
 class MonitoringModel(Strict):
@@ -180,13 +212,18 @@ class MonitoringModel(Strict):
     rows a day than flight delay (the Launchpad can still change these per run)."""
 
     drift_min_rows: int = Field(default=200, ge=1)  # fewer: "insufficient", never "no drift"
+    # Fewer labelled rows in a day: live performance is "insufficient"
     live_min_labelled_rows: int = Field(default=100, ge=1)
+    # The live skew check fails when a column differs from the point-in-time join in more than
+    # this share of a day's live requests (0: any difference).
+    live_skew_tolerance: float = Field(default=0.0, ge=0.0, le=1.0)
     drill: list[DrillModel] = Field(
         default=[], description="The drift episode of the live-operation scenario (`make live`)"
     )
 
 
 class ModelFamiliesModel(Strict):
+    # The model families trained (lib/modeling/families.py), each an asset <task>/<family asset>
     families: list[str] = list(MODEL_FAMILIES)
     # Default hyper-parameters per family (the Launchpad can still change them per run).
     params: dict[str, dict[str, int | float | str | list[int]]] = {}
@@ -215,28 +252,31 @@ class ModelFamiliesModel(Strict):
 class TaskDefinition(Strict):
     """Everything the platform needs to build a prediction task's whole life."""
 
+    # The task's name: its asset-key prefix, groups, jobs, MLflow experiment and registered model
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    description: str = ""
+    description: str = ""  # one line, shown by `make tasks` and in the UI
     # What the model cards say a model of this task cannot do (data gaps, populations, drift).
     known_limits: list[str] = []
     domain: str = Field(description="module:attribute of the task's TaskDomain")
-    partitions: PartitionsModel
-    landing_tables: list[LandingTableModel]
+    partitions: PartitionsModel  # the partitions of every daily (or hourly) asset
+    landing_tables: list[LandingTableModel]  # the files that land, each with its contract
+    # Unpartitioned tables the domain's read_reference returns (e.g. airports)
     reference_tables: list[str] = []
-    feature_tables: list[FeatureTableModel]
-    examples: ExamplesModel
-    features: FeaturesModel
-    slices: list[str] = []
+    feature_tables: list[FeatureTableModel]  # computed in order, from raw or earlier tables
+    examples: ExamplesModel  # which table holds one row per prediction, and its columns
+    features: FeaturesModel  # the FeatureService and which features are categorical
+    slices: list[str] = []  # evaluation reports AUC per value of these; the gate's slice veto
+    # The rate baseline's keys (default: the first categorical feature)
     baseline_keys: list[str] = []
     # The first champion must beat the strongest of these (and of the rate by baseline_keys).
     baselines: list[BaselineModel] = []
-    run_window: RunWindowModel | None = None
-    models: ModelFamiliesModel = ModelFamiliesModel()
-    split: dict[str, int] = {}
-    gate: dict[str, int | float] = {}
-    serving: ServingModel
-    automation: AutomationModel = AutomationModel()
-    monitoring: MonitoringModel = MonitoringModel()
+    run_window: RunWindowModel | None = None  # what `make run` covers without START/END
+    models: ModelFamiliesModel = ModelFamiliesModel()  # families and default hyper-parameters
+    split: dict[str, int] = {}  # TimeSplit keys (below): validation_days, holdout_days
+    gate: dict[str, int | float] = {}  # GateThresholds keys (below), the task's own values
+    serving: ServingModel  # the service's request and answer
+    automation: AutomationModel = AutomationModel()  # the nightly retrain schedule
+    monitoring: MonitoringModel = MonitoringModel()  # how many rows make a day evidence
 
     @model_validator(mode="after")
     def _tables_exist(self) -> "TaskDefinition":
@@ -253,6 +293,11 @@ class TaskDefinition(Strict):
                         f"feature_tables.{table.name}.inputs: unknown table {source.table!r} "
                         f"(known so far: {sorted(known)})"
                     )
+            if table.feast_source and table.live is None:
+                raise ValueError(
+                    f"feature_tables.{table.name}.live: every Feast source declares its live "
+                    "path (events, published, static, or none with a note)"
+                )
             known.add(table.name)
         if self.examples.lead_minutes < 0:
             raise ValueError("examples.lead_minutes: must be 0 or more")
@@ -392,6 +437,7 @@ def resolve(definition: TaskDefinition) -> Task:
             entity_keys=(definition.examples.id_column,),
             timestamp_column=definition.examples.timestamp,
             label_column=definition.examples.label,
+            label_known_at_column=definition.examples.label_known_at,
             categorical_features=categorical,
             numeric_features=tuple(c for c in served if c not in categorical)
             + tuple(definition.features.request_numeric),
@@ -409,6 +455,7 @@ def resolve(definition: TaskDefinition) -> Task:
             description=definition.description,
             known_limits=tuple(definition.known_limits),
             request_features=tuple(definition.features.request_numeric),
+            timezone=definition.partitions.timezone,
         )
     except (TypeError, ValueError) as exc:
         raise DefinitionError(f"task {definition.name}: {exc}") from exc

@@ -42,11 +42,18 @@ class SplitConfig(dg.Config):
     # Last day (YYYY-MM-DD) of data to use; the nightly schedule and the drift sensor set it so
     # that days landing during a retrain cannot shift its split.
     until: str | None = None
+    # The instant the retrain is cut at (ISO, UTC if naive): only labels known by then are used
+    # (issue 24: a flight landing after the nightly retrain starts is not in its training set).
+    cut: str | None = None
 
     def window(self, table: "pd.DataFrame") -> "pd.DataFrame":
-        if self.until is None or PARTITION_COLUMN not in table.columns:
-            return table
-        return table.loc[table[PARTITION_COLUMN].astype(str) <= self.until].reset_index(drop=True)
+        from pipelines.platform.lib.labels import known_by
+
+        if self.until is not None and PARTITION_COLUMN in table.columns:
+            table = table.loc[table[PARTITION_COLUMN].astype(str) <= self.until]
+        if self.cut is not None:
+            table = table.loc[known_by(table, self.cut)]
+        return table.reset_index(drop=True)
 
     def resolve(self, spec: TaskSpec) -> TimeSplit:
         return TimeSplit(
@@ -666,6 +673,7 @@ def _evaluation_metadata(report: dict, curves: bytes, mlflow: MlflowResource) ->
         )
     return {
         "holdout": dg.MetadataValue.json(report["holdout"]),
+        "data_sufficiency": dg.MetadataValue.json(report["sufficiency"]),
         "metrics": metric_table(metrics, index="model"),
         "comparison": dg.MetadataValue.md(comparison),
         "candidate_roc_auc": float(metrics.loc[candidate["family"], "roc_auc"]),

@@ -57,6 +57,8 @@ class DriftReportConfig(dg.Config):
 class LivePerformanceConfig(dg.Config):
     min_labelled_rows: int | None = None  # None: the task's monitoring.live_min_labelled_rows
     rejudge: bool = False  # as DriftReportConfig.rejudge
+    # The instant labels must be known by (ISO; None: the end of each day, when its file lands).
+    as_of: str | None = None
 
 
 # Only real traffic is evidence: benchmark, test and replay rows are the service's too, but
@@ -544,10 +546,13 @@ def monitoring_defs(task: Task) -> dg.Definitions:
                 continue
             frame = training_set[training_set[PARTITION_COLUMN] == day]
             scores = champion_scores(registry, spec, version, frame)
-            result = score_live_performance(spec, frame, scores, min_labelled_rows)
+            # scored when the day's file lands (its end), or at config.as_of: later labels wait
+            as_of = config.as_of or task.partition_end(day).isoformat()
+            result = score_live_performance(spec, frame, scores, min_labelled_rows, as_of)
             new_rows.append(
                 row
                 | {"status": result.status, "rows": result.rows, "reason": result.reason}
+                | {"pending_labels": result.pending, "scored_as_of": as_of}
                 | {
                     k: result.metrics.get(k, np.nan)
                     for k in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "positive_rate")
@@ -603,6 +608,8 @@ def monitoring_defs(task: Task) -> dg.Definitions:
         if len(newest) == 1:
             row = newest.iloc[0]
             meta |= {"status": row["status"], "labelled_rows": int(row["rows"])}
+            if "pending_labels" in row and row["pending_labels"] == row["pending_labels"]:
+                meta["pending_labels"] = int(row["pending_labels"])
             if row["status"] in ("ok", "degraded"):
                 meta |= {k: float(row[k]) for k in ("roc_auc", "pr_auc", "brier", "ece")}
             if row.get("reason"):

@@ -19,6 +19,7 @@ from pipelines.platform.components.definition import (
 )
 from pipelines.platform.components.features import features_defs
 from pipelines.platform.components.ingestion import ingestion_defs
+from pipelines.platform.components.live import live_skew_checks
 from pipelines.platform.components.model import model_defs
 from pipelines.platform.components.monitoring import monitoring_defs
 from pipelines.platform.components.serving import serving_defs
@@ -44,6 +45,7 @@ def build_task_defs(task: Task) -> dg.Definitions:
         model_defs(task.spec, task.definition.models.params, search_specs(task.definition)),
         serving_defs(task),
         monitoring_defs(task),
+        dg.Definitions(asset_checks=[live_skew_checks(task)]),
     )
     assets = [a for a in stages.assets or [] if isinstance(a, dg.AssetsDefinition)]
     partitioned = [k for a in assets if a.partitions_def is not None for k in a.keys]

@@ -9,6 +9,7 @@ import dagster as dg
 from pipelines.platform.components.definition import Task
 from pipelines.platform.frame_type import DataFrame
 from pipelines.platform.lib.feature_store import historical_features
+from pipelines.platform.lib.labels import LABEL_KNOWN_AT
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.plots import training_set_summary
 from pipelines.platform.metadata import metric_table, picture
@@ -51,10 +52,13 @@ def build_training_rows(
     rows, entities = prediction_entities(task, labelled, lead_minutes)
     joined = historical_features(store, entities, feature_service)
     request = task.domain.request_features(rows).reset_index(drop=True)
+    known = [ex.label_known_at] if ex.label_known_at else []
     table = pd.concat(
-        [joined, request, labelled[[ex.timestamp, ex.label, PARTITION_COLUMN]]], axis=1
+        [joined, request, labelled[[ex.timestamp, ex.label, *known, PARTITION_COLUMN]]], axis=1
     )
     table = table.loc[:, ~table.columns.duplicated(keep="first")]
+    if ex.label_known_at and ex.label_known_at != LABEL_KNOWN_AT:
+        table = table.rename(columns={ex.label_known_at: LABEL_KNOWN_AT})
     table[ex.label] = table[ex.label].astype("int64")
     stored = [c for c in joined.columns if c not in entities.columns]
     return table, stored

@@ -252,8 +252,9 @@ def decide_promotion(
 ) -> GateDecision:
     """Promote only if the comparison is fair (no model trained on a holdout day), the candidate
     beats the reference by the margin with the interval's lower bound above zero, its log loss and
-    calibration do not regress beyond their tolerances, and no large slice loses more than the
-    tolerance. `log_loss` / `ece`: (observed difference, paired bootstrap interval)."""
+    calibration do not regress beyond their tolerances against the champion (a first model's
+    reference, a naive baseline, is not a bar for probabilities), and no large slice loses more
+    than the tolerance. `log_loss` / `ece`: (observed difference, paired bootstrap interval)."""
     gain = candidate_auc - reference_auc
     reasons = []
     criteria = []
@@ -294,6 +295,21 @@ def decide_promotion(
         ("log_loss", log_loss, thresholds.max_log_loss_increase),
         ("ece", ece, thresholds.max_ece_increase),
     ):
+        if reference != "champion":
+            # A naive baseline is a historical rate: calibrated by construction, it is the bar
+            # for ranking, not for probabilities. Regressions are judged against a champion.
+            criteria.append(
+                Criterion(
+                    name,
+                    True,
+                    observed,
+                    ci.low if ci else float("nan"),
+                    ci.high if ci else float("nan"),
+                    "not applied: the reference is a naive baseline",
+                    f"{name} {observed:+.4f} vs the {reference} (shown, not judged)",
+                )
+            )
+            continue
         criterion = _no_regression(name, observed, ci, tolerance, reference)
         criteria.append(criterion)
         if not criterion.passed:

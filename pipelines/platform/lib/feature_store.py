@@ -7,7 +7,7 @@ import io
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -174,9 +174,11 @@ def service_feature_names(store: FeatureStore, service: str) -> list[str]:
     ]
 
 
-# A year of flight delay's prediction times joined in one go held more than 17 GB (the
-# benchmark's bare side was killed): the join runs a month of prediction times at a time.
-CHUNK_DAYS = 31
+# A year of flight delay's prediction times went through Feast's point-in-time join (an inner
+# join of every feature row within the TTL, then a dedup) in 31-day chunks: it held more than
+# 17 GB in one go and took most of the year's training_set step. The join below is an ASOF join
+# per view in DuckDB, which holds one row per entity row: a year runs in one chunk.
+CHUNK_DAYS = 366
 
 
 def historical_features(
@@ -186,24 +188,27 @@ def historical_features(
     chunk_days: int = CHUNK_DAYS,
     timestamp: str = "event_timestamp",
 ) -> pd.DataFrame:
-    """Point-in-time join: each row gets, per view, the latest values at or before its timestamp
-    (within the view's TTL). Rows come back in the entity frame's order. Rows are joined
+    """Point-in-time join through a FeatureService, with Feast's offline-store semantics: each
+    row gets, per view, the values of the latest feature row of its key at or before its
+    timestamp, unless that row is older than the view's TTL (then nothing). Rows come back in the
+    entity frame's order, feature columns in the service's order, typed as Feast's `to_df()`
+    types them (tests/lib/test_feature_store_join.py compares the two). Rows are joined
     `chunk_days` of timestamps at a time (each row's values depend on its own timestamp only)."""
     import numpy as np
     import pandas as pd
 
-    # Feast returns rows in its own order: a row number carried through puts them back.
     entities = entity_rows.reset_index(drop=True).assign(**{ROW_ID: np.arange(len(entity_rows))})
-    features_of = store.get_feature_service(service)
+    entities[timestamp] = pd.to_datetime(entities[timestamp], utc=True).astype(
+        "datetime64[us, UTC]"
+    )
+    views = _service_views(store, service)
     chunks = [entities]
     if len(entities):
-        stamps = pd.to_datetime(entities[timestamp], utc=True)
+        stamps = entities[timestamp]
         window = ((stamps - stamps.min()) // pd.Timedelta(days=chunk_days)).to_numpy()
         chunks = [chunk for _, chunk in entities.groupby(window, sort=True)]
-    frames = [
-        store.get_historical_features(entity_df=chunk, features=features_of).to_df()
-        for chunk in chunks
-    ]
+    with _duckdb_for(views) as con:
+        frames = [_asof_join(con, chunk, views, timestamp) for chunk in chunks]
     joined = pd.concat(frames, ignore_index=True)
     for column in joined.columns[joined.dtypes == "object"]:
         # A chunk where a column is all missing can come back as objects: the others' type.
@@ -216,6 +221,108 @@ def historical_features(
     features = joined.drop(columns=[c for c in entity_rows.columns if c in joined.columns])
     aligned = entities[[ROW_ID]].merge(features, on=ROW_ID, how="left").drop(columns=ROW_ID)
     return pd.concat([entity_rows.reset_index(drop=True), aligned], axis=1)
+
+
+@dataclass(frozen=True)
+class _ViewRead:
+    """What the join reads of one view of a service."""
+
+    source: str  # a path pattern of Parquet files (the view's FileSource)
+    timestamp: str
+    keys: dict[str, str]  # the source's join key -> the entity frame's column
+    features: list[str]
+    ttl_us: int  # 0: never expires
+
+
+def _service_views(store: FeatureStore, service: str) -> list[_ViewRead]:
+    views = []
+    for projection in store.get_feature_service(service).feature_view_projections:
+        view = store.get_feature_view(projection.name)
+        source = view.batch_source
+        if type(source).__name__ != "FileSource" or source.field_mapping:
+            raise ValueError(
+                f"{view.name}: the point-in-time join reads Parquet FileSources without a field "
+                f"mapping; its source is a {type(source).__name__}"
+            )
+        keys = {e.name: e.name for e in view.entity_columns}
+        keys = {k: (projection.join_key_map or {}).get(k, k) for k in keys}
+        views.append(
+            _ViewRead(
+                source.path,
+                source.timestamp_field,
+                keys,
+                [f.name for f in projection.features],
+                view.ttl // timedelta(microseconds=1) if view.ttl else 0,
+            )
+        )
+    return views
+
+
+@contextlib.contextmanager
+def _duckdb_for(views: list[_ViewRead]):
+    """A DuckDB connection that reads the views' sources (the object store's, where they lie
+    there)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        remote = next((v.source for v in views if v.source.startswith("s3://")), None)
+        if remote is not None:
+            from pipelines.platform.lib.object_store import configure_duckdb
+
+            store = store_for(remote.split("*", 1)[0])
+            with unavailable_as_error(store):
+                configure_duckdb(con.execute, store)
+        yield con
+    finally:
+        con.close()
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _asof_join(con, entities: pd.DataFrame, views: list[_ViewRead], timestamp: str):
+    """One chunk: an ASOF LEFT JOIN per view (the latest row at or before the timestamp, by
+    key), values withheld where that row is older than the TTL."""
+    import pyarrow as pa
+
+    key_columns = sorted({c for v in views for c in v.keys.values()})
+    frame = pa.Table.from_pandas(entities[[ROW_ID, timestamp, *key_columns]], preserve_index=False)
+    con.register("_flightline_entities", frame)
+    ts = _quote(timestamp)
+    selects, joins = [f"e.{_quote(ROW_ID)}"], []
+    for i, view in enumerate(views):
+        alias = f"v{i}"
+        stamp = f"{alias}.{_quote('_flightline_ts')}"
+        columns = (
+            [f"{_quote(k)}" for k in view.keys]
+            + [f"{_quote(view.timestamp)} AS {_quote('_flightline_ts')}"]
+            + [_quote(f) for f in view.features]
+        )
+        source = "'" + view.source.replace("'", "''") + "'"
+        on = [f"e.{_quote(col)} = {alias}.{_quote(key)}" for key, col in view.keys.items()]
+        on.append(f"e.{ts} >= {stamp}")
+        joins.append(
+            f"ASOF LEFT JOIN (SELECT {', '.join(columns)} FROM read_parquet({source})) {alias} "
+            f"ON {' AND '.join(on)}"
+        )
+        fresh = f"epoch_us({stamp}) + {view.ttl_us} >= epoch_us(e.{ts})" if view.ttl_us else None
+        for feature in view.features:
+            value = f"{alias}.{_quote(feature)}"
+            selects.append(
+                f"CASE WHEN {fresh} THEN {value} END AS {_quote(feature)}"
+                if fresh
+                else f"{value} AS {_quote(feature)}"
+            )
+    sql = (
+        f"SELECT {', '.join(selects)} FROM _flightline_entities e {' '.join(joins)} "
+        f"ORDER BY e.{_quote(ROW_ID)}"
+    )
+    try:
+        return con.execute(sql).to_arrow_table().to_pandas()
+    finally:
+        con.unregister("_flightline_entities")
 
 
 @dataclass

@@ -49,25 +49,44 @@ class LivePerformance:
     rows: int
     metrics: dict[str, float]
     reason: str = ""
+    pending: int = 0  # rows whose label was not known yet at the scoring instant
 
 
 def score_live_performance(
-    spec: TaskSpec, frame: pd.DataFrame, scores: np.ndarray, min_rows: int = MIN_LABELLED_ROWS
+    spec: TaskSpec,
+    frame: pd.DataFrame,
+    scores: np.ndarray,
+    min_rows: int = MIN_LABELLED_ROWS,
+    as_of=None,
 ) -> LivePerformance:
     """Metrics of the scores against the labels the day brought (rows without a label are not
-    counted: their outcome is not known yet)."""
+    counted: their outcome is not known yet). `as_of`: the instant it scores at; a label known
+    only later (`label_known_at`) is pending, counted but not scored (issue 24)."""
     import numpy as np
 
+    from pipelines.platform.lib.labels import known_by
+
     known = frame[spec.label_column].notna().to_numpy() if len(frame) else np.zeros(0, bool)
+    pending = 0
+    if as_of is not None and len(frame):
+        in_time = known_by(frame, as_of)
+        pending = int((known & ~in_time).sum())
+        known &= in_time
     y = labels(frame[known], spec) if known.any() else np.zeros(0)
     p = scores[known] if len(scores) else np.zeros(0)
     if len(y) < min_rows:
         return LivePerformance(
-            "insufficient", len(y), {}, f"{len(y)} labelled rows; need at least {min_rows}"
+            "insufficient",
+            len(y),
+            {},
+            f"{len(y)} labelled rows ({pending} pending); need at least {min_rows}",
+            pending,
         )
     if y.min() == y.max():
-        return LivePerformance("insufficient", len(y), {}, "a single class among the labels")
-    return LivePerformance("ok", len(y), binary_metrics(y, p))
+        return LivePerformance(
+            "insufficient", len(y), {}, "a single class among the labels", pending
+        )
+    return LivePerformance("ok", len(y), binary_metrics(y, p), pending=pending)
 
 
 def rolling_view(history: pd.DataFrame, metric: str, days: int = ROLLING_DAYS) -> pd.DataFrame:

@@ -211,10 +211,14 @@ def stamped_after(stamps: np.ndarray, as_of: np.ndarray) -> np.ndarray:
 
 
 def _time_rules(
-    plan: _ServicePlan, stamps_by_view: dict[str, np.ndarray], now: np.ndarray
+    plan: _ServicePlan,
+    stamps_by_view: dict[str, np.ndarray],
+    now: np.ndarray,
+    unavailable: tuple[str, ...] = (),
 ) -> tuple[dict, dict, dict]:
     """Per view: when each served value became known (0: none or dropped), the rows withheld as
-    from their future, and the rows dropped (older than the view's TTL at `now`, or withheld)."""
+    from their future, and the rows dropped (older than the view's TTL at `now`, withheld, or
+    of a view the task declares without a live path: reported unavailable, never served)."""
     known_at, withheld, dropped = {}, {}, {}
     for read in plan.views:
         view, ttl = read.view.name, read.ttl_seconds
@@ -222,6 +226,8 @@ def _time_rules(
         expired = (stamps > 0) & (now - stamps > ttl) if ttl else np.zeros(len(stamps), bool)
         withheld[view] = stamped_after(stamps, now)
         dropped[view] = expired | withheld[view]
+        if view in unavailable:
+            dropped[view] = np.ones(len(stamps), bool)
         known_at[view] = np.where(dropped[view], 0.0, stamps)
     return known_at, withheld, dropped
 
@@ -240,6 +246,7 @@ def online_records(
     spec: TaskSpec,
     domain: TaskDomain,
     as_of: np.ndarray | None = None,
+    unavailable: tuple[str, ...] = (),
 ) -> OnlineVector:
     """The online path without pandas, for the task's `request_row`: the same values, rules and
     types as `online_vector` (a test compares them), at a fraction of the cost per request.
@@ -251,7 +258,7 @@ def online_records(
     pairs = [domain.request_row(r) for r in requests]
     keys = {k: [key[k] for key, _ in pairs] for k in pairs[0][0]} if pairs else {}
     served, stamps_by_view = read_online(store, spec.feature_service, keys)
-    known_at, withheld, dropped = _time_rules(plan, stamps_by_view, as_of)
+    known_at, withheld, dropped = _time_rules(plan, stamps_by_view, as_of, unavailable)
     view_of = {f: read.view.name for read in plan.views for f in read.features}
     text = set(spec.categorical_features)
     records = []
@@ -278,6 +285,7 @@ def online_vector(
     spec: TaskSpec,
     domain: TaskDomain,
     as_of: pd.Series | pd.Timestamp | None = None,
+    unavailable: tuple[str, ...] = (),
 ) -> OnlineVector:
     """`rows`: requests normalized by the task's `request_frame`. `as_of`: the prediction time
     (default: the task's rule for each row). A value older than its view's TTL at that time is
@@ -289,10 +297,10 @@ def online_vector(
         as_of = spec.prediction_time(rows[spec.timestamp_column])
     now = epoch_array(as_of, len(rows))
     if domain.request_row is not None:
-        return online_records(store, rows.to_dict(orient="records"), spec, domain, now)
+        return online_records(store, rows.to_dict(orient="records"), spec, domain, now, unavailable)
     plan = _plan(store, spec.feature_service)
     served, stamps_by_view = read_online(store, spec.feature_service, entity_key_rows(domain, rows))
-    known_at, withheld, dropped = _time_rules(plan, stamps_by_view, now)
+    known_at, withheld, dropped = _time_rules(plan, stamps_by_view, now, unavailable)
     values = {
         feature: [
             None if gone else v

@@ -64,6 +64,8 @@ class Predictor:
         challenger: "Challenger | None" = None,
         partition_of: Callable[[pd.Series], list[str]] | None = None,
         source: str = LIVE_SOURCE,
+        unavailable: tuple[str, ...] = (),
+        store_clock: Callable[[], float | None] | None = None,
     ):
         if source not in TRAFFIC_SOURCES:
             raise ValueError(f"traffic source {source!r}: one of {', '.join(TRAFFIC_SOURCES)}")
@@ -89,6 +91,11 @@ class Predictor:
         # The replayed clock: feature ages are measured against the request's prediction time
         # unless a clock is given (a live deployment passes wall-clock time).
         self.clock = clock
+        # Views the task declares without a live path: never served, reported in every answer.
+        self.unavailable = tuple(unavailable)
+        # Epoch seconds the online store is fed up to (a LiveFeed's clock), when known: a request
+        # behind it is flagged from that fact alone (see `_behind`).
+        self.store_clock = store_clock
         self._day_cache: dict[int, str] = {}
 
     def check(self) -> dict:
@@ -140,7 +147,7 @@ class Predictor:
         now = self.clock() if self.clock else as_of
         ages = feature_age_seconds(vector, now)
         flags = {name: vector.missing(view) for name, view in self.flags.items()}
-        withheld = vector.withheld_views()
+        withheld = self._withheld(vector, as_of)
         results = [
             {
                 self.score_field: float(p),
@@ -151,6 +158,7 @@ class Predictor:
                 # values from after the prediction time were withheld: not point-in-time
                 "point_in_time": not withheld[i],
                 "withheld_views": withheld[i],
+                **({"unavailable_views": list(self.unavailable)} if self.unavailable else {}),
             }
             for i, (p, age, version) in enumerate(zip(probabilities, ages, versions, strict=True))
         ]
@@ -206,7 +214,7 @@ class Predictor:
         and each view's age; nothing is predicted or logged."""
         _, _, as_of, vector = self._vector(requests)
         ages = feature_age_seconds(vector, self.clock() if self.clock else as_of)
-        withheld = vector.withheld_views()
+        withheld = self._withheld(vector, as_of)
         return [
             {
                 "features": {k: (None if v != v else v) for k, v in record.items()},  # NaN: None
@@ -216,6 +224,21 @@ class Predictor:
             }
             for i, (record, age) in enumerate(zip(vector.records, ages, strict=True))
         ]
+
+    def _withheld(self, vector: OnlineVector, as_of: np.ndarray) -> list[list[str]]:
+        """Per request, the views that may hold a value from after its prediction time. With a
+        known store clock (a live feed's, or wall-clock time in a deployment) this depends only
+        on the request being behind that clock, never on whether a later value exists (issue
+        24): every fed view is named. Without one, the views whose stored value is later."""
+        clock = self.store_clock() if self.store_clock else None
+        if clock is None and self.clock is not None:
+            clock = self.clock()
+        if clock is None:
+            return vector.withheld_views()
+        if not isinstance(clock, (int, float)):
+            clock = pd.Timestamp(clock).timestamp()
+        fed = [v for v in vector.known_at if v not in self.unavailable]
+        return [fed if at < clock else [] for at in np.asarray(as_of, dtype="float64")]
 
     def _vector(self, requests: pd.DataFrame | list[dict]):
         """The requests as records, their timestamps and prediction times (epoch seconds), and
@@ -242,9 +265,13 @@ class Predictor:
             as_of = epoch_array(self.spec.prediction_time(stamps), len(rows))
         try:
             if fast:
-                vector = online_records(self.store, records, self.spec, self.domain, as_of)
+                vector = online_records(
+                    self.store, records, self.spec, self.domain, as_of, self.unavailable
+                )
             else:
-                vector = online_vector(self.store, rows, self.spec, self.domain)
+                vector = online_vector(
+                    self.store, rows, self.spec, self.domain, unavailable=self.unavailable
+                )
         except Exception as exc:
             self._raise_if_unreachable()
             raise FeatureStoreUnavailable(

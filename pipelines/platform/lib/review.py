@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pipelines.platform.lib import sufficiency
 from pipelines.platform.lib.evaluation import (
     BootstrapInterval,
     GateDecision,
@@ -138,6 +139,8 @@ def review_challengers(
         ),
         "slices": slices.to_dict(orient="records"),
     }
+    # Enough data for the gate to see a gain? (lib/sufficiency.py; the run's summary prints it)
+    report["sufficiency"] = sufficiency.assess(report, split.holdout_days)
     return Review(report=report, y=y, predictions=predictions)
 
 

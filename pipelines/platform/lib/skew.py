@@ -70,3 +70,62 @@ def feature_skew(
         for feature in served.columns:
             offline.loc[served[feature].isna().to_numpy(), feature] = None
     return compare_vectors(served, offline), len(rows)
+
+
+def served_requests(log: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Prediction-log rows (flattened: `request.<field>`, `features.<name>`) -> the raw requests
+    and the features the model was served."""
+    requests = log[[c for c in log.columns if c.startswith("request.")]]
+    served = log[[c for c in log.columns if c.startswith("features.")]]
+    return (
+        requests.rename(columns=lambda c: c.removeprefix("request.")).reset_index(drop=True),
+        served.rename(columns=lambda c: c.removeprefix("features.")).reset_index(drop=True),
+    )
+
+
+def live_skew(
+    store: FeatureStore,
+    spec: TaskSpec,
+    domain: TaskDomain,
+    log: pd.DataFrame,
+    unavailable: tuple[str, ...] = (),
+) -> tuple[dict[str, float], int]:
+    """The live skew check (issue 24): each logged request's served vector against the
+    point-in-time join at its prediction time, afterwards. Returns the share of rows that differ
+    per column, and the rows compared. Values of a view the answer flagged as withheld, and of
+    views declared without a live path (reported unavailable), are not compared: they were not
+    served."""
+    import pandas as pd
+
+    from pipelines.platform.lib.online import compare_vectors
+
+    if log.empty:
+        return {}, 0
+    raw, served = served_requests(log)
+    rows = domain.request_frame(raw)
+    as_of = spec.prediction_time(rows[spec.timestamp_column]).reset_index(drop=True)
+    entities = domain.entity_keys(rows).reset_index(drop=True)
+    entities[EVENT_TIMESTAMP] = as_of.astype("datetime64[us, UTC]")
+    joined = historical_features(store, entities, spec.feature_service)
+    offline = pd.concat([joined, domain.request_features(rows).reset_index(drop=True)], axis=1)
+    offline = feature_frame(offline.loc[:, ~offline.columns.duplicated(keep="last")], spec)
+    served = feature_frame(served.reindex(columns=list(spec.features)), spec)
+    views = {
+        p.name: [f.name for f in p.features]
+        for p in store.get_feature_service(spec.feature_service).feature_view_projections
+    }
+    withheld = (
+        log["withheld_views"].reset_index(drop=True)
+        if "withheld_views" in log.columns
+        else pd.Series([[]] * len(log))
+    )
+    for view, features in views.items():
+        flagged = withheld.map(lambda names, v=view: v in (names or [])).to_numpy()
+        if view in unavailable:
+            flagged[:] = True
+        for feature in features:
+            if feature in served.columns and flagged.any():
+                served.loc[flagged, feature] = None
+                offline.loc[flagged, feature] = None
+    counts = compare_vectors(served, offline)
+    return {column: n / len(log) for column, n in counts.items()}, len(log)

@@ -13,8 +13,8 @@ class TimeSplit:
     """The most recent `holdout_days` are the evaluation holdout; the `validation_days` before them
     drive early stopping; everything earlier is training data."""
 
-    validation_days: int = 7
-    holdout_days: int = 7
+    validation_days: int = 7  # days before the holdout that drive early stopping
+    holdout_days: int = 7  # the most recent days: the evaluation holdout
 
     def __post_init__(self) -> None:
         if self.validation_days < 1 or self.holdout_days < 1:
@@ -30,10 +30,10 @@ class GateThresholds:
     min_slice_rows: int = 300  # a slice smaller than this is too noisy to veto a promotion
     # Non-inferiority: refused when the paired bootstrap's upper bound of the increase exceeds these.
     max_log_loss_increase: float = 0.01
-    max_ece_increase: float = 0.02
-    bootstrap_samples: int = 1000
-    min_holdout_rows: int = 200
-    min_holdout_positives: int = 20
+    max_ece_increase: float = 0.02  # the same for the expected calibration error
+    bootstrap_samples: int = 1000  # resamples of the paired bootstrap interval of the AUC gain
+    min_holdout_rows: int = 200  # fewer labelled holdout rows: no evaluation (the step fails)
+    min_holdout_positives: int = 20  # and at least this many of each class
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,10 @@ class TaskSpec:
     description: str = ""  # for model cards
     known_limits: tuple[str, ...] = ()  # for model cards: what a model of this task cannot do
     request_features: tuple[str, ...] = ()  # numeric features computed from the request itself
+    # When each label became known (a column of the examples and the training set), if declared.
+    label_known_at_column: str | None = None
+    # The task's own time zone: the split is cut at its local midnights, not UTC's.
+    timezone: str = "UTC"
 
     def __post_init__(self) -> None:
         from pipelines.platform.lib.modeling.families import FAMILIES
@@ -152,9 +156,6 @@ class TaskDomain:
     # (landing_dir, start day, end day) -> landed files: drops the source's files for those days
     # into the task's landing folder, as if they had just arrived (`make replay TASK=...`).
     replay: Callable[..., list] | None = None
-    # (feature store, landing_dir, start day, end day, until "HH:MM" or None) -> exit code:
-    # pushes landed events into the online store in time order (`flightline push-events`).
-    push_events: Callable[..., int] | None = None
     warm_up_request: dict = field(default_factory=dict)  # one valid request (service warm-up)
     # Optional, for speed: one raw row (a dict) -> (its entity keys, its request features), the
     # values request_frame + entity_keys + request_features give for that row, without pandas

@@ -114,6 +114,12 @@ def pip_requirements(family: str) -> list[str]:
     return [f"{p}=={installed_version(p)}" for p in packages]
 
 
+# The MLflow UI (3.x) opens an experiment in its model-training view with this tag, not in its
+# GenAI view (traces, prompts); the UI's own constant is CUSTOM_MODEL_DEVELOPMENT.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 class ModelRegistry:
     def __init__(self, tracking_uri: str, artifact_root: str, registry_uri: str | None = None):
         self.tracking_uri = tracking_uri
@@ -180,13 +186,19 @@ class ModelRegistry:
 
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
+            if EXPERIMENT_KIND_TAG not in experiment.tags:  # made before the tag was set
+                self.client.set_experiment_tag(
+                    experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+                )
             return experiment.experiment_id
         location = self.artifact_root.rstrip("/") + f"/{name}"
         if "://" not in location:
             Path(location).mkdir(parents=True, exist_ok=True)
             location = Path(location).resolve().as_uri()
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(
+                name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
         except MlflowException:  # created meanwhile by a concurrent step
             return self.client.get_experiment_by_name(name).experiment_id
 

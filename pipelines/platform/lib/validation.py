@@ -28,16 +28,16 @@ DAY_COLUMN = "_day"  # derived: the local day a row claims to belong to
 
 @dataclass(frozen=True)
 class ColumnSpec:
-    name: str
+    name: str  # the column's name in the landed file
     kind: str  # "int" | "number" | "str"
     key: bool = False  # keys must never be null
 
 
 @dataclass(frozen=True)
 class RangeRule:
-    column: str
-    min_value: float | None
-    max_value: float | None
+    column: str  # a numeric column
+    min_value: float | None  # inclusive; None: no lower bound
+    max_value: float | None  # inclusive; None: no upper bound
     mostly: float = 1.0  # tolerate rare sensor glitches where the source is known to have them
 
 
@@ -45,10 +45,11 @@ class RangeRule:
 class TableContract:
     """What a raw table must look like; the single source of truth for its checks."""
 
-    table: str
-    columns: Sequence[ColumnSpec]
-    unique_together: Sequence[str]
-    ranges: Sequence[RangeRule]
+    table: str  # the landing table's name
+    columns: Sequence[ColumnSpec]  # every column the file must have, with its kind
+    unique_together: Sequence[str]  # no two rows share these values
+    ranges: Sequence[RangeRule]  # numeric columns' bounds
+    # column -> the only values it may hold (e.g. known sites)
     allowed_values: dict[str, Sequence[str]] = field(default_factory=dict)
     # derived columns (name -> function of the raw frame), computed only when their inputs are numeric
     derived: dict[str, Callable[[pd.DataFrame], pd.Series]] = field(default_factory=dict)

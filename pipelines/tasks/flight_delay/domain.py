@@ -12,7 +12,6 @@ from pipelines.platform.lib.task import TaskDomain
 from pipelines.tasks.flight_delay.feast_declarations import feature_definitions, served_features
 from pipelines.tasks.flight_delay.features import LOCAL_TZ, departure_hour_key, request_features
 from pipelines.tasks.flight_delay.flights import UNKNOWN_TAILNUM
-from pipelines.tasks.flight_delay.live_events import push_landed_events
 from pipelines.tasks.flight_delay.replay import replay_days
 from pipelines.tasks.flight_delay.source import read_table
 
@@ -93,7 +92,6 @@ DOMAIN = TaskDomain(
     served_features=served_features,
     read_reference=read_table,
     replay=replay_days,
-    push_events=push_landed_events,
     request_row=request_row,
     warm_up_request={
         "carrier": "UA",

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from pipelines.platform.lib.lake import PARTITION_COLUMN
-from pipelines.tasks.flight_delay.flights import LOCAL_TZ, day_start_utc
+from pipelines.tasks.flight_delay.flights import LOCAL_TZ, day_start_utc, local_label
 
 # pandas is imported inside the functions that use it: the code location imports
 # this module and must load without it (issue 18, tests/platform/test_cold_start.py).
@@ -90,7 +90,7 @@ def plane_features(planes: pd.DataFrame) -> pd.DataFrame:
 
 def departure_hour_key(sched_dep_ts: pd.Series) -> pd.Series:
     """The local scheduled hour a flight leaves in, as the join key of scheduled traffic."""
-    return sched_dep_ts.dt.tz_convert(LOCAL_TZ).dt.strftime("%Y-%m-%dT%H")
+    return local_label(sched_dep_ts, "h")
 
 
 def scheduled_traffic(timeline: pd.DataFrame) -> pd.DataFrame:
@@ -251,7 +251,7 @@ def trailing_delay_stats(
     import pandas as pd
 
     labelled = history.loc[history["label"].notna() & history["arr_known_at"].notna()]
-    known_day = labelled["arr_known_at"].dt.tz_convert(LOCAL_TZ).dt.strftime("%Y-%m-%d")
+    known_day = local_label(labelled["arr_known_at"], "D")
     daily = (
         labelled.assign(known_day=known_day)
         .groupby([entity, "known_day"])

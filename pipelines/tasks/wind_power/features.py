@@ -162,6 +162,8 @@ def examples(raw: pd.DataFrame, partition_keys: list[str]) -> pd.DataFrame:
             "turbine": turbine[mine],
             "predicted_at": made_at.astype("datetime64[us, UTC]"),
             "label": labels.to_numpy()[mine],
+            # the target hour's last reading lands 2 h after the prediction
+            "label_known_at": (made_at + 2 * LEAD).astype("datetime64[us, UTC]"),
             PARTITION_COLUMN: landed.to_numpy()[mine],
         }
     ).reset_index(drop=True)

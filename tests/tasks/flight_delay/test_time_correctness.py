@@ -209,6 +209,39 @@ def test_the_join_a_day_at_a_time_is_the_join_in_one_go(worlds, tmp_path):
     pd.testing.assert_frame_equal(daily, whole)
 
 
+def test_the_join_is_feasts_own_point_in_time_join(worlds, tmp_path):
+    """historical_features runs its own ASOF join in DuckDB (Feast's inner join within the TTL
+    held 17 GB for a year): it must give what Feast's get_historical_features gives through the
+    same FeatureService, row for row and type for type, expired values and missing keys
+    included."""
+    real, _ = worlds
+    store = _store(tmp_path, "real", real)
+    labelled = real["flight_timeline"][real["flight_timeline"]["label"].notna()]
+    _, entities = prediction_entities(TASK, labelled.reset_index(drop=True), SPEC.lead_minutes)
+    # rows with keys no table knows and rows long after the window (every TTL expired)
+    stray = entities.head(50).assign(tailnum="N0NE", carrier="ZZ", origin="XXX")
+    late = entities.head(50).assign(
+        event_timestamp=entities["event_timestamp"] + pd.Timedelta(days=9)
+    )
+    entities = pd.concat([entities, stray, late], ignore_index=True)
+    ours = historical_features(store, entities, SPEC.feature_service)
+    features = store.get_feature_service(SPEC.feature_service)
+    theirs = (
+        store.get_historical_features(
+            entity_df=entities.assign(_row=range(len(entities))), features=features
+        )
+        .to_df()
+        .sort_values("_row")
+        .drop(columns="_row")
+        .reset_index(drop=True)
+    )
+    stored = [c for c in ours.columns if c not in entities.columns]
+    assert list(theirs.columns) == list(entities.columns) + stored
+    assert ours[stored].notna().mean().mean() > 0.5
+    assert ours.tail(100)[stored].isna().any(axis=1).all()
+    pd.testing.assert_frame_equal(ours[stored], theirs[stored])
+
+
 def test_values_stamped_after_the_prediction_time_are_withheld():
     stamps = np.array([0.0, 100.0, 200.0, 300.0])  # 0: the store knows nothing
     as_of = np.array([150.0, 150.0, 150.0, 300.0])

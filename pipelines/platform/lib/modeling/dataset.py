@@ -71,31 +71,34 @@ def check_training_table(table: pd.DataFrame, spec: TaskSpec) -> None:
 
 
 def time_split(table: pd.DataFrame, spec: TaskSpec, split: TimeSplit | None = None) -> SplitFrames:
-    """Cut by calendar day of the timestamp: train < valid < holdout, most recent last."""
+    """Cut by calendar day of the timestamp in the task's own time zone (a task in UTC+8 has its
+    holdout start at its local midnight, not at 08:00): train < valid < holdout, most recent last."""
     import numpy as np
     import pandas as pd
 
     split = split or spec.split
     check_training_table(table, spec)
-    ts = pd.to_datetime(table[spec.timestamp_column], utc=True)
-    days = ts.dt.floor("D")
-    distinct = np.sort(days.unique())
+    ordered = table.assign(_ts=pd.to_datetime(table[spec.timestamp_column], utc=True))
+    ordered = ordered.sort_values("_ts", kind="stable")
+    ordered_days = local_days(ordered.pop("_ts"), spec.timezone)
+    distinct = np.sort(ordered_days.unique())
     needed = split.holdout_days + split.validation_days + 1
     if len(distinct) < needed:
         raise TrainingDataError(
             f"task {spec.name}: {len(distinct)} days of data; the split needs at least {needed} "
             f"({split.validation_days} validation + {split.holdout_days} holdout + 1 training)"
         )
-    holdout_start = pd.Timestamp(distinct[-split.holdout_days])
+    holdout_day = pd.Timestamp(distinct[-split.holdout_days])
     valid_start = pd.Timestamp(distinct[-(split.holdout_days + split.validation_days)])
-    ordered = table.assign(_ts=ts).sort_values("_ts", kind="stable").drop(columns="_ts")
-    ordered_days = pd.to_datetime(ordered[spec.timestamp_column], utc=True).dt.floor("D")
+    holdout_start = holdout_day.tz_localize(
+        spec.timezone, ambiguous=False, nonexistent="shift_forward"
+    ).tz_convert("UTC")
     frames = SplitFrames(
         train=ordered[ordered_days < valid_start].reset_index(drop=True),
-        valid=ordered[(ordered_days >= valid_start) & (ordered_days < holdout_start)].reset_index(
+        valid=ordered[(ordered_days >= valid_start) & (ordered_days < holdout_day)].reset_index(
             drop=True
         ),
-        holdout=ordered[ordered_days >= holdout_start].reset_index(drop=True),
+        holdout=ordered[ordered_days >= holdout_day].reset_index(drop=True),
         holdout_start=holdout_start,
     )
     for name in ("train", "valid"):
@@ -105,6 +108,11 @@ def time_split(table: pd.DataFrame, spec: TaskSpec, split: TimeSplit | None = No
                 f"task {spec.name}: the {name} split ({len(labels)} rows) has a single class"
             )
     return frames
+
+
+def local_days(timestamps: pd.Series, timezone: str) -> pd.Series:
+    """Each UTC instant's calendar day in `timezone`, as a naive midnight."""
+    return timestamps.dt.tz_convert(timezone).dt.tz_localize(None).dt.floor("D")
 
 
 def check_holdout(holdout: pd.DataFrame, spec: TaskSpec, min_rows: int, min_positives: int) -> None:
