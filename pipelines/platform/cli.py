@@ -450,6 +450,25 @@ def _rollback(task: str) -> int:
     return 0
 
 
+def _reproduce(task_name: str, version: str) -> int:
+    """0: reproduced; 1: predictions differ beyond the family's tolerance; 2: refused."""
+    from pipelines.platform.lib.lake import Lake
+    from pipelines.platform.lib.reproduce import ReproductionRefused, reproduce
+    from pipelines.platform.resources_config import embedded_resources
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    task = _load_task(task_name)
+    registry = embedded_resources()["mlflow"].registry()
+    try:
+        registry.check_reachable()
+        outcome = reproduce(task.spec, registry, Lake(DataPaths.from_env().lake), version)
+    except ReproductionRefused as exc:
+        print(f"reproduce refused: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(outcome.lines()))
+    return 0 if outcome.identical else 1
+
+
 def _failed_steps(result: RunResult) -> list[str]:
     return [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
 
@@ -597,6 +616,12 @@ def main(argv: list[str] | None = None) -> int:
         "rollback", help="point a task's @champion back at the version it replaced"
     )
     rollback.add_argument("--task", default=DEFAULT_TASK)
+    reproduce = sub.add_parser(
+        "reproduce",
+        help="rebuild a registered model version from its record and compare holdout predictions",
+    )
+    reproduce.add_argument("--task", default=DEFAULT_TASK)
+    reproduce.add_argument("--version", required=True, help="the registered model version")
     new_task = sub.add_parser(
         "new-task", help="write a task skeleton (domain, defs.yaml, data, a test) that runs as is"
     )
@@ -634,6 +659,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.command == "rollback":
         return _rollback(args.task)
+    if args.command == "reproduce":
+        return _reproduce(args.task, args.version)
     task = _load_task(args.task)
     if args.command == "run":
         from pipelines.platform.compat import silence_mlflow_event_lines

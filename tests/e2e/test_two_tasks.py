@@ -188,6 +188,29 @@ def test_the_toy_task_lives_its_whole_life_from_its_definition(toy_built):
     assert not (paths.root / "serving" / FLIGHTS).exists()
 
 
+def test_the_toy_task_tunes_lightgbm_from_its_definition(toy_built):
+    """Its defs.yaml declares 3 trials for LightGBM: child runs of the family's run, the best
+    refitted and registered, a card and a reproduction record beside it; torch trains once."""
+    from pipelines.platform.lib.model_card import CARD_MD
+    from pipelines.platform.lib.reproduce import RECORD_ARTIFACT
+    from pipelines.platform.resources_config import embedded_resources
+
+    registry = embedded_resources()["mlflow"].registry()
+    versions = registry.client.search_model_versions(f"name = '{TOY}'")
+    tuned = [v for v in versions if v.tags.get("tuning.study")]
+    assert tuned and all(v.tags["model_family"] == "lightgbm" for v in tuned)
+    experiment = registry.client.get_run(tuned[0].run_id).info.experiment_id
+    runs = {v.run_id for v in tuned}
+    for study in {v.tags["tuning.study"] for v in tuned}:  # a re-run of a window resumes its study
+        trials = registry.client.search_runs(
+            [experiment], filter_string=f"tags.`optuna.study` = '{study}'"
+        )
+        assert len(trials) == 3
+        assert {t.data.tags["mlflow.parentRunId"] for t in trials} <= runs
+    assert "Known limits" in registry.read_artifact(tuned[0].run_id, CARD_MD)
+    assert registry.read_artifact(tuned[0].run_id, RECORD_ARTIFACT)
+
+
 @pytest.mark.slow
 def test_the_toy_tasks_own_drift_minimum_judges_an_hour_of_four_readings(toy_built):
     """An hourly partition holds 4 readings, under the platform's 200-row minimum: the toy's

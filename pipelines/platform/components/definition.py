@@ -228,6 +228,16 @@ class ModelFamiliesModel(Strict):
     families: list[str] = list(MODEL_FAMILIES)
     # Default hyper-parameters per family (the Launchpad can still change them per run).
     params: dict[str, dict[str, int | float | str | list[int]]] = {}
+    # Hyper-parameter search per family (lib/tuning.py): space, n_trials and/or timeout_s,
+    # metric. A family without an entry trains once with its params.
+    tuning: dict[str, dict[str, Any]] = {}
+
+    @model_validator(mode="after")
+    def _tuned_families_trained(self) -> "ModelFamiliesModel":
+        stray = sorted(set(self.tuning) - set(self.families))
+        if stray:
+            raise ValueError(f"models.tuning: {stray} are not among models.families")
+        return self
 
     @field_validator("families")
     @classmethod
@@ -246,6 +256,8 @@ class TaskDefinition(Strict):
     # The task's name: its asset-key prefix, groups, jobs, MLflow experiment and registered model
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""  # one line, shown by `make tasks` and in the UI
+    # What the model cards say a model of this task cannot do (data gaps, populations, drift).
+    known_limits: list[str] = []
     domain: str = Field(description="module:attribute of the task's TaskDomain")
     partitions: PartitionsModel  # the partitions of every daily (or hourly) asset
     landing_tables: list[LandingTableModel]  # the files that land, each with its contract
@@ -441,11 +453,28 @@ def resolve(definition: TaskDefinition) -> Task:
             gate=GateThresholds(**definition.gate),
             asset_prefix=(definition.name,),
             lead_minutes=definition.examples.lead_minutes,
+            description=definition.description,
+            known_limits=tuple(definition.known_limits),
+            request_features=tuple(definition.features.request_numeric),
             timezone=definition.partitions.timezone,
         )
     except (TypeError, ValueError) as exc:
         raise DefinitionError(f"task {definition.name}: {exc}") from exc
     return Task(definition, spec, domain)
+
+
+def search_specs(definition: TaskDefinition) -> dict:
+    """The task's `models.tuning` blocks, parsed and checked (family name -> SearchSpec)."""
+    from pipelines.platform.lib.modeling.families import family
+    from pipelines.platform.lib.tuning import TuningError, parse_search
+
+    out = {}
+    for name, doc in definition.models.tuning.items():
+        try:
+            out[name] = parse_search(family(name), doc, f"models.tuning.{name}")
+        except TuningError as exc:
+            raise DefinitionError(f"task {definition.name}: {exc}") from exc
+    return out
 
 
 def _service_features(domain: TaskDomain, service: str, task: str) -> tuple[str, ...]:

@@ -15,11 +15,12 @@ import pydantic
 
 from pipelines.platform.executors import training_op_tags
 from pipelines.platform.frame_type import DataFrame
-from pipelines.platform.lib.evaluation import GateDecision, binary_metrics
+from pipelines.platform.lib.evaluation import GateDecision
 from pipelines.platform.lib.lake import PARTITION_COLUMN
-from pipelines.platform.lib.modeling import dataset as data
 from pipelines.platform.lib.modeling.families import ModelFamily, family
+from pipelines.platform.lib.modeling.fit import fit, prepare
 from pipelines.platform.lib.plots import evaluation_curves, learning_curves
+from pipelines.platform.lib.reproduce import RECORD_ARTIFACT, build_record, record_tags
 from pipelines.platform.lib.review import gate_decision, review_challengers
 from pipelines.platform.lib.task import GateThresholds, TaskSpec, TimeSplit
 from pipelines.platform.lib.tracking import CHAMPION, ModelVersionRef, code_version
@@ -67,11 +68,14 @@ class ModelConfig(SplitConfig):
     label_permutation_seed: int | None = None
 
 
-def family_config(spec: TaskSpec, fam: ModelFamily, defaults: dict) -> type[ModelConfig]:
+def family_config(
+    spec: TaskSpec, fam: ModelFamily, defaults: dict, tuned: bool = False
+) -> type[ModelConfig]:
     """The Launchpad config of a family's training step, generated from its hyper-parameter
-    dataclass; `defaults` (the task definition's models.params) override the family's own."""
+    dataclass; `defaults` (the task definition's models.params) override the family's own. A
+    tuned family also takes `tuning_trials` (the study's size for this run; 0: train once)."""
     hints = typing.get_type_hints(fam.params_type())
-    fields = {}
+    fields: dict = {"tuning_trials": (int | None, None)} if tuned else {}
     for f in dataclasses.fields(fam.params_type()):
         if f.name in ModelConfig.model_fields:
             continue
@@ -135,42 +139,71 @@ def _lineage_tags(context: dg.AssetExecutionContext, spec: TaskSpec, table: "pd.
     return tags
 
 
-def _train_family(
-    spec: TaskSpec, family_name: str, config: ModelConfig, table: "pd.DataFrame", log
-):
-    import pandas as pd
+def tuning_storage(instance: dg.DagsterInstance) -> str:
+    """Where studies live: the instance's database (a schema of the production profile's
+    PostgreSQL; embedded, a SQLite file beside the instance's storage), unless
+    FLIGHTLINE_TUNING_STORAGE names another."""
+    import os
+    from pathlib import Path
 
-    frames = data.time_split(config.window(table), spec, config.resolve(spec))
-    train = frames.train
-    if config.label_permutation_seed is not None:
-        train = data.permuted_labels(train, spec, config.label_permutation_seed)
-    args = (
-        data.feature_frame(train, spec),
-        data.labels(train, spec),
-        data.feature_frame(frames.valid, spec),
-        data.labels(frames.valid, spec),
-        list(spec.categorical_features),
+    from pipelines.platform.lib.services import ProductionServices
+    from pipelines.platform.lib.settings import DataPaths
+
+    if os.environ.get("FLIGHTLINE_TUNING_STORAGE"):
+        return os.environ["FLIGHTLINE_TUNING_STORAGE"]
+    postgres = ProductionServices.from_env().postgres_url
+    if postgres:
+        return postgres
+    root = Path(instance.root_directory) if instance.root_directory else DataPaths.from_env().root
+    (root / "storage").mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'storage' / 'optuna.db'}"
+
+
+class _TrialRuns:
+    """Each Optuna trial as an MLflow child run of the family's training run."""
+
+    def __init__(self, registry, parent_run_id: str, study: str, tags: dict):
+        self.registry, self.parent, self.study, self.tags = registry, parent_run_id, study, tags
+
+    def start(self, number: int, params: dict) -> str:
+        tags = {**self.tags, "optuna.study": self.study, "optuna.trial": str(number)}
+        return self.registry.start_trial_run(self.parent, f"trial-{number}", params, tags)
+
+    def end(self, run_id: str, state: str, history: dict, metrics: dict) -> None:
+        self.registry.end_trial_run(run_id, state, history, metrics)
+
+
+def _tune(context, spec, fam, search, config, prepared, window, registry, run_id, tags):
+    """Run or resume the family's study; the best trial's hyper-parameters and the summary."""
+    from pipelines.platform.lib.tuning import open_storage, study_name, tune
+
+    params = config.model_dump()
+    fixed = {k: v for k, v in params.items() if k not in {p.name for p in search.space}}
+    fixed.pop("tuning_trials", None)
+    fixed["split"] = str(config.resolve(spec))
+    name = study_name(spec.name, fam.name, _window_name(window, spec), search, fixed)
+    context.log.info(f"tuning {fam.name}: study {name}")
+    result = tune(
+        fam,
+        search,
+        prepared.args,
+        params,
+        storage=open_storage(tuning_storage(context.instance)),
+        study_name=name,
+        seed=config.seed,
+        trial_log=_TrialRuns(registry, run_id, name, tags),
+        log=context.log.info,
+        n_trials=config.tuning_trials,
     )
+    best = {k: list(v) if isinstance(v, tuple) else v for k, v in result.best_params.items()}
+    return best, result.summary()
+
+
+def _model_asset(
+    spec: TaskSpec, family_name: str, defaults: dict, search=None
+) -> dg.AssetsDefinition:
     fam = family(family_name)
-    extra = {}
-    if fam.progress:
-
-        def on_epoch(epoch: int, h: dict) -> None:  # progress of the longest step
-            log.info(
-                f"{fam.step_unit} {epoch + 1}: train loss {h['train_loss'][-1]:.4f}, "
-                f"valid loss {h['valid_loss'][-1]:.4f} ({h['epoch_seconds'][-1]:.1f}s)"
-            )
-
-        extra["on_epoch"] = on_epoch
-    result = fam.train_fn()(*args, fam.make_params(config.model_dump()), **extra)
-    valid_metrics = binary_metrics(args[3], result.model.predict_proba(args[2]))
-    train_end = str(pd.to_datetime(frames.valid[spec.timestamp_column], utc=True).max())
-    return frames, result, valid_metrics, train_end
-
-
-def _model_asset(spec: TaskSpec, family_name: str, defaults: dict) -> dg.AssetsDefinition:
-    fam = family(family_name)
-    config_type = family_config(spec, fam, defaults)
+    config_type = family_config(spec, fam, defaults, tuned=search is not None)
     step_name = fam.step_unit
 
     @dg.asset(
@@ -203,9 +236,27 @@ def _model_asset(spec: TaskSpec, family_name: str, defaults: dict) -> dg.AssetsD
         tags = _lineage_tags(context, spec, window)
         run_name = f"{spec.name}-{family_name}-{_window_name(window, spec)}"
         with registry.training_run(spec, family_name, run_name, tags) as run_id:
-            frames, result, valid_metrics, train_end = _train_family(
-                spec, family_name, config, table, context.log
+            split = config.resolve(spec)
+            prepared = prepare(spec, window, split, config.label_permutation_seed)
+            frames, params, tuning = prepared.frames, config.model_dump(), None
+            params.pop("tuning_trials", None)
+            if search is not None and config.tuning_trials != 0:
+                best, tuning = _tune(
+                    context, spec, fam, search, config, prepared, window, registry, run_id, tags
+                )
+                params.update(best)  # the best trial, refitted below as the version to review
+            result, valid_metrics = fit(family_name, prepared, params, _progress(fam, context.log))
+            record = build_record(
+                spec,
+                family_name,
+                window,
+                until=config.until,
+                split=split,
+                params=params,
+                code_version=tags["code_version"],
+                tuning=tuning,
             )
+            registry.log_files(run_id, {RECORD_ARTIFACT: json.dumps(record, indent=1)})
             registry.log_training_data(
                 spec,
                 {"training": frames.train, "validation": frames.valid},
@@ -215,13 +266,14 @@ def _model_asset(spec: TaskSpec, family_name: str, defaults: dict) -> dg.AssetsD
             ref = registry.log_model_version(
                 spec,
                 result.model,
-                params={**config.model_dump(), "split": frames.describe(spec)},
+                params={**params, "split": frames.describe(spec)},
                 history=result.history,
                 metrics={f"valid_{k}": v for k, v in valid_metrics.items()}
-                | _numbers(result.summary),
-                tags=tags,
+                | _numbers(result.summary)
+                | _numbers(tuning or {}),
+                tags=tags | record_tags(record) | _tuning_tags(tuning),
                 example=frames.holdout.head(5) if len(frames.holdout) else frames.valid.head(5),
-                train_end=train_end,
+                train_end=prepared.train_end,
                 summary=result.summary,
                 figures={"learning_curves.png": curves},
             )
@@ -246,11 +298,44 @@ def _model_asset(spec: TaskSpec, family_name: str, defaults: dict) -> dg.AssetsD
                     "learning curves",
                     mlflow.artifact_url(run_id, "plots/learning_curves.png"),
                 ),
+                "reproduce": dg.MetadataValue.md(
+                    f"`flightline reproduce --task {spec.name} --version {ref.version}` "
+                    f"(data version {record_tags(record)['data.version']}, "
+                    f"code {record['code']['version']})"
+                ),
             }
+            | (
+                {
+                    "tuning": dg.MetadataValue.json(tuning),
+                    "best_params": dg.MetadataValue.json(params),
+                }
+                if tuning
+                else {}
+            )
         )
         return ref.as_dict()
 
     return model
+
+
+def _progress(fam: ModelFamily, log):
+    """A callback logging each step of a family whose steps are long (epochs), or None."""
+    if not fam.progress:
+        return None
+
+    def on_epoch(epoch: int, h: dict) -> None:
+        log.info(
+            f"{fam.step_unit} {epoch + 1}: train loss {h['train_loss'][-1]:.4f}, "
+            f"valid loss {h['valid_loss'][-1]:.4f} ({h['epoch_seconds'][-1]:.1f}s)"
+        )
+
+    return on_epoch
+
+
+def _tuning_tags(tuning: dict | None) -> dict:
+    if not tuning:
+        return {}
+    return {"tuning.study": tuning["study"], "tuning.best_trial": str(tuning["best_trial"])}
 
 
 def _window_name(table: "pd.DataFrame", spec: TaskSpec) -> str:
@@ -274,10 +359,14 @@ def _numbers(summary: dict) -> dict:
     }
 
 
-def model_defs(spec: TaskSpec, family_params: dict[str, dict] | None = None) -> dg.Definitions:
+def model_defs(
+    spec: TaskSpec, family_params: dict[str, dict] | None = None, tuning: dict | None = None
+) -> dg.Definitions:
+    """`tuning`: family -> lib.tuning.SearchSpec, for the families to tune before training."""
     prefix = list(spec.asset_prefix)
     params = family_params or {}
-    models = [_model_asset(spec, f, params.get(f, {})) for f in spec.families]
+    tuning = tuning or {}
+    models = [_model_asset(spec, f, params.get(f, {}), tuning.get(f)) for f in spec.families]
     evaluation_key = dg.AssetKey([*prefix, "model_evaluation"])
 
     @dg.asset(
@@ -337,8 +426,10 @@ def model_defs(spec: TaskSpec, family_params: dict[str, dict] | None = None) -> 
                     "evaluation/report.json": json.dumps(report, indent=1, default=str),
                 },
             )
+        _model_cards(spec, refs, review, registry, _thresholds(spec, config), config.seed)
         context.add_output_metadata(
             _evaluation_metadata(report, curves, mlflow)
+            | _card_link(mlflow, candidate)
             | {
                 "gate_criteria": criteria_table(gate_decision(report, _thresholds(spec, config))),
                 # What "days neither model trained on" rests on, for whoever audits it.
@@ -448,6 +539,7 @@ def model_defs(spec: TaskSpec, family_params: dict[str, dict] | None = None) -> 
                     mlflow.run_url(candidate["experiment_id"], candidate["run_id"])
                 ),
             }
+            | _card_link(mlflow, candidate)
         )
         return {
             "name": spec.registered_model,
@@ -487,6 +579,55 @@ def model_defs(spec: TaskSpec, family_params: dict[str, dict] | None = None) -> 
     return dg.Definitions(
         assets=[*models, model_evaluation, champion], asset_checks=[gate], jobs=[rollback_job]
     )
+
+
+def _model_cards(spec, refs, review, registry, thresholds, seed: int) -> None:
+    """A card per challenger (every registered version is evaluated once), in its run."""
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.platform.lib.model_card import (
+        CARD_HTML,
+        CARD_MD,
+        build_card,
+        comparisons,
+        render_html,
+    )
+
+    report = review.report
+    references = [*report["baselines"], *([CHAMPION] if report["champion"] else [])]
+    for ref in refs:
+        try:
+            record = json.loads(registry.read_artifact(ref.run_id, RECORD_ARTIFACT))
+        except (OSError, MlflowException):
+            record = None  # trained before reproduction records: the card says so
+        p = review.predictions[ref.family]
+        card = build_card(
+            spec,
+            ref.as_dict(),
+            report,
+            comparisons(
+                review.y,
+                review.predictions,
+                ref.family,
+                references,
+                thresholds.bootstrap_samples,
+                seed,
+            ),
+            {"mean_predicted": float(p.mean()), "observed_rate": float(review.y.mean())},
+            record,
+        )
+        title = f"{spec.name} v{ref.version} model card"
+        registry.log_files(ref.run_id, {CARD_MD: card, CARD_HTML: render_html(card, title)})
+
+
+def _card_link(mlflow: MlflowResource, version: dict) -> dict:
+    from pipelines.platform.lib.model_card import CARD_HTML
+
+    return {
+        "model_card": dg.MetadataValue.url(
+            mlflow.artifact_page_url(version["experiment_id"], version["run_id"], CARD_HTML)
+        )
+    }
 
 
 def criteria_table(decision: GateDecision) -> dg.MetadataValue:

@@ -15,6 +15,7 @@ from pipelines.platform.components.definition import (
     Task,
     TaskDefinition,
     resolve,
+    search_specs,
 )
 from pipelines.platform.components.features import features_defs
 from pipelines.platform.components.ingestion import ingestion_defs
@@ -41,7 +42,7 @@ def build_task_defs(task: Task) -> dg.Definitions:
         ingestion_defs(task),
         features_defs(task),
         training_defs(task),
-        model_defs(task.spec, task.definition.models.params),
+        model_defs(task.spec, task.definition.models.params, search_specs(task.definition)),
         serving_defs(task),
         monitoring_defs(task),
         dg.Definitions(asset_checks=[live_skew_checks(task)]),

@@ -81,6 +81,9 @@ class TaskSpec:
     asset_prefix: tuple[str, ...] = ()  # the task's asset-key prefix: tasks never share keys
     # The prediction is made this long before the timestamp (0: at the timestamp itself).
     lead_minutes: int = 0
+    description: str = ""  # for model cards
+    known_limits: tuple[str, ...] = ()  # for model cards: what a model of this task cannot do
+    request_features: tuple[str, ...] = ()  # numeric features computed from the request itself
     # When each label became known (a column of the examples and the training set), if declared.
     label_known_at_column: str | None = None
     # The task's own time zone: the split is cut at its local midnights, not UTC's.

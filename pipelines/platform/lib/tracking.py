@@ -316,6 +316,43 @@ class ModelRegistry:
                 folder = str(Path(relative).parent)
                 self.client.log_artifact(run_id, str(path), None if folder == "." else folder)
 
+    def read_artifact(self, run_id: str, path: str) -> str:
+        """One text artifact of a run (OSError or MlflowException when it is not there)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.client.download_artifacts(run_id, path, tmp)
+            return Path(local).read_text()
+
+    def start_trial_run(self, parent_run_id: str, name: str, params: dict, tags: dict) -> str:
+        """A child run of a training run (a tuning trial), shown nested under it in the UI."""
+        parent = self.client.get_run(parent_run_id)
+        run = self.client.create_run(
+            parent.info.experiment_id,
+            run_name=name,
+            tags={**_set(tags), "mlflow.parentRunId": parent_run_id},
+        )
+        from mlflow.entities import Param
+
+        self.client.log_batch(
+            run.info.run_id, params=[Param(k, str(v)) for k, v in _flat(params).items()]
+        )
+        return run.info.run_id
+
+    def end_trial_run(
+        self, run_id: str, state: str, history: dict[str, list[float]], metrics: dict
+    ) -> None:
+        """Its curves (as far as it got), metrics and Optuna state; pruned and failed trials end
+        KILLED and FAILED, so the UI tells them from complete ones at a glance."""
+        from mlflow.entities import Metric
+
+        _log_history(self.client, run_id, history)
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        )
+        self.client.set_tag(run_id, "optuna.state", state)
+        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
+        self.client.set_terminated(run_id, status)
+
     def log_report(
         self,
         experiment: str,

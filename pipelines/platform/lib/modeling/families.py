@@ -3,7 +3,7 @@ family is one module with a train function, a classifier with `load`, and an ent
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,11 @@ class ModelFamily:
     package: str  # the pip package its saved model needs at serving time
     step_unit: str  # what one point of its learning curve is
     gpu: bool = False  # its training step asks for a GPU on the cluster
-    progress: bool = False  # its train function takes an `on_epoch(epoch, history)` callback
+    progress: bool = False  # its steps are logged as they go (long steps: epochs)
+    # Its train function's validation curves (history keys) per tuning metric; the train function
+    # takes `on_epoch(step, history)`, which a tuning trial uses to prune.
+    curves: dict[str, str] = field(default_factory=dict)
+    report_every: int = 1  # steps between two reports to the pruner
 
     def params_type(self) -> type:
         return _load(self.params)
@@ -57,6 +61,8 @@ FAMILIES: dict[str, ModelFamily] = {
             classifier=f"{_BASE}.lgbm:LgbmClassifier",
             package="lightgbm",
             step_unit="iteration",
+            curves={"roc_auc": "valid_auc", "log_loss": "valid_binary_logloss"},
+            report_every=10,  # each report is a database write; trees come by the hundred
         ),
         ModelFamily(
             name="torch",
@@ -68,6 +74,7 @@ FAMILIES: dict[str, ModelFamily] = {
             step_unit="epoch",
             gpu=True,
             progress=True,
+            curves={"roc_auc": "valid_auc", "log_loss": "valid_loss"},
         ),
     )
 }

@@ -73,6 +73,24 @@ class LgbmClassifier:
         return cls(booster, encoding["categories"], encoding["features"])
 
 
+def _curve_callback(evals: dict, on_epoch):
+    """Hands the curves so far to `on_epoch(iteration, history)` after each iteration (a tuning
+    trial prunes there: its exception ends the training)."""
+
+    def callback(env) -> None:
+        on_epoch(
+            env.iteration,
+            {
+                f"{split}_{metric}": values
+                for split, m in evals.items()
+                for metric, values in m.items()
+            },
+        )
+
+    callback.order = 25  # after record_evaluation (20) appends, before early stopping (30)
+    return callback
+
+
 def train_lgbm(
     train_x: pd.DataFrame,
     train_y: np.ndarray,
@@ -80,6 +98,7 @@ def train_lgbm(
     valid_y: np.ndarray,
     categorical: list[str],
     params: LgbmParams,
+    on_epoch=None,
 ) -> TrainResult:
     categories = {c: sorted(train_x[c].dropna().astype(str).unique().tolist()) for c in categorical}
     model = LgbmClassifier(None, categories, list(train_x.columns))  # type: ignore[arg-type]
@@ -96,6 +115,7 @@ def train_lgbm(
         callbacks=[
             lgb.early_stopping(params.early_stopping_rounds, first_metric_only=True, verbose=False),
             lgb.record_evaluation(evals),
+            *([_curve_callback(evals, on_epoch)] if on_epoch is not None else []),
         ],
     )
     seconds = time.perf_counter() - started

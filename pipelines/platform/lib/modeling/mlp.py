@@ -152,6 +152,22 @@ def _log_loss(y: torch.Tensor, logits: torch.Tensor) -> float:
     return float(nn.functional.binary_cross_entropy_with_logits(logits.float(), y).item())
 
 
+def _auc(y: torch.Tensor, logits: torch.Tensor) -> float:
+    """Validation ROC AUC of an epoch (the curve a tuning trial prunes on); NaN for one class."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = y.cpu().numpy()
+    if labels.min() == labels.max():
+        return float("nan")
+    return float(roc_auc_score(labels, logits.float().cpu().numpy()))
+
+
+def deterministic_cpu() -> None:
+    """Deterministic kernels where PyTorch offers them (a model is then rebuilt bit for bit on
+    the same machine and thread count; `flightline reproduce` states its tolerance)."""
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def train_mlp(
     train_x: pd.DataFrame,
     train_y: np.ndarray,
@@ -165,6 +181,8 @@ def train_mlp(
     torch.manual_seed(params.seed)
     np.random.seed(params.seed)
     device = pick_device(params.device)
+    if device.type == "cpu":
+        deterministic_cpu()
     numeric = [c for c in train_x.columns if c not in categorical]
     encoder = TabularEncoder.fit(train_x, categorical, numeric)
     architecture = {"hidden": list(params.hidden), "dropout": params.dropout}
@@ -185,7 +203,12 @@ def train_mlp(
     )
     use_amp = device.type == "cuda"
     generator = torch.Generator(device=device).manual_seed(params.seed)
-    history: dict[str, list[float]] = {"train_loss": [], "valid_loss": [], "epoch_seconds": []}
+    history: dict[str, list[float]] = {
+        "train_loss": [],
+        "valid_loss": [],
+        "valid_auc": [],
+        "epoch_seconds": [],
+    }
     best = (float("inf"), -1, None)
     cat_t, num_t, y_t = tensors["train"]
     n = len(y_t)
@@ -212,6 +235,7 @@ def train_mlp(
         valid_loss = _log_loss(tensors["valid"][2], valid_logits)
         history["train_loss"].append(float(total.item()) / n)
         history["valid_loss"].append(valid_loss)
+        history["valid_auc"].append(_auc(tensors["valid"][2], valid_logits))
         history["epoch_seconds"].append(time.perf_counter() - epoch_started)
         if on_epoch is not None:
             on_epoch(epoch, history)

@@ -1,0 +1,200 @@
+"""Hyper-parameter search: the search space from a task definition, pruning on the validation
+curve, and a study that survives its process being killed mid-study (resumed, nothing repeated)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+from pipelines.platform.lib.modeling.families import family
+from pipelines.platform.lib.modeling.fit import prepare
+from pipelines.platform.lib.tuning import (
+    SearchSpec,
+    TuningError,
+    open_storage,
+    parse_search,
+    suggest,
+    tune,
+)
+from tests.defs.test_model_factory import TOY, toy_examples
+
+SPACE = {
+    "space": {
+        "num_leaves": {"low": 3, "high": 31, "log": True},
+        "learning_rate": {"low": 0.02, "high": 0.3, "log": True},
+        "min_data_in_leaf": {"low": 5, "high": 60},
+    },
+    "n_trials": 8,
+    "metric": "roc_auc",
+    "startup_trials": 3,
+}
+
+# The worker the test kills: it tunes the toy table into the study, pausing inside each trial
+# (in its log call, before the trial returns) so that the kill lands mid-study.
+WORKER = """
+import sys, time
+from pipelines.platform.lib.modeling.families import family
+from pipelines.platform.lib.modeling.fit import prepare
+from pipelines.platform.lib.tuning import open_storage, parse_search, tune
+from tests.defs.test_model_factory import TOY, toy_examples
+from tests.lib.test_tuning import SPACE, BASE
+fam = family("lightgbm")
+prepared = prepare(TOY, toy_examples(), TOY.split)
+tune(fam, parse_search(fam, SPACE, "t"), prepared.args, BASE,
+     storage=open_storage(sys.argv[1], heartbeat_s=1, grace_s=2), study_name="toy",
+     seed=3, log=lambda message: time.sleep(0.4))
+"""
+BASE = {"max_rounds": 200, "early_stopping_rounds": 20, "num_threads": 1}
+
+
+def _finished(storage_url: str) -> list:
+    storage = open_storage(storage_url, heartbeat_s=None, grace_s=None)
+    if not any(s.study_name == "toy" for s in storage.get_all_studies()):
+        return []
+    study = optuna.load_study(study_name="toy", storage=storage)
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return study.get_trials(deepcopy=False, states=states)
+
+
+def test_a_killed_study_resumes_without_repeating_a_trial(tmp_path):
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER, url],
+        cwd=os.getcwd(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 180
+    while len(_finished(url)) < 3:
+        assert worker.poll() is None, worker.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "the worker finished no 3 trials in 180 s"
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=60)
+    before = {t.number: (t.params, t.value, t.state) for t in _finished(url)}
+    assert 3 <= len(before) < 8, "the kill must land mid-study"
+
+    fam = family("lightgbm")
+    prepared = prepare(TOY, toy_examples(), TOY.split)
+    result = tune(
+        fam,
+        parse_search(fam, SPACE, "t"),
+        prepared.args,
+        BASE,
+        storage=open_storage(url, heartbeat_s=1, grace_s=2),
+        study_name="toy",
+        seed=3,
+    )
+    after = _finished(url)
+    assert len(after) == 8  # the budget counts the trials of both processes
+    assert result.ran_here == 8 - len(before)  # only the missing ones ran again
+    for t in after:  # the killed process's finished trials are kept as they were
+        if t.number in before:
+            assert (t.params, t.value, t.state) == before[t.number]
+    params = [json.dumps(t.params, sort_keys=True) for t in after]
+    assert len(set(params)) == len(params), "a parameter set was tried twice"
+    best = max((t for t in after if t.value is not None), key=lambda t: t.value)
+    assert result.best_trial == best.number and result.best_params == best.params
+    # A trial the kill cut off is failed once its heartbeat is stale, never left running.
+    storage = open_storage(url, heartbeat_s=1, grace_s=2)
+    study = optuna.load_study(study_name="toy", storage=storage)
+    deadline = time.monotonic() + 60
+    while study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        assert time.monotonic() < deadline
+        optuna.storages.fail_stale_trials(study)
+        time.sleep(0.5)
+
+
+def test_pruning_stops_poor_trials_on_the_validation_curve(tmp_path):
+    """Trials of a hopeless learning rate are cut on LightGBM's validation AUC; the MLP's prune
+    on its per-epoch curve."""
+    prepared = prepare(TOY, toy_examples(), TOY.split)
+    storage = open_storage(f"sqlite:///{tmp_path}/optuna.db")
+    lgbm = family("lightgbm")
+    spec = parse_search(
+        lgbm,
+        {
+            "space": {"learning_rate": {"choices": [0.2, 0.0001]}},
+            "n_trials": 8,
+            "startup_trials": 2,
+            "metric": "log_loss",
+        },
+        "t",
+    )
+    result = tune(
+        lgbm,
+        spec,
+        prepared.args,
+        {"max_rounds": 60, "early_stopping_rounds": 60, "num_threads": 1},
+        storage=storage,
+        study_name="lgbm",
+        seed=0,
+    )
+    assert result.best_params["learning_rate"] == 0.2
+    assert result.trials.get("PRUNED", 0) >= 1
+    mlp = family("torch")
+    spec = parse_search(
+        mlp,
+        {
+            "space": {"learning_rate": {"choices": [3e-3, 1e-7]}, "hidden": {"choices": [[8]]}},
+            "n_trials": 6,
+            "startup_trials": 2,
+            "metric": "log_loss",
+        },
+        "t",
+    )
+    result = tune(
+        mlp,
+        spec,
+        prepared.args,
+        {"max_epochs": 6, "patience": 6},
+        storage=storage,
+        study_name="mlp",
+        seed=0,
+    )
+    assert result.best_params == {"learning_rate": 3e-3, "hidden": (8,)}
+    assert result.trials.get("PRUNED", 0) >= 1
+
+
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        (
+            {"space": {"leaves": {"low": 1, "high": 3}}, "n_trials": 2},
+            "space.leaves: not a lightgbm",
+        ),
+        ({"space": {"num_leaves": {"low": 9, "high": 3}}, "n_trials": 2}, "low < high"),
+        ({"space": {"num_leaves": {"low": 3, "high": 9}}}, "give n_trials or timeout_s"),
+        ({"space": {"num_leaves": {"low": 3, "high": 9}}, "n_trials": 2, "metric": "f1"}, "metric"),
+        ({"space": {"seed": {"low": 1, "high": 9}}, "n_trials": 2}, "seed"),
+        ({"space": {}, "n_trials": 2}, "empty"),
+    ],
+)
+def test_bad_search_spaces_are_refused_naming_the_field(doc, message):
+    with pytest.raises(TuningError, match=message):
+        parse_search(family("lightgbm"), doc, "models.tuning.lightgbm")
+
+
+def test_int_parameters_are_searched_as_ints_and_tuples_round_trip():
+    lgbm, mlp = family("lightgbm"), family("torch")
+    spec = parse_search(lgbm, SPACE, "t")
+    assert isinstance(spec, SearchSpec) and spec.direction == "maximize"
+    values = suggest(
+        optuna.trial.FixedTrial({"num_leaves": 7, "learning_rate": 0.1, "min_data_in_leaf": 20}),
+        lgbm,
+        spec,
+    )
+    assert values == {"num_leaves": 7, "learning_rate": 0.1, "min_data_in_leaf": 20}
+    assert isinstance(values["num_leaves"], int)
+    hidden = parse_search(
+        mlp, {"space": {"hidden": {"choices": [[16], [32, 16]]}}, "n_trials": 1}, "t"
+    )
+    assert suggest(optuna.trial.FixedTrial({"hidden": "[32, 16]"}), mlp, hidden) == {
+        "hidden": (32, 16)
+    }
+    assert mlp.make_params({"hidden": (32, 16)}).hidden == (32, 16)
