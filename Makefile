@@ -104,8 +104,9 @@ rollback: setup
 # seconds) with live requests, the daemon's sensors and schedule on; then the audit (docs/live-operation.md).
 DAYS ?= 21
 PACE ?= 5
+REQUESTS ?= 250
 live: setup
-	$(UV) run --frozen flightline live --task $(TASK) --days $(DAYS) --pace $(PACE)
+	$(UV) run --frozen flightline live --task $(TASK) --days $(DAYS) --pace $(PACE) --requests-per-day $(REQUESTS)
 
 # A fresh clone needs nothing built first: pytest builds the Kubernetes control plane (once,
 # cached) after collecting the tests and before the first one, outside every test's timeout.

@@ -601,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     live.add_argument("--days", type=int, default=21)
     live.add_argument("--pace", type=float, default=5.0, help="wall seconds per landed day")
-    live.add_argument("--requests-per-day", type=int, default=40)
+    live.add_argument("--requests-per-day", type=int, default=250)
     live.add_argument("--task", default=DEFAULT_TASK)
     push = sub.add_parser(
         "push-events",

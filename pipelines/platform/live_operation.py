@@ -24,7 +24,7 @@ from pathlib import Path
 import dagster as dg
 
 from pipelines.platform.compat import requested_backfills
-from pipelines.platform.components.automation import UNFINISHED, in_flight_days
+from pipelines.platform.components.automation import UNFINISHED, _records, in_flight_days
 from pipelines.platform.components.definition import Task
 from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
 from pipelines.platform.lib.landing import read_landed_day
@@ -38,11 +38,12 @@ from pipelines.platform.lib.settings import PROJECT_ROOT, DataPaths
 class ScenarioConfig:
     first_day: date  # the first live day (the day after the champion's window)
     days: int = 21
-    requests_per_day: int = 40
+    requests_per_day: int = 250  # a drift verdict needs drift_min_rows (200) live rows a day
     pace_s: float = 5.0  # wall seconds between two landed days: "a day every few seconds"
     drift_from: int = 8  # offsets (0-based) of the drift episode's first and last day
     drift_to: int = 11
-    corrected_day: int | None = 1  # offset of a day whose file is corrected (re-landed) later
+    # Offset of a day whose file is corrected (re-landed) two days later, once it was judged.
+    corrected_day: int | None = 1
     settle_timeout_s: float = 3600
     seed: int = 0
 
@@ -307,8 +308,10 @@ def run_scenario(
                 f"{day}: {len(requests)} live requests answered, day landed"
                 + (" (drift drill)" if drifting else "")
             )
-            if config.corrected_day is not None and offset == config.corrected_day + 1:
+            if config.corrected_day is not None and offset == config.corrected_day + 3:
+                # A correction of a day already ingested (and judged): it must run once more.
                 corrected = days[config.corrected_day]
+                _wait_judged(instance, task, corrected, config.settle_timeout_s)
                 _correct(task, landing, corrected)
                 say(f"{corrected}: a corrected file re-landed")
             time.sleep(max(0.0, config.pace_s - (time.monotonic() - started)))
@@ -316,6 +319,15 @@ def run_scenario(
         service.close()
     _write_answered(paths, task, service.answered)
     return days
+
+
+def _wait_judged(instance: dg.DagsterInstance, task: Task, day: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    key = task.key("live_performance")
+    while day not in instance.get_materialized_partitions(key):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{task.name}: {day} not monitored after {timeout_s:.0f} s")
+        time.sleep(3)
 
 
 def _correct(task: Task, landing: str, day: str) -> None:
@@ -374,8 +386,10 @@ def ticks_since(instance: dg.DagsterInstance, sensor: str, since: float) -> int:
 
 
 def _materialized(instance, key: dg.AssetKey) -> Counter:
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=100_000)
-    return Counter(r.partition_key for r in records.records)
+    records = _records(
+        instance, instance.fetch_materializations, dg.AssetRecordsFilter(asset_key=key)
+    )
+    return Counter(r.partition_key for r in records)
 
 
 def audit(

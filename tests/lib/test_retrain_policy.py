@@ -95,6 +95,34 @@ def test_falling_live_auc_triggers():
     assert decision.scores["live_roc_auc_7d"] == "0.6600"
 
 
+def test_falling_live_auc_triggers_even_when_the_day_is_too_small_for_a_drift_verdict():
+    """Sparse live traffic: no drift verdict, but labels say the champion got worse."""
+    days = ["2013-06-01", "2013-06-02"]
+    reports = _reports(
+        *(
+            {
+                "partition_date": d,
+                "status": "insufficient",
+                "drift_share": float("nan"),
+                "reason": "12 live rows; a drift decision needs at least 200",
+            }
+            for d in days
+        )
+    )
+    live = pd.DataFrame(
+        {
+            "partition_date": days,
+            "status": ["ok", "degraded"],
+            "rows": 800,
+            "roc_auc": [0.66, 0.60],
+            "champion_holdout_roc_auc": 0.72,
+        }
+    )
+    decision = decide(days, reports, live, Thresholds(), None)
+    assert decision.trigger_day == "2013-06-01"
+    assert decision.reasons[0].startswith("live AUC (7-day) 0.660 < 0.670")
+
+
 def test_cursor_round_trip():
     cursor = DriftCursor(storage_id=42, last_trigger_day="2013-06-02", checked_at=1.5)
     assert DriftCursor.parse(cursor.dump()) == cursor

@@ -108,14 +108,18 @@ def decide(
             continue
         report = reports.loc[day]
         status = report.get("status")
-        if status in ("insufficient", "no_reference", "trained_on"):
+        if status in ("no_reference", "trained_on"):
             decision.skipped.append(f"{day}: drift report {status}: {report.get('reason', '')}")
             continue
         live_row = rolled.loc[day] if rolled is not None and day in rolled.index else None
+        # Too few rows for a drift verdict still leaves the live performance to judge.
         reasons = _reasons(report, live_row, thresholds)
         if not reasons:
             decision.skipped.append(
-                f"{day}: within thresholds (drift share {report['drift_share']:.2f})"
+                f"{day}: drift report insufficient: {report.get('reason', '')}; live "
+                "performance within its threshold"
+                if status == "insufficient"
+                else f"{day}: within thresholds (drift share {report['drift_share']:.2f})"
             )
             continue
         if decision.trigger_day is not None:
