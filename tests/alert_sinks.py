@@ -102,7 +102,11 @@ class SmtpServer:
 
     def __exit__(self, *exc) -> None:
         self._process.terminate()
-        self._process.wait(timeout=30)
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a busy event loop that missed SIGTERM
+            self._process.kill()
+            self._process.wait()
 
     def messages(self) -> list:
         if not (self.folder / "new").exists():
