@@ -245,8 +245,9 @@ def _stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
-def serve_ours(model_tag: str) -> tuple[subprocess.Popen, int]:
-    """This checkout's service from source (what the Bento packs), one worker."""
+def serve_ours(model_tag: str, log_root: Path) -> tuple[subprocess.Popen, int]:
+    """This checkout's service from source (what the Bento packs), one worker; its prediction
+    log under `log_root` (a scratch folder), every row marked as benchmark traffic."""
     port = _free_port()
     env = {
         **os.environ,
@@ -254,7 +255,7 @@ def serve_ours(model_tag: str) -> tuple[subprocess.Popen, int]:
         "FLIGHTLINE_BENTO_MODEL": model_tag,
         # Synthetic traffic: labelled as such, and logged outside the user's data root.
         "FLIGHTLINE_TRAFFIC_SOURCE": "benchmark",
-        "FLIGHTLINE_PREDICTION_LOG": tempfile.mkdtemp(prefix="flightline-bench-log-"),
+        "FLIGHTLINE_PREDICTION_LOG": str(log_root),
     }
     process = subprocess.Popen(
         [
@@ -359,6 +360,7 @@ def logged_rows(log_root: Path, before: set[Path]) -> tuple[int, int]:
     for path in set(log_root.rglob("*.jsonl")) - before:
         for line in path.read_text().splitlines():
             record = json.loads(line)
+            assert record.get("source") == "benchmark", record.get("source")
             records += 1
             keys.add((record["request"]["flight"], record["request"]["sched_dep_ts"]))
     return records, len(keys)
@@ -368,8 +370,10 @@ def measure(args, model_tag: str, flights: Flights) -> dict:
     from pipelines.platform.components.task import load_task
 
     service = load_task(TASK).definition.features.feature_service
-    log_root = DataPaths.from_env().prediction_log / TASK
-    before = set(log_root.rglob("*.jsonl"))
+    # Synthetic traffic never lands in the user's prediction log (monitoring would judge it).
+    scratch_log = Path(tempfile.mkdtemp(prefix="flightline-bench-log-"))
+    log_root = scratch_log / TASK
+    before: set[Path] = set()
     n = int(args.rate * args.seconds)
 
     def bodies(count: int, batch: int = 0) -> list[bytes]:
@@ -381,7 +385,7 @@ def measure(args, model_tag: str, flights: Flights) -> dict:
         return [json.dumps({"flight": flights.one()}).encode() for _ in range(count)]
 
     result: dict = {}
-    process, port = serve_ours(model_tag)
+    process, port = serve_ours(model_tag, scratch_log)
     try:
         # Every route warm before it is measured (the first calls of a route pay one-time costs:
         # a 250 ms stall at the start of /features queued ~50 requests behind it).
