@@ -95,6 +95,16 @@ def test_model_versions_carry_lineage_in_mlflow(first_champion):
     assert "input_example" in model.metadata.to_dict()["saved_input_example_info"]["artifact_path"]
 
 
+def _refused_by(registry, run_id: str):
+    """The candidate the gate refused in a run (tagged by the gate, its alias removed)."""
+    [version] = [
+        v
+        for v in registry.client.search_model_versions(f"name='{TASK}'")
+        if v.tags.get("gate") == "refused" and v.tags.get("evaluated_by_run") == run_id
+    ]
+    return version
+
+
 def test_null_model_is_refused_and_the_champion_stays(first_champion):
     instance, _ = first_champion
     registry = _registry()
@@ -104,8 +114,11 @@ def test_null_model_is_refused_and_the_champion_stays(first_champion):
     assert not gate.passed
     assert "over the champion" in gate.description
     assert registry.champion_version(TASK) == before
-    refused = registry.alias(TASK, CHALLENGER)
-    assert str(refused.version) != before and refused.tags["evaluated_by_run"] == results[-1].run_id
+    # The refused version says so, and carries no alias that reads as a live candidate.
+    assert registry.alias(TASK, CHALLENGER) is None
+    refused = _refused_by(registry, results[-1].run_id)
+    assert str(refused.version) != before and refused.tags["gate"] == "refused"
+    assert "over the champion" in refused.tags["gate_reasons"]
     assert run_succeeded(results)  # a refusal is an outcome, not an error
     assert not any(
         e.event_type_value == "ASSET_MATERIALIZATION"
@@ -120,7 +133,11 @@ def test_better_challenger_replaces_a_stale_champion_then_rolls_back(first_champ
     instance, _ = first_champion
     registry = _registry()
     good = registry.alias(TASK, CHAMPION)
-    stale = registry.alias(TASK, CHALLENGER)  # the null model refused above
+    [stale] = [  # the null model refused above
+        v
+        for v in registry.client.search_model_versions(f"name='{TASK}'")
+        if v.tags.get("gate") == "refused"
+    ]
     # Simulate a champion gone stale (set behind the gate's back, as an old model would be).
     registry.client.set_registered_model_alias(TASK, CHAMPION, stale.version)
 
