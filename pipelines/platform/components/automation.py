@@ -348,29 +348,38 @@ def _drift_sensor(task: Task, retrain_job) -> dg.SensorDefinition:
                 f"{len(stale)} day(s) with no verdict of champion v{version} (judged by an "
                 f"earlier champion or not yet): {', '.join(stale[:5])}"
             )
-        decision = decide(
-            sorted(set(days) - set(stale)),
+        # A fair retrain: its holdout (the last days up to the trigger) must hold no day the
+        # champion trained on, or the champion is scored on its own training data. Evidence of an
+        # earlier day is reported, and waits for a day whose retrain can be fair.
+        fair_from = fair_until(champion["last_day"], task.spec.split.holdout_days)
+        judged = sorted(set(days) - set(stale))
+        early = decide(
+            [d for d in judged if d < fair_from],
             reports,
             live,
             retrain_policy.thresholds(),
             cursor.last_trigger_day,
         )
-        for line in failed + decision.skipped:
+        decision = decide(
+            [d for d in judged if d >= fair_from],
+            reports,
+            live,
+            retrain_policy.thresholds(),
+            cursor.last_trigger_day,
+        )
+        waiting = []
+        if early.trigger_day is not None:
+            waiting.append(
+                f"{early.trigger_day}: {'; '.join(early.reasons)}, but a fair holdout of "
+                f"{task.spec.split.holdout_days} days after champion v{version}'s training "
+                f"(through {champion['last_day']}) needs data until {fair_from}: waiting"
+            )
+        for line in failed + early.skipped + waiting + decision.skipped:
             context.log.info(line)
         if decision.trigger_day is None:
             return dg.SensorResult(
-                skip_reason="; ".join(failed + decision.skipped[-5:])
+                skip_reason="; ".join(failed + waiting + decision.skipped[-5:])
                 or f"no new verdicts of champion v{version}",
-                cursor=cursor.dump(),
-            )
-        # A fair retrain: its holdout (the last days up to the trigger) must hold no day the
-        # champion trained on, or the champion is scored on its own training data.
-        fair_from = fair_until(champion["last_day"], task.spec.split.holdout_days)
-        if decision.trigger_day < fair_from:
-            return dg.SensorResult(
-                skip_reason=f"{decision.trigger_day}: {'; '.join(decision.reasons)}, but a fair "
-                f"holdout of {task.spec.split.holdout_days} days after champion v{version}'s "
-                f"training (through {champion['last_day']}) needs data until {fair_from}: waiting",
                 cursor=cursor.dump(),
             )
         in_flight = _retrain_in_flight(instance, retrain_job.name)

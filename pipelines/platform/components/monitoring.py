@@ -474,6 +474,8 @@ def monitoring_defs(task: Task) -> dg.Definitions:
         )
         meta["judged_by"] = f"{spec.registered_model} v{version}"
         meta["verdicts"] = metric_table(_verdicts(newest), digits=3)
+        if len(newest) == 1:  # a single day: its standing verdict, new or kept
+            meta.setdefault("status", str(newest["status"].iloc[0]))
         if kept:
             meta["kept_verdicts"] = dg.MetadataValue.md(
                 "Already judged, kept (materialize with `rejudge: true` to judge again):\n\n"
