@@ -216,8 +216,8 @@ def test_ui_shows_a_drift_report_and_the_automation(webserver):
     assert {s["name"] for s in repository["sensors"]} == {
         f"{task}_{sensor}_sensor"
         for task in ("flight_delay", "wind_power")
-        for sensor in ("landing", "drift")
-    }
+        for sensor in ("landing", "drift", "alert")
+    } | {"run_failure_alerts", "run_recovery_alerts"}
     assert sorted(repository["schedules"], key=lambda s: s["name"]) == [
         {"name": "flight_delay_nightly_retrain", "cronSchedule": "0 2 * * *"},
         {"name": "wind_power_nightly_retrain", "cronSchedule": "0 4 * * *"},
