@@ -10,7 +10,8 @@ import pytest
 
 from pipelines.definitions import defs
 from pipelines.platform.cli import materialize_window
-from pipelines.platform.components.automation import RETRAIN_TAG
+from pipelines.platform.components.automation import RETRAIN_TAG, rejudge_config
+from pipelines.platform.components.task import load_task
 from pipelines.platform.resources import LakeResource, RetrainPolicy
 from pipelines.tasks.flight_delay.replay import replay_days
 from tests.conftest import source_day
@@ -194,7 +195,12 @@ def reported(built, definitions):
                 dg.AssetKey(["flight_delay", "drift_report"]),
                 dg.AssetKey(["flight_delay", "live_performance"]),
             }
-        ).execute_in_process(instance=instance, partition_key=day)
+        ).execute_in_process(
+            instance=instance,
+            partition_key=day,
+            # Judged already when the pipeline was built: judged again, the verdict kept beside.
+            run_config=rejudge_config(load_task(TASK)),
+        )
         assert result.success
     return paths, instance
 
