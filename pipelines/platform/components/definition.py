@@ -74,12 +74,12 @@ class LiveModel(Strict):
     published on a cadence (`every`), stamped on it; `static`: reference values that never change
     (TTL 0); `none`: no live path (the service reports the view unavailable, never a silent null)."""
 
-    kind: Literal["events", "published", "static", "none"]
+    kind: Literal["events", "published", "static", "none"]  # how values reach the store live
     every: str | None = Field(
         default=None,
         description="Refresh cadence of a published view (pandas offset, e.g. 1D, 15min)",
     )
-    note: str = ""
+    note: str = ""  # why, for a view with no live path (required for kind none)
 
     @model_validator(mode="after")
     def _cadence(self) -> "LiveModel":
