@@ -224,15 +224,16 @@ def test_drift_over_the_threshold_launches_one_retrain_with_its_reasons(reported
     # score it on its own training days (a 7-day holdout). The sensor waits, and says until when.
     from pipelines.platform.lib.retrain_policy import fair_until
 
-    trained_through = Lake(str(paths.lake)).read_json(f"{TASK}/drift_reference")["description"][
-        "last_day"
-    ]
+    described = Lake(str(paths.lake)).read_json(f"{TASK}/drift_reference")["description"]
+    trained_through = described["last_day"]
     assert trained_through < "2013-01-09"
+    # ... and a 7 + 7 day split needs 15 days of data from the first one.
+    fair = max(fair_until(trained_through, 7), fair_until(described["first_day"], 14))
     waiting = _drift_tick(definitions, instance, paths, cursor, drift_share=0.0)
     assert not waiting.run_requests
     assert "but a fair holdout of 7 days after champion" in waiting.skip_reason.skip_message
     assert (
-        f"(through {trained_through}) needs data until {fair_until(trained_through, 7)}: waiting"
+        f"(through {trained_through}) needs data until {fair}: waiting"
         in waiting.skip_reason.skip_message
     )
     # The first day the champion's own verdicts judged (a day it trained on is `trained_on`).
@@ -243,7 +244,14 @@ def test_drift_over_the_threshold_launches_one_retrain_with_its_reasons(reported
     try:
         lake.write_json(
             f"{TASK}/drift_reference",
-            {**reference, "description": {**reference["description"], "last_day": "2013-01-01"}},
+            {
+                **reference,
+                "description": {
+                    **reference["description"],
+                    "first_day": "2012-12-01",
+                    "last_day": "2013-01-01",
+                },
+            },
         )
         # A threshold every day crosses: the first new day triggers, the second is reported.
         tick = _drift_tick(definitions, instance, paths, cursor, drift_share=0.0)

@@ -351,7 +351,12 @@ def _drift_sensor(task: Task, retrain_job) -> dg.SensorDefinition:
         # A fair retrain: its holdout (the last days up to the trigger) must hold no day the
         # champion trained on, or the champion is scored on its own training data. Evidence of an
         # earlier day is reported, and waits for a day whose retrain can be fair.
-        fair_from = fair_until(champion["last_day"], task.spec.split.holdout_days)
+        split = task.spec.split
+        fair_from = max(
+            fair_until(champion["last_day"], split.holdout_days),
+            # and enough data for the split at all: validation + holdout + a day to train on
+            fair_until(champion["first_day"], split.validation_days + split.holdout_days),
+        )
         judged = sorted(set(days) - set(stale))
         early = decide(
             [d for d in judged if d < fair_from],

@@ -235,6 +235,27 @@ class _ViewRead:
 
 
 def _service_views(store: FeatureStore, service: str) -> list[_ViewRead]:
+    """The service's views as the registry holds them; read again when the registry was caught
+    mid-rewrite by another process (an online materialization records its interval there:
+    seen as "Feature service ... does not exist" in a parallel step of a live run)."""
+    import time
+
+    for attempt in range(6):
+        try:
+            return _service_views_once(store, service)
+        except Exception as exc:
+            missing = type(exc).__name__ in (
+                "FeatureServiceNotFoundException",
+                "FeatureViewNotFoundException",
+            )
+            if not missing or attempt == 5:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+            store.refresh_registry()
+    raise AssertionError("unreachable")
+
+
+def _service_views_once(store: FeatureStore, service: str) -> list[_ViewRead]:
     views = []
     for projection in store.get_feature_service(service).feature_view_projections:
         view = store.get_feature_view(projection.name)
