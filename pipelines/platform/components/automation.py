@@ -383,7 +383,7 @@ def _drift_sensor(task: Task, retrain_job) -> dg.SensorDefinition:
             context.log.info(line)
         if decision.trigger_day is None:
             return dg.SensorResult(
-                skip_reason="; ".join(failed + waiting + decision.skipped[-5:])
+                skip_reason="; ".join(failed + early.skipped[-5:] + waiting + decision.skipped[-5:])
                 or f"no new verdicts of champion v{version}",
                 cursor=cursor.dump(),
             )
