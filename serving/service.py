@@ -274,10 +274,18 @@ def _server_error(loc: list, msg: str, kind: str) -> bytes:
     return json.dumps({"detail": [error(loc, msg, kind)]}).encode()
 
 
+# How long a worker whose parent died may take to stop gracefully before it exits hard. Its log
+# is written to the kernel before each answer, and an object-store queue is drained first.
+ORPHAN_GRACE_S = float(os.environ.get("FLIGHTLINE_ORPHAN_GRACE_S", "10"))
+_DRAIN_BEFORE_EXIT: list = []
+
+
 def _stop_with_parent() -> None:
     """A worker of `bentoml serve` outlives a SIGKILLed parent and keeps its port: it stops
     (SIGTERM: the prediction log drains) as soon as its parent is gone. Linux tells it at once
-    (PR_SET_PDEATHSIG); elsewhere, and as a backstop, a thread looks every second."""
+    (PR_SET_PDEATHSIG); elsewhere, and as a backstop, a thread looks every second. A graceful
+    stop that is still waiting on open connections after ORPHAN_GRACE_S ends in a hard exit
+    (seen under load: keep-alive clients held an orphan on its port for over 30 s)."""
     parent = os.getppid()
     if sys.platform == "linux":
         try:
@@ -287,11 +295,16 @@ def _stop_with_parent() -> None:
             pass
 
     def watch() -> None:
-        while True:
+        while os.getppid() == parent:
             time.sleep(1.0)
-            if os.getppid() != parent:
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_GRACE_S)
+        for drain in _DRAIN_BEFORE_EXIT:
+            drain()
+        logging.getLogger(__name__).warning(
+            "parent gone and not stopped after %.0f s: exiting", ORPHAN_GRACE_S
+        )
+        os._exit(0)
 
     if os.getppid() == parent and parent != 1:
         threading.Thread(target=watch, name="parent-watch", daemon=True).start()
@@ -345,6 +358,7 @@ class PredictionService:
         except Exception:
             store = None
         log = PredictionLogWriter(paths.prediction_log_for(TASK.name))
+        _DRAIN_BEFORE_EXIT.append(log.close)
         self.predictor = Predictor(
             TASK.spec,
             TASK.domain,

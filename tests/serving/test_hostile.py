@@ -578,7 +578,7 @@ def test_sigkill_of_worker_and_parent_under_load_loses_nothing_answered(packaged
         os.kill(proc.pid, signal.SIGKILL)  # the parent: its worker must not keep the port
         _wait(
             lambda: not psutil.pid_exists(worker) or psutil.Process(worker).status() == "zombie",
-            30,
+            60,
             "the orphaned worker stopping",
         )
         stop.set()
