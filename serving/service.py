@@ -318,9 +318,15 @@ ANSWERS_AT_THE_DOOR = not (METRICS or TRACING)
 DOOR_ANSWERS: dict[str, Answer] = {}
 
 
+# Two workers by default: while circus restarts one that died, the other accepts from the same
+# listening socket, so a connection is answered (or reset at once) instead of waiting in the
+# backlog for ~40 s. Each worker holds its own model, Feast store and prediction log file.
+SERVING_WORKERS = int(os.environ.get("FLIGHTLINE_SERVING_WORKERS", "2"))
+
+
 @bentoml.service(
     name=f"{TASK.name}_service",
-    workers=1,
+    workers=SERVING_WORKERS,
     # The door answers 504 in its own shape at TIMEOUT_S; BentoML's own is a backstop after it.
     traffic={"timeout": 30},
     metrics={"enabled": METRICS},

@@ -7,6 +7,9 @@ import time
 
 # BentoML fixes its store location when first imported: one throwaway store for the session.
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="flightline-bentoml-")
+# One worker per `bentoml serve` in tests (each loads a model and a store: on two cores a second
+# one doubles every start); the restart test asks for the default two itself.
+os.environ.setdefault("FLIGHTLINE_SERVING_WORKERS", "1")
 
 from datetime import date
 from pathlib import Path

@@ -589,3 +589,61 @@ def test_sigkill_of_worker_and_parent_under_load_loses_nothing_answered(packaged
     with socket.socket() as s:  # nothing holds the port
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
+
+
+def _workers(proc) -> list[int]:
+    import psutil
+
+    kids = psutil.Process(proc.pid).children(recursive=True)
+    return [c.pid for c in kids if "_bentoml_impl" in " ".join(c.cmdline())]
+
+
+def _probe(url: str, outcomes: list, stop: threading.Event) -> None:
+    """One new connection per request, as many clients would come: (seconds, outcome)."""
+    number = 9000
+    while not stop.is_set():
+        number += 1
+        began = time.monotonic()
+        try:
+            reply = requests.post(
+                f"{url}/predict", json={"flight": {**FLIGHT, "flight": number}}, timeout=10
+            )
+            outcome = reply.status_code
+        except requests.Timeout:
+            outcome = "hung"
+        except requests.RequestException as exc:
+            outcome = type(exc).__name__
+        outcomes.append((time.monotonic() - began, outcome))
+
+
+def test_a_restarting_worker_leaves_no_request_hanging(packaged, tmp_path):
+    """The default two workers: SIGKILL one and, while circus restarts it, every new request is
+    answered by the other (or refused at once), none waits in the backlog for the restart."""
+    _, latest = packaged
+    with serving(latest, tmp_path / "serve.log", FLIGHTLINE_SERVING_WORKERS="2") as (proc, url, _):
+        _wait(lambda: len(_workers(proc)) == 2, 120, "two workers")
+        outcomes: list = []
+        stop = threading.Event()
+        prober = threading.Thread(target=_probe, args=(url, outcomes, stop))
+        prober.start()
+        try:
+            _wait(lambda: len(outcomes) >= 20, 60, "20 answers before the kill")
+            killed = _workers(proc)[0]
+            before = len(outcomes)
+            os.kill(killed, signal.SIGKILL)
+            _wait(
+                lambda: len(w := _workers(proc)) == 2 and killed not in w,
+                300,
+                "the killed worker restarted",
+            )
+            during = len(outcomes) - before
+            time.sleep(1.0)  # a few answers from the restarted pair
+        finally:
+            stop.set()
+            prober.join(30)
+    after_kill = outcomes[before:]
+    assert during >= 5, outcomes  # requests kept going while the worker restarted
+    assert not [o for o in after_kill if o[1] == "hung"], after_kill
+    assert max(seconds for seconds, _ in after_kill) < 8, after_kill
+    answered = [o for o in after_kill if o[1] == 200]
+    assert len(answered) >= 0.9 * len(after_kill), after_kill  # at most the one in flight lost
