@@ -104,6 +104,21 @@ def _within_window(cls, value: datetime) -> datetime:
     return value
 
 
+def _whole_number(cls, value):
+    """JSON has one number type and JSON Schema's "integer" admits 101.0: a float with no
+    fraction is that integer. Anything else (1.5, "101", true) still meets strict mode."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _integer_fields(model: type[BaseModel]) -> list[str]:
+    def integer(annotation) -> bool:
+        return annotation is int or int in getattr(annotation, "__args__", ())
+
+    return [name for name, field in model.model_fields.items() if integer(field.annotation)]
+
+
 def _strict(model: type[BaseModel]) -> type[BaseModel]:
     """The task's request model at the door: no type coercion ("1990" is not a distance), no
     field it does not declare, finite numbers only, and its time within the serving window."""
@@ -119,6 +134,8 @@ def _strict(model: type[BaseModel]) -> type[BaseModel]:
             f"task {TASK.name}: serving.time_field {SERVING.time_field!r} is not a field of "
             f"{model.__name__}"
         )
+    if integers := _integer_fields(model):
+        namespace["_whole_number"] = field_validator(*integers, mode="before")(_whole_number)
     if SERVING.time_field:
         namespace["_iso_time"] = field_validator(SERVING.time_field, mode="before")(_iso_time)
         namespace["_within_serving_window"] = field_validator(SERVING.time_field)(_within_window)

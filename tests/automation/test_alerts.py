@@ -21,7 +21,7 @@ from pipelines.platform.components.definition import resolve
 from pipelines.platform.components.task import load_definition, task_definition_paths
 from pipelines.platform.lib.alerts import KINDS
 from pipelines.platform.lib.lake import PARTITION_COLUMN
-from pipelines.platform.resources import AlertSinks, LakeResource, RetrainPolicy
+from pipelines.platform.resources import AlertSinks, LakeResource, LandingZone, RetrainPolicy
 from tests.alert_sinks import SmtpServer, WebhookReceiver, wait_until
 
 TASK = "flight_delay"
@@ -124,6 +124,9 @@ def _tick(definitions, instance, data_paths, alerts, cursor):
         resources={
             "alerts": alerts,
             "lake": LakeResource(lake_root=data_paths.lake),
+            "landing": LandingZone(
+                landing_dir=str(data_paths.landing), archive_dir=str(data_paths.root / "archive")
+            ),
             "retrain_policy": RetrainPolicy(),
         },
     )
@@ -172,6 +175,15 @@ def test_each_alert_kind_fires_once_per_incident_and_resolves(
     tick()
     instance.report_runless_asset_event(dg.AssetMaterialization(task.key("raw_flights")))
     clock[0] = instance.get_latest_materialization_event(task.key("raw_flights")).timestamp + 60
+    tick()
+
+    # stray_landing: a file named like no day, seen on two ticks (one incident), then moved away.
+    stray = data_paths.landing_for(TASK) / "flights" / "latest.csv"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_text("not a day\n")
+    tick()
+    tick()
+    stray.unlink()
     tick()
 
     # drift: a drifted day, a second drifted day (same incident), then a day within thresholds.

@@ -6,6 +6,7 @@ Two tiers: the door (the service's own guard and body models, in-process; what r
 service behind it is recorded) and a real `bentoml serve` of the nine-day pipeline's Bento."""
 
 import asyncio
+import collections
 import gzip
 import importlib
 import json
@@ -139,6 +140,15 @@ def test_the_window_is_in_the_partitions_days(door):
     assert door.post("/predict", json={"flight": last}).status_code == 200
     after = {**FLIGHT, "sched_dep": "2014-01-01T00:00:00"}
     _shape(door.post("/predict", json={"flight": after}), 400)
+
+
+def test_a_whole_float_is_an_integer_and_nothing_else_is(door):
+    """JSON Schema's "integer" admits 101.0 (schemathesis sends it): accepted as 101; a fraction,
+    a string or a boolean is still refused."""
+    assert door.post("/predict", json={"flight": {**FLIGHT, "flight": 101.0}}).status_code == 200
+    for bad in (101.5, "101", True):
+        [item] = _shape(door.post("/predict", json={"flight": {**FLIGHT, "flight": bad}}), 400)
+        assert item["loc"] == ["flight", "flight"], bad
 
 
 def test_a_key_given_twice_is_refused(door):
@@ -402,14 +412,7 @@ def serving(latest: dict, log: Path, **env: str):
 
 
 def _worker(proc) -> int:
-    import psutil
-
-    def find():
-        kids = [c for c in psutil.Process(proc.pid).children(recursive=True)]
-        workers = [c for c in kids if "_bentoml_impl" in " ".join(c.cmdline())]
-        return workers[0].pid if workers else None
-
-    return _wait(find, 60, "the worker process")
+    return _wait(lambda: next(iter(_workers(proc)), None), 60, "the worker process")
 
 
 def _raw(port: int, data: bytes, timeout: float = 10) -> bytes:
@@ -595,7 +598,14 @@ def _workers(proc) -> list[int]:
     import psutil
 
     kids = psutil.Process(proc.pid).children(recursive=True)
-    return [c.pid for c in kids if "_bentoml_impl" in " ".join(c.cmdline())]
+    found = []
+    for kid in kids:
+        try:
+            if "_bentoml_impl" in " ".join(kid.cmdline()):
+                found.append(kid.pid)
+        except psutil.Error:  # a worker just killed (a zombie until circus reaps it)
+            pass
+    return found
 
 
 def _probe(url: str, outcomes: list, stop: threading.Event) -> None:
@@ -606,7 +616,7 @@ def _probe(url: str, outcomes: list, stop: threading.Event) -> None:
         began = time.monotonic()
         try:
             reply = requests.post(
-                f"{url}/predict", json={"flight": {**FLIGHT, "flight": number}}, timeout=10
+                f"{url}/predict", json={"flight": {**FLIGHT, "flight": number % 5000}}, timeout=10
             )
             outcome = reply.status_code
         except requests.Timeout:
@@ -645,5 +655,7 @@ def test_a_restarting_worker_leaves_no_request_hanging(packaged, tmp_path):
     assert during >= 5, outcomes  # requests kept going while the worker restarted
     assert not [o for o in after_kill if o[1] == "hung"], after_kill
     assert max(seconds for seconds, _ in after_kill) < 8, after_kill
-    answered = [o for o in after_kill if o[1] == 200]
-    assert len(answered) >= 0.9 * len(after_kill), after_kill  # at most the one in flight lost
+    told = collections.Counter(outcome for _, outcome in after_kill)
+    assert told[200] >= 0.9 * len(after_kill), told  # at most the one in flight lost
+    slowest = max(seconds for seconds, _ in after_kill)
+    print(f"\nthrough a worker restart: {dict(told)}, slowest {slowest:.2f} s")

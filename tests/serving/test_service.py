@@ -489,12 +489,6 @@ def test_pushed_events_make_operational_features_fresh(packaged):
     assert all(age is not None and 0 <= age < 3600 for age in ages), ages
 
 
-@pytest.mark.xfail(
-    reason="after merging issues 24-29 schemathesis finds a schema-valid /predict_batch body "
-    "refused (ST202; e.g. a departure on 2013-03-10T06:11 with an odd tailnum): the spec and "
-    "the guard disagree somewhere; open in the stop-22 note, to fix first",
-    strict=False,
-)
 def test_openapi_spec_matches_the_answers_under_schemathesis(packaged, tmp_path):
     """schemathesis against a running service and its /docs.json, bounded, with every check:
     positive-data acceptance too (the spec states the serving window and its DST hours as the

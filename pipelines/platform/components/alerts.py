@@ -12,7 +12,7 @@ from pipelines.platform.compat import instance_kv
 from pipelines.platform.components.automation import TICK_SECONDS
 from pipelines.platform.components.definition import Task
 from pipelines.platform.lib.alerts import KINDS, Alert, AlertLedger, Delivery, Notification
-from pipelines.platform.resources import AlertSinks, LakeResource, RetrainPolicy
+from pipelines.platform.resources import AlertSinks, LakeResource, LandingZone, RetrainPolicy
 
 KV_PREFIX = "flightline/alerts/"
 RUN_SCOPE = "runs"
@@ -175,6 +175,27 @@ def _landing_alert(task: Task, instance: dg.DagsterInstance, now: float) -> list
     ]
 
 
+def _stray_alerts(task: Task, landing: LandingZone) -> list[Alert]:
+    """A file in the landing folder that names no partition: the landing sensor ignores it (and
+    says so in its tick); this keeps one incident open per file until someone moves it."""
+    from pipelines.platform.components.automation import is_partition_of
+    from pipelines.platform.components.ingestion import landing_dir
+    from pipelines.platform.lib.landing_watch import stray_files
+
+    tables = [t.name for t in task.definition.landing_tables]
+    folder = landing_dir(landing, task)
+    return [
+        Alert(
+            "stray_landing",
+            f"{task.name}:{key}",
+            f"{task.name}: stray file {key} in the landing folder, not a partition; ignored",
+            {"folder": str(folder), "file": key},
+            severity="warning",
+        )
+        for key in stray_files(folder, tables, is_partition_of(task))
+    ]
+
+
 def _newest_day(lake, table: str) -> str | None:
     days = lake.partitions(table)
     return max(days) if days else None
@@ -264,19 +285,28 @@ def _rollout_events(
 
 
 def _task_alert_sensor(task: Task) -> dg.SensorDefinition:
-    watched = ("check_failed", "landing_overdue", "drift", "live_degradation", "rollout")
+    watched = (
+        "check_failed",
+        "landing_overdue",
+        "stray_landing",
+        "drift",
+        "live_degradation",
+        "rollout",
+    )
     drift_key, live_key = task.key("drift_report"), task.key("live_performance")
 
     @dg.sensor(
         name=alert_sensor_name(task),
         minimum_interval_seconds=TICK_SECONDS,
-        description=f"Alerts for {task.name}: a blocking check failed, landing overdue, drift, "
-        "live degradation, rollout decisions; one message per incident and one when it clears",
+        description=f"Alerts for {task.name}: a blocking check failed, landing overdue, a stray "
+        "landing file, drift, live degradation, rollout decisions; one message per incident and "
+        "one when it clears",
     )
     def alert_sensor(
         context: dg.SensorEvaluationContext,
         alerts: AlertSinks,
         lake: LakeResource,
+        landing: LandingZone,
         retrain_policy: RetrainPolicy,
     ):
         instance = context.instance
@@ -290,8 +320,13 @@ def _task_alert_sensor(task: Task) -> dg.SensorDefinition:
         rollouts, rollouts_cleared, cursor["rollout"] = _rollout_events(
             task, instance, cursor.get("rollout", 0)
         )
-        firing = [*checks, *rollouts, *_landing_alert(task, instance, now())]
-        reconciled = ["landing_overdue"]
+        firing = [
+            *checks,
+            *rollouts,
+            *_landing_alert(task, instance, now()),
+            *_stray_alerts(task, landing),
+        ]
+        reconciled = ["landing_overdue", "stray_landing"]
         # Drift and live performance are re-read only when a new report was materialized.
         for kind, key, evaluate in (
             ("drift", drift_key, _drift_alerts),

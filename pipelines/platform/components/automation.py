@@ -147,7 +147,7 @@ def in_flight_days(instance: dg.DagsterInstance, task: Task) -> set[str]:
     return days
 
 
-def _is_partition(task: Task):
+def is_partition_of(task: Task):
     def check(name: str) -> bool:
         try:
             return task.partitions_def.has_partition_key(name)
@@ -179,7 +179,7 @@ def _landing_sensor(task: Task, selection: dg.AssetSelection) -> dg.SensorDefini
             load_state(context.cursor),
             tables,
             ingested=lambda days: ingested_fingerprints(instance, task, tables, days),
-            is_partition=_is_partition(task),
+            is_partition=is_partition_of(task),
             in_flight=in_flight_days(instance, task),
         )
         notes = [

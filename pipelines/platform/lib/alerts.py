@@ -14,7 +14,15 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Protocol
 
-KINDS = ("run_failure", "check_failed", "landing_overdue", "drift", "live_degradation", "rollout")
+KINDS = (
+    "run_failure",
+    "check_failed",
+    "landing_overdue",
+    "stray_landing",
+    "drift",
+    "live_degradation",
+    "rollout",
+)
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,26 @@ def scan_landing(
     return changes
 
 
+def stray_files(
+    landing_dir: str | Path, tables: Sequence[str], is_partition: Callable[[str], bool]
+) -> list[str]:
+    """Files in the landing folder named like no partition of the task (`2013-02-30.csv`,
+    `latest.csv`): listed, never hashed or read, for an alert that stays open until they go."""
+    import pyarrow.fs as pafs
+
+    root = str(landing_dir)
+    fs, base = filesystem_for(root)
+    with unavailable_as_error(store_for(root)):
+        return [
+            f"{table}/{info.base_name}"
+            for table in tables
+            for info in fs.get_file_info(pafs.FileSelector(f"{base}/{table}", allow_not_found=True))
+            if info.type == pafs.FileType.File
+            and PurePosixPath(info.base_name).suffix in SUPPORTED_SUFFIXES
+            and not is_partition(PurePosixPath(info.base_name).stem)
+        ]
+
+
 def _sha256(fs: pafs.FileSystem, path: str) -> str:
     digest = hashlib.sha256()
     with fs.open_input_stream(path) as handle:
