@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 import pytest
 import requests
 from starlette.testclient import TestClient
+
+from tests.serving.bento_process import bento_server, free_port, ready
 
 ROOT = Path(__file__).resolve().parents[2]
 FLIGHT = {
@@ -286,7 +287,7 @@ def http_server(service_module):
     s = service_module
     guard = RequestGuard(app, {"/predict": s.PredictBody}, s.SERVING.max_body_bytes)
     harden_http_server(1.0, 20, s._server_error)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(guard, host="127.0.0.1", port=port, http="httptools", lifespan="off")
     )
@@ -355,12 +356,6 @@ def packaged(built):
     return paths, latest
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait(condition, seconds: float, what: str):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -371,44 +366,11 @@ def _wait(condition, seconds: float, what: str):
     pytest.fail(f"{what} not within {seconds} s")
 
 
-def _up(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/readyz", timeout=2).ok
-    except requests.RequestException:
-        return False
-
-
 @contextmanager
 def serving(latest: dict, log: Path, **env: str):
     """`bentoml serve` of the Bento; yields (process, url, port)."""
-    port = _free_port()
-    with open(log, "w") as output:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bentoml",
-                "serve",
-                latest["bento"],
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=ROOT,
-            env={**{k: v for k, v in os.environ.items() if k != "FLIGHTLINE_BENTO_MODEL"}, **env},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait(lambda: _up(url), 300, "bentoml serve up")
-            yield proc, url, port
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(timeout=60)
+    with bento_server(latest, log, **env) as served:
+        yield served
 
 
 def _worker(proc) -> int:
@@ -576,7 +538,7 @@ def test_sigkill_of_worker_and_parent_under_load_loses_nothing_answered(packaged
         _wait(lambda: len(answered) >= 50, 60, "50 answers")
         worker = _worker(proc)
         os.kill(worker, signal.SIGKILL)
-        _wait(lambda: len(answered) >= 100 and _up(url), 300, "a restarted worker answering")
+        _wait(lambda: len(answered) >= 100 and ready(url), 300, "a restarted worker answering")
         worker = _worker(proc)
         os.kill(proc.pid, signal.SIGKILL)  # the parent: its worker must not keep the port
         _wait(

@@ -4,7 +4,6 @@ and as a real `bentoml serve` process answering HTTP on loopback."""
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from starlette.testclient import TestClient
 from pipelines.platform.cli import materialize_window
 from pipelines.platform.lib.prediction_log import read_day
 from tests.e2e.conftest import END, START
+from tests.serving.bento_process import bento_server
 
 ROOT = Path(__file__).resolve().parents[2]
 FLIGHT = {
@@ -301,54 +301,11 @@ def test_readiness_and_prediction_log(client, packaged):
     assert materialization.metadata["latency_ms_p50"].value > 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def bentoml_serve(latest: dict, log: Path | None = None, **env: str):
-    """`bentoml serve` of the built Bento as a subprocess on a free loopback port; its output
-    goes to `log` if given."""
-    port = _free_port()
-    output = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            latest["bento"],
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        # No FLIGHTLINE_BENTO_MODEL: the model tag must come from the Bento itself.
-        env={**{k: v for k, v in os.environ.items() if k != "FLIGHTLINE_BENTO_MODEL"}, **env},
-        stdout=output,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300  # imports torch, Feast, MLflow: ~1 min when busy
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/readyz", timeout=5).ok:
-                    break
-            except requests.RequestException:  # not listening yet, or still starting up
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("bentoml serve did not come up within 300 s")
+    """The served Bento's URL (tests/serving/bento_process.py)."""
+    with bento_server(latest, log, **env) as (_, url, _):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        if log:
-            output.close()
 
 
 def test_real_bentoml_serve_answers_http_on_loopback(packaged):
