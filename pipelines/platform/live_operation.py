@@ -282,10 +282,11 @@ def run_scenario(
         (i.window or 0 for t in task.definition.feature_tables for i in t.table_inputs()),
         default=0,
     )
-    if window:
-        task.domain.replay(
-            feed, config.first_day - timedelta(days=window), config.first_day - timedelta(days=1)
-        )
+    # ... but not before the source's first day (a scenario may start a week into the data).
+    first_landed = task.partitions_def.start.date()
+    back = max(config.first_day - timedelta(days=window), first_landed)
+    if window and back < config.first_day:
+        task.domain.replay(feed, back, config.first_day - timedelta(days=1))
     try:
         for offset, day in enumerate(days):
             started = time.monotonic()
@@ -442,7 +443,9 @@ def audit(
     # Retrains: fair holdouts, no promotion that worsens log loss or ECE beyond the tolerance.
     retrains = instance.get_runs(dg.RunsFilter(tags={"flightline/task": task.name}))
     retrains = [r for r in retrains if r.job_name == f"{task.name}_retrain"]
-    counts["retrains"] = dict(Counter(r.tags.get("flightline/trigger", "?") for r in retrains))
+    counts["retrains"] = dict(
+        Counter(r.tags.get("flightline/trigger", "make run or the UI") for r in retrains)
+    )
     if not any(r.tags.get("flightline/trigger") == "drift" for r in retrains):
         problems.append("no drift-triggered retrain")
     evaluations = instance.fetch_materializations(
