@@ -132,7 +132,10 @@ def _check_alerts(
             evaluation = record.event.dagster_event.event_specific_data
             if getattr(evaluation, "passed", None) is None:  # planned, not evaluated yet
                 continue
-            if not evaluation.passed and not evaluation.blocking:
+            # A failure that stops nothing is no incident: a non-blocking check, or a WARN one
+            # (the promotion gate's refusal is an outcome: the champion stays).
+            stops = evaluation.blocking and evaluation.severity == dg.AssetCheckSeverity.ERROR
+            if not evaluation.passed and not stops:
                 continue
             partition = evaluation.partition or _run_partition(instance, record.run_id)
             evidence = [f"{k}: {v.value}" for k, v in (evaluation.metadata or {}).items()][:6]

@@ -445,6 +445,9 @@ def model_defs(
         )
         return report
 
+    # Blocking, so that `champion` runs after the verdict is recorded; a refusal is a warning,
+    # not an error: it is an outcome (the champion stays), the run succeeds and `champion` yields
+    # nothing, so the Bento, the deployment and the drift reference are not rebuilt.
     @dg.asset_check(
         asset=evaluation_key,
         name="model_evaluation_gate",
@@ -463,7 +466,7 @@ def model_defs(
         )
         return dg.AssetCheckResult(
             passed=decision.passed,
-            severity=dg.AssetCheckSeverity.ERROR,
+            severity=dg.AssetCheckSeverity.WARN,
             description=f"{verdict} {candidate['family']} v{candidate['version']} "
             f"(reference: the {decision.reference}): "
             + (
@@ -497,16 +500,37 @@ def model_defs(
         code_version="1",
         tags={"flightline/task": spec.name},
         description=f"The promoted model of task {spec.name}: the MLflow alias @{CHAMPION}",
+        output_required=False,  # a refused challenger: nothing promoted, nothing downstream
     )
-    def champion(
-        context: dg.AssetExecutionContext, model_evaluation: dict, mlflow: MlflowResource
-    ) -> dict:
+    def champion(context: dg.AssetExecutionContext, model_evaluation: dict, mlflow: MlflowResource):
         import pandas as pd
 
         registry = mlflow.registry()
         registry.check_reachable()
         candidate = model_evaluation["candidate"]
         previous_info = model_evaluation["champion"]
+        verdict, reasons = registry.gate_verdict(spec.registered_model, candidate["version"])
+        if verdict is None:
+            raise dg.Failure(
+                f"{spec.registered_model} v{candidate['version']} has no gate verdict: "
+                "materialize model_evaluation with its check model_evaluation_gate first"
+            )
+        if verdict != "passed":
+            kept = f"v{previous_info['version']}" if previous_info else "none"
+            context.log_event(
+                dg.AssetObservation(
+                    asset_key=context.asset_key,
+                    metadata={
+                        "decision": f"refused {candidate['family']} v{candidate['version']}; "
+                        f"champion stays {kept}",
+                        "reasons": reasons,
+                    },
+                )
+            )
+            context.log.info(
+                f"gate refused v{candidate['version']} ({reasons}); champion stays {kept}"
+            )
+            return
         replaced = registry.promote(
             spec.registered_model,
             candidate["version"],
@@ -541,14 +565,16 @@ def model_defs(
             }
             | _card_link(mlflow, candidate)
         )
-        return {
-            "name": spec.registered_model,
-            "version": candidate["version"],
-            "family": candidate["family"],
-            "replaced": replaced,
-            "holdout_metrics": metrics,
-            "dagster_run_id": context.run.run_id,
-        }
+        yield dg.Output(
+            {
+                "name": spec.registered_model,
+                "version": candidate["version"],
+                "family": candidate["family"],
+                "replaced": replaced,
+                "holdout_metrics": metrics,
+                "dagster_run_id": context.run.run_id,
+            }
+        )
 
     @dg.op(
         name=f"{spec.name}_rollback_op",

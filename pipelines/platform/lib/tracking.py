@@ -422,6 +422,11 @@ class ModelRegistry:
         if current is not None and str(current.version) == str(version):
             self.client.delete_registered_model_alias(name, CHALLENGER)
 
+    def gate_verdict(self, name: str, version: str) -> tuple[str | None, str]:
+        """What the gate recorded on the version: ("passed" | "refused" | None, its reasons)."""
+        tags = self.client.get_model_version(name, version).tags
+        return tags.get("gate"), tags.get("gate_reasons", "")
+
     def record_evaluation(
         self, name: str, version: str, run_id: str, metrics: dict, tags: dict
     ) -> None:
