@@ -515,6 +515,25 @@ def audit(
     if len(drift) and (latest_verdicts(drift)["status"] == TRAINED_ON).all():
         problems.append("every live day judged as trained-on")
 
+    # The live path served what training saw: each live day's live skew check, its last word.
+    skew_key = dg.AssetCheckKey(task.key("prediction_log"), "prediction_log_live_skew")
+    skew: dict[str, object] = {}
+    history = instance.event_log_storage.get_asset_check_execution_history(skew_key, limit=10_000)
+    for record in sorted(history, key=lambda r: r.id):
+        event = record.event.dagster_event if record.event is not None else None
+        evaluation = event.event_specific_data if event is not None else None
+        if getattr(evaluation, "passed", None) is not None and evaluation.partition in days:
+            skew[evaluation.partition] = evaluation
+    compared = sum(int(e.metadata["requests_compared"].value) for e in skew.values())
+    differing = sorted(d for d, e in skew.items() if not e.passed)
+    counts["live skew checks: days / requests compared / days differing"] = (
+        f"{len(skew)} / {compared} / {len(differing)}"
+    )
+    if differing:
+        problems.append(f"served vectors differ from the point-in-time join on {differing}")
+    if len(skew) < len(days):
+        problems.append(f"no live skew check of {sorted(set(days) - set(skew))}")
+
     # Every answered live request logged once, with source `live`.
     answered_path = paths.root / "live_feed" / f"{task.name}_answered.jsonl"
     answered = (
