@@ -17,6 +17,11 @@ def live_skew_checks(task: Task) -> dg.AssetChecksDefinition:
     spec = dg.AssetCheckSpec(
         "prediction_log_live_skew",
         asset=log_key,
+        # The join it compares with reads the day's feature tables: in a day's run, the check
+        # waits for them (without this it could run first and compare with yesterday's rows).
+        additional_deps=[
+            task.key(t.name) for t in task.definition.feature_tables if t.feast_source
+        ],
         description="Served vectors of live requests equal the point-in-time join at their "
         "prediction time, column by column (within the task's declared tolerance)",
         partitions_def=task.partitions_def,
