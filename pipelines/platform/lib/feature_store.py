@@ -255,6 +255,21 @@ def _service_views(store: FeatureStore, service: str) -> list[_ViewRead]:
     raise AssertionError("unreachable")
 
 
+def write_online(store: FeatureStore, view: str, rows) -> None:
+    """`write_to_online_store`, reading the registry again when it was caught mid-rewrite by a
+    run's online materialization (Feast then knows no view of that name: a KeyError)."""
+    import time
+
+    for attempt in range(6):
+        try:
+            return store.write_to_online_store(view, rows)
+        except KeyError:
+            if attempt == 5:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+            store.refresh_registry()
+
+
 def _service_views_once(store: FeatureStore, service: str) -> list[_ViewRead]:
     views = []
     for projection in store.get_feature_service(service).feature_view_projections:

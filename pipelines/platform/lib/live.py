@@ -220,6 +220,8 @@ class LiveFeed:
         `until` (static views: all)."""
         import pandas as pd
 
+        from pipelines.platform.lib.feature_store import write_online
+
         until = pd.Timestamp(until)
         until = until.tz_localize("UTC") if until.tzinfo is None else until.tz_convert("UTC")
         if self.clock is not None and until < self.clock:
@@ -243,7 +245,7 @@ class LiveFeed:
             if rows.empty:
                 continue
             rows = rows.drop(columns=[PARTITION_COLUMN], errors="ignore")
-            self.store.write_to_online_store(view, rows.reset_index(drop=True))
+            write_online(self.store, view, rows.reset_index(drop=True))
             counts[view] = len(rows)
             self.written[view] = self.written.get(view, 0) + len(rows)
         self.clock = until
