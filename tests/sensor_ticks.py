@@ -1,5 +1,7 @@
 """One tick of a task's landing sensor, with Dagster's test context over real files."""
 
+from contextlib import contextmanager
+
 import dagster as dg
 
 from pipelines.platform.lib.settings import DataPaths
@@ -27,3 +29,20 @@ def skip_message(result) -> str | None:
     if isinstance(result, dg.SensorResult) and not result.run_requests and result.skip_reason:
         return result.skip_reason.skip_message
     return None
+
+
+@contextmanager
+def champion_described_as(lake_root, task: str, **description):
+    """The task's drift reference as if its champion had been trained on other days (its
+    description changed), restored afterwards."""
+    from pipelines.platform.lib.lake import Lake
+
+    lake, table = Lake(str(lake_root)), f"{task}/drift_reference"
+    reference = lake.read_json(table)
+    lake.write_json(
+        table, {**reference, "description": {**reference["description"], **description}}
+    )
+    try:
+        yield
+    finally:
+        lake.write_json(table, reference)

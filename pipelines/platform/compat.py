@@ -265,3 +265,16 @@ def instance_kv(instance) -> tuple:
         storage.set_cursor_values({key: value})
 
     return get, set_
+
+
+def check_evaluations(instance, check_key, limit: int = 1000) -> list:
+    """Every evaluation of an asset check, oldest first (the alert sensor reads what failed since
+    its cursor, the live-operation audit the last word per day): the instance's public API gives
+    only the latest one. Re-check: event_log_storage.get_asset_check_execution_history and its
+    records' `.event.dagster_event.event_specific_data`."""
+    records = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=limit)
+    return [
+        (record.id, record.run_id, record.event.dagster_event.event_specific_data)
+        for record in sorted(records, key=lambda r: r.id)
+        if record.event is not None and record.event.dagster_event is not None
+    ]

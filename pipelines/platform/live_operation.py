@@ -24,7 +24,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipelines.platform.compat import requested_backfills
+from pipelines.platform.compat import check_evaluations, requested_backfills
 from pipelines.platform.components.automation import UNFINISHED, _records, in_flight_days
 from pipelines.platform.components.definition import Task
 from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
@@ -528,10 +528,7 @@ def audit(
     # The live path served what training saw: each live day's live skew check, its last word.
     skew_key = dg.AssetCheckKey(task.key("prediction_log"), "prediction_log_live_skew")
     skew: dict[str, object] = {}
-    history = instance.event_log_storage.get_asset_check_execution_history(skew_key, limit=10_000)
-    for record in sorted(history, key=lambda r: r.id):
-        event = record.event.dagster_event if record.event is not None else None
-        evaluation = event.event_specific_data if event is not None else None
+    for _, _, evaluation in check_evaluations(instance, skew_key, limit=10_000):
         if getattr(evaluation, "passed", None) is not None and evaluation.partition in days:
             skew[evaluation.partition] = evaluation
     compared = sum(int(e.metadata["requests_compared"].value) for e in skew.values())

@@ -15,7 +15,7 @@ from pipelines.platform.components.task import load_task
 from pipelines.platform.resources import LakeResource, RetrainPolicy
 from pipelines.tasks.flight_delay.replay import replay_days
 from tests.conftest import source_day
-from tests.sensor_ticks import landing_tick, skip_message
+from tests.sensor_ticks import champion_described_as, landing_tick, skip_message
 
 TASK = "flight_delay"
 DAILY_JOB = f"{TASK}_partitions"
@@ -239,24 +239,9 @@ def test_drift_over_the_threshold_launches_one_retrain_with_its_reasons(reported
     # The first day the champion's own verdicts judged (a day it trained on is `trained_on`).
     trigger = "2013-01-09" if trained_through == "2013-01-08" else "2013-01-08"
     # A champion trained on less (through 01-01): the same evidence launches a fair retrain.
-    lake = Lake(str(paths.lake))
-    reference = lake.read_json(f"{TASK}/drift_reference")
-    try:
-        lake.write_json(
-            f"{TASK}/drift_reference",
-            {
-                **reference,
-                "description": {
-                    **reference["description"],
-                    "first_day": "2012-12-01",
-                    "last_day": "2013-01-01",
-                },
-            },
-        )
+    with champion_described_as(paths.lake, TASK, first_day="2012-12-01", last_day="2013-01-01"):
         # A threshold every day crosses: the first new day triggers, the second is reported.
         tick = _drift_tick(definitions, instance, paths, cursor, drift_share=0.0)
-    finally:
-        lake.write_json(f"{TASK}/drift_reference", reference)
     [request] = tick.run_requests
     report = pd.read_parquet(Path(paths.lake) / TASK / "drift_report" / f"{trigger}.parquet")
     report = report.iloc[[-1]]  # the newest verdict of the day
@@ -284,22 +269,12 @@ def test_drift_over_the_threshold_launches_one_retrain_with_its_reasons(reported
 
 def test_reports_of_an_earlier_champion_never_trigger(reported, definitions):
     """Verdicts judged by v1 say nothing about the champion serving now."""
-    from pipelines.platform.lib.lake import Lake
 
     paths, instance = reported
     first, _ = _last_two_report_ids(instance)
     cursor = f'{{"storage_id": {first - 1}, "last_trigger_day": null, "checked_at": 0}}'
-    lake = Lake(str(paths.lake))
-    reference = lake.read_json(f"{TASK}/drift_reference")
-    newer = {"champion_version": "99", "last_day": "2013-01-01"}
-    try:
-        lake.write_json(
-            f"{TASK}/drift_reference",
-            {**reference, "description": {**reference["description"], **newer}},
-        )
+    with champion_described_as(paths.lake, TASK, champion_version="99", last_day="2013-01-01"):
         tick = _drift_tick(definitions, instance, paths, cursor, drift_share=0.0)
-    finally:
-        lake.write_json(f"{TASK}/drift_reference", reference)
     assert not tick.run_requests
     assert "no new verdicts of champion v99" in tick.skip_reason.skip_message
 

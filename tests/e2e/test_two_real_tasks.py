@@ -24,6 +24,7 @@ from pipelines.platform.lib.lake import Lake
 from pipelines.platform.resources import LakeResource, RetrainPolicy
 from pipelines.platform.resources_config import embedded_resources
 from pipelines.tasks.wind_power.source import read_scada
+from tests.sensor_ticks import champion_described_as
 from tests.tasks.wind_power.readings import (
     assert_rows_carry_the_last_complete_reading,
     scada_readings,
@@ -217,19 +218,8 @@ def test_each_drift_sensor_launches_only_its_own_retrain(together):
         assert report.metadata["status"].value in ("drift", "no_drift"), report.metadata
     # The champion's validation days run to 10-09: a 7-day holdout ending on 10-14/15 would hold
     # them (the sensor waits, see test_sensors). As if it had trained on less, it launches.
-    from pipelines.platform.lib.lake import Lake
-
-    lake = Lake(str(paths.lake))
-    reference = lake.read_json(f"{WIND}/drift_reference")
-    earlier = {"first_day": "2014-07-01", "last_day": "2014-10-01"}
-    try:
-        lake.write_json(
-            f"{WIND}/drift_reference",
-            {**reference, "description": {**reference["description"], **earlier}},
-        )
+    with champion_described_as(paths.lake, WIND, first_day="2014-07-01", last_day="2014-10-01"):
         wind = _drift_tick(definitions, instance, paths, WIND)
-    finally:
-        lake.write_json(f"{WIND}/drift_reference", reference)
     assert len(wind.run_requests or []) == 1, wind.skip_reason
     [request] = wind.run_requests
     assert request.job_name == f"{WIND}_retrain"

@@ -8,7 +8,7 @@ import time
 
 import dagster as dg
 
-from pipelines.platform.compat import instance_kv
+from pipelines.platform.compat import check_evaluations, instance_kv
 from pipelines.platform.components.automation import TICK_SECONDS
 from pipelines.platform.components.definition import Task
 from pipelines.platform.lib.alerts import KINDS, Alert, AlertLedger, Delivery, Notification
@@ -122,14 +122,10 @@ def _check_alerts(
         if list(key.asset_key.path[: len(prefix)]) != prefix:
             continue
         name = key.to_user_string()
-        records = [
-            r
-            for r in instance.event_log_storage.get_asset_check_execution_history(key, limit=100)
-            if r.id > seen.get(name, 0) and r.event is not None and r.event.dagster_event
-        ]
-        for record in sorted(records, key=lambda r: r.id):
-            seen[name] = record.id
-            evaluation = record.event.dagster_event.event_specific_data
+        for record_id, run_id, evaluation in check_evaluations(instance, key, limit=100):
+            if record_id <= seen.get(name, 0):
+                continue
+            seen[name] = record_id
             if getattr(evaluation, "passed", None) is None:  # planned, not evaluated yet
                 continue
             # A failure that stops nothing is no incident: a non-blocking check, or a WARN one
@@ -137,14 +133,14 @@ def _check_alerts(
             stops = evaluation.blocking and evaluation.severity == dg.AssetCheckSeverity.ERROR
             if not evaluation.passed and not stops:
                 continue
-            partition = evaluation.partition or _run_partition(instance, record.run_id)
+            partition = evaluation.partition or _run_partition(instance, run_id)
             evidence = [f"{k}: {v.value}" for k, v in (evaluation.metadata or {}).items()][:6]
             alert = Alert(
                 "check_failed",
                 f"{name}[{partition}]" if partition else name,
                 f"blocking check {key.name} failed on {key.asset_key.to_user_string()}"
                 + (f" [{partition}]" if partition else ""),
-                {"run_id": record.run_id, "evidence": "; ".join(evidence)[:500]},
+                {"run_id": run_id, "evidence": "; ".join(evidence)[:500]},
             )
             last[alert.id] = (evaluation.passed, alert)
     firing = [a for passed, a in last.values() if not passed]
@@ -288,14 +284,6 @@ def _rollout_events(
 
 
 def _task_alert_sensor(task: Task) -> dg.SensorDefinition:
-    watched = (
-        "check_failed",
-        "landing_overdue",
-        "stray_landing",
-        "drift",
-        "live_degradation",
-        "rollout",
-    )
     drift_key, live_key = task.key("drift_report"), task.key("live_performance")
 
     @dg.sensor(
@@ -351,7 +339,6 @@ def _task_alert_sensor(task: Task) -> dg.SensorDefinition:
         said = "; ".join(_said(d, len(alerts.sinks())) for d in deliveries if d.sent or d.errors)
         return dg.SensorResult(skip_reason=said or "nothing new", cursor=json.dumps(cursor))
 
-    assert set(watched) | {"run_failure"} == set(KINDS)
     return alert_sensor
 
 
