@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 EVENT_TIMESTAMP = "event_timestamp"
 STATIC_FEATURES_SINCE = datetime(2000, 1, 1, tzinfo=UTC)
 RECENT_DEPARTURES_WINDOW = "2h"
+PREVIOUS_LANDING_WITHIN = timedelta(hours=24)  # aircraft_last_arrival's TTL
 TRAILING_WINDOWS_DAYS = (7, 28)
 # Delays of the entity's flights of the same day known so far (carrier, route, origin).
 TODAY_COLUMNS = ("departed_today", "dep_delay_mean_today", "arr_delay_mean_today")
@@ -123,11 +124,14 @@ def scheduled_traffic(timeline: pd.DataFrame) -> pd.DataFrame:
     ]
 
 
-def origin_recent_departures(timeline: pd.DataFrame) -> pd.DataFrame:
+def origin_recent_departures(
+    timeline: pd.DataFrame, partition_keys: list[str] | None = None
+) -> pd.DataFrame:
     """At each actual departure from an origin: delay statistics of departures in the 2 hours before.
 
     Stamped at the departure itself, when its delay became known; a prediction picks the latest
-    row at or before its own time.
+    row at or before its own time. A row belongs to the day it is stamped on (see
+    `_rows_of_days`), so that yesterday's late departures count in this morning's window.
     """
     import pandas as pd
 
@@ -170,10 +174,26 @@ def origin_recent_departures(timeline: pd.DataFrame) -> pd.DataFrame:
     )
     out[EVENT_TIMESTAMP] = _utc(out[EVENT_TIMESTAMP])
     # Several departures in the same minute: the last row of that minute holds them all.
-    return out.drop_duplicates(["origin", EVENT_TIMESTAMP], keep="last").reset_index(drop=True)
+    out = out.drop_duplicates(["origin", EVENT_TIMESTAMP], keep="last")
+    return _rows_of_days(out, partition_keys)
 
 
-def aircraft_last_arrival(timeline: pd.DataFrame) -> pd.DataFrame:
+def _rows_of_days(out: pd.DataFrame, partition_keys: list[str] | None) -> pd.DataFrame:
+    """An event table's rows belong to the local day they are stamped on, and a day's rows are
+    computed from the days before it too (`windows` in defs.yaml): a state carried over midnight
+    (a departure delayed into the next morning, an aircraft's last landing) is then the same in
+    the batch table as on the live path, which computes from the same events whatever day they
+    were scheduled on (issue 24). Delays in the data stay under a day, so two days back hold
+    every event a row can see."""
+    out = out.assign(**{PARTITION_COLUMN: local_label(out[EVENT_TIMESTAMP], "D")})
+    if partition_keys is not None:
+        out = out.loc[out[PARTITION_COLUMN].isin(partition_keys)]
+    return out.reset_index(drop=True)
+
+
+def aircraft_last_arrival(
+    timeline: pd.DataFrame, partition_keys: list[str] | None = None
+) -> pd.DataFrame:
     """Each aircraft's state after each of its departures and landings, stamped when it happened.
 
     - tail_prev_dep_delay: the departure delay of its latest departed leg;
@@ -221,22 +241,27 @@ def aircraft_last_arrival(timeline: pd.DataFrame) -> pd.DataFrame:
     events = events.sort_values(["tailnum", "_at", "_kind"], kind="stable").reset_index(drop=True)
     slack = events["_next_dep"] - (events["_expected_arr"] + events["_block"])
     by_tail = events.groupby("tailnum", sort=False)
+    # A departure carries the arrival delay of the leg that landed before it, within the
+    # view's TTL: an older landing would make the value depend on how far back the events were
+    # read (the batch table reads two days, the live path more).
+    landed_at = events["_at"].where(events["_kind"] == 1).groupby(events["tailnum"]).ffill()
+    prev_arr_delay = by_tail["tail_prev_arr_delay"].ffill()
+    prev_arr_delay = prev_arr_delay.where(events["_at"] - landed_at <= PREVIOUS_LANDING_WITHIN)
     out = pd.DataFrame(
         {
             "tailnum": events["tailnum"].astype(str),
             EVENT_TIMESTAMP: _utc(events["_at"]),
             # a departure row still carries the arrival delay of the leg that landed before it
-            "tail_prev_arr_delay": by_tail["tail_prev_arr_delay"].ffill(),
+            "tail_prev_arr_delay": prev_arr_delay,
             "tail_prev_dep_delay": events["dep_delay"].astype("float64"),
             "tail_turnaround_slack_min": slack.dt.total_seconds() / 60,
             "tail_legs_today": events["tail_legs_today"],
             PARTITION_COLUMN: events[PARTITION_COLUMN].astype(str),
         }
     )
-    return (
-        out.drop_duplicates(["tailnum", EVENT_TIMESTAMP], keep="last")
-        .sort_values([EVENT_TIMESTAMP, "tailnum"], kind="stable")
-        .reset_index(drop=True)
+    out = out.drop_duplicates(["tailnum", EVENT_TIMESTAMP], keep="last")
+    return _rows_of_days(
+        out.sort_values([EVENT_TIMESTAMP, "tailnum"], kind="stable"), partition_keys
     )
 
 

@@ -1,7 +1,9 @@
 """A training set's fingerprint: its row count and, per column, the dtype and a digest of the
 values in row order. The stored one (training_set_fingerprint.json) was taken from the training
 set that the code before issue 27 (commit 4092935: Feast's own point-in-time join, the pandas
-feature code) built for WINDOW; any change of a value, a type or the row order changes it."""
+feature code) built for WINDOW; any change of a value, a type or the row order changes it.
+One deliberate change since (issue 24): `tail_prev_arr_delay` carries a landing only within the
+view's 24 h TTL, so that the batch table equals the live path; every other column is as stored."""
 
 import hashlib
 import json
