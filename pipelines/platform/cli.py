@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -54,6 +55,7 @@ def materialize_window(
     tags: dict[str, str] | None = None,
     progress: ProgressPrinter | None = None,
     train: bool = True,
+    before_monitored: Callable[[str, str], None] | None = None,
 ) -> list[RunResult]:
     """Materialize a task's graph over the days [start, end] with the code location's own jobs:
     `<task>_reference_data` (the unpartitioned assets upstream of the partitions), then
@@ -66,7 +68,8 @@ def materialize_window(
     this process runs without the workspace's origin). `blocked`: partitions left out (files
     missing): the range runs as its contiguous runs around them, and one failing run does not
     stop the others. `train=False`: no models phase (a window too short to train on), and none
-    of the partitioned assets that read what it builds."""
+    of the partitioned assets that read what it builds. `before_monitored(task, day)`: called
+    before each monitored day's run (`make run` serves the day's live traffic there)."""
     from pipelines.definitions import defs
 
     graph = (definitions or defs()).resolve_asset_graph()
@@ -86,7 +89,16 @@ def materialize_window(
     for name in names:
         mine = [k for k in keys if k.path[0] == name]
         results += _task_window(
-            runner, name, mine, graph, start, end, blocked or set(), monitor_from, train
+            runner,
+            name,
+            mine,
+            graph,
+            start,
+            end,
+            blocked or set(),
+            monitor_from,
+            train,
+            before_monitored,
         )
     return results
 
@@ -117,7 +129,16 @@ def _merge_ops(base: dict | None, extra: dict | None) -> dict:
 
 
 def _task_window(
-    runner, name, keys, graph, start, end, blocked, monitor_from, train=True
+    runner,
+    name,
+    keys,
+    graph,
+    start,
+    end,
+    blocked,
+    monitor_from,
+    train=True,
+    before_monitored=None,
 ) -> list[RunResult]:
     from pipelines.platform.components.automation import (
         partitions_job_name,
@@ -160,6 +181,8 @@ def _task_window(
     if monitor_from:
         for day in _partitions_between(partitions_def, monitor_from, end):
             if day not in blocked:  # one run per landed day, as the landing sensor runs them
+                if before_monitored is not None:
+                    before_monitored(name, day)
                 tags = {"dagster/partition": day}
                 results.append(runner(partitions_job_name(name), partitioned, "monitoring", tags))
     return results
@@ -583,6 +606,13 @@ def main(argv: list[str] | None = None) -> int:
         "served and monitored one day at a time; 0: every day trains",
     )
     sub.choices["run"].add_argument(
+        "--live-requests",
+        type=int,
+        default=None,
+        help="live requests served on each monitored day before its run (default: the task's "
+        "drift_min_rows plus 10%%; 0: none, the monitoring judges the day's examples)",
+    )
+    sub.choices["run"].add_argument(
         "--no-replay",
         action="store_true",
         help="materialize what has landed; replay nothing (by default only days without a "
@@ -713,19 +743,56 @@ def main(argv: list[str] | None = None) -> int:
     too_short = too_short_to_train(task, args.start, args.end)
     if too_short:
         progress.line(f"plan: {too_short}")
-    results = materialize_window(
-        args.start,
-        args.end,
-        instance,
-        task=task.name,
-        blocked=set(blocked),
-        monitor_from=monitor_from,
-        tags={SOURCE_TAG: "make-run"},
-        progress=progress,
-        train=not too_short,
-    )
+    traffic = _LiveTraffic(task, paths, progress, args.live_requests) if monitor_from else None
+    try:
+        results = materialize_window(
+            args.start,
+            args.end,
+            instance,
+            task=task.name,
+            blocked=set(blocked),
+            monitor_from=monitor_from,
+            tags={SOURCE_TAG: "make-run"},
+            progress=progress,
+            train=not too_short,
+            before_monitored=traffic,
+        )
+    finally:
+        if traffic is not None:
+            traffic.close()
     print(_summary(results, paths, progress, task, blocked, too_short), flush=True)
     return 0 if run_succeeded(results) else 1
+
+
+class _LiveTraffic:
+    """`make run`'s monitored days get live traffic: before a day's run, some of its examples
+    are served at their prediction times through the service's Predictor and the task's live
+    path (issue 24), so that its drift report, live performance and live skew check judge what
+    was served. Enough for a drift verdict by default (the task's drift_min_rows, plus 10%)."""
+
+    def __init__(self, task, paths: DataPaths, progress: ProgressPrinter, count: int | None):
+        from pipelines.platform.live_operation import LiveTraffic
+
+        minimum = task.definition.monitoring.drift_min_rows
+        self.count = minimum + minimum // 10 if count is None else count
+        self.traffic = LiveTraffic(task, paths, str(_landing(paths, task)))
+        self.progress = progress
+
+    def __call__(self, name: str, day: str) -> None:
+        if self.count <= 0:
+            return
+        if not self.traffic.service.latest.exists():  # the retrain built no Bento: no service
+            self.progress.line(f"{name} {day}: no Bento to serve with; no live traffic")
+            return
+        try:
+            served = self.traffic.serve_day(day, self.count, seed=int(day[:10].replace("-", "")))
+        except ValueError as exc:  # e.g. an hourly partition: not a day of examples
+            self.progress.line(f"{name} {day}: no live traffic ({exc})")
+            return
+        self.progress.line(f"{name} {day}: {served} live requests served through the live path")
+
+    def close(self) -> None:
+        self.traffic.close()
 
 
 def too_short_to_train(task, start: date, end: date) -> str | None:

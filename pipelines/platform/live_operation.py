@@ -261,23 +261,54 @@ def _push(live_feed, moment) -> None:
         live_feed.advance_to(moment)
 
 
+class LiveTraffic:
+    """Live requests of a day served at their prediction times through the service's own
+    Predictor, the online store fed by the task's live path up to each request's own prediction
+    time (issue 24), every answer logged with source `live`. `feed`: the folder the day files
+    are read from (the scenario's feed, which lands them afterwards; `make run`'s landing
+    folder, where they already are: rows are written only once their stamp has passed)."""
+
+    def __init__(self, task: Task, paths: DataPaths, feed: str):
+        self.task, self.paths, self.feed = task, paths, feed
+        self.service = LiveService(task, paths)
+        self.live_feed = None  # the task's live path over the feed folder (lib/live.py)
+
+    def serve_day(self, day: str, count: int, seed: int) -> int:
+        """Serve `count` of the day's examples; returns how many were answered."""
+        import pandas as pd
+
+        requests = _requests(self.task, self.feed, day, count, seed)
+        for request in requests:
+            moment = pd.Timestamp(request[self.task.spec.timestamp_column])
+            moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment
+            # A request of the day can be predicted the evening before (wind power's first
+            # two hours): the feed reaches its own prediction time all the same.
+            at = self.task.spec.prediction_time(pd.Series([moment])).iloc[0]
+            if self.live_feed is None:
+                store = self.service._current().store
+                self.live_feed = LiveFeed(self.task, store, landed_reader(self.feed))
+                self.service.store_clock = self.live_feed.clock_seconds
+            _push(self.live_feed, at)
+            self.service.answer(request)
+        return len(requests)
+
+    def close(self) -> None:
+        self.service.close()
+        _write_answered(self.paths, self.task, self.service.answered)
+
+
 def run_scenario(
     task: Task, paths: DataPaths, instance: dg.DagsterInstance, config: ScenarioConfig, say=print
 ) -> list[str]:
     """Land `config.days` days on the compressed clock with live traffic; returns the days."""
     import random
 
-    import pandas as pd
-
     feed = str(paths.root / "live_feed" / task.name)
     landing = str(paths.landing_for(task.name))
-    service = LiveService(task, paths)
-    live_feed = None  # the task's live path over the feed folder (pipelines.platform.lib.live)
+    traffic = LiveTraffic(task, paths, feed)
     rng = random.Random(config.seed)
     days = [(config.first_day + timedelta(days=i)).isoformat() for i in range(config.days)]
-    # The days before the first whose files an example of it may read (a label straddling
-    # midnight): in the feed, as they landed.
-    # The feed holds the days the live path reads back (trailing statistics over 28 days).
+    # The feed holds the days the live path reads back (trailing statistics over 28 days) ...
     window = max(
         (i.window or 0 for t in task.definition.feature_tables for i in t.table_inputs()),
         default=0,
@@ -298,21 +329,10 @@ def run_scenario(
             drifting = config.drift_from <= offset <= config.drift_to
             if drifting:
                 _shift(task, feed, day)
-            requests = _requests(task, feed, day, config.requests_per_day, rng.randrange(10**6))
-            for request in requests:
-                moment = pd.Timestamp(request[task.spec.timestamp_column])
-                moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment
-                # A request of the day can be predicted the evening before (wind power's first
-                # two hours): the feed reaches its own prediction time all the same.
-                at = task.spec.prediction_time(pd.Series([moment])).iloc[0]
-                if live_feed is None:
-                    live_feed = LiveFeed(task, service._current().store, landed_reader(feed))
-                    service.store_clock = live_feed.clock_seconds
-                _push(live_feed, at)
-                service.answer(request)
+            served = traffic.serve_day(day, config.requests_per_day, rng.randrange(10**6))
             _land(task, feed, landing, day)
             say(
-                f"{day}: {len(requests)} live requests answered, day landed"
+                f"{day}: {served} live requests answered, day landed"
                 + (" (drift drill)" if drifting else "")
             )
             if config.corrected_day is not None and offset == config.corrected_day + 3:
@@ -326,8 +346,7 @@ def run_scenario(
                     config.corrected_day = None
             time.sleep(max(0.0, config.pace_s - (time.monotonic() - started)))
     finally:
-        service.close()
-    _write_answered(paths, task, service.answered)
+        traffic.close()
     return days
 
 
