@@ -210,3 +210,67 @@ def test_delays_earlier_the_same_day_count_only_what_is_known_by_each_row():
     assert landed["carrier_arr_delay_mean_today"] == 40.0
     second = rows.loc[pd.Timestamp("2013-01-02 17:15", tz="UTC")]  # left at 17:10
     assert second["carrier_departed_today"] == 2 and second["carrier_dep_delay_mean_today"] == 20.0
+
+
+def test_a_departure_delayed_past_midnight_counts_in_the_next_mornings_window():
+    """Issue 24: the live path computes from events whatever day they were scheduled on; the
+    batch table of a day reads the two days before and holds the rows stamped on it."""
+    raw = _raw(
+        [
+            # scheduled on the 2nd at 20:00, leaves at 05:30 on the 3rd (570 min late)
+            {"day": 2, "sched_dep_time": 2000, "dep_delay": 570.0, "arr_delay": 560.0},
+            {"day": 3, "sched_dep_time": 600, "dep_delay": 10.0, "arr_delay": 0.0},
+        ]
+    )
+    timeline = flight_timeline(raw)
+    third = F.origin_recent_departures(timeline, ["2013-01-03"])
+    assert list(third["origin_departures_2h"]) == [1, 2]  # the delayed one counts at 06:10
+    assert list(third[PARTITION_COLUMN]) == ["2013-01-03", "2013-01-03"]
+    assert F.origin_recent_departures(timeline, ["2013-01-02"]).empty  # nothing left on the 2nd
+
+
+def test_an_aircraft_carries_its_last_arrival_delay_only_within_a_day():
+    raw = _raw(
+        [
+            {"day": 2, "sched_dep_time": 800, "dep_delay": 0.0, "arr_delay": 25.0, "tailnum": "N9"},
+            {"day": 2, "sched_dep_time": 2100, "dep_delay": 0.0, "arr_delay": 5.0, "tailnum": "N7"},
+            {"day": 3, "sched_dep_time": 700, "dep_delay": 0.0, "arr_delay": 0.0, "tailnum": "N7"},
+            {"day": 4, "sched_dep_time": 900, "dep_delay": 0.0, "arr_delay": 0.0, "tailnum": "N9"},
+        ]
+    )
+    rows = F.aircraft_last_arrival(flight_timeline(raw))
+
+    def departure(tail: str, day: str):  # the first row of the day: its departure
+        return rows.loc[(rows["tailnum"] == tail) & (rows[PARTITION_COLUMN] == day)].iloc[0]
+
+    # N7 landed at 00:00 on the 3rd, leaves at 07:00: 7 h, carried; N9 landed 2 days before: not
+    assert departure("N7", "2013-01-03")["tail_prev_arr_delay"] == 5.0
+    assert pd.isna(departure("N9", "2013-01-04")["tail_prev_arr_delay"])
+
+
+@pytest.mark.parametrize("table", ["origin_recent_departures", "aircraft_last_arrival"])
+def test_a_days_rows_from_its_window_equal_the_rows_from_all_history(table):
+    """What the batch asset computes for a day from its `windows` is what the live path, reading
+    every event it has, computes for that day (real flights of a week, day by day)."""
+    from pipelines.tasks.flight_delay.source import day_key, read_table
+
+    P = PARTITION_COLUMN
+
+    days = [f"2013-01-{d:02d}" for d in range(7, 14)]
+    flights = read_table("flights")
+    flights = flights[day_key(flights).isin(days)].reset_index(drop=True)
+    timeline = flight_timeline(flights.assign(**{P: day_key(flights)}))
+    fn = getattr(F, table)
+    [window] = [
+        i.window
+        for t in TASK.definition.feature_tables
+        if t.name == table
+        for i in t.table_inputs()
+    ]
+    everything = fn(timeline)
+    for i, day in enumerate(days[window:], start=window):
+        mine = timeline.loc[timeline[P].isin(days[i - window : i + 1])].reset_index(drop=True)
+        batch = fn(mine, [day]).reset_index(drop=True)
+        live = everything.loc[everything[P] == day].reset_index(drop=True)
+        assert len(batch) > 100
+        pd.testing.assert_frame_equal(batch, live, check_dtype=False)
