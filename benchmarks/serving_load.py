@@ -245,9 +245,12 @@ def _stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
-def serve_ours(model_tag: str, log_root: Path) -> tuple[subprocess.Popen, int]:
+def serve_ours(
+    model_tag: str, log_root: Path, shadow: str | None = None
+) -> tuple[subprocess.Popen, int]:
     """This checkout's service from source (what the Bento packs), one worker; its prediction
-    log under `log_root` (a scratch folder), every row marked as benchmark traffic."""
+    log under `log_root` (a scratch folder), every row marked as benchmark traffic. `shadow`: a
+    challenger's model tag, scored beside the champion on every request (rollout's shadow)."""
     port = _free_port()
     env = {
         **os.environ,
@@ -257,6 +260,8 @@ def serve_ours(model_tag: str, log_root: Path) -> tuple[subprocess.Popen, int]:
         "FLIGHTLINE_TRAFFIC_SOURCE": "benchmark",
         "FLIGHTLINE_PREDICTION_LOG": str(log_root),
     }
+    if shadow:
+        env |= {"FLIGHTLINE_CHALLENGER_MODEL": shadow, "FLIGHTLINE_ROLLOUT_STAGE": "shadow"}
     process = subprocess.Popen(
         [
             sys.executable,
@@ -412,6 +417,16 @@ def measure(args, model_tag: str, flights: Flights) -> dict:
     result["answered"] = sum(result[k]["answered_rows"] for k in ("warm", "single", "batch", "max"))
     result["logged"], result["distinct"] = logged_rows(log_root, before)
 
+    if args.shadow:
+        # The same load with a challenger in shadow: two models score every request.
+        process, port = serve_ours(model_tag, scratch_log, shadow=args.shadow)
+        try:
+            warm = asyncio.run(open_loop(port, "/predict", bodies(200), 100))
+            result["shadow"] = timed_run(process, open_loop(port, "/predict", bodies(n), args.rate))
+        finally:
+            _stop(process)
+        result["logged_shadow"] = _logged_with_challenger(log_root)
+        result["answered_shadow"] = warm["answered_rows"] + result["shadow"]["answered_rows"]
     process, port = serve_script(FEAST_SERVER, "/health")
     try:
         feast_bodies = [feast_body(flights.row(), service) for _ in range(n + 200)]
@@ -429,6 +444,17 @@ def measure(args, model_tag: str, flights: Flights) -> dict:
         _stop(process)
     result["floor"] = floor(flights, args.floor_rounds)
     return result
+
+
+def _logged_with_challenger(log_root: Path) -> int:
+    """Rows of the prediction log that carry the challenger's score (every shadow answer)."""
+    count = 0
+    for path in log_root.rglob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                if json.loads(line).get("challenger_score") is not None:
+                    count += 1
+    return count
 
 
 def redis_copy(paths: DataPaths, url: str) -> None:
@@ -470,6 +496,13 @@ def report(name: str, m: dict, args) -> None:
 
     print(line("single row", m["single"], args.rate))
     print(line("batch of 100", m["batch"], args.batch_rate))
+    if "shadow" in m:
+        print(line("shadow, 2 models", m["shadow"], args.rate))
+        print(
+            f"  {name:<7}shadow / one model p99 {m['shadow']['p99_ms'] / m['single']['p99_ms']:.2f}"
+            f"  (p99 {m['shadow']['p99_ms']:.2f} ms, target < 10 ms); rows logged with both scores "
+            f"{m['logged_shadow']} of {m['answered_shadow']} answered"
+        )
     print(line("lookup ours", m["lookup"], args.rate))
     print(line("lookup feast", m["feast"], args.rate))
     print(line("HTTP floor", m["http_floor"], args.rate))
@@ -502,6 +535,16 @@ def report(name: str, m: dict, args) -> None:
     )
 
 
+def _other_model(champion: str) -> str:
+    """The newest model in the BentoML store under the champion's name other than the champion
+    (the other family's latest version); the champion itself if there is none."""
+    import bentoml
+
+    name = champion.split(":")[0]
+    others = [m for m in bentoml.models.list(name) if str(m.tag) != champion]
+    return str(max(others, key=lambda m: m.creation_time).tag) if others else champion
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -523,10 +566,20 @@ def main() -> None:
         default="redis://127.0.0.1:6379/15",
         help="an empty Redis database (flushed afterwards)",
     )
+    parser.add_argument(
+        "--shadow",
+        nargs="?",
+        const="",
+        default=None,
+        help="also measure single rows with a challenger in shadow (a BentoML model tag; "
+        "without one, the newest other model of the task in the store)",
+    )
     args = parser.parse_args()
     os.environ.pop("FLIGHTLINE_REDIS_URL", None)  # the embedded store unless asked
     paths = DataPaths.from_env()
     latest = json.loads((paths.root / "serving" / TASK / "latest.json").read_text())
+    if args.shadow == "":
+        args.shadow = _other_model(latest["model"])
     stores = ["sqlite", "redis"] if args.online_store == "both" else [args.online_store]
     flights = Flights(args.day)
     results = {}
