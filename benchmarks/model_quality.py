@@ -218,7 +218,7 @@ def main() -> None:
                     flush=True,
                 )
     if cut:
-        args.cut = True
+        args.cut, args.tune = True, False  # the cut compares defaults: no second search
         report = evaluate(table, SPEC, args, [f for f in families if f != "baseline"])
         train, valid, _ = report["rows"]
         print(f"labels cut at {retrain_instant(args)}: train {train:,} / valid {valid:,}")
