@@ -18,6 +18,8 @@ from pipelines.platform.lib.tuning import (
     TuningError,
     open_storage,
     parse_search,
+    spec_from_json,
+    spec_to_json,
     suggest,
     tune,
 )
@@ -173,6 +175,7 @@ def test_pruning_stops_poor_trials_on_the_validation_curve(tmp_path):
         ({"space": {"num_leaves": {"low": 3, "high": 9}}, "n_trials": 2, "metric": "f1"}, "metric"),
         ({"space": {"seed": {"low": 1, "high": 9}}, "n_trials": 2}, "seed"),
         ({"space": {}, "n_trials": 2}, "empty"),
+        ({"space": {"num_leaves": {"low": 3, "high": 9}}, "n_trials": 2, "workers": 0}, "workers"),
     ],
 )
 def test_bad_search_spaces_are_refused_naming_the_field(doc, message):
@@ -198,3 +201,70 @@ def test_int_parameters_are_searched_as_ints_and_tuples_round_trip():
         "hidden": (32, 16)
     }
     assert mlp.make_params({"hidden": (32, 16)}).hidden == (32, 16)
+
+
+def test_a_worker_gets_the_same_search_and_its_pod_clones_the_steps():
+    """What travels to a worker pod: the search (as JSON), and a Job copied from the step's pod
+    (image, env, service account, placement), running the worker entry point."""
+    from unittest import mock
+
+    from kubernetes import client
+
+    from pipelines.platform.lib.tuning_pods import STEP_LABEL, WORKER_LABEL, TuningPods
+
+    spec = parse_search(
+        family("torch"),
+        {"space": {"hidden": {"choices": [[16], [32, 16]]}}, "n_trials": 4, "workers": 3},
+        "t",
+    )
+    assert spec_from_json(spec_to_json(spec)) == spec and spec.workers == 3
+    # The number of workers is how the study runs, not which study it is.
+    assert parse_search(family("torch"), {**SPACE_TORCH, "workers": 5}, "t").fingerprint() == (
+        parse_search(family("torch"), SPACE_TORCH, "t").fingerprint()
+    )
+    step = client.V1Pod(
+        metadata=client.V1ObjectMeta(
+            name="dagster-step-abc-x1",
+            labels={"dagster/run-id": "r1", "job-name": "dagster-step-abc", "controller-uid": "u"},
+        ),
+        spec=client.V1PodSpec(
+            service_account_name="flightline-dagster",
+            node_selector={"flightline/accelerator": "nvidia-gpu"},
+            containers=[
+                client.V1Container(
+                    name="dagster",
+                    image="ghcr.io/flightline/flightline:1",
+                    args=["dagster", "api", "execute_step"],
+                    env=[client.V1EnvVar(name="FLIGHTLINE_POSTGRES_URL", value="postgresql://x")],
+                    env_from=[
+                        client.V1EnvFromSource(
+                            config_map_ref=client.V1ConfigMapEnvSource(name="flightline-env")
+                        )
+                    ],
+                )
+            ],
+        ),
+    )
+    pods = TuningPods(mock.MagicMock(), "flightline", step)
+    pods.batch = mock.MagicMock()
+    assert pods.launch(2, "_tuning/run1") == [pods.jobs[0], pods.jobs[1]]
+    bodies = [c.args[1] for c in pods.batch.create_namespaced_job.call_args_list]
+    assert [b.metadata.name for b in bodies] == pods.jobs and len(set(pods.jobs)) == 2
+    for index, body in enumerate(bodies, start=1):
+        pod = body.spec.template
+        [container] = pod.spec.containers
+        assert container.image == "ghcr.io/flightline/flightline:1"
+        assert container.command == ["python", "-m", "pipelines.platform.lib.tuning_pods"]
+        assert container.args == ["_tuning/run1", str(index)]
+        assert container.env == step.spec.containers[0].env
+        assert container.env_from == step.spec.containers[0].env_from
+        assert pod.spec.service_account_name == "flightline-dagster"
+        assert pod.spec.node_selector == {"flightline/accelerator": "nvidia-gpu"}
+        assert pod.spec.restart_policy == "Never" and body.spec.backoff_limit == 0
+        labels = pod.metadata.labels
+        assert labels["dagster/run-id"] == "r1" and labels[WORKER_LABEL] == "true"
+        assert labels[STEP_LABEL] == "dagster-step-abc-x1"
+        assert "job-name" not in labels and "controller-uid" not in labels
+
+
+SPACE_TORCH = {"space": {"learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}}, "n_trials": 2}

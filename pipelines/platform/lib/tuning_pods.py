@@ -147,6 +147,7 @@ class TuningPods:
                     # A failed worker is reported, not retried: its cut-off trial turns FAIL
                     # when its heartbeat goes stale, the others go on.
                     backoff_limit=0,
+                    ttl_seconds_after_finished=86400,  # as the step Jobs (infra/dagster-instance.yaml)
                     template=client.V1PodTemplateSpec(
                         metadata=client.V1ObjectMeta(labels=labels), spec=pod_spec
                     ),
