@@ -268,3 +268,48 @@ def test_a_worker_gets_the_same_search_and_its_pod_clones_the_steps():
 
 
 SPACE_TORCH = {"space": {"learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}}, "n_trials": 2}
+
+
+def test_a_worker_process_runs_trials_of_the_steps_study_from_the_handoff(tmp_path):
+    """The worker pods' entry point, as a local process: it reads the hand-off and the arrays
+    from the lake, and its trials join the study (counted against its budget, tagged with it)."""
+    from pipelines.platform.lib.lake import Lake
+    from pipelines.platform.lib.tracking import ModelRegistry
+    from pipelines.platform.lib.tuning import ensure_study, workers_seen
+    from pipelines.platform.lib.tuning_pods import Handoff, write_handoff
+
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    spec = parse_search(family("lightgbm"), SPACE, "t")
+    prepared = prepare(TOY, toy_examples(), TOY.split)
+    study = ensure_study(open_storage(url), "toy", spec)
+    mlflow = {
+        "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+        "artifact_root": str(tmp_path / "artifacts"),
+        "registry_uri": None,
+    }
+    registry = ModelRegistry(**mlflow)
+    experiment = registry.client.create_experiment("toy")
+    parent = registry.client.create_run(experiment).info.run_id
+    handoff = Handoff("lightgbm", spec_to_json(spec), BASE, "toy", 3, 4, mlflow, parent, {})
+    name = write_handoff(Lake(str(tmp_path / "data" / "lake")), handoff, prepared.args)
+    env = {
+        **os.environ,
+        "FLIGHTLINE_DATA_ROOT": str(tmp_path / "data"),
+        "FLIGHTLINE_TUNING_STORAGE": url,
+        "HOSTNAME": "tuning-worker-pod-1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.platform.lib.tuning_pods", name, "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    finished = study.get_trials(deepcopy=False)
+    assert len(finished) == 4 and workers_seen(study) == {"tuning-worker-pod-1"}
+    children = registry.client.search_runs(
+        [experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'"
+    )
+    assert {r.data.tags["optuna.worker"] for r in children} == {"tuning-worker-pod-1"}
+    assert len(children) == 4
