@@ -39,11 +39,14 @@ def tuned_run(k8s_platform):
         upstream = dg.AssetSelection.assets(model).upstream().resolve(graph) - {model}
         only = {k.to_user_string() for k in upstream if graph.get(k).is_materializable}
         tuned_toy().domain.replay(DataPaths.from_env().landing_for(TASK), START, END)
-        with dg.instance_for_test() as instance:
+        # The instance's files under the session's own folder (not a shared temporary one).
+        (k8s_platform["root"] / "toy-inputs").mkdir()
+        with dg.instance_for_test(temp_dir=str(k8s_platform["root"] / "toy-inputs")) as instance:
             results = materialize_window(
                 START, END, instance, only=only, task=TASK, definitions=definitions
             )
-        assert all(r.success for r in results), "the toy's training set failed to build"
+            failed = [failure_messages(instance, r.run_id) for r in results if not r.success]
+        assert not failed, f"the toy's training set failed to build: {failed}"
 
     # An instance on the cluster's PostgreSQL storage that launches at once (the daemon's
     # workspace does not hold this test's code location).
