@@ -1,10 +1,9 @@
-"""Trials of one study in several pods (issue 25) on the real control plane: the toy task's tuned
+"""Trials of one study in several pods (issue 25) on the real control plane: flight delay's tuned
 LightGBM step runs as a Kubernetes Job, clones its pod into a worker Job, both run trials of the
 study in the instance's PostgreSQL database, and the step refits the best trial."""
 
 import time
 import uuid
-from datetime import date
 
 import dagster as dg
 import pytest
@@ -16,38 +15,17 @@ from pipelines.platform.lib.tuning import open_storage
 from pipelines.platform.lib.tuning_pods import WORKER_LABEL
 from tests.infra import platform
 from tests.infra.runs import RUN_TIMEOUT, failure_messages, wait_finished
-from tests.infra.tuned_location import SEARCH, TASK, defs, tuned_toy
+from tests.infra.tuned_location import SEARCH, TASK
+from tests.pipeline_fixture import MODEL_RUN_CONFIG
 
-START, END = date(2024, 3, 1), date(2024, 3, 7)  # 3 days to train, 2 to validate, 2 held out
 MODEL_STEP = f"{TASK}__lgbm_model"
 pytestmark = pytest.mark.timeout(RUN_TIMEOUT + 1500)
 
 
 @pytest.fixture(scope="module")
 def tuned_run(k8s_platform):
-    """The toy's training set built in-process into the cluster's services, then its tuned
-    LightGBM step launched as a run whose every pod loads tests/infra/tuned_location.py."""
-    from pipelines.platform.cli import materialize_window
-    from pipelines.platform.lib.settings import DataPaths
-
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in k8s_platform["profile"].env(k8s_platform["data_root"]).items():
-            mp.setenv(name, value)
-        definitions = defs()
-        graph = definitions.resolve_asset_graph()
-        model = dg.AssetKey([TASK, "lgbm_model"])
-        upstream = dg.AssetSelection.assets(model).upstream().resolve(graph) - {model}
-        only = {k.to_user_string() for k in upstream if graph.get(k).is_materializable}
-        tuned_toy().domain.replay(DataPaths.from_env().landing_for(TASK), START, END)
-        # The instance's files under the session's own folder (not a shared temporary one).
-        (k8s_platform["root"] / "toy-inputs").mkdir()
-        with dg.instance_for_test(temp_dir=str(k8s_platform["root"] / "toy-inputs")) as instance:
-            results = materialize_window(
-                START, END, instance, only=only, task=TASK, definitions=definitions
-            )
-            failed = [failure_messages(instance, r.run_id) for r in results if not r.success]
-        assert not failed, f"the toy's training set failed to build: {failed}"
-
+    """Flight delay's tuned LightGBM step (the session built its training set into the cluster's
+    services), launched as a run whose every pod loads tests/infra/tuned_location.py."""
     # An instance on the cluster's PostgreSQL storage that launches at once (the daemon's
     # workspace does not hold this test's code location).
     home = k8s_platform["root"] / "home-tuning"
@@ -65,8 +43,9 @@ def tuned_run(k8s_platform):
     workspace.write_text(yaml.safe_dump({"load_from": [{"python_module": location}]}))
     env = {**k8s_platform["env"], "DAGSTER_HOME": str(home)}
     run_id, started = str(uuid.uuid4()), time.monotonic()
+    run_config = {"ops": {MODEL_STEP: MODEL_RUN_CONFIG["ops"][MODEL_STEP]}}  # the nine days' split
     launched = platform.launch(
-        env, run_id, {}, job=f"{TASK}_retrain", ops=[MODEL_STEP], workspace=workspace
+        env, run_id, run_config, job=f"{TASK}_retrain", ops=[MODEL_STEP], workspace=workspace
     )
     assert launched.returncode == 0, launched.stderr[-3000:]
     instance = dg.DagsterInstance.from_config(str(home))
