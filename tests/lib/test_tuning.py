@@ -3,6 +3,7 @@ curve, and a study that survives its process being killed mid-study (resumed, no
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -313,3 +314,60 @@ def test_a_worker_process_runs_trials_of_the_steps_study_from_the_handoff(tmp_pa
     )
     assert {r.data.tags["optuna.worker"] for r in children} == {"tuning-worker-pod-1"}
     assert len(children) == 4
+
+
+def test_a_failed_or_late_worker_pod_is_named():
+    from unittest import mock
+
+    from kubernetes import client
+
+    from pipelines.platform.lib.tuning_pods import TuningPods, TuningWorkerError
+
+    pods = TuningPods(mock.MagicMock(), "flightline", None)
+    pods.batch, pods.core, pods.jobs = mock.MagicMock(), mock.MagicMock(), ["tuning-abc-1"]
+    dead = client.V1ContainerStatus(
+        name="tuning-worker",
+        image="i",
+        image_id="",
+        ready=False,
+        restart_count=0,
+        state=client.V1ContainerState(
+            terminated=client.V1ContainerStateTerminated(exit_code=137, reason="OOMKilled")
+        ),
+    )
+    pod = client.V1Pod(
+        metadata=client.V1ObjectMeta(name="tuning-abc-1-xyz"),
+        status=client.V1PodStatus(phase="Failed", container_statuses=[dead]),
+    )
+    pods.core.list_namespaced_pod.return_value = client.V1PodList(items=[pod])
+    pods.batch.read_namespaced_job_status.return_value = client.V1Job(
+        status=client.V1JobStatus(failed=1)
+    )
+    message = "tuning worker job tuning-abc-1: pod tuning-abc-1-xyz (Failed, exit code 137 (OOMKilled)) failed"
+    with pytest.raises(TuningWorkerError, match=re.escape(message)):
+        pods.wait_finished(60)
+    with pytest.raises(TuningWorkerError, match=re.escape(message)):
+        pods.wait_started(set, 60)
+    # Never began: the deadline names the pod and what Kubernetes says of it.
+    pod.status = client.V1PodStatus(phase="Pending")
+    pods.batch.read_namespaced_job_status.return_value = client.V1Job(status=client.V1JobStatus())
+    with pytest.raises(
+        TuningWorkerError, match=r"not started within 0s: .*tuning-abc-1-xyz \(Pending"
+    ):
+        pods.wait_started(set, 0)
+    pods.delete()
+    pods.batch.delete_namespaced_job.assert_called_once_with(
+        "tuning-abc-1", "flightline", propagation_policy="Background"
+    )
+
+
+def test_off_kubernetes_workers_are_ignored_with_a_log_line(monkeypatch):
+    from unittest import mock
+
+    from pipelines.platform.components.model import _worker_pods
+
+    monkeypatch.delenv("FLIGHTLINE_K8S_NAMESPACE", raising=False)
+    context = mock.MagicMock()
+    assert _worker_pods(context, family("lightgbm"), 3) is None
+    assert "runs in no Kubernetes pod" in context.log.info.call_args.args[0]
+    assert _worker_pods(context, family("lightgbm"), 1) is None
