@@ -54,10 +54,9 @@ def write_handoff(lake, handoff: Handoff, args: tuple) -> str:
 
 
 def read_handoff(lake, name: str) -> tuple[Handoff, tuple]:
-    doc = lake.read_json(name)
-    return Handoff(**doc), pickle.loads(
-        lake.read_file(name, "args", ".pickle")
-    )  # our own step wrote it
+    # Unpickled: the step of the same run wrote it to the platform's own lake.
+    args = pickle.loads(lake.read_file(name, "args", ".pickle"))
+    return Handoff(**lake.read_json(name)), args
 
 
 def _api_client():
