@@ -199,10 +199,11 @@ def launch(
     tags: dict | None = None,
     job: str = "flight_delay_retrain",
     ops: list[str] | None = None,
+    workspace: Path = PROJECT_ROOT / "workspace.yaml",
 ):
     """`dagster job launch`, as a user or the UI would: the instance's coordinator takes it."""
     args = [
-        str(VENV_BIN / "dagster"), "job", "launch", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+        str(VENV_BIN / "dagster"), "job", "launch", "-w", str(workspace),
         "-j", job, "--run-id", run_id, "--config-json", json.dumps(run_config),
     ]  # fmt: skip
     if tags:

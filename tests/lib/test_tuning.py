@@ -3,6 +3,7 @@ curve, and a study that survives its process being killed mid-study (resumed, no
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from pipelines.platform.lib.tuning import (
     TuningError,
     open_storage,
     parse_search,
+    spec_from_json,
+    spec_to_json,
     suggest,
     tune,
 )
@@ -173,6 +176,7 @@ def test_pruning_stops_poor_trials_on_the_validation_curve(tmp_path):
         ({"space": {"num_leaves": {"low": 3, "high": 9}}, "n_trials": 2, "metric": "f1"}, "metric"),
         ({"space": {"seed": {"low": 1, "high": 9}}, "n_trials": 2}, "seed"),
         ({"space": {}, "n_trials": 2}, "empty"),
+        ({"space": {"num_leaves": {"low": 3, "high": 9}}, "n_trials": 2, "workers": 0}, "workers"),
     ],
 )
 def test_bad_search_spaces_are_refused_naming_the_field(doc, message):
@@ -198,3 +202,172 @@ def test_int_parameters_are_searched_as_ints_and_tuples_round_trip():
         "hidden": (32, 16)
     }
     assert mlp.make_params({"hidden": (32, 16)}).hidden == (32, 16)
+
+
+def test_a_worker_gets_the_same_search_and_its_pod_clones_the_steps():
+    """What travels to a worker pod: the search (as JSON), and a Job copied from the step's pod
+    (image, env, service account, placement), running the worker entry point."""
+    from unittest import mock
+
+    from kubernetes import client
+
+    from pipelines.platform.lib.tuning_pods import STEP_LABEL, WORKER_LABEL, TuningPods
+
+    spec = parse_search(
+        family("torch"),
+        {"space": {"hidden": {"choices": [[16], [32, 16]]}}, "n_trials": 4, "workers": 3},
+        "t",
+    )
+    assert spec_from_json(spec_to_json(spec)) == spec and spec.workers == 3
+    # The number of workers is how the study runs, not which study it is.
+    assert parse_search(family("torch"), {**SPACE_TORCH, "workers": 5}, "t").fingerprint() == (
+        parse_search(family("torch"), SPACE_TORCH, "t").fingerprint()
+    )
+    step = client.V1Pod(
+        metadata=client.V1ObjectMeta(
+            name="dagster-step-abc-x1",
+            labels={"dagster/run-id": "r1", "job-name": "dagster-step-abc", "controller-uid": "u"},
+        ),
+        spec=client.V1PodSpec(
+            service_account_name="flightline-dagster",
+            node_selector={"flightline/accelerator": "nvidia-gpu"},
+            containers=[
+                client.V1Container(
+                    name="dagster",
+                    image="ghcr.io/flightline/flightline:1",
+                    args=["dagster", "api", "execute_step"],
+                    env=[client.V1EnvVar(name="FLIGHTLINE_POSTGRES_URL", value="postgresql://x")],
+                    env_from=[
+                        client.V1EnvFromSource(
+                            config_map_ref=client.V1ConfigMapEnvSource(name="flightline-env")
+                        )
+                    ],
+                )
+            ],
+        ),
+    )
+    pods = TuningPods(mock.MagicMock(), "flightline", step)
+    pods.batch = mock.MagicMock()
+    assert pods.launch(2, "_tuning/run1") == [pods.jobs[0], pods.jobs[1]]
+    bodies = [c.args[1] for c in pods.batch.create_namespaced_job.call_args_list]
+    assert [b.metadata.name for b in bodies] == pods.jobs and len(set(pods.jobs)) == 2
+    for index, body in enumerate(bodies, start=1):
+        pod = body.spec.template
+        [container] = pod.spec.containers
+        assert container.image == "ghcr.io/flightline/flightline:1"
+        assert container.command == ["python", "-m", "pipelines.platform.lib.tuning_pods"]
+        assert container.args == ["_tuning/run1", str(index)]
+        assert container.env == step.spec.containers[0].env
+        assert container.env_from == step.spec.containers[0].env_from
+        assert pod.spec.service_account_name == "flightline-dagster"
+        assert pod.spec.node_selector == {"flightline/accelerator": "nvidia-gpu"}
+        assert pod.spec.restart_policy == "Never" and body.spec.backoff_limit == 0
+        labels = pod.metadata.labels
+        assert labels["dagster/run-id"] == "r1" and labels[WORKER_LABEL] == "true"
+        assert labels[STEP_LABEL] == "dagster-step-abc-x1"
+        assert "job-name" not in labels and "controller-uid" not in labels
+
+
+SPACE_TORCH = {"space": {"learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}}, "n_trials": 2}
+
+
+def test_a_worker_process_runs_trials_of_the_steps_study_from_the_handoff(tmp_path):
+    """The worker pods' entry point, as a local process: it reads the hand-off and the arrays
+    from the lake, and its trials join the study (counted against its budget, tagged with it)."""
+    from pipelines.platform.lib.lake import Lake
+    from pipelines.platform.lib.tracking import ModelRegistry
+    from pipelines.platform.lib.tuning import ensure_study, workers_seen
+    from pipelines.platform.lib.tuning_pods import Handoff, write_handoff
+
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    spec = parse_search(family("lightgbm"), SPACE, "t")
+    prepared = prepare(TOY, toy_examples(), TOY.split)
+    study = ensure_study(open_storage(url), "toy", spec)
+    mlflow = {
+        "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+        "artifact_root": str(tmp_path / "artifacts"),
+        "registry_uri": None,
+    }
+    registry = ModelRegistry(**mlflow)
+    experiment = registry.client.create_experiment("toy")
+    parent = registry.client.create_run(experiment).info.run_id
+    handoff = Handoff("lightgbm", spec_to_json(spec), BASE, "toy", 3, 4, mlflow, parent, {})
+    name = write_handoff(Lake(str(tmp_path / "data" / "lake")), handoff, prepared.args)
+    env = {
+        **os.environ,
+        "FLIGHTLINE_DATA_ROOT": str(tmp_path / "data"),
+        "FLIGHTLINE_TUNING_STORAGE": url,
+        "HOSTNAME": "tuning-worker-pod-1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.platform.lib.tuning_pods", name, "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    finished = study.get_trials(deepcopy=False)
+    assert len(finished) == 4 and workers_seen(study) == {"tuning-worker-pod-1"}
+    children = registry.client.search_runs(
+        [experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'"
+    )
+    assert {r.data.tags["optuna.worker"] for r in children} == {"tuning-worker-pod-1"}
+    assert len(children) == 4
+
+
+def test_a_failed_or_late_worker_pod_is_named():
+    from unittest import mock
+
+    from kubernetes import client
+
+    from pipelines.platform.lib.tuning_pods import TuningPods, TuningWorkerError
+
+    pods = TuningPods(mock.MagicMock(), "flightline", None)
+    pods.batch, pods.core, pods.jobs = mock.MagicMock(), mock.MagicMock(), ["tuning-abc-1"]
+    dead = client.V1ContainerStatus(
+        name="tuning-worker",
+        image="i",
+        image_id="",
+        ready=False,
+        restart_count=0,
+        state=client.V1ContainerState(
+            terminated=client.V1ContainerStateTerminated(exit_code=137, reason="OOMKilled")
+        ),
+    )
+    pod = client.V1Pod(
+        metadata=client.V1ObjectMeta(name="tuning-abc-1-xyz"),
+        status=client.V1PodStatus(phase="Failed", container_statuses=[dead]),
+    )
+    pods.core.list_namespaced_pod.return_value = client.V1PodList(items=[pod])
+    pods.batch.read_namespaced_job_status.return_value = client.V1Job(
+        status=client.V1JobStatus(failed=1)
+    )
+    message = "tuning worker job tuning-abc-1: pod tuning-abc-1-xyz (Failed, exit code 137 (OOMKilled)) failed"
+    with pytest.raises(TuningWorkerError, match=re.escape(message)):
+        pods.wait_finished(60)
+    with pytest.raises(TuningWorkerError, match=re.escape(message)):
+        pods.wait_started(set, 60)
+    # Never began: the deadline names the pod and what Kubernetes says of it.
+    pod.status = client.V1PodStatus(phase="Pending")
+    pods.batch.read_namespaced_job_status.return_value = client.V1Job(status=client.V1JobStatus())
+    with pytest.raises(
+        TuningWorkerError, match=r"not started within 0s: .*tuning-abc-1-xyz \(Pending"
+    ):
+        pods.wait_started(set, 0)
+    pods.delete()
+    pods.batch.delete_namespaced_job.assert_called_once_with(
+        "tuning-abc-1", "flightline", propagation_policy="Background"
+    )
+
+
+def test_off_kubernetes_workers_are_ignored_with_a_log_line(monkeypatch):
+    from unittest import mock
+
+    from pipelines.platform.components.model import _worker_pods
+
+    monkeypatch.delenv("FLIGHTLINE_K8S_NAMESPACE", raising=False)
+    context = mock.MagicMock()
+    assert _worker_pods(context, family("lightgbm"), 3) is None
+    assert "runs in no Kubernetes pod" in context.log.info.call_args.args[0]
+    assert _worker_pods(context, family("lightgbm"), 1) is None

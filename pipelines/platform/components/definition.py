@@ -229,7 +229,8 @@ class ModelFamiliesModel(Strict):
     # Default hyper-parameters per family (the Launchpad can still change them per run).
     params: dict[str, dict[str, int | float | str | list[int]]] = {}
     # Hyper-parameter search per family (lib/tuning.py): space, n_trials and/or timeout_s,
-    # metric. A family without an entry trains once with its params.
+    # metric, workers (pods sharing the study on Kubernetes). A family without an entry trains
+    # once with its params.
     tuning: dict[str, dict[str, Any]] = {}
 
     @model_validator(mode="after")

@@ -4,7 +4,9 @@
 The task component calls `model_defs(spec)` for every task; nothing here knows any task.
 """
 
+import contextlib
 import dataclasses
+import functools
 import json
 import typing
 from dataclasses import replace
@@ -73,9 +75,12 @@ def family_config(
 ) -> type[ModelConfig]:
     """The Launchpad config of a family's training step, generated from its hyper-parameter
     dataclass; `defaults` (the task definition's models.params) override the family's own. A
-    tuned family also takes `tuning_trials` (the study's size for this run; 0: train once)."""
+    tuned family also takes `tuning_trials` (the study's size for this run; 0: train once) and
+    `tuning_workers` (processes sharing the study on Kubernetes; empty: the definition's)."""
     hints = typing.get_type_hints(fam.params_type())
-    fields: dict = {"tuning_trials": (int | None, None)} if tuned else {}
+    fields: dict = (
+        {"tuning_trials": (int | None, None), "tuning_workers": (int | None, None)} if tuned else {}
+    )
     for f in dataclasses.fields(fam.params_type()):
         if f.name in ModelConfig.model_fields:
             continue
@@ -88,6 +93,10 @@ def family_config(
         raise ValueError(f"task {spec.name}: models.params.{fam.name}: unknown {sorted(unknown)}")
     name = f"{spec.name}_{fam.asset_name}_config"
     return pydantic.create_model(name, __base__=ModelConfig, **fields)
+
+
+# Config fields of a tuned family that steer the search, not the model or the study's identity.
+TUNING_KNOBS = ("tuning_trials", "tuning_workers")
 
 
 class EvaluationConfig(SplitConfig):
@@ -159,44 +168,126 @@ def tuning_storage(instance: dg.DagsterInstance) -> str:
     return f"sqlite:///{root / 'storage' / 'optuna.db'}"
 
 
-class _TrialRuns:
-    """Each Optuna trial as an MLflow child run of the family's training run."""
-
-    def __init__(self, registry, parent_run_id: str, study: str, tags: dict):
-        self.registry, self.parent, self.study, self.tags = registry, parent_run_id, study, tags
-
-    def start(self, number: int, params: dict) -> str:
-        tags = {**self.tags, "optuna.study": self.study, "optuna.trial": str(number)}
-        return self.registry.start_trial_run(self.parent, f"trial-{number}", params, tags)
-
-    def end(self, run_id: str, state: str, history: dict, metrics: dict) -> None:
-        self.registry.end_trial_run(run_id, state, history, metrics)
-
-
 def _tune(context, spec, fam, search, config, prepared, window, registry, run_id, tags):
-    """Run or resume the family's study; the best trial's hyper-parameters and the summary."""
-    from pipelines.platform.lib.tuning import open_storage, study_name, tune
+    """Run or resume the family's study (in several pods when asked for and on Kubernetes);
+    the best trial's hyper-parameters and the summary."""
+    from pipelines.platform.lib.tuning import (
+        TrialRuns,
+        open_storage,
+        study_name,
+        tune,
+        worker_name,
+    )
 
     params = config.model_dump()
     fixed = {k: v for k, v in params.items() if k not in {p.name for p in search.space}}
-    fixed.pop("tuning_trials", None)
+    for knob in TUNING_KNOBS:  # how the search runs, not what it searches
+        fixed.pop(knob, None)
     fixed["split"] = str(config.resolve(spec))
     name = study_name(spec.name, fam.name, _window_name(window, spec), search, fixed)
     context.log.info(f"tuning {fam.name}: study {name}")
-    result = tune(
+    storage = open_storage(tuning_storage(context.instance))
+    trials = functools.partial(
+        tune,
         fam,
         search,
         prepared.args,
         params,
-        storage=open_storage(tuning_storage(context.instance)),
+        storage=storage,
         study_name=name,
         seed=config.seed,
-        trial_log=_TrialRuns(registry, run_id, name, tags),
+        trial_log=TrialRuns(registry, run_id, name, tags | {"optuna.worker": worker_name()}),
         log=context.log.info,
         n_trials=config.tuning_trials,
     )
+    pods = _worker_pods(context, fam, config.tuning_workers or search.workers)
+    result = (
+        trials()
+        if pods is None
+        else _tune_in_pods(context, pods, trials, search, config, prepared, registry, run_id, tags)
+    )
     best = {k: list(v) if isinstance(v, tuple) else v for k, v in result.best_params.items()}
-    return best, result.summary()
+    summary = result.summary() | {
+        "trial_workers": len({h["worker"] for h in result.history} - {None})
+    }
+    return best, summary
+
+
+def _worker_pods(context, fam: ModelFamily, workers: int):
+    """This step's pod, to clone worker pods from; None when one worker is asked for, or when
+    the step does not run in a pod (embedded profile, in-process executor): then the trials run
+    here alone, and the log says so."""
+    if workers <= 1:
+        return None
+    from pipelines.platform.lib.tuning_pods import TuningPods
+
+    pods = TuningPods.here()
+    if pods is None:
+        context.log.info(
+            f"tuning {fam.name}: {workers} workers asked for, but this step runs in no "
+            "Kubernetes pod: its trials run in this process alone"
+        )
+    return pods
+
+
+def _tune_in_pods(context, pods, trials, search, config, prepared, registry, run_id, tags):
+    """Worker pods and this step share the study; the step starts its own trials once every
+    worker has begun one, then waits for them and reads the study's best trial."""
+    import time
+
+    from pipelines.platform.lib.lake import Lake
+    from pipelines.platform.lib.settings import DataPaths
+    from pipelines.platform.lib.tuning import (
+        NoTrialCompleted,
+        ensure_study,
+        spec_to_json,
+        study_result,
+        workers_seen,
+    )
+    from pipelines.platform.lib.tuning_pods import Handoff, write_handoff
+
+    started = time.perf_counter()
+    # `trials` (a partial of tune) holds the family, its base parameters and the study: the
+    # workers get the same.
+    fam, params = trials.args[0], trials.args[3]
+    storage, name = trials.keywords["storage"], trials.keywords["study_name"]
+    study = ensure_study(storage, name, search)
+    workers = (config.tuning_workers or search.workers) - 1
+    handoff = Handoff(
+        family=fam.name,
+        spec=spec_to_json(search),
+        base_params=params,
+        study_name=name,
+        seed=config.seed,
+        n_trials=config.tuning_trials,
+        mlflow={
+            "tracking_uri": registry.tracking_uri,
+            "artifact_root": registry.artifact_root,
+            "registry_uri": registry.registry_uri,
+        },
+        parent_run_id=run_id,
+        tags=tags,
+    )
+    where = write_handoff(Lake(DataPaths.from_env().lake), handoff, prepared.args)
+    jobs = pods.launch(workers, where)
+    context.log.info(f"tuning {fam.name}: {workers} worker pods ({', '.join(jobs)}) share {name}")
+    ran = 0
+    try:
+        pods.wait_started(lambda: workers_seen(study), search.worker_start_s)
+        # The workers' trials in flight may still complete: the study is judged after they end.
+        with contextlib.suppress(NoTrialCompleted):
+            ran = trials().ran_here
+        pods.wait_finished(search.worker_grace_s)
+    except BaseException:
+        pods.delete()
+        raise
+    result = study_result(study, search.metric, ran, time.perf_counter() - started)
+    by_worker: dict[str, int] = {}
+    for h in result.history:
+        if h["state"] == "COMPLETE":
+            by_worker[h["worker"]] = by_worker.get(h["worker"], 0) + 1
+    context.log.info(f"tuning {fam.name}: complete trials by pod {by_worker}")
+    return result
 
 
 def _model_asset(
@@ -239,7 +330,8 @@ def _model_asset(
             split = config.resolve(spec)
             prepared = prepare(spec, window, split, config.label_permutation_seed)
             frames, params, tuning = prepared.frames, config.model_dump(), None
-            params.pop("tuning_trials", None)
+            for knob in TUNING_KNOBS:
+                params.pop(knob, None)
             if search is not None and config.tuning_trials != 0:
                 best, tuning = _tune(
                     context, spec, fam, search, config, prepared, window, registry, run_id, tags

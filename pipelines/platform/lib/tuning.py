@@ -10,6 +10,8 @@ marked failed once its heartbeat is stale), and several workers can share one st
 import dataclasses
 import hashlib
 import json
+import os
+import socket
 import time
 import typing
 import warnings
@@ -36,6 +38,10 @@ class TuningError(ValueError):
     """A search space or tuning setting that cannot be used; the message names the field."""
 
 
+class NoTrialCompleted(RuntimeError):
+    """Every trial of the study was pruned or failed: there is no best trial to refit."""
+
+
 @dataclass(frozen=True)
 class ParamRange:
     """One searched hyper-parameter: a numeric range (ints for int fields), or choices."""
@@ -55,6 +61,13 @@ class SearchSpec:
     metric: str = "roc_auc"  # on the validation days: roc_auc (maximized) or log_loss
     prune: bool = True
     startup_trials: int = 5  # trials before TPE models the space and before pruning starts
+    # Processes sharing the study: on Kubernetes the step pod plus workers - 1 worker pods
+    # (lib/tuning_pods.py). Not part of the study's identity: a resumed study may use more.
+    workers: int = 1
+    # How long the step waits for its worker pods to begin a trial (pod start, image pull), and
+    # for them to end once its own trials are done (at most the trial each has in flight).
+    worker_start_s: float = 600
+    worker_grace_s: float = 1800
 
     @property
     def direction(self) -> str:
@@ -102,6 +115,9 @@ def parse_search(family: ModelFamily, doc: dict[str, Any], where: str) -> Search
     n_trials, timeout_s = doc.get("n_trials"), doc.get("timeout_s")
     if n_trials is None and timeout_s is None:
         raise TuningError(f"{where}: give n_trials or timeout_s (a budget)")
+    workers = doc.get("workers", 1)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise TuningError(f"{where}.workers: {workers!r}; give an integer >= 1")
     return SearchSpec(
         space=tuple(space),
         n_trials=n_trials,
@@ -109,7 +125,36 @@ def parse_search(family: ModelFamily, doc: dict[str, Any], where: str) -> Search
         metric=metric,
         prune=bool(doc.get("prune", True)),
         startup_trials=int(doc.get("startup_trials", 5)),
+        workers=workers,
+        worker_start_s=float(doc.get("worker_start_s", 600)),
+        worker_grace_s=float(doc.get("worker_grace_s", 1800)),
     )
+
+
+def spec_to_json(spec: SearchSpec) -> str:
+    """A SearchSpec as text for a worker process (tuples travel as lists)."""
+    return json.dumps(dataclasses.asdict(spec))
+
+
+def spec_from_json(text: str) -> SearchSpec:
+    doc = json.loads(text)
+    space = tuple(
+        ParamRange(
+            **{
+                **p,
+                "choices": None
+                if p["choices"] is None
+                else tuple(tuple(c) if isinstance(c, list) else c for c in p["choices"]),
+            }
+        )
+        for p in doc.pop("space")
+    )
+    return SearchSpec(space=space, **doc)
+
+
+def worker_name() -> str:
+    """Who runs a trial: the pod's name on Kubernetes (its HOSTNAME), else host and process."""
+    return os.environ.get("HOSTNAME") or f"{socket.gethostname()}:{os.getpid()}"
 
 
 def suggest(trial: "optuna.Trial", family: ModelFamily, spec: SearchSpec) -> dict[str, Any]:
@@ -170,6 +215,21 @@ class TrialLog(typing.Protocol):
     def end(self, run_id: str, state: str, history: dict, metrics: dict) -> None: ...
 
 
+class TrialRuns:
+    """Each Optuna trial as an MLflow child run of the family's training run (`registry`: a
+    tracking.ModelRegistry), tagged with the study, the trial and whatever `tags` add."""
+
+    def __init__(self, registry, parent_run_id: str, study: str, tags: dict):
+        self.registry, self.parent, self.study, self.tags = registry, parent_run_id, study, tags
+
+    def start(self, number: int, params: dict) -> str:
+        tags = {**self.tags, "optuna.study": self.study, "optuna.trial": str(number)}
+        return self.registry.start_trial_run(self.parent, f"trial-{number}", params, tags)
+
+    def end(self, run_id: str, state: str, history: dict, metrics: dict) -> None:
+        self.registry.end_trial_run(run_id, state, history, metrics)
+
+
 @dataclass
 class TuningResult:
     study_name: str
@@ -208,10 +268,12 @@ def tune(
     score: Callable[[Any, Any, Any], dict] | None = None,
     log: Callable[[str], None] = lambda _: None,
     n_trials: int | None = None,
+    worker: int = 0,
 ) -> TuningResult:
     """Run (or resume) the study until it holds `n_trials` finished (complete or pruned) trials
     or `timeout_s` has passed in this call; return its best trial. `args` are the family's
-    (train_x, train_y, valid_x, valid_y, categorical); `score(y, p)` the metrics of a fit."""
+    (train_x, train_y, valid_x, valid_y, categorical); `score(y, p)` the metrics of a fit.
+    `worker`: this process's index among those sharing the study (0: the step)."""
     import optuna
 
     from pipelines.platform.lib.evaluation import binary_metrics
@@ -226,10 +288,10 @@ def tune(
         else None
     )
     done_before = len(probe.get_trials(deepcopy=False)) if probe is not None else 0
-    # A resumed study gets a sampler seeded apart from the first run's: the same seed would
-    # draw the same random start-up points again.
+    # A resumed study gets a sampler seeded apart from the first run's, and each parallel worker
+    # one of its own: the same seed would draw the same random start-up points again.
     sampler = optuna.samplers.TPESampler(
-        seed=seed + 1000 * done_before, n_startup_trials=spec.startup_trials
+        seed=seed + 1000 * done_before + 7919 * worker, n_startup_trials=spec.startup_trials
     )
     pruner = (
         optuna.pruners.MedianPruner(n_startup_trials=spec.startup_trials, n_warmup_steps=1)
@@ -247,11 +309,12 @@ def tune(
     curve_key = family.curves[spec.metric]
     every = family.report_every
     train = family.train_fn()
-    ran = 0
+    ran, here = 0, worker_name()
 
     def objective(trial: optuna.Trial) -> float:
         nonlocal ran
         ran += 1
+        trial.set_user_attr("worker", here)  # set first: the step sees its workers have begun
         values = suggest(trial, family, spec)
         params = family.make_params({**base_params, **values})
         run_id = trial_log.start(trial.number, values) if trial_log else None
@@ -304,23 +367,54 @@ def tune(
             catch=(),
             gc_after_trial=True,
         )
-    seconds = time.perf_counter() - started
+    return study_result(study, spec.metric, ran, time.perf_counter() - started)
+
+
+def ensure_study(storage, study_name: str, spec: SearchSpec):
+    """Create the study (if new) before workers open it: two processes creating one study at
+    once race on its row."""
+    import optuna
+
+    return optuna.create_study(
+        study_name=study_name, storage=storage, direction=spec.direction, load_if_exists=True
+    )
+
+
+def workers_seen(study) -> set[str]:
+    """The workers (pod names) that have begun a trial of the study."""
+    return {
+        t.user_attrs["worker"] for t in study.get_trials(deepcopy=False) if "worker" in t.user_attrs
+    }
+
+
+def study_result(study, metric: str, ran_here: int, seconds: float) -> TuningResult:
+    """The study's best trial and counts as they stand (every worker's trials included)."""
+    import optuna
+
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
-        raise RuntimeError(f"study {study_name}: no trial completed (states: {_states(trials)})")
+        raise NoTrialCompleted(
+            f"study {study.study_name}: no trial completed (states: {_states(trials)})"
+        )
     best = study.best_trial
     return TuningResult(
-        study_name=study_name,
+        study_name=study.study_name,
         best_params=decode(best.params),
         best_value=float(best.value),
         best_trial=best.number,
         trials=_states(trials),
-        ran_here=ran,
+        ran_here=ran_here,
         seconds=seconds,
-        metric=spec.metric,
+        metric=metric,
         history=[
-            {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params}
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "params": t.params,
+                "worker": t.user_attrs.get("worker"),
+            }
             for t in trials
         ],
     )
