@@ -72,6 +72,27 @@ def _hourly(wide: pd.DataFrame, hours: int = 1):
     return wide.rolling(HOUR * hours, min_periods=4 * hours)
 
 
+def _hourly_std(wide: pd.DataFrame) -> pd.DataFrame:
+    """The last hour's standard deviation from each window's own readings. pandas' rolling std
+    updates a running sum over the whole series, so a steady turbine's 0 came out as 0 or as
+    1e-5 depending on where the computation started: the batch table (its day and the day
+    before) and the live path (the days around its clock) start at different readings."""
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    values = wide.to_numpy("float64")
+    padded = np.vstack([np.full((HOUR - 1, values.shape[1]), np.nan), values])
+    windows = sliding_window_view(padded, HOUR, axis=0)  # interval x turbine x the hour
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # windows with fewer than two readings
+        std = np.nanstd(windows, axis=2, ddof=1)
+    std[(~np.isnan(windows)).sum(axis=2) < 4] = np.nan  # as min_periods=4
+    return pd.DataFrame(std, index=wide.index, columns=wide.columns)
+
+
 def _grid(raw: pd.DataFrame) -> tuple[pd.DatetimeIndex, dict[str, pd.DataFrame]]:
     """Every feature of every interval s (the row a prediction at s + 10 min reads)."""
     import numpy as np
@@ -86,12 +107,12 @@ def _grid(raw: pd.DataFrame) -> tuple[pd.DatetimeIndex, dict[str, pd.DataFrame]]
         "power_kw": power,
         "power_mean_1h": power_1h,
         "power_mean_3h": _hourly(power, 3).mean(),
-        "power_std_1h": _hourly(power).std(),
+        "power_std_1h": _hourly_std(power),
         "power_trend_1h": power_1h - power_1h.shift(HOUR),
         "power_10m_vs_1h": power - power_1h,
         "wind_speed": wind,
         "wind_mean_1h": wind_1h,
-        "wind_std_1h": _hourly(wind).std(),
+        "wind_std_1h": _hourly_std(wind),
         "wind_max_1h": _hourly(wind).max(),
         "wind_trend_1h": wind_1h - wind_1h.shift(HOUR),
         "wind_dir_sin": np.sin(radians),
