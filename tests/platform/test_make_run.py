@@ -20,8 +20,11 @@ def graph():
     return defs().resolve_asset_graph()
 
 
-def _plan(graph, start, end, monitor_from, blocked=(), fail=()):
+def _plan(graph, start, end, monitor_from, blocked=(), fail=(), serve=False):
     calls = []
+
+    def served(task, day):  # what `make run` does before a monitored day's run
+        calls.append({"served": day, "task": task})
 
     def runner(job, keys, stage, tags=None, run_config=None):
         calls.append(
@@ -36,8 +39,33 @@ def _plan(graph, start, end, monitor_from, blocked=(), fail=()):
         return RunResult(f"run-{len(calls)}", job, stage not in fail)
 
     keys = [k for k in graph.materializable_asset_keys if k.path[0] == TASK]
-    _task_window(runner, TASK, keys, graph, start, end, set(blocked), monitor_from)
+    _task_window(
+        runner,
+        TASK,
+        keys,
+        graph,
+        start,
+        end,
+        set(blocked),
+        monitor_from,
+        before_monitored=served if serve else None,
+    )
     return calls
+
+
+def test_each_monitored_day_is_served_live_before_its_run(graph):
+    """`make run` serves a monitored day's live traffic (issue 24) just before the day's run
+    judges it, and none on the training days; a blocked day is neither served nor run."""
+    calls = _plan(
+        graph, date(2013, 1, 1), date(2013, 1, 31), date(2013, 1, 28), {"2013-01-30"}, serve=True
+    )
+    tail = calls[calls.index(next(c for c in calls if "served" in c)) :]
+    assert [c.get("served") or c["tags"]["dagster/partition"] for c in tail] == [
+        d for day in ("2013-01-28", "2013-01-29", "2013-01-31") for d in (day, day)
+    ]
+    assert ["served" in c for c in tail] == [True, False] * 3
+    assert {c["task"] for c in tail if "served" in c} == {TASK}
+    assert not any("served" in c for c in calls[: -len(tail)])
 
 
 def test_the_champion_is_trained_on_the_first_days_and_the_rest_are_monitored(graph):
