@@ -186,36 +186,30 @@ class TuningPods:
     def wait_started(self, begun: Callable[[], set[str]], timeout_s: float) -> None:
         """Until each worker has begun a trial (or finished): the step's own trials start after
         its workers', so that a quick study is not spent before the pods are up."""
-        pending = set(self.jobs)
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            names = begun()
-            for job in sorted(pending):
-                if failure := self._failed(job):
-                    raise TuningWorkerError(failure)
-                pods = {p.metadata.name for p in self._pods(job)}
-                if pods & names or self._succeeded(job):
-                    pending.discard(job)
-            if pending and time.monotonic() > deadline:
-                raise TuningWorkerError(
-                    f"tuning workers not started within {timeout_s:.0f}s: "
-                    + "; ".join(self.describe(j) for j in sorted(pending))
-                )
-            if pending:
-                time.sleep(1)
+
+        def started(job: str, names: set[str]) -> bool:
+            return bool({p.metadata.name for p in self._pods(job)} & names) or self._succeeded(job)
+
+        self._wait(begun, started, "started", timeout_s)
 
     def wait_finished(self, timeout_s: float) -> None:
+        self._wait(lambda: None, lambda job, _: self._succeeded(job), "finished", timeout_s)
+
+    def _wait(self, poll, done, what: str, timeout_s: float) -> None:
+        """Until `done(job, poll())` holds for every worker Job; a failed one, or the deadline,
+        raises naming the pods."""
         pending = set(self.jobs)
         deadline = time.monotonic() + timeout_s
         while pending:
+            seen = poll()
             for job in sorted(pending):
                 if failure := self._failed(job):
                     raise TuningWorkerError(failure)
-                if self._succeeded(job):
+                if done(job, seen):
                     pending.discard(job)
             if pending and time.monotonic() > deadline:
                 raise TuningWorkerError(
-                    f"tuning workers not finished within {timeout_s:.0f}s: "
+                    f"tuning workers not {what} within {timeout_s:.0f}s: "
                     + "; ".join(self.describe(j) for j in sorted(pending))
                 )
             if pending:
