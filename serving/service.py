@@ -53,6 +53,10 @@ class BuildArgs(BaseModel):
     # Set by the `bento` asset at build time; stored in the Bento.
     model_tag: str = ""
     task: str = ""
+    # A challenger in rollout the Bento carries beside the champion (the `bento` asset).
+    challenger_tag: str = ""
+    rollout_stage: str = ""
+    canary_share: str = ""
 
 
 # A built Bento carries its task and model tag as build arguments. Variables set explicitly win:
@@ -228,9 +232,10 @@ def _model_ref():
 # A challenger in rollout beside the champion (docs/rollout-and-alerts.md): its exact model tag,
 # its stage (shadow: the champion answers; canary: a stable hash of the task's canary entity picks
 # the model per entity) and the canary's share of entities.
-CHALLENGER_TAG = os.environ.get("FLIGHTLINE_CHALLENGER_MODEL", "")
-ROLLOUT_STAGE = os.environ.get("FLIGHTLINE_ROLLOUT_STAGE", "shadow")
-CANARY_SHARE = float(os.environ.get("FLIGHTLINE_CANARY_SHARE") or 0.1)
+# Set by the Bento's build arguments; the variables win (serving from source, benchmarks).
+CHALLENGER_TAG = os.environ.get("FLIGHTLINE_CHALLENGER_MODEL", ARGS.challenger_tag)
+ROLLOUT_STAGE = os.environ.get("FLIGHTLINE_ROLLOUT_STAGE") or ARGS.rollout_stage or "shadow"
+CANARY_SHARE = float(os.environ.get("FLIGHTLINE_CANARY_SHARE") or ARGS.canary_share or 0.1)
 
 
 def _challenger_ref():

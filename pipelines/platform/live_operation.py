@@ -192,7 +192,8 @@ class LiveService:
         from pipelines.platform.resources_config import embedded_resources
 
         latest = json.loads(self.latest.read_text())
-        if latest["model"] != self.bento:
+        serving = (latest["model"], json.dumps(latest.get("challenger"), sort_keys=True))
+        if serving != self.bento:
             if self.predictor is not None:
                 self.predictor.log.close()
             stored = bentoml.models.get(latest["model"])
@@ -213,9 +214,27 @@ class LiveService:
                 source="live",
                 unavailable=unavailable_views(self.task),
                 store_clock=lambda: self.store_clock() if self.store_clock else None,
+                challenger=self._challenger(latest.get("challenger")),
             )
-            self.bento = latest["model"]
+            self.bento = serving
         return self.predictor
+
+    def _challenger(self, rollout: dict | None):
+        """The challenger the Bento carries in shadow or canary, as the service loads it."""
+        import bentoml
+
+        from pipelines.platform.lib.predictor import Challenger, ModelInfo
+
+        if not rollout:
+            return None
+        stored = bentoml.models.get(rollout["model"])
+        return Challenger(
+            bentoml.mlflow.load_model(stored),
+            ModelInfo(self.task.name, str(rollout["mlflow_version"]), str(stored.tag)),
+            rollout["stage"],
+            float(rollout["canary_share"]),
+            self.task.definition.serving.canary_entity,
+        )
 
     def answer(self, request: dict) -> dict:
         [result] = self._current().predict([request])

@@ -11,6 +11,7 @@ import dagster as dg
 from pipelines.platform.compat import backfill_subset, requested_backfills
 from pipelines.platform.components.definition import Task
 from pipelines.platform.components.ingestion import landing_dir
+from pipelines.platform.components.rollout import rollout_keys
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.landing_watch import (
     LANDED_SHA256,
@@ -45,6 +46,7 @@ def retrain_selection(task: Task) -> dg.AssetSelection:
     return dg.AssetSelection.assets(
         *model_keys(task.spec),
         task.key("champion"),
+        *rollout_keys(task),
         task.key("bento"),
         task.key("deployment"),
         task.key("drift_reference"),

@@ -223,6 +223,20 @@ class MonitoringModel(Strict):
     )
 
 
+class RolloutModel(Strict):
+    """Staged rollout (docs/rollout-and-alerts.md). Off: a challenger that passes the offline
+    gate becomes champion at once. On: it enters shadow (scored on every live request, the
+    champion answers), then canary (`canary_share` of the entities `serving.canary_entity`
+    names), then champion, each step on the live gate's verdict; or it is rolled back."""
+
+    enabled: bool = False
+    # Labelled live requests (both classes) before the live gate decides a stage.
+    min_labelled_rows: int = Field(default=300, ge=1)
+    canary_share: float = Field(default=0.1, gt=0.0, lt=1.0)
+    # The newest days of the prediction log the evidence is read from.
+    evidence_days: int = Field(default=30, ge=1)
+
+
 class ModelFamiliesModel(Strict):
     # The model families trained (lib/modeling/families.py), each an asset <task>/<family asset>
     families: list[str] = list(MODEL_FAMILIES)
@@ -279,6 +293,16 @@ class TaskDefinition(Strict):
     serving: ServingModel  # the service's request and answer
     automation: AutomationModel = AutomationModel()  # the nightly retrain schedule
     monitoring: MonitoringModel = MonitoringModel()  # how many rows make a day evidence
+    rollout: RolloutModel = RolloutModel()  # shadow -> canary -> champion on live evidence
+
+    @model_validator(mode="after")
+    def _canary_has_an_entity(self) -> "TaskDefinition":
+        if self.rollout.enabled and not self.serving.canary_entity:
+            raise ValueError(
+                "rollout.enabled: a canary needs serving.canary_entity (the request field that "
+                "keeps one entity on one model)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tables_exist(self) -> "TaskDefinition":

@@ -452,9 +452,14 @@ def _numbers(summary: dict) -> dict:
 
 
 def model_defs(
-    spec: TaskSpec, family_params: dict[str, dict] | None = None, tuning: dict | None = None
+    spec: TaskSpec,
+    family_params: dict[str, dict] | None = None,
+    tuning: dict | None = None,
+    canary_share: float | None = None,
 ) -> dg.Definitions:
-    """`tuning`: family -> lib.tuning.SearchSpec, for the families to tune before training."""
+    """`tuning`: family -> lib.tuning.SearchSpec, for the families to tune before training.
+    `canary_share`: the task rolls out in stages (its `rollout` block): a challenger that
+    passes the gate enters shadow beside the champion instead of replacing it."""
     prefix = list(spec.asset_prefix)
     params = family_params or {}
     tuning = tuning or {}
@@ -623,13 +628,17 @@ def model_defs(
                 f"gate refused v{candidate['version']} ({reasons}); champion stays {kept}"
             )
             return
+        metrics = model_evaluation["metrics"][candidate["family"]]
+        if canary_share is not None and previous_info:
+            # A staged rollout: the live gate (the `rollout` asset) moves @champion, later.
+            yield from _enter_shadow(context, registry, candidate, previous_info, canary_share)
+            return
         replaced = registry.promote(
             spec.registered_model,
             candidate["version"],
             expected_champion=previous_info["version"] if previous_info else None,
             tags={"promoted_by_run": context.run.run_id},
         )
-        metrics = model_evaluation["metrics"][candidate["family"]]
         context.add_output_metadata(
             {
                 "champion": f"{spec.registered_model} v{candidate['version']} ({candidate['family']})",
@@ -664,6 +673,38 @@ def model_defs(
                 "family": candidate["family"],
                 "replaced": replaced,
                 "holdout_metrics": metrics,
+                "dagster_run_id": context.run.run_id,
+            }
+        )
+
+    def _enter_shadow(context, registry, candidate, previous_info, share: float):
+        from pipelines.platform.lib.rollout import RolloutState
+
+        champion_version = str(previous_info["version"])
+        state = RolloutState(
+            "shadow",
+            str(candidate["version"]),
+            champion_version,
+            share,
+            f"passed the offline gate; scored in shadow beside champion v{champion_version}",
+        )
+        superseded = registry.start_rollout(spec.registered_model, state, context.run.run_id)
+        context.add_output_metadata(
+            {
+                "champion": f"{spec.registered_model} v{champion_version} (unchanged)",
+                "rollout": f"v{candidate['version']} ({candidate['family']}) enters shadow",
+                "superseded_rollout": (
+                    f"v{superseded.challenger_version} ({superseded.stage})" if superseded else "none"
+                ),
+                "model_uri": f"models:/{spec.registered_model}@{CHAMPION}",
+                "model_version": dg.MetadataValue.int(int(champion_version)),
+            }
+        )
+        yield dg.Output(
+            {
+                "name": spec.registered_model,
+                "version": champion_version,
+                "rollout": state.as_dict(),
                 "dagster_run_id": context.run.run_id,
             }
         )

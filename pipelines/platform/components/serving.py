@@ -4,6 +4,7 @@ task), the training/serving skew check, and the log of what the service answered
 import dagster as dg
 
 from pipelines.platform.components.definition import Task
+from pipelines.platform.components.rollout import rollout_keys
 from pipelines.platform.frame_type import DataFrame
 from pipelines.platform.lib.deployment import RolloutFailed
 from pipelines.platform.lib.lake import PARTITION_COLUMN
@@ -12,6 +13,7 @@ from pipelines.platform.lib.packaging import (
     build_bento,
     export_bento,
     import_champion,
+    import_rollout,
     latest_bento_for,
     write_latest,
 )
@@ -48,7 +50,7 @@ def serving_defs(task: Task) -> dg.Definitions:
 
     @dg.asset(
         key=task.key("bento"),
-        deps=[task.key("champion")],
+        deps=[task.key("champion"), *rollout_keys(task)],
         group_name=task.group("serving"),
         kinds={"bentoml"},
         code_version="1",
@@ -65,13 +67,16 @@ def serving_defs(task: Task) -> dg.Definitions:
         registry = mlflow.registry()
         registry.check_reachable()
         model, imported = import_champion(registry, spec.registered_model)
-        existing = latest_bento_for(task.name, str(model.tag))
+        # A challenger in shadow or canary rides in the same Bento (the service scores both).
+        rollout = import_rollout(registry, spec.registered_model) if rollout_keys(task) else None
+        existing = latest_bento_for(task.name, str(model.tag), rollout)
         built = existing or build_bento(
             task.name,
             str(model.tag),
             {"task": task.name, "mlflow_version": model.info.labels["mlflow_version"]},
+            rollout,
         )
-        write_latest(bento.latest_pointer(task.name), built, model)
+        write_latest(bento.latest_pointer(task.name), built, model, rollout)
         # One file in the object store (production): the deployment asset's pods, and the
         # service's, do not share this pod's BentoML store.
         export = export_bento(built, DataPaths.from_env().bento_exports)
@@ -111,12 +116,18 @@ def serving_defs(task: Task) -> dg.Definitions:
                 "rebuilt": existing is None,
                 "model_imported": imported,
                 "serve": f"make serve TASK={task.name}",
+                "rollout": (
+                    f"v{rollout['mlflow_version']} in {rollout['stage']} ({rollout['model']})"
+                    if rollout
+                    else "none: the champion alone"
+                ),
                 "export": export,
             }
         )
         return {
             "bento": str(built.tag),
             "model": str(model.tag),
+            "rollout": rollout,
             "mlflow_version": version,
             "export": export,
         }

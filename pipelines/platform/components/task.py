@@ -22,6 +22,7 @@ from pipelines.platform.components.ingestion import ingestion_defs
 from pipelines.platform.components.live import live_skew_checks
 from pipelines.platform.components.model import model_defs
 from pipelines.platform.components.monitoring import monitoring_defs
+from pipelines.platform.components.rollout import rollout_defs
 from pipelines.platform.components.serving import serving_defs
 from pipelines.platform.components.training import training_defs
 
@@ -42,7 +43,13 @@ def build_task_defs(task: Task) -> dg.Definitions:
         ingestion_defs(task),
         features_defs(task),
         training_defs(task),
-        model_defs(task.spec, task.definition.models.params, search_specs(task.definition)),
+        model_defs(
+            task.spec,
+            task.definition.models.params,
+            search_specs(task.definition),
+            task.definition.rollout.canary_share if task.definition.rollout.enabled else None,
+        ),
+        rollout_defs(task),
         serving_defs(task),
         monitoring_defs(task),
         dg.Definitions(asset_checks=[live_skew_checks(task)]),

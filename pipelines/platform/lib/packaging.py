@@ -22,15 +22,42 @@ class PackagingError(RuntimeError):
     pass
 
 
+CHALLENGER_TAG_ENV = "FLIGHTLINE_CHALLENGER_MODEL"
+ROLLOUT_STAGE_ENV = "FLIGHTLINE_ROLLOUT_STAGE"
+CANARY_SHARE_ENV = "FLIGHTLINE_CANARY_SHARE"
+
+
 def import_champion(registry: ModelRegistry, task: str):
     """The BentoML model holding the current champion; imported only if not there yet."""
-    import bentoml
-
     champion = registry.alias(task, CHAMPION)
     if champion is None:
         raise PackagingError(
             f"{task} has no @{CHAMPION} in the MLflow registry; nothing to package"
         )
+    return import_version(registry, task, champion)
+
+
+def import_rollout(registry: ModelRegistry, task: str) -> dict | None:
+    """The challenger in shadow or canary, imported beside the champion: its BentoML model tag,
+    stage and canary share (what the service is built with), or None."""
+    state = registry.rollout_state(task)
+    if state is None:
+        return None
+    model, _ = import_version(
+        registry, task, registry.client.get_model_version(task, state.challenger_version)
+    )
+    return {
+        "model": str(model.tag),
+        "mlflow_version": state.challenger_version,
+        "stage": state.stage,
+        "canary_share": state.canary_share,
+    }
+
+
+def import_version(registry: ModelRegistry, task: str, champion):
+    """The BentoML model holding a registered version; imported only if not there yet."""
+    import bentoml
+
     version = str(champion.version)
     for model in _listed(bentoml.models.list, task):
         if model.info.labels.get("mlflow_version") == version:
@@ -76,22 +103,49 @@ def _service_env(**values: str):
                 os.environ[key] = value
 
 
-def latest_bento_for(task: str, model_tag: str):
-    """A Bento already built around exactly this model, if any (rebuild only when it changes)."""
+def rollout_label(rollout: dict | None) -> str:
+    """What a Bento serves beside its champion: "" or `<model tag>@<stage>@<share>`."""
+    if not rollout:
+        return ""
+    return f"{rollout['model']}@{rollout['stage']}@{rollout['canary_share']}"
+
+
+def latest_bento_for(task: str, model_tag: str, rollout: dict | None = None):
+    """A Bento already built around exactly this model (and this challenger in this stage), if
+    any: rebuild only when one of them changes."""
     import bentoml
 
     for bento in sorted(
         _listed(bentoml.list, bento_name(task)), key=lambda b: b.info.creation_time, reverse=True
     ):
-        if bento.info.labels.get("model_tag") == model_tag:
+        labels = bento.info.labels
+        if labels.get("model_tag") == model_tag and labels.get("rollout", "") == rollout_label(
+            rollout
+        ):
             return bento
     return None
 
 
-def build_bento(task: str, model_tag: str, labels: dict[str, str]):
+def build_bento(task: str, model_tag: str, labels: dict[str, str], rollout: dict | None = None):
+    """`rollout`: a challenger the Bento carries beside the champion (import_rollout), its
+    model declared by the service and its stage stored in the Bento's build arguments."""
     import bentoml
 
-    with _service_env(**{MODEL_TAG_ENV: model_tag, TASK_ENV: task}):
+    challenger = {
+        "challenger_tag": rollout["model"] if rollout else "",
+        "rollout_stage": rollout["stage"] if rollout else "",
+        "canary_share": str(rollout["canary_share"]) if rollout else "",
+    }
+    env = {
+        MODEL_TAG_ENV: model_tag,
+        TASK_ENV: task,
+        CHALLENGER_TAG_ENV: challenger["challenger_tag"],
+        ROLLOUT_STAGE_ENV: challenger["rollout_stage"],
+        CANARY_SHARE_ENV: challenger["canary_share"],
+    }
+    if rollout:
+        labels = {**labels, "rollout": rollout_label(rollout)}
+    with _service_env(**env):
         return bentoml.bentos.build(
             service=SERVICE,
             name=bento_name(task),
@@ -106,7 +160,7 @@ def build_bento(task: str, model_tag: str, labels: dict[str, str]):
             # The data root (with BentoML's own store) may sit inside the project: never walk it.
             exclude=["data/", ".venv/", ".git/", "tests/", "benchmarks/", "**/__pycache__/"],
             # serving.service.BuildArgs: stored in bento.yaml
-            args={"model_tag": model_tag, "task": task},
+            args={"model_tag": model_tag, "task": task, **challenger},
             # The bento runs in this project's locked environment (make serve); its image gets
             # the same lock from the Dockerfile, so BentoML need not resolve packages again.
             python={"requirements_txt": None, "packages": [], "lock_packages": False},
@@ -119,10 +173,12 @@ def bento_size_bytes(bento) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
-def write_latest(pointer: Path, bento, model) -> None:
-    """What `make serve TASK=...` starts: the Bento the task's packaging asset built last."""
+def write_latest(pointer: Path, bento, model, rollout: dict | None = None) -> None:
+    """What `make serve TASK=...` starts: the Bento the task's packaging asset built last (and
+    the challenger it carries, for a process that serves without HTTP)."""
     pointer.parent.mkdir(parents=True, exist_ok=True)
-    pointer.write_text(json.dumps({"bento": str(bento.tag), "model": str(model.tag)}))
+    latest = {"bento": str(bento.tag), "model": str(model.tag)}
+    pointer.write_text(json.dumps(latest | ({"challenger": rollout} if rollout else {})))
 
 
 def export_name(bento) -> str:

@@ -208,3 +208,13 @@ def read_day(root: str | Path, day: str) -> tuple[pd.DataFrame, int]:
                     except json.JSONDecodeError:
                         torn += 1
     return pd.json_normalize(records) if records else pd.DataFrame(), torn
+
+
+def logged_days(root: str | Path) -> list[str]:
+    """The days that have a log folder, in order."""
+    import pyarrow.fs as pafs
+
+    fs, base = filesystem_for(str(root))
+    with unavailable_as_error(store_for(str(root))):
+        listing = fs.get_file_info(pafs.FileSelector(str(base), allow_not_found=True))
+    return sorted(i.base_name for i in listing if i.type == pafs.FileType.Directory)

@@ -66,6 +66,69 @@ def manual(state: RolloutState, action: str, who: str, why: str) -> RolloutState
     raise ValueError(f"unknown action {action!r}: promote or abort")
 
 
+def superseded(state: RolloutState, by: str) -> RolloutState:
+    """A rollout still in progress when a newer challenger passes the offline gate ends."""
+    return _with(state, "rollback", f"superseded by v{by} during {state.stage}")
+
+
+def request_keys(requests, examples, timestamp: str) -> list[str]:
+    """The columns that match a logged request to its example: the prediction time and every
+    other request column the examples table holds that is not a float (a float is a measured
+    value, not an identity: `distance`)."""
+    import pandas as pd
+
+    keys = [timestamp] if timestamp in requests.columns and timestamp in examples.columns else []
+    for column in requests.columns:
+        if column in keys or column not in examples.columns:
+            continue
+        if pd.api.types.is_float_dtype(requests[column]) or pd.api.types.is_float_dtype(
+            examples[column]
+        ):
+            continue
+        keys.append(column)
+    if not keys:
+        raise ValueError("no request column identifies an example: cannot label the live log")
+    return keys
+
+
+def labelled_live_rows(log, examples, spec, domain, as_of):
+    """The rollout's live evidence: each logged live request with both models' scores, who
+    answered, and its label if it was known by `as_of` (else NaN: pending). Requests are matched
+    to the examples table on `request_keys`; a request matching no example, or several, stays
+    unlabelled."""
+    import numpy as np
+    import pandas as pd
+
+    from pipelines.platform.lib.labels import LABEL_KNOWN_AT, known_by
+    from pipelines.platform.lib.skew import served_requests
+
+    if log.empty:
+        return pd.DataFrame(columns=["champion_score", "challenger_score", "label"])
+    raw, _ = served_requests(log)
+    requests = domain.request_frame(raw).reset_index(drop=True)
+    stamp = spec.timestamp_column
+    requests[stamp] = pd.to_datetime(requests[stamp], utc=True)
+    examples = examples.copy()
+    examples[stamp] = pd.to_datetime(examples[stamp], utc=True)
+    keys = request_keys(requests, examples, stamp)
+    extra = [c for c in (*spec.slice_columns, LABEL_KNOWN_AT) if c in examples.columns]
+    extra = [c for c in extra if c not in keys]
+    unique = examples.drop_duplicates(keys, keep=False)[[*keys, spec.label_column, *extra]]
+    joined = requests[keys].merge(unique, on=keys, how="left", validate="many_to_one")
+    label = joined[spec.label_column].astype("float64")
+    if len(joined) and LABEL_KNOWN_AT in joined.columns:
+        label = label.where(known_by(joined, as_of), np.nan)
+    columns = ["champion_score", "challenger_score", "served_by", "challenger_version"]
+    evidence = log.reset_index(drop=True)[[c for c in columns if c in log.columns]].copy()
+    evidence["label"] = label.to_numpy()
+    for column in spec.slice_columns:
+        if column in joined.columns:
+            evidence[column] = joined[column].to_numpy()
+        elif column in requests.columns:
+            evidence[column] = requests[column].to_numpy()
+    return evidence
+
+
 def _with(state: RolloutState, stage: str, decision: str) -> RolloutState:
     return RolloutState(
         stage, state.challenger_version, state.champion_version, state.canary_share, decision

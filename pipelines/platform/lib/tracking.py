@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from mlflow.models import ModelSignature
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+ROLLOUT_ALIASES = ("shadow", "canary")  # the alias of a challenger in each live stage
+ROLLOUT_STAGE_TAG = "rollout_stage"
 PROMOTED_OVER_TAG = "promoted_over"  # on a champion: the version it replaced ("" for the first)
 
 
@@ -458,6 +460,80 @@ class ModelRegistry:
         # The alias moves last, in one call: an interrupted promotion leaves the old champion.
         self.client.set_registered_model_alias(name, CHAMPION, version)
         return current
+
+    # A staged rollout (docs/rollout-and-alerts.md): the challenger's version sits at the alias
+    # of its stage (@shadow, then @canary) and carries its state as tags, so the MLflow UI shows
+    # where it is and why; @champion moves only when the live gate (or a human) promotes it.
+    def rollout_version(self, name: str):
+        """The version in rollout (at @shadow or @canary), or None."""
+        for stage in ROLLOUT_ALIASES:
+            current = self.alias(name, stage)
+            if current is not None:
+                return current
+        return None
+
+    def rollout_state(self, name: str):
+        """The rollout in progress as a RolloutState, or None."""
+        from pipelines.platform.lib.rollout import RolloutState
+
+        current = self.rollout_version(name)
+        if current is None:
+            return None
+        tags = current.tags
+        return RolloutState(
+            tags.get(ROLLOUT_STAGE_TAG, "shadow"),
+            str(current.version),
+            tags.get("rollout_champion", ""),
+            float(tags.get("rollout_canary_share", "0.1")),
+            tags.get("rollout_decision", ""),
+        )
+
+    def start_rollout(self, name: str, state, started_by_run: str):
+        """A challenger that passed the offline gate enters shadow beside the champion; a
+        rollout still in progress ends as a rollback (superseded). Returns the superseded
+        state, or None."""
+        from pipelines.platform.lib.rollout import superseded
+
+        previous = self.rollout_state(name)
+        if previous is not None and previous.challenger_version != state.challenger_version:
+            self.apply_rollout(name, superseded(previous, state.challenger_version))
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.client.set_model_version_tag(name, state.challenger_version, "rollout_started_at", stamp)
+        self.client.set_model_version_tag(
+            name, state.challenger_version, "rollout_started_by_run", started_by_run
+        )
+        self.apply_rollout(name, state)
+        return previous
+
+    def apply_rollout(self, name: str, state) -> str | None:
+        """The registry after a rollout transition: tags with the stage and the decision, the
+        stage's alias; `champion` promotes the challenger (returns the version it replaced),
+        `rollback` takes its rollout alias away and leaves @champion where it is."""
+        version = state.challenger_version
+        tags = {
+            ROLLOUT_STAGE_TAG: state.stage,
+            "rollout_champion": state.champion_version,
+            "rollout_canary_share": str(state.canary_share),
+            "rollout_decision": state.decision[:5000],
+        }
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, key, value)
+        replaced = None
+        if state.stage == "champion":
+            replaced = self.promote(
+                name,
+                version,
+                expected_champion=state.champion_version or None,
+                tags={"promoted_by": "rollout"},
+            )
+        for alias in ROLLOUT_ALIASES:
+            current = self.alias(name, alias)
+            held = current is not None and str(current.version) == str(version)
+            if alias == state.stage and not held:
+                self.client.set_registered_model_alias(name, alias, version)
+            elif alias != state.stage and held:
+                self.client.delete_registered_model_alias(name, alias)
+        return replaced
 
     def rollback(self, name: str) -> tuple[str, str]:
         """Point `champion` back at the version the current champion replaced."""

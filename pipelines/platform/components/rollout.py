@@ -1,0 +1,247 @@
+"""Staged rollout of a task's challenger on live evidence (docs/rollout-and-alerts.md), when its
+`defs.yaml` turns `rollout.enabled` on: the `rollout` asset between `champion` and `bento`
+(each materialization one decision: its stage, the evidence, why), the job that re-decides it
+(the sensor's, or a human's promote/abort with typed config) and the sensor that runs it when
+new labels land. The decisions themselves are plain Python in lib/rollout.py and
+lib/evaluation.py (live_gate)."""
+
+from typing import Literal
+
+import dagster as dg
+
+from pipelines.platform.components.definition import Task
+from pipelines.platform.metadata import metric_table, picture
+from pipelines.platform.resources import LakeResource, MlflowResource
+
+ACTIVE = ("shadow", "canary")
+
+
+class RolloutDecisionConfig(dg.Config):
+    """`auto`: the live gate decides on the evidence logged so far. `promote` (one stage
+    forward) or `abort` (roll back): a human's decision, recorded with who and why."""
+
+    action: Literal["auto", "promote", "abort"] = "auto"
+    who: str = ""
+    why: str = ""
+
+
+def rollout_job_name(task: Task) -> str:
+    return f"{task.name}_rollout_decision"
+
+
+def rollout_sensor_name(task: Task) -> str:
+    return f"{task.name}_rollout_sensor"
+
+
+def rollout_keys(task: Task) -> list[dg.AssetKey]:
+    """The rollout asset's key when the task rolls out in stages, else none."""
+    return [task.key("rollout")] if task.definition.rollout.enabled else []
+
+
+def _evidence(task: Task, lake, state):
+    """The labelled live rows of the rollout's current stage, and the instant labels are known
+    by (the end of the newest examples partition in the lake: the replayed clock)."""
+    import pandas as pd
+
+    from pipelines.platform.components.serving import prediction_log_root
+    from pipelines.platform.lib.prediction_log import logged_days, read_day
+    from pipelines.platform.lib.rollout import labelled_live_rows
+
+    settings = task.definition.rollout
+    root = prediction_log_root(task)
+    days = logged_days(root)[-settings.evidence_days :]
+    frames = [read_day(root, day)[0] for day in days]
+    log = pd.concat([f for f in frames if len(f)], ignore_index=True) if frames else pd.DataFrame()
+    if len(log) and "challenger_version" in log.columns:
+        log = log[
+            (log.get("source", "live") == "live")
+            & (log["challenger_version"].astype(str) == state.challenger_version)
+            & (log["rollout_stage"] == state.stage)
+        ].reset_index(drop=True)
+    else:
+        log = log.iloc[0:0]
+    table = task.table(task.definition.examples.table)
+    known = lake.partitions(table)
+    as_of = task.partition_end(known[-1]) if known else None
+    # A request is logged under its own partition, the one its example is stored in.
+    examples = lake.read_partitions(table, [d for d in days if d in known], allow_missing=True)
+    if log.empty or examples.empty or as_of is None:
+        return pd.DataFrame(columns=["champion_score", "challenger_score", "label"]), len(log), as_of
+    return labelled_live_rows(log, examples, task.spec, task.domain, as_of), len(log), as_of
+
+
+def rollout_defs(task: Task) -> dg.Definitions:
+    if not task.definition.rollout.enabled:
+        return dg.Definitions()
+    spec, settings = task.spec, task.definition.rollout
+    examples_key = task.key(task.definition.examples.table)
+
+    @dg.asset(
+        key=task.key("rollout"),
+        deps=[task.key("champion")],
+        group_name=task.group("evaluation"),
+        kinds={"mlflow"},
+        code_version="1",
+        tags=task.tags,
+        description=f"The {task.name} challenger's rollout: shadow (scored on every live request, "
+        "the champion answers) -> canary (a stable share of entities) -> champion, or rollback; "
+        "each materialization is one decision of the live gate (or a human), with its evidence",
+    )
+    def rollout(
+        context: dg.AssetExecutionContext,
+        config: RolloutDecisionConfig,
+        mlflow: MlflowResource,
+        lake: LakeResource,
+    ) -> dict:
+        import numpy as np
+
+        from pipelines.platform.lib.evaluation import live_gate
+        from pipelines.platform.lib.plots import live_ab_chart
+        from pipelines.platform.lib.rollout import advance, live_ab_analysis, manual
+
+        registry = mlflow.registry()
+        registry.check_reachable()
+        state = registry.rollout_state(spec.registered_model)
+        if state is None:
+            champion = registry.champion_version(spec.registered_model)
+            context.add_output_metadata(
+                {
+                    "stage": "none",
+                    "decision": "no challenger in rollout: the champion serves alone",
+                    "champion_version": champion or "none",
+                }
+            )
+            return {"stage": "none", "champion_version": champion}
+        evidence, logged, as_of = _evidence(task, lake.lake, state)
+        meta: dict = {"logged_live_requests": logged, "labels_known_as_of": str(as_of)}
+        if config.action == "auto":
+            verdict = live_gate(
+                evidence,
+                "label",
+                "challenger_score",
+                "champion_score",
+                list(spec.slice_columns),
+                spec.gate,
+                settings.min_labelled_rows,
+            )
+            summary = (
+                f"{verdict.labelled_rows} labelled live rows in {state.stage} "
+                f"({verdict.positives} positive) of {logged} logged"
+            )
+            new = advance(state, verdict.verdict, verdict.reasons, summary)
+            meta |= {
+                "live_gate": verdict.verdict,
+                "live_gate_reasons": "; ".join(verdict.reasons) or "none",
+                "labelled_rows": verdict.labelled_rows,
+                "positives": verdict.positives,
+            }
+        else:
+            who = config.who or context.run.tags.get("user", "someone in the UI")
+            new = manual(state, config.action, who, config.why or "no reason given")
+        replaced = registry.apply_rollout(spec.registered_model, new) if new != state else None
+        labelled = evidence.dropna(subset=["label", "champion_score", "challenger_score"])
+        y = labelled["label"].to_numpy(dtype="float64") if len(labelled) else np.zeros(0)
+        if len(y) and 0 < y.sum() < len(y):
+            names = {
+                "champion_score": f"champion v{state.champion_version}",
+                "challenger_score": f"challenger v{state.challenger_version}",
+            }
+            analysis = live_ab_analysis(labelled, "label", list(names), samples=300)
+            analysis["model"] = analysis["model"].map(names)
+            chart = live_ab_chart(
+                y,
+                {names[c]: labelled[c].to_numpy(dtype="float64") for c in names},
+                f"{task.name} {state.stage} of v{state.challenger_version}",
+            )
+            experiment_id, run_id = registry.log_report(
+                f"{task.name}-rollout",
+                f"{task.name}-v{state.challenger_version}-{state.stage}",
+                {
+                    f"{row['model'].split()[0]}_{metric}": float(row[metric])
+                    for _, row in analysis.iterrows()
+                    for metric in ("roc_auc", "log_loss", "ece")
+                },
+                {"stage": new.stage, "decision": new.decision[:5000]},
+                pictures={"live_ab.png": chart},
+            )
+            meta |= {
+                "live_ab_analysis": metric_table(analysis, digits=4),
+                "live_ab_chart": picture(
+                    chart,
+                    "champion and challenger on labelled live requests",
+                    mlflow.artifact_url(run_id, "live_ab.png"),
+                ),
+                "mlflow_report": dg.MetadataValue.url(mlflow.run_url(experiment_id, run_id)),
+            }
+        if "served_by" in evidence.columns and len(evidence):
+            meta["answered_by_challenger"] = int((evidence["served_by"] == "challenger").sum())
+        context.add_output_metadata(
+            meta
+            | {
+                # The alert sensor reads stage, version and decision (components/alerts.py).
+                "stage": new.stage,
+                "previous_stage": state.stage,
+                "version": new.challenger_version,
+                "champion_version": (
+                    new.challenger_version if new.stage == "champion" else new.champion_version
+                ),
+                "decision": new.decision or state.decision,
+                "canary_share": new.canary_share,
+                "mlflow_model": dg.MetadataValue.url(
+                    mlflow.model_version_url(spec.registered_model, new.challenger_version)
+                ),
+            }
+        )
+        context.log.info(f"rollout of v{new.challenger_version}: {state.stage} -> {new.stage}")
+        return new.as_dict() | {"replaced": replaced}
+
+    job = dg.define_asset_job(
+        name=rollout_job_name(task),
+        selection=dg.AssetSelection.assets(
+            task.key("rollout"), task.key("bento"), task.key("deployment")
+        ),
+        tags=task.tags,
+        description=f"Decide the {task.name} rollout (the live gate, or a human's promote/abort "
+        "in the Launchpad's config) and re-package and re-roll the service to match",
+    )
+
+    @dg.sensor(
+        name=rollout_sensor_name(task),
+        job=job,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=f"While a {task.name} challenger is in shadow or canary, ask the live gate "
+        "again each time new labels land (the examples table materialized)",
+    )
+    def rollout_sensor(context: dg.SensorEvaluationContext):
+        instance = context.instance
+        latest = instance.get_latest_materialization_event(task.key("rollout"))
+        if latest is None:
+            return dg.SkipReason("no rollout decided yet")
+        meta = latest.asset_materialization.metadata
+        stage = meta["stage"].value if "stage" in meta else ""
+        if stage not in ACTIVE:
+            return dg.SkipReason(f"no challenger in shadow or canary (last decision: {stage})")
+        labels = instance.get_latest_materialization_event(examples_key)
+        if labels is None or labels.storage_id <= latest.storage_id:
+            return dg.SkipReason(f"in {stage}: no labels landed since the last decision")
+        running = instance.get_runs(
+            dg.RunsFilter(
+                job_name=rollout_job_name(task),
+                statuses=[
+                    dg.DagsterRunStatus.QUEUED,
+                    dg.DagsterRunStatus.NOT_STARTED,
+                    dg.DagsterRunStatus.STARTING,
+                    dg.DagsterRunStatus.STARTED,
+                ],
+            ),
+            limit=1,
+        )
+        if running:
+            return dg.SkipReason(f"a rollout decision is already in flight ({running[0].run_id})")
+        return dg.RunRequest(
+            run_key=f"rollout-{latest.storage_id}-{labels.storage_id}",
+            tags={"flightline/rollout_stage": stage},
+        )
+
+    return dg.Definitions(assets=[rollout], jobs=[job], sensors=[rollout_sensor])
