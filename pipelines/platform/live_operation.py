@@ -66,13 +66,13 @@ class LiveReport:
 class Daemon:
     """`dagster-daemon run` on the instance of DAGSTER_HOME, in its own process group."""
 
-    def __init__(self, env: dict, log: Path):
-        self.env, self.log, self.process = env, log, None
+    def __init__(self, env: dict, log: Path, workspace: Path = PROJECT_ROOT / "workspace.yaml"):
+        self.env, self.log, self.process, self.workspace = env, log, None, workspace
 
     def start(self) -> None:
         bin_dir = Path(sys.executable).parent
         self.process = subprocess.Popen(
-            [str(bin_dir / "dagster-daemon"), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")],
+            [str(bin_dir / "dagster-daemon"), "run", "-w", str(self.workspace)],
             cwd=PROJECT_ROOT,
             env=self.env,
             stdout=self.log.open("a"),
@@ -92,11 +92,16 @@ class Daemon:
                 self.process.wait()
 
 
-def switch_on(task: str, env: dict) -> None:
-    """The task's sensors and nightly schedule on, as a user does in the UI."""
+def switch_on(
+    task: str,
+    env: dict,
+    workspace: Path = PROJECT_ROOT / "workspace.yaml",
+    commands: list[list[str]] | None = None,
+) -> None:
+    """The task's sensors and nightly schedule on (or `commands`), as a user does in the UI."""
     bin_dir = Path(sys.executable).parent
-    workspace = str(PROJECT_ROOT / "workspace.yaml")
-    commands = [
+    workspace = str(workspace)
+    commands = commands or [
         ["sensor", "start", f"{task}_landing_sensor"],
         ["sensor", "start", f"{task}_drift_sensor"],
         ["schedule", "start", f"{task}_nightly_retrain"],
@@ -321,29 +326,15 @@ def run_scenario(
     """Land `config.days` days on the compressed clock with live traffic; returns the days."""
     import random
 
-    feed = str(paths.root / "live_feed" / task.name)
+    feed = prepare_feed(task, paths, config.first_day)
     landing = str(paths.landing_for(task.name))
     traffic = LiveTraffic(task, paths, feed)
     rng = random.Random(config.seed)
     days = [(config.first_day + timedelta(days=i)).isoformat() for i in range(config.days)]
-    # The feed holds the days the live path reads back (trailing statistics over 28 days) ...
-    window = max(
-        (i.window or 0 for t in task.definition.feature_tables for i in t.table_inputs()),
-        default=0,
-    )
-    # ... but not before the source's first day (a scenario may start a week into the data).
-    first_landed = task.partitions_def.start.date()
-    back = max(config.first_day - timedelta(days=window), first_landed)
-    if window and back < config.first_day:
-        task.domain.replay(feed, back, config.first_day - timedelta(days=1))
     try:
-        task.domain.replay(feed, config.first_day, config.first_day)
         for offset, day in enumerate(days):
             started = time.monotonic()
-            # The feed holds tomorrow's file too: what is published a day ahead (a schedule,
-            # stamped the midnight before) is on the live path before its day starts. Rows are
-            # written only once their stamp has passed, so tomorrow's events stay unseen.
-            _replay_ahead(task, feed, date.fromisoformat(day) + timedelta(days=1))
+            replay_ahead(task, feed, day)
             drifting = config.drift_from <= offset <= config.drift_to
             if drifting:
                 _shift(task, feed, day)
@@ -367,6 +358,35 @@ def run_scenario(
         traffic.close()
     _write_answered(paths, task, traffic.service.answered)  # what the audit compares the log with
     return days
+
+
+def prepare_feed(task: Task, paths: DataPaths, first_day: date) -> str:
+    """The live feed's folder, holding the first live day and the days the live path reads
+    back (trailing statistics over 28 days), but none before the source's first day (a
+    scenario may start a week into the data)."""
+    feed = str(paths.root / "live_feed" / task.name)
+    window = max(
+        (i.window or 0 for t in task.definition.feature_tables for i in t.table_inputs()),
+        default=0,
+    )
+    first_landed = task.partitions_def.start.date()
+    back = max(first_day - timedelta(days=window), first_landed)
+    if window and back < first_day:
+        task.domain.replay(feed, back, first_day - timedelta(days=1))
+    task.domain.replay(feed, first_day, first_day)
+    return feed
+
+
+def replay_ahead(task: Task, feed: str, day: str) -> None:
+    """Before serving `day`: the feed holds tomorrow's file too. What is published a day ahead
+    (a schedule, stamped the midnight before) is on the live path before its day starts; rows
+    are written only once their stamp has passed, so tomorrow's events stay unseen."""
+    _replay_ahead(task, feed, date.fromisoformat(day) + timedelta(days=1))
+
+
+def land_day(task: Task, feed: str, paths: DataPaths, day: str) -> None:
+    """The day's files from the feed into the task's landing folder (the landing sensor's)."""
+    _land(task, feed, str(paths.landing_for(task.name)), day)
 
 
 def _wait_judged(instance: dg.DagsterInstance, task: Task, day: str, timeout_s: float) -> bool:

@@ -115,3 +115,104 @@ def test_the_live_ab_analysis_gives_intervals_that_separate_a_better_model():
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     with pytest.raises(ValueError, match="both classes"):
         live_ab_analysis(live.assign(label=0.0), "label", ["champion"])
+
+
+def _registry_with_versions(tmp_path, count: int):
+    """A real MLflow registry (SQLite) holding `count` evaluated versions of one model, v1 the
+    champion."""
+    from pipelines.platform.lib.tracking import CHAMPION, ModelRegistry
+
+    registry = ModelRegistry(f"sqlite:///{tmp_path}/m.db", str(tmp_path / "artifacts"))
+    client = registry.client
+    client.create_registered_model("toy")
+    for _ in range(count):
+        version = client.create_model_version("toy", source=str(tmp_path / "model"))
+        client.set_model_version_tag("toy", version.version, "evaluated_by_run", "r")
+    client.set_registered_model_alias("toy", CHAMPION, "1")
+    return registry
+
+
+def test_the_registry_follows_a_rollout_through_its_stages(tmp_path):
+    registry = _registry_with_versions(tmp_path, 2)
+    state = RolloutState("shadow", "2", "1", 0.2, "passed the offline gate")
+    assert registry.start_rollout("toy", state, "run-1") is None
+    assert str(registry.alias("toy", "shadow").version) == "2"
+    assert registry.rollout_state("toy") == state
+    canary = advance(state, "advance", [], "300 rows")
+    registry.apply_rollout("toy", canary)
+    assert (
+        registry.alias("toy", "shadow") is None
+        and str(registry.alias("toy", "canary").version) == "2"
+    )
+    assert registry.rollout_state("toy").stage == "canary"
+    assert registry.champion_version("toy") == "1"  # nothing promoted before the end
+    done = advance(canary, "advance", [], "310 rows")
+    assert registry.apply_rollout("toy", done) == "1"  # the version it replaced
+    assert registry.champion_version("toy") == "2" and registry.rollout_version("toy") is None
+    tags = registry.client.get_model_version("toy", "2").tags
+    assert (
+        tags["rollout_stage"] == "champion"
+        and "live gate passed in canary" in tags["rollout_decision"]
+    )
+
+
+def test_a_rollback_leaves_the_champion_and_a_newer_challenger_supersedes(tmp_path):
+    registry = _registry_with_versions(tmp_path, 3)
+    registry.start_rollout("toy", RolloutState("shadow", "2", "1", 0.2, "gate"), "run-1")
+    # v3 passes the offline gate while v2 is still in shadow: v2's rollout ends, recorded.
+    superseded = registry.start_rollout("toy", RolloutState("shadow", "3", "1", 0.2, "g"), "r2")
+    assert superseded.challenger_version == "2"
+    v2 = registry.client.get_model_version("toy", "2").tags
+    assert v2["rollout_stage"] == "rollback" and "superseded by v3" in v2["rollout_decision"]
+    assert str(registry.alias("toy", "shadow").version) == "3"
+    back = advance(registry.rollout_state("toy"), "rollback", ["AUC gain -0.08"], "400 rows")
+    registry.apply_rollout("toy", back)
+    assert registry.rollout_version("toy") is None and registry.champion_version("toy") == "1"
+    assert (
+        "AUC gain -0.08" in registry.client.get_model_version("toy", "3").tags["rollout_decision"]
+    )
+
+
+def test_live_requests_are_labelled_by_their_example_once_the_label_is_known():
+    from pipelines.platform.components.task import load_task
+    from pipelines.platform.lib.rollout import labelled_live_rows, request_keys
+
+    task = load_task("flight_delay")
+    stamp = pd.Timestamp("2013-01-10 13:00", tz="UTC")
+    flights = [
+        {"carrier": "UA", "flight": 1, "tailnum": "N1", "origin": "EWR", "dest": "IAH"},
+        {"carrier": "AA", "flight": 2, "tailnum": "N2", "origin": "JFK", "dest": "MIA"},
+        {"carrier": "B6", "flight": 3, "tailnum": "N3", "origin": "JFK", "dest": "BOS"},
+        {"carrier": "DL", "flight": 4, "tailnum": "N4", "origin": "LGA", "dest": "ATL"},
+    ]
+    log = pd.DataFrame(
+        [
+            {
+                **{f"request.{k}": v for k, v in f.items()},
+                "request.sched_dep_ts": stamp.isoformat(),
+                "request.distance": 1000.0,
+                "champion_score": 0.2,
+                "challenger_score": 0.3,
+                "served_by": "champion",
+            }
+            for f in flights
+        ]
+    )
+    known_at = [stamp + pd.Timedelta(hours=h) for h in (3, 3, 30, 3)]
+    examples = pd.DataFrame(
+        [
+            {**f, "sched_dep_ts": stamp, "distance": 1000.5, "label": i % 2, "label_known_at": k}
+            for i, (f, k) in enumerate(zip(flights[:3], known_at, strict=False))
+        ]
+    )
+    assert "distance" not in request_keys(
+        task.domain.request_frame(log.rename(columns=lambda c: c.removeprefix("request."))),
+        examples,
+        "sched_dep_ts",
+    )
+    rows = labelled_live_rows(log, examples, task.spec, task.domain, stamp + pd.Timedelta(hours=6))
+    # Known by then: the first two; the third lands later (pending); the fourth has no example.
+    assert rows["label"].tolist()[:2] == [0.0, 1.0]
+    assert rows["label"].iloc[2:].isna().all()
+    assert rows["origin"].tolist() == ["EWR", "JFK", "JFK", "LGA"]
+    assert rows["challenger_score"].tolist() == [0.3] * 4

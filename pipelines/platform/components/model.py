@@ -694,7 +694,9 @@ def model_defs(
                 "champion": f"{spec.registered_model} v{champion_version} (unchanged)",
                 "rollout": f"v{candidate['version']} ({candidate['family']}) enters shadow",
                 "superseded_rollout": (
-                    f"v{superseded.challenger_version} ({superseded.stage})" if superseded else "none"
+                    f"v{superseded.challenger_version} ({superseded.stage})"
+                    if superseded
+                    else "none"
                 ),
                 "model_uri": f"models:/{spec.registered_model}@{CHAMPION}",
                 "model_version": dg.MetadataValue.int(int(champion_version)),

@@ -66,7 +66,11 @@ def _evidence(task: Task, lake, state):
     # A request is logged under its own partition, the one its example is stored in.
     examples = lake.read_partitions(table, [d for d in days if d in known], allow_missing=True)
     if log.empty or examples.empty or as_of is None:
-        return pd.DataFrame(columns=["champion_score", "challenger_score", "label"]), len(log), as_of
+        return (
+            pd.DataFrame(columns=["champion_score", "challenger_score", "label"]),
+            len(log),
+            as_of,
+        )
     return labelled_live_rows(log, examples, task.spec, task.domain, as_of), len(log), as_of
 
 

@@ -271,15 +271,22 @@ def decide_promotion(
                 unfair,
             )
         )
-    auc_ok = gain >= thresholds.min_auc_gain and interval.low > 0
+    # A margin >= 0 asks for a clear improvement (the interval above zero); a negative margin is
+    # a non-inferiority test: the interval's lower bound above the margin.
+    bound = min(thresholds.min_auc_gain, 0.0)
+    auc_ok = gain >= thresholds.min_auc_gain and interval.low > bound
     where = describe_interval(interval)
     auc_detail = f"AUC gain {gain:+.4f} over the {reference}; {where}"
     if gain < thresholds.min_auc_gain:
         reasons.append(
             f"AUC gain {gain:+.4f} over the {reference} is below the margin {thresholds.min_auc_gain:.4f}"
         )
-    if interval.low <= 0:
-        reasons.append(f"{where} of the AUC gain: not a clear improvement")
+    if interval.low <= bound:
+        reasons.append(
+            f"{where} of the AUC gain: not a clear improvement"
+            if bound == 0
+            else f"{where} of the AUC gain: lower bound under the margin {bound:.4f}"
+        )
     criteria.append(
         Criterion(
             "roc_auc gain",
@@ -287,7 +294,7 @@ def decide_promotion(
             gain,
             interval.low,
             interval.high,
-            f"gain >= {thresholds.min_auc_gain:.4f} and lower bound > 0",
+            f"gain >= {thresholds.min_auc_gain:.4f} and lower bound > {bound:g}",
             auc_detail,
         )
     )

@@ -107,9 +107,10 @@ def labelled_live_rows(log, examples, spec, domain, as_of):
     raw, _ = served_requests(log)
     requests = domain.request_frame(raw).reset_index(drop=True)
     stamp = spec.timestamp_column
-    requests[stamp] = pd.to_datetime(requests[stamp], utc=True)
+    # One resolution on both sides: merge refuses datetime keys of different units.
+    requests[stamp] = pd.to_datetime(requests[stamp], utc=True).astype("datetime64[ns, UTC]")
     examples = examples.copy()
-    examples[stamp] = pd.to_datetime(examples[stamp], utc=True)
+    examples[stamp] = pd.to_datetime(examples[stamp], utc=True).astype("datetime64[ns, UTC]")
     keys = request_keys(requests, examples, stamp)
     extra = [c for c in (*spec.slice_columns, LABEL_KNOWN_AT) if c in examples.columns]
     extra = [c for c in extra if c not in keys]

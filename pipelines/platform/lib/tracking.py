@@ -498,7 +498,9 @@ class ModelRegistry:
         if previous is not None and previous.challenger_version != state.challenger_version:
             self.apply_rollout(name, superseded(previous, state.challenger_version))
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        self.client.set_model_version_tag(name, state.challenger_version, "rollout_started_at", stamp)
+        self.client.set_model_version_tag(
+            name, state.challenger_version, "rollout_started_at", stamp
+        )
         self.client.set_model_version_tag(
             name, state.challenger_version, "rollout_started_by_run", started_by_run
         )
