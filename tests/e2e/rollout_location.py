@@ -12,8 +12,13 @@ from pipelines.platform.executors import configured_executor
 from pipelines.platform.resources_config import embedded_resources
 
 DEFS = Path(__file__).resolve().parents[2] / "pipelines" / "defs" / "flight_delay" / "defs.yaml"
-# A stage is decided on a day and a bit of live traffic; a third of the aircraft see the canary.
-ROLLOUT = {"enabled": True, "min_labelled_rows": 250, "canary_share": 0.3}
+# A stage is decided on a day or two of live traffic; about a third of the aircraft see the canary.
+ROLLOUT = {
+    "enabled": True,
+    "min_labelled_rows": 300,
+    "max_labelled_rows": 2000,
+    "canary_share": 0.3,
+}
 # The live gate's calibration tolerance for a day of rows (the offline one is for a holdout of
 # thousands): the ECE of 250 rows moves by a few points between two resamples.
 GATE = {"max_ece_increase": 0.06}

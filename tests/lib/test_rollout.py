@@ -95,6 +95,18 @@ def test_the_live_gate_rolls_back_a_worse_challenger_with_the_reason():
     assert any("below the margin" in r for r in verdict.reasons)
 
 
+def test_an_inconclusive_challenger_waits_for_more_evidence_up_to_the_maximum():
+    t = GateThresholds(bootstrap_samples=200)
+    live = _live(600, challenger_noise=1.5, seed=3)  # as noisy as the champion: no clear gain
+    waiting = live_gate(live, "label", "challenger", "champion", ["origin"], t, 300, 2000)
+    assert waiting.verdict == "wait", waiting.reasons
+    assert "inconclusive after 600 labelled rows (of at most 2000)" in waiting.reasons[0]
+    assert waiting.gate.interval.low <= 0 < waiting.gate.interval.high
+    # At the maximum the benefit of the doubt ends: not shown better, rolled back.
+    ended = live_gate(live, "label", "challenger", "champion", ["origin"], t, 300, 600)
+    assert ended.verdict == "rollback" and "not a clear improvement" in "; ".join(ended.reasons)
+
+
 def test_the_live_ab_analysis_gives_intervals_that_separate_a_better_model():
     from pipelines.platform.lib.plots import live_ab_chart
     from pipelines.platform.lib.rollout import live_ab_analysis

@@ -232,6 +232,9 @@ class RolloutModel(Strict):
     enabled: bool = False
     # Labelled live requests (both classes) before the live gate decides a stage.
     min_labelled_rows: int = Field(default=300, ge=1)
+    # While the AUC gain is inconclusive (its interval spans zero) the gate waits for more
+    # evidence, up to this many labelled rows in the stage; then an unproven challenger rolls back.
+    max_labelled_rows: int = Field(default=3000, ge=1)
     canary_share: float = Field(default=0.1, gt=0.0, lt=1.0)
     # The newest days of the prediction log the evidence is read from.
     evidence_days: int = Field(default=30, ge=1)

@@ -74,6 +74,14 @@ def _evidence(task: Task, lake, state):
     return labelled_live_rows(log, examples, task.spec, task.domain, as_of), len(log), as_of
 
 
+def _newest(instance: dg.DagsterInstance, key: dg.AssetKey):
+    """The asset's newest materialization record (with its storage id), or None."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key), limit=1, ascending=False
+    ).records
+    return records[0] if records else None
+
+
 def rollout_defs(task: Task) -> dg.Definitions:
     if not task.definition.rollout.enabled:
         return dg.Definitions()
@@ -127,6 +135,7 @@ def rollout_defs(task: Task) -> dg.Definitions:
                 list(spec.slice_columns),
                 spec.gate,
                 settings.min_labelled_rows,
+                settings.max_labelled_rows,
             )
             summary = (
                 f"{verdict.labelled_rows} labelled live rows in {state.stage} "
@@ -219,14 +228,14 @@ def rollout_defs(task: Task) -> dg.Definitions:
     )
     def rollout_sensor(context: dg.SensorEvaluationContext):
         instance = context.instance
-        latest = instance.get_latest_materialization_event(task.key("rollout"))
+        latest = _newest(instance, task.key("rollout"))
         if latest is None:
             return dg.SkipReason("no rollout decided yet")
         meta = latest.asset_materialization.metadata
         stage = meta["stage"].value if "stage" in meta else ""
         if stage not in ACTIVE:
             return dg.SkipReason(f"no challenger in shadow or canary (last decision: {stage})")
-        labels = instance.get_latest_materialization_event(examples_key)
+        labels = _newest(instance, examples_key)
         if labels is None or labels.storage_id <= latest.storage_id:
             return dg.SkipReason(f"in {stage}: no labels landed since the last decision")
         running = instance.get_runs(

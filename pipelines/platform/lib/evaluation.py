@@ -386,11 +386,15 @@ def live_gate(
     slices: list[str],
     thresholds: GateThresholds,
     min_labelled_rows: int,
+    max_labelled_rows: int | None = None,
 ) -> LiveGateVerdict:
     """The offline gate (decide_promotion: AUC margin and paired bootstrap interval, log loss and
     ECE non-inferiority, slice vetoes) applied to live requests whose label is known, both models'
     scores logged on the same rows. Nothing is decided before `min_labelled_rows` labelled rows
-    with both classes present."""
+    with both classes present. A sequential test: while every failed criterion could still pass
+    with more rows (the AUC gain's interval reaches above zero, a log-loss or ECE increase's
+    interval reaches below its tolerance: not shown better, not shown worse), it waits, up to
+    `max_labelled_rows`; a clear loss, or a slice that regressed, rolls back at once."""
     known = frame.dropna(subset=[label, challenger, champion]).reset_index(drop=True)
     y = known[label].to_numpy(dtype="float64")
     positives = int(y.sum())
@@ -422,5 +426,25 @@ def live_gate(
         log_loss=difference("log_loss"),
         ece=difference("ece"),
     )
+    failed = [c for c in decision.criteria if not c.passed]
+    tolerances = {"log_loss": thresholds.max_log_loss_increase, "ece": thresholds.max_ece_increase}
+
+    def undecided(c: Criterion) -> bool:
+        """More rows could still pass it: the AUC gain's interval reaches above the margin's
+        bound, a regression's interval reaches below its tolerance."""
+        if c.name == "roc_auc gain":
+            return c.high > min(thresholds.min_auc_gain, 0.0)
+        return c.name in tolerances and c.low <= tolerances[c.name]
+
+    if (
+        failed
+        and all(undecided(c) for c in failed)
+        and (max_labelled_rows is None or len(known) < max_labelled_rows)
+    ):
+        more = f" (of at most {max_labelled_rows})" if max_labelled_rows else ""
+        reasons = [
+            f"inconclusive after {len(known)} labelled rows{more}: {c.detail}" for c in failed
+        ]
+        return LiveGateVerdict("wait", len(known), positives, reasons, decision, metrics)
     verdict = "advance" if decision.passed else "rollback"
     return LiveGateVerdict(verdict, len(known), positives, decision.reasons, decision, metrics)
