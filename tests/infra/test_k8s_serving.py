@@ -189,19 +189,24 @@ def test_a_failed_rollout_fails_the_asset_and_the_previous_bento_keeps_serving(
     assert _predict(k8s_platform, pod)["model_version"] == rolled["champion"]
 
 
+def _other_evaluated_version(registry: ModelRegistry, champion: str) -> str:
+    """The other family's version (evaluated by the same retrain)."""
+    versions = registry.client.search_model_versions(f"name='{TASK}'")
+    # (MLflow hands versions back as int here, as str elsewhere.)
+    return next(
+        str(v.version)
+        for v in versions
+        if str(v.version) != champion and v.tags.get("evaluated_by_run")
+    )
+
+
 def test_a_champion_rollback_moves_the_deployment_back(k8s_platform, rolled):
     first = rolled["champion"]
     with profile_env(k8s_platform) as paths:
         registry = ModelRegistry(paths.mlflow_tracking_uri, paths.mlflow_artifact_root)
-        # The other family's version (evaluated by the same retrain) becomes champion, as a
-        # later retrain's promotion would; its Bento is built and rolled out by the assets.
-        versions = registry.client.search_model_versions(f"name='{TASK}'")
-        # (MLflow hands versions back as int here, as str elsewhere.)
-        other = next(
-            str(v.version)
-            for v in versions
-            if str(v.version) != first and v.tags.get("evaluated_by_run")
-        )
+        # The other family's version becomes champion, as a later retrain's promotion would;
+        # its Bento is built and rolled out by the assets.
+        other = _other_evaluated_version(registry, first)
         registry.promote(TASK, other, first, {})
     run, instance = _launch(k8s_platform, f"{TASK}_retrain", [f"{TASK}__bento"])
     assert run.status == dg.DagsterRunStatus.SUCCESS, _failure_messages(instance, run.run_id)
@@ -226,3 +231,56 @@ def test_a_champion_rollback_moves_the_deployment_back(k8s_platform, rolled):
     assert _predict(k8s_platform, pod)["model_version"] == first
     template = _service(k8s_platform)._read().spec.template
     assert template.metadata.annotations[MODEL_ANNOTATION] == first
+
+
+def test_a_challenger_in_shadow_is_served_by_the_pod_and_an_abort_restores_the_exact_bento(
+    k8s_platform, rolled
+):
+    """Issue 28: during a rollout the running service holds both models (the Bento carries the
+    challenger, the Deployment rolls to it); an abort rolls back to the exact previous Bento."""
+    from pipelines.platform.lib.prediction_log import read_day
+    from pipelines.platform.lib.rollout import RolloutState, manual
+
+    first = rolled["champion"]
+    before = _service(k8s_platform).served()
+    with profile_env(k8s_platform) as paths:
+        registry = ModelRegistry(paths.mlflow_tracking_uri, paths.mlflow_artifact_root)
+        other = _other_evaluated_version(registry, first)
+        state = RolloutState("shadow", other, first, 0.5, "shadow on the cluster")
+        registry.start_rollout(TASK, state, "test")
+
+    def package_and_roll():
+        for job, ops in ((f"{TASK}_retrain", [f"{TASK}__bento"]), (f"{TASK}_deployment", None)):
+            run, instance = _launch(k8s_platform, job, ops)
+            assert run.status == dg.DagsterRunStatus.SUCCESS, _failure_messages(
+                instance, run.run_id
+            )
+        return _service(k8s_platform).served()
+
+    shadowed = package_and_roll()
+    assert shadowed.bento != before.bento and shadowed.model_version == first
+    pod = _ready_pod(k8s_platform, shadowed.bento)
+    assert _predict(k8s_platform, pod)["model_version"] == first  # the champion answers
+    with profile_env(k8s_platform) as paths:
+        deadline, rows = time.monotonic() + 60, None
+        while time.monotonic() < deadline:
+            log, _ = read_day(paths.prediction_log_for(TASK), DAY)
+            if "challenger_version" in log.columns:
+                rows = log[log["challenger_version"].astype(str) == other]
+                if len(rows):
+                    break
+            time.sleep(1)
+    assert rows is not None and len(rows), "no answer of the pod logged the shadow's score"
+    assert rows[["champion_score", "challenger_score"]].notna().all().all()
+    assert set(rows["served_by"]) == {"champion"} and set(rows["rollout_stage"]) == {"shadow"}
+
+    with profile_env(k8s_platform) as paths:
+        registry = ModelRegistry(paths.mlflow_tracking_uri, paths.mlflow_artifact_root)
+        registry.apply_rollout(TASK, manual(state, "abort", "test", "cluster check done"))
+    back = package_and_roll()
+    # The champion alone again, on the same pinned image and the same registered model (a step
+    # pod has a BentoML store of its own, so the Bento may be rebuilt around it).
+    assert back.image == before.image and back.model_version == first
+    assert int(back.revision) > int(shadowed.revision) and back.bento != shadowed.bento
+    pod = _ready_pod(k8s_platform, back.bento)
+    assert _predict(k8s_platform, pod)["model_version"] == first

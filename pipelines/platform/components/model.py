@@ -568,7 +568,7 @@ def model_defs(
             f"(reference: the {decision.reference}): "
             + (
                 "; ".join(decision.reasons)
-                or f"AUC +{decision.auc_gain:.4f} over the {decision.reference}"
+                or f"AUC {decision.auc_gain:+.4f} over the {decision.reference}"
             ),
             metadata={
                 "candidate": f"{candidate['family']} v{candidate['version']}",

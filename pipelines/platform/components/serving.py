@@ -67,8 +67,9 @@ def serving_defs(task: Task) -> dg.Definitions:
         registry = mlflow.registry()
         registry.check_reachable()
         model, imported = import_champion(registry, spec.registered_model)
-        # A challenger in shadow or canary rides in the same Bento (the service scores both).
-        rollout = import_rollout(registry, spec.registered_model) if rollout_keys(task) else None
+        # A challenger in shadow or canary (@shadow / @canary in the registry, which the
+        # `rollout` asset moves) rides in the same Bento: the service scores both.
+        rollout = import_rollout(registry, spec.registered_model)
         existing = latest_bento_for(task.name, str(model.tag), rollout)
         built = existing or build_bento(
             task.name,
