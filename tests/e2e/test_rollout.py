@@ -243,6 +243,10 @@ def test_a_better_challenger_is_promoted_and_a_worse_one_rolled_back_on_live_evi
         canary.loc[by_challenger, "model_version"].astype(str)
         == canary.loc[by_challenger, "challenger_version"].astype(str)
     ).all()
+    # Each decision read a live A/B analysis: both models' metrics with intervals, a picture.
+    analyses = [a for a in _rollouts(instance, task.key("live_ab_analysis")) if "comparison" in a]
+    assert {str(a["version"]) for a in analyses} == {better, worse}
+    assert all("live_ab_chart" in a and a["labelled_rows"] > 0 for a in analyses)
     runs = instance.get_runs(dg.RunsFilter(job_name=rollout_job_name(task)))
     print(
         f"better v{better}: {' -> '.join(stages['better'])}; worse v{worse}: "

@@ -10,6 +10,7 @@ from typing import Literal
 import dagster as dg
 
 from pipelines.platform.components.definition import Task
+from pipelines.platform.frame_type import DataFrame
 from pipelines.platform.metadata import metric_table, picture
 from pipelines.platform.resources import LakeResource, MlflowResource
 
@@ -34,8 +35,24 @@ def rollout_sensor_name(task: Task) -> str:
 
 
 def rollout_keys(task: Task) -> list[dg.AssetKey]:
-    """The rollout asset's key when the task rolls out in stages, else none."""
-    return [task.key("rollout")] if task.definition.rollout.enabled else []
+    """The rollout's assets when the task rolls out in stages (the analysis the live gate
+    reads, and the decision), else none."""
+    enabled = task.definition.rollout.enabled
+    return [task.key("live_ab_analysis"), task.key("rollout")] if enabled else []
+
+
+def empty_evidence():
+    import pandas as pd
+
+    from pipelines.platform.lib.rollout import EVIDENCE_COLUMNS
+
+    return pd.DataFrame({c: pd.Series(dtype="float64") for c in EVIDENCE_COLUMNS})
+
+
+def pd_frame(rows: list[dict]):
+    import pandas as pd
+
+    return pd.DataFrame(rows)
 
 
 def _evidence(task: Task, lake, state):
@@ -89,71 +106,51 @@ def rollout_defs(task: Task) -> dg.Definitions:
     examples_key = task.key(task.definition.examples.table)
 
     @dg.asset(
-        key=task.key("rollout"),
+        key=task.key("live_ab_analysis"),
+        # Reads the prediction log outside the graph's edges: the log hangs from `deployment`,
+        # which this analysis (through `rollout`) decides.
         deps=[task.key("champion")],
         group_name=task.group("evaluation"),
-        kinds={"mlflow"},
+        kinds={"pandas", "mlflow"},
         code_version="1",
         tags=task.tags,
-        description=f"The {task.name} challenger's rollout: shadow (scored on every live request, "
-        "the champion answers) -> canary (a stable share of entities) -> champion, or rollback; "
-        "each materialization is one decision of the live gate (or a human), with its evidence",
+        description=f"The {task.name} champion and the challenger in rollout compared on the live "
+        "requests of the current stage whose labels are known: AUC, log loss, calibration and "
+        "score distributions with bootstrap intervals, and a picture. One row per labelled "
+        "request (both scores): what the live gate in `rollout` reads.",
     )
-    def rollout(
-        context: dg.AssetExecutionContext,
-        config: RolloutDecisionConfig,
-        mlflow: MlflowResource,
-        lake: LakeResource,
-    ) -> dict:
-        import numpy as np
+    def live_ab_analysis(
+        context: dg.AssetExecutionContext, mlflow: MlflowResource, lake: LakeResource
+    ) -> DataFrame:
 
-        from pipelines.platform.lib.evaluation import live_gate
         from pipelines.platform.lib.plots import live_ab_chart
-        from pipelines.platform.lib.rollout import advance, live_ab_analysis, manual
+        from pipelines.platform.lib.rollout import EVIDENCE_COLUMNS, live_ab_analysis
 
         registry = mlflow.registry()
         registry.check_reachable()
         state = registry.rollout_state(spec.registered_model)
         if state is None:
-            champion = registry.champion_version(spec.registered_model)
-            context.add_output_metadata(
-                {
-                    "stage": "none",
-                    "decision": "no challenger in rollout: the champion serves alone",
-                    "champion_version": champion or "none",
-                }
-            )
-            return {"stage": "none", "champion_version": champion}
+            context.add_output_metadata({"stage": "none", "rows": 0})
+            return empty_evidence()
         evidence, logged, as_of = _evidence(task, lake.lake, state)
-        meta: dict = {"logged_live_requests": logged, "labels_known_as_of": str(as_of)}
-        if config.action == "auto":
-            verdict = live_gate(
-                evidence,
-                "label",
-                "challenger_score",
-                "champion_score",
-                list(spec.slice_columns),
-                spec.gate,
-                settings.min_labelled_rows,
-                settings.max_labelled_rows,
-            )
-            summary = (
-                f"{verdict.labelled_rows} labelled live rows in {state.stage} "
-                f"({verdict.positives} positive) of {logged} logged"
-            )
-            new = advance(state, verdict.verdict, verdict.reasons, summary)
-            meta |= {
-                "live_gate": verdict.verdict,
-                "live_gate_reasons": "; ".join(verdict.reasons) or "none",
-                "labelled_rows": verdict.labelled_rows,
-                "positives": verdict.positives,
-            }
-        else:
-            who = config.who or context.run.tags.get("user", "someone in the UI")
-            new = manual(state, config.action, who, config.why or "no reason given")
-        replaced = registry.apply_rollout(spec.registered_model, new) if new != state else None
+        evidence = evidence.assign(
+            stage=state.stage,
+            challenger_version=state.challenger_version,
+            champion_version=state.champion_version,
+        )
         labelled = evidence.dropna(subset=["label", "champion_score", "challenger_score"])
-        y = labelled["label"].to_numpy(dtype="float64") if len(labelled) else np.zeros(0)
+        y = labelled["label"].to_numpy(dtype="float64")
+        meta: dict = {
+            "stage": state.stage,
+            "version": state.challenger_version,
+            "champion_version": state.champion_version,
+            "logged_live_requests": logged,
+            "labelled_rows": len(labelled),
+            "pending_labels": len(evidence) - len(labelled),
+            "labels_known_as_of": str(as_of),
+        }
+        if "served_by" in evidence.columns:
+            meta["answered_by_challenger"] = int((evidence["served_by"] == "challenger").sum())
         if len(y) and 0 < y.sum() < len(y):
             names = {
                 "champion_score": f"champion v{state.champion_version}",
@@ -174,11 +171,11 @@ def rollout_defs(task: Task) -> dg.Definitions:
                     for _, row in analysis.iterrows()
                     for metric in ("roc_auc", "log_loss", "ece")
                 },
-                {"stage": new.stage, "decision": new.decision[:5000]},
+                {"stage": state.stage, "dagster.run_id": context.run.run_id},
                 pictures={"live_ab.png": chart},
             )
             meta |= {
-                "live_ab_analysis": metric_table(analysis, digits=4),
+                "comparison": metric_table(analysis, digits=4),
                 "live_ab_chart": picture(
                     chart,
                     "champion and challenger on labelled live requests",
@@ -186,8 +183,82 @@ def rollout_defs(task: Task) -> dg.Definitions:
                 ),
                 "mlflow_report": dg.MetadataValue.url(mlflow.run_url(experiment_id, run_id)),
             }
-        if "served_by" in evidence.columns and len(evidence):
-            meta["answered_by_challenger"] = int((evidence["served_by"] == "challenger").sum())
+        context.add_output_metadata(meta)
+        keep = [*EVIDENCE_COLUMNS, *spec.slice_columns]
+        return evidence[[c for c in keep if c in evidence.columns]]
+
+    @dg.asset(
+        key=task.key("rollout"),
+        ins={"evidence": dg.AssetIn(task.key("live_ab_analysis"))},
+        deps=[task.key("champion")],
+        group_name=task.group("evaluation"),
+        kinds={"mlflow"},
+        code_version="1",
+        tags=task.tags,
+        description=f"The {task.name} challenger's rollout: shadow (scored on every live request, "
+        "the champion answers) -> canary (a stable share of entities) -> champion, or rollback; "
+        "each materialization is one decision of the live gate (or a human), with its evidence",
+    )
+    def rollout(
+        context: dg.AssetExecutionContext,
+        config: RolloutDecisionConfig,
+        mlflow: MlflowResource,
+        evidence: DataFrame,
+    ) -> dict:
+        from pipelines.platform.lib.evaluation import live_gate
+        from pipelines.platform.lib.rollout import advance, manual
+
+        registry = mlflow.registry()
+        registry.check_reachable()
+        state = registry.rollout_state(spec.registered_model)
+        if state is None:
+            champion = registry.champion_version(spec.registered_model)
+            context.add_output_metadata(
+                {
+                    "stage": "none",
+                    "decision": "no challenger in rollout: the champion serves alone",
+                    "champion_version": champion or "none",
+                }
+            )
+            return {"stage": "none", "champion_version": champion}
+        # Evidence of another stage or challenger (live_ab_analysis older than the state) is none.
+        if len(evidence) and not (
+            (evidence["stage"] == state.stage).all()
+            and (evidence["challenger_version"].astype(str) == state.challenger_version).all()
+        ):
+            context.log.warning("live_ab_analysis is not of the current stage: no evidence")
+            evidence = evidence.iloc[0:0]
+        meta: dict = {}
+        if config.action == "auto":
+            verdict = live_gate(
+                evidence,
+                "label",
+                "challenger_score",
+                "champion_score",
+                list(spec.slice_columns),
+                spec.gate,
+                settings.min_labelled_rows,
+                settings.max_labelled_rows,
+            )
+            summary = (
+                f"{verdict.labelled_rows} labelled live rows in {state.stage} "
+                f"({verdict.positives} positive)"
+            )
+            new = advance(state, verdict.verdict, verdict.reasons, summary)
+            meta |= {
+                "live_gate": verdict.verdict,
+                "live_gate_reasons": "; ".join(verdict.reasons) or "none",
+                "labelled_rows": verdict.labelled_rows,
+                "positives": verdict.positives,
+            }
+            if verdict.gate is not None:
+                meta["criteria"] = metric_table(
+                    pd_frame([c.as_dict() for c in verdict.gate.criteria]), digits=4
+                )
+        else:
+            who = config.who or context.run.tags.get("user", "someone in the UI")
+            new = manual(state, config.action, who, config.why or "no reason given")
+        replaced = registry.apply_rollout(spec.registered_model, new) if new != state else None
         context.add_output_metadata(
             meta
             | {
@@ -211,7 +282,7 @@ def rollout_defs(task: Task) -> dg.Definitions:
     job = dg.define_asset_job(
         name=rollout_job_name(task),
         selection=dg.AssetSelection.assets(
-            task.key("rollout"), task.key("bento"), task.key("deployment")
+            *rollout_keys(task), task.key("bento"), task.key("deployment")
         ),
         tags=task.tags,
         description=f"Decide the {task.name} rollout (the live gate, or a human's promote/abort "
@@ -257,4 +328,4 @@ def rollout_defs(task: Task) -> dg.Definitions:
             tags={"flightline/rollout_stage": stage},
         )
 
-    return dg.Definitions(assets=[rollout], jobs=[job], sensors=[rollout_sensor])
+    return dg.Definitions(assets=[live_ab_analysis, rollout], jobs=[job], sensors=[rollout_sensor])

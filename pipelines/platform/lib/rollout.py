@@ -71,6 +71,18 @@ def superseded(state: RolloutState, by: str) -> RolloutState:
     return _with(state, "rollback", f"superseded by v{by} during {state.stage}")
 
 
+# What `live_ab_analysis` keeps per labelled live request (and the slice columns of the task).
+EVIDENCE_COLUMNS = (
+    "stage",
+    "challenger_version",
+    "champion_version",
+    "served_by",
+    "champion_score",
+    "challenger_score",
+    "label",
+)
+
+
 def request_keys(requests, examples, timestamp: str) -> list[str]:
     """The columns that match a logged request to its example: the prediction time and every
     other request column the examples table holds that is not a float (a float is a measured

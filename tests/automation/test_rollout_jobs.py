@@ -58,3 +58,57 @@ def test_a_task_without_a_rollout_block_has_no_rollout_asset_and_promotes_at_onc
     with_rollout = rollout_definitions().resolve_asset_graph()
     bento = with_rollout.get(dg.AssetKey(["flight_delay", "bento"]))
     assert dg.AssetKey(["flight_delay", "rollout"]) in bento.parent_keys
+
+
+def _decide(instance, action: str = "auto", who: str = "", why: str = ""):
+    """The rollout decision job's analysis and decision, in-process, with a Launchpad config."""
+    from pipelines.platform.components.rollout import rollout_defs
+    from pipelines.platform.resources_config import embedded_resources
+
+    task = rollout_task()
+    assets = list(rollout_defs(task).assets)  # live_ab_analysis and rollout, unbound
+    config = {"action": action, "who": who, "why": why}
+    result = dg.materialize(
+        assets,
+        instance=instance,
+        resources=embedded_resources(),
+        run_config={"ops": {"flight_delay__rollout": {"config": config}}},
+    )
+    assert result.success
+    [decided] = [
+        m
+        for m in result.asset_materializations_for_node("flight_delay__rollout")
+        if m.asset_key == task.key("rollout")
+    ]
+    return {k: v.value for k, v in decided.metadata.items()}
+
+
+def test_a_human_promotes_or_aborts_from_the_launchpad(instance, data_paths):
+    from pipelines.platform.lib.rollout import RolloutState
+    from pipelines.platform.resources_config import embedded_resources
+
+    registry = embedded_resources()["mlflow"].registry()
+    client = registry.client
+    client.create_registered_model("flight_delay")
+    for _ in range(3):
+        version = client.create_model_version("flight_delay", source=str(data_paths.root))
+        client.set_model_version_tag("flight_delay", version.version, "evaluated_by_run", "r")
+    client.set_registered_model_alias("flight_delay", "champion", "1")
+
+    assert _decide(instance)["stage"] == "none"  # nothing in rollout: the champion alone
+    registry.start_rollout("flight_delay", RolloutState("shadow", "2", "1", 0.1, "gate"), "r")
+    waiting = _decide(instance)  # no live evidence yet: the gate waits
+    assert (waiting["stage"], waiting["live_gate"]) == ("shadow", "wait")
+
+    aborted = _decide(instance, "abort", "ana", "the canary's complaints")
+    assert aborted["stage"] == "rollback" and aborted["version"] == "2"
+    assert aborted["decision"] == "aborted by ana: the canary's complaints"
+    assert client.get_model_version("flight_delay", "2").tags["rollout_stage"] == "rollback"
+    assert registry.champion_version("flight_delay") == "1"
+
+    registry.start_rollout("flight_delay", RolloutState("shadow", "3", "1", 0.1, "gate"), "r")
+    assert _decide(instance, "promote", "bo", "looks right")["stage"] == "canary"
+    promoted = _decide(instance, "promote", "bo", "a week of canary")
+    assert promoted["stage"] == "champion" and promoted["champion_version"] == "3"
+    assert registry.champion_version("flight_delay") == "3"
+    assert registry.rollout_version("flight_delay") is None
