@@ -25,7 +25,9 @@ class TimeSplit:
 class GateThresholds:
     """What a challenger must show to be promoted (defaults; tunable per run in the Launchpad)."""
 
-    min_auc_gain: float = 0.002  # over the champion (or the naive baseline when there is none)
+    # Over the champion (or the naive baseline when there is none); a negative margin is a
+    # non-inferiority test: the interval's lower bound above it instead of above zero.
+    min_auc_gain: float = 0.002
     max_slice_regression: float = 0.03  # AUC a large slice may lose against the reference
     min_slice_rows: int = 300  # a slice smaller than this is too noisy to veto a promotion
     # Non-inferiority: refused when the paired bootstrap's upper bound of the increase exceeds these.
