@@ -230,11 +230,15 @@ def rollout_defs(task: Task) -> dg.Definitions:
             evidence = evidence.iloc[0:0]
         meta: dict = {}
         if config.action == "auto":
+            # Named as the gate's reasons name them ("AUC gain ... over the champion").
+            named = evidence.rename(
+                columns={"champion_score": "champion", "challenger_score": "challenger"}
+            )
             verdict = live_gate(
-                evidence,
+                named,
                 "label",
-                "challenger_score",
-                "champion_score",
+                "challenger",
+                "champion",
                 list(spec.slice_columns),
                 spec.gate,
                 settings.min_labelled_rows,

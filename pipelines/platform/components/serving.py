@@ -50,7 +50,7 @@ def serving_defs(task: Task) -> dg.Definitions:
 
     @dg.asset(
         key=task.key("bento"),
-        deps=[task.key("champion"), *rollout_keys(task)],
+        deps=[task.key("champion"), *rollout_keys(task)[-1:]],  # and the rollout's decision
         group_name=task.group("serving"),
         kinds={"bentoml"},
         code_version="1",
