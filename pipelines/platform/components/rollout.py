@@ -41,6 +41,11 @@ def rollout_keys(task: Task) -> list[dg.AssetKey]:
     return [task.key("live_ab_analysis"), task.key("rollout")] if enabled else []
 
 
+def rollout_decision_keys(task: Task) -> list[dg.AssetKey]:
+    """The rollout's decision (what `bento` packages after), when the task rolls out in stages."""
+    return rollout_keys(task)[1:]
+
+
 def empty_evidence():
     import pandas as pd
 

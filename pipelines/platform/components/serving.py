@@ -4,7 +4,7 @@ task), the training/serving skew check, and the log of what the service answered
 import dagster as dg
 
 from pipelines.platform.components.definition import Task
-from pipelines.platform.components.rollout import rollout_keys
+from pipelines.platform.components.rollout import rollout_decision_keys
 from pipelines.platform.frame_type import DataFrame
 from pipelines.platform.lib.deployment import RolloutFailed
 from pipelines.platform.lib.lake import PARTITION_COLUMN
@@ -50,7 +50,7 @@ def serving_defs(task: Task) -> dg.Definitions:
 
     @dg.asset(
         key=task.key("bento"),
-        deps=[task.key("champion"), *rollout_keys(task)[-1:]],  # and the rollout's decision
+        deps=[task.key("champion"), *rollout_decision_keys(task)],
         group_name=task.group("serving"),
         kinds={"bentoml"},
         code_version="1",
