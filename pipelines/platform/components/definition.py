@@ -229,12 +229,13 @@ class RolloutModel(Strict):
     champion answers), then canary (`canary_share` of the entities `serving.canary_entity`
     names), then champion, each step on the live gate's verdict; or it is rolled back."""
 
-    enabled: bool = False
+    enabled: bool = False  # off: a challenger that passes the offline gate is champion at once
     # Labelled live requests (both classes) before the live gate decides a stage.
     min_labelled_rows: int = Field(default=300, ge=1)
     # While the AUC gain is inconclusive (its interval spans zero) the gate waits for more
     # evidence, up to this many labelled rows in the stage; then an unproven challenger rolls back.
     max_labelled_rows: int = Field(default=3000, ge=1)
+    # The share of entities (serving.canary_entity) the challenger answers during canary.
     canary_share: float = Field(default=0.1, gt=0.0, lt=1.0)
     # The newest days of the prediction log the evidence is read from.
     evidence_days: int = Field(default=30, ge=1)
