@@ -118,3 +118,35 @@ def test_logged_model_predicts_what_the_trained_one_does(tmp_path):
     # The MLflow UI opens the experiment in its model-training view, not the GenAI one.
     experiment = registry.client.get_experiment_by_name(TOY.name)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_two_registries_sharing_one_bentoml_store_never_swap_their_version_numbers(tmp_path):
+    """Version 1 of one registry is not version 1 of another: packaging imports each into the
+    (shared) BentoML store as its own model, found again by its run id."""
+    from pipelines.platform.lib.packaging import import_champion
+
+    frames, args = _matrices(toy_examples())
+    imported = []
+    for name in ("a", "b"):
+        registry = ModelRegistry(f"sqlite:///{tmp_path}/{name}.db", str(tmp_path / name))
+        result = train_lgbm(*args, LgbmParams())
+        with registry.training_run(TOY, result.model.family, "shared-store", {}):
+            ref = registry.log_model_version(
+                TOY,
+                result.model,
+                params={},
+                history=result.history,
+                metrics={},
+                tags={},
+                example=frames.holdout.head(3),
+                train_end="2024-03-17",
+                summary={},
+            )
+        registry.client.set_registered_model_alias(TOY.name, "champion", ref.version)
+        first, _ = import_champion(registry, TOY.registered_model)
+        again, fresh = import_champion(registry, TOY.registered_model)
+        assert (str(again.tag), fresh) == (str(first.tag), False)  # found, not imported twice
+        assert first.info.metadata["mlflow_run_id"] == ref.run_id
+        imported.append((ref.version, str(first.tag)))
+    # Both are "v1" in their registry; the store holds two models.
+    assert imported[0][0] == imported[1][0] and imported[0][1] != imported[1][1]

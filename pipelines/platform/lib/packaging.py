@@ -60,7 +60,12 @@ def import_version(registry: ModelRegistry, task: str, champion):
 
     version = str(champion.version)
     for model in _listed(bentoml.models.list, task):
-        if model.info.labels.get("mlflow_version") == version:
+        # A version number names a model only within one registry: a BentoML store shared by
+        # two (two data roots, the test suite) holds several "v3". The run id is unique.
+        if (
+            model.info.labels.get("mlflow_version") == version
+            and model.info.metadata.get("mlflow_run_id") == champion.run_id
+        ):
             return model, False
     with registry.active():
         model = bentoml.mlflow.import_model(
@@ -71,10 +76,13 @@ def import_version(registry: ModelRegistry, task: str, champion):
                 "mlflow_version": version,
                 "model_family": champion.tags.get("model_family", "?"),
             },
-            metadata={
-                "mlflow_run_id": champion.run_id,
-                "holdout_roc_auc": champion.tags.get("holdout_roc_auc"),
-            },
+            # BentoML refuses None: a version never evaluated has no holdout tag.
+            metadata={"mlflow_run_id": champion.run_id}
+            | (
+                {"holdout_roc_auc": champion.tags["holdout_roc_auc"]}
+                if "holdout_roc_auc" in champion.tags
+                else {}
+            ),
         )
     return model, True
 
