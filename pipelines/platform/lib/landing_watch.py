@@ -147,19 +147,28 @@ def stray_files(
 ) -> list[str]:
     """Files in the landing folder named like no partition of the task (`2013-02-30.csv`,
     `latest.csv`): listed, never hashed or read, for an alert that stays open until they go."""
-    import pyarrow.fs as pafs
 
     root = str(landing_dir)
     fs, base = filesystem_for(root)
     with unavailable_as_error(store_for(root)):
         return [
             f"{table}/{info.base_name}"
-            for table in tables
-            for info in fs.get_file_info(pafs.FileSelector(f"{base}/{table}", allow_not_found=True))
-            if info.type == pafs.FileType.File
-            and PurePosixPath(info.base_name).suffix in SUPPORTED_SUFFIXES
-            and not is_partition(PurePosixPath(info.base_name).stem)
+            for table, info, name in _day_files(fs, base, tables)
+            if not is_partition(name.stem)
         ]
+
+
+def _day_files(fs: pafs.FileSystem, base: str, tables: Sequence[str]):
+    """(table, file info, name) of every file a table's folder holds in a supported format, in
+    name order; `.tmp-*` files of a write in progress and other names are not day files."""
+    import pyarrow.fs as pafs
+
+    for table in tables:
+        listing = fs.get_file_info(pafs.FileSelector(f"{base}/{table}", allow_not_found=True))
+        for info in sorted(listing, key=lambda i: i.base_name):
+            name = PurePosixPath(info.base_name)
+            if name.suffix in SUPPORTED_SUFFIXES and info.type == pafs.FileType.File:
+                yield table, info, name
 
 
 def _sha256(fs: pafs.FileSystem, path: str) -> str:
@@ -178,33 +187,26 @@ def _scan(
     settled_before: int | None,
     is_partition: Callable[[str], bool] | None,
 ) -> LandingChanges:
-    import pyarrow.fs as pafs
-
     state: dict[str, FileState] = {}
     tables_by_day: dict[str, set[str]] = {}
     changes = LandingChanges()
-    for table in tables:
-        listing = fs.get_file_info(pafs.FileSelector(f"{base}/{table}", allow_not_found=True))
-        for info in sorted(listing, key=lambda i: i.base_name):
-            name = PurePosixPath(info.base_name)
-            if name.suffix not in SUPPORTED_SUFFIXES or info.type != pafs.FileType.File:
-                continue  # .tmp-* files of a write in progress, stray files
-            key = f"{table}/{info.base_name}"
-            if is_partition is not None and not is_partition(name.stem):
-                changes.stray.append(key)
-                continue
-            size, mtime_ns = info.size, info.mtime_ns or 0
-            known = previous.get(key)
-            if known and (known.size, known.mtime_ns) == (size, mtime_ns):
-                state[key] = known
-            else:
-                state[key] = FileState(size, mtime_ns, _sha256(fs, info.path))
-            if settled_before is not None and mtime_ns >= settled_before:
-                state[key] = FileState(size, 0, state[key].sha256)  # hash it again next time
-            day = name.stem
-            if table in tables_by_day.setdefault(day, set()):
-                changes.ambiguous.append(f"{table}/{day}")
-            tables_by_day[day].add(table)
+    for table, info, name in _day_files(fs, base, tables):
+        key = f"{table}/{info.base_name}"
+        if is_partition is not None and not is_partition(name.stem):
+            changes.stray.append(key)
+            continue
+        size, mtime_ns = info.size, info.mtime_ns or 0
+        known = previous.get(key)
+        if known and (known.size, known.mtime_ns) == (size, mtime_ns):
+            state[key] = known
+        else:
+            state[key] = FileState(size, mtime_ns, _sha256(fs, info.path))
+        if settled_before is not None and mtime_ns >= settled_before:
+            state[key] = FileState(size, 0, state[key].sha256)  # hash it again next time
+        day = name.stem
+        if table in tables_by_day.setdefault(day, set()):
+            changes.ambiguous.append(f"{table}/{day}")
+        tables_by_day[day].add(table)
     for day in sorted(tables_by_day):
         missing = sorted(set(tables) - tables_by_day[day])
         if missing:
