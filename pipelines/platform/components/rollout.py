@@ -72,8 +72,8 @@ def _evidence(task: Task, lake, state):
     settings = task.definition.rollout
     root = prediction_log_root(task)
     days = logged_days(root)[-settings.evidence_days :]
-    frames = [read_day(root, day)[0] for day in days]
-    log = pd.concat([f for f in frames if len(f)], ignore_index=True) if frames else pd.DataFrame()
+    frames = [f for f in (read_day(root, day)[0] for day in days) if len(f)]
+    log = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if len(log) and "challenger_version" in log.columns:
         log = log[
             (log.get("source", "live") == "live")
