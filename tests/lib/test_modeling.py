@@ -94,22 +94,27 @@ def test_unknown_categories_and_missing_values_still_predict():
         assert p.shape == (4,) and np.isfinite(p).all() and ((p > 0) & (p < 1)).all()
 
 
+def _log_version(registry: ModelRegistry, result, frames):
+    """The trained toy model as a new registered version (inside a training run)."""
+    return registry.log_model_version(
+        TOY,
+        result.model,
+        params={},
+        history=result.history,
+        metrics={},
+        tags={},
+        example=frames.holdout.head(3),
+        train_end="2024-03-17",
+        summary={},
+    )
+
+
 def test_logged_model_predicts_what_the_trained_one_does(tmp_path):
     frames, args = _matrices(toy_examples())
     registry = ModelRegistry(f"sqlite:///{tmp_path}/m.db", str(tmp_path / "artifacts"))
     for result in (train_lgbm(*args, LgbmParams()), train_mlp(*args, MlpParams(max_epochs=2))):
         with registry.training_run(TOY, result.model.family, "round-trip", {}):
-            ref = registry.log_model_version(
-                TOY,
-                result.model,
-                params={},
-                history=result.history,
-                metrics={},
-                tags={},
-                example=frames.holdout.head(3),
-                train_end="2024-03-17",
-                summary={},
-            )
+            ref = _log_version(registry, result, frames)
         loaded = registry.load(ref.model_uri)
         x = data.feature_frame(frames.holdout, TOY)
         np.testing.assert_allclose(loaded.predict(x), result.model.predict_proba(x), rtol=1e-6)
@@ -131,17 +136,7 @@ def test_two_registries_sharing_one_bentoml_store_never_swap_their_version_numbe
         registry = ModelRegistry(f"sqlite:///{tmp_path}/{name}.db", str(tmp_path / name))
         result = train_lgbm(*args, LgbmParams())
         with registry.training_run(TOY, result.model.family, "shared-store", {}):
-            ref = registry.log_model_version(
-                TOY,
-                result.model,
-                params={},
-                history=result.history,
-                metrics={},
-                tags={},
-                example=frames.holdout.head(3),
-                train_end="2024-03-17",
-                summary={},
-            )
+            ref = _log_version(registry, result, frames)
         registry.client.set_registered_model_alias(TOY.name, "champion", ref.version)
         first, _ = import_champion(registry, TOY.registered_model)
         again, fresh = import_champion(registry, TOY.registered_model)

@@ -54,12 +54,6 @@ def empty_evidence():
     return pd.DataFrame({c: pd.Series(dtype="float64") for c in EVIDENCE_COLUMNS})
 
 
-def pd_frame(rows: list[dict]):
-    import pandas as pd
-
-    return pd.DataFrame(rows)
-
-
 def _evidence(task: Task, lake, state):
     """The labelled live rows of the rollout's current stage, and the instant labels are known
     by (the end of the newest examples partition in the lake: the replayed clock)."""
@@ -210,6 +204,8 @@ def rollout_defs(task: Task) -> dg.Definitions:
         mlflow: MlflowResource,
         evidence: DataFrame,
     ) -> dict:
+        import pandas as pd
+
         from pipelines.platform.lib.evaluation import live_gate
         from pipelines.platform.lib.rollout import advance, manual
 
@@ -262,7 +258,7 @@ def rollout_defs(task: Task) -> dg.Definitions:
             }
             if verdict.gate is not None:
                 meta["criteria"] = metric_table(
-                    pd_frame([c.as_dict() for c in verdict.gate.criteria]), digits=4
+                    pd.DataFrame([c.as_dict() for c in verdict.gate.criteria]), digits=4
                 )
         else:
             who = config.who or context.run.tags.get("user", "someone in the UI")
