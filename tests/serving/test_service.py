@@ -76,6 +76,38 @@ def test_bento_pins_the_champion_and_is_rebuilt_only_when_it_changes(packaged):
     assert second["mlflow_model_version"] == first["mlflow_model_version"]
 
 
+def test_a_second_build_in_one_process_carries_its_own_model_not_the_first_builds(
+    client, packaged
+):
+    """BentoML imports the service only once per process: a build of another model after the
+    service module was imported (here by the client) must still declare that other model."""
+    import bentoml
+
+    from pipelines.platform.lib.packaging import build_bento, import_version
+    from pipelines.platform.lib.tracking import ModelRegistry
+
+    paths, _, latest = packaged
+    registry = ModelRegistry(paths.mlflow_tracking_uri, paths.mlflow_artifact_root)
+    champion = bentoml.models.get(latest["model"]).info.labels["mlflow_version"]
+    versions = registry.client.search_model_versions("name='flight_delay'")
+    other = next(v for v in versions if v.version != champion)
+    model, _ = import_version(registry, "flight_delay", other)
+    assert str(model.tag) != latest["model"]
+    from serving import service as served_before
+
+    assert served_before.MODEL_TAG == latest["model"]
+    bento = build_bento("flight_delay", str(model.tag), {})
+    try:
+        assert [str(m.tag) for m in bento.info.all_models] == [str(model.tag)]
+        assert bento.info.labels["model_tag"] == str(model.tag)
+    finally:
+        bentoml.bentos.delete(str(bento.tag))
+    # The module others imported before (the client's service) is the one found afterwards.
+    from serving import service as served_after
+
+    assert served_after is served_before and served_after.MODEL_TAG == latest["model"]
+
+
 def test_predicts_one_flight_with_model_version_and_feature_ages(client, packaged):
     reply = client.post("/predict", json={"flight": FLIGHT})
     assert reply.status_code == 200, reply.text

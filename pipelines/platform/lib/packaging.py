@@ -3,6 +3,7 @@ and a Bento built around the service with that exact model tag pinned."""
 
 import json
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -98,7 +99,14 @@ def _listed(lister, name: str) -> list:
 
 @contextmanager
 def _service_env(**values: str):
-    """The service module reads its task and model tag at import, which the build does."""
+    """The service module reads its task and model tag at import, which the build does.
+
+    BentoML imports the service only if it is not in `sys.modules` yet: a second build in one
+    process would reuse the first build's module (its models) under the new build's labels. The
+    build gets a fresh import; the module others imported before is put back afterwards."""
+    module_name = SERVICE.split(":", 1)[0]
+    package, _, leaf = module_name.rpartition(".")
+    imported = sys.modules.pop(module_name, None)
     previous = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
@@ -109,6 +117,14 @@ def _service_env(**values: str):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        sys.modules.pop(module_name, None)
+        parent = sys.modules.get(package)
+        if imported is not None:
+            sys.modules[module_name] = imported
+            if parent is not None:
+                setattr(parent, leaf, imported)
+        elif parent is not None and hasattr(parent, leaf):
+            delattr(parent, leaf)  # `from serving import service` would find the build's copy
 
 
 def rollout_label(rollout: dict | None) -> str:
