@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import time
 from dataclasses import dataclass
@@ -207,7 +206,7 @@ def historical_features(
         stamps = entities[timestamp]
         window = ((stamps - stamps.min()) // pd.Timedelta(days=chunk_days)).to_numpy()
         chunks = [chunk for _, chunk in entities.groupby(window, sort=True)]
-    with _duckdb_for(views) as con:
+    with duckdb_reading([v.source for v in views]) as con:
         frames = [_asof_join(con, chunk, views, timestamp) for chunk in chunks]
     joined = pd.concat(frames, ignore_index=True)
     for column in joined.columns[joined.dtypes == "object"]:
@@ -295,14 +294,14 @@ def _service_views_once(store: FeatureStore, service: str) -> list[_ViewRead]:
 
 
 @contextlib.contextmanager
-def _duckdb_for(views: list[_ViewRead]):
-    """A DuckDB connection that reads the views' sources (the object store's, where they lie
+def duckdb_reading(sources: list[str]):
+    """A DuckDB connection that reads these Parquet sources (the object store's, where they lie
     there)."""
     import duckdb
 
     con = duckdb.connect()
     try:
-        remote = next((v.source for v in views if v.source.startswith("s3://")), None)
+        remote = next((s for s in sources if s.startswith("s3://")), None)
         if remote is not None:
             from pipelines.platform.lib.object_store import configure_duckdb
 
@@ -380,8 +379,10 @@ def materialize_up_to(
     already at or past `end` (a backfill of older days) is left alone: online values never move
     back in time. `views` limits it to one task's views.
     """
+    from pipelines.platform.lib.online_materialize import materialize_view
+
     started = time.perf_counter()
-    behind, ahead = [], []
+    behind, ahead, due = [], [], []
     for view in store.list_feature_views():
         if views is not None and view.name not in views:
             continue  # another task's view: its own runs materialize it
@@ -395,7 +396,11 @@ def materialize_up_to(
             start = end - view.ttl
         else:
             start = EARLIEST
-        with contextlib.redirect_stdout(io.StringIO()):  # Feast prints progress bars per view
-            store.materialize(start_date=start, end_date=end, feature_views=[view.name])
-        behind.append(view.name)
+        due.append((view, start))
+    if due:
+        with duckdb_reading([v.batch_source.path for v, _ in due]) as con:
+            for view, start in due:
+                materialize_view(store, con, view, start, end)
+                behind.append(view.name)
+        store.registry.commit()
     return MaterializationResult(end, ahead, behind, time.perf_counter() - started)
