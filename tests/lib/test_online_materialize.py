@@ -145,7 +145,8 @@ def test_the_platform_writes_what_feast_writes_and_feast_reads_it(tmp_path):
     ours = _store(tmp_path / "ours", tmp_path / "source.parquet")
     feast = _store(tmp_path / "feast", tmp_path / "source.parquet")
     result = materialize_up_to(ours, end, ["driver_shop"])
-    assert result.materialized_views == ["driver_shop"]
+    assert result.materialized_views == ["driver_shop"] and result.online_rows == 3 * 4
+    assert result.writers == {"driver_shop": "sqlite"}
     view = feast.get_feature_view("driver_shop")
     with contextlib.redirect_stdout(io.StringIO()):
         feast.materialize(start_date=end - view.ttl, end_date=end, feature_views=["driver_shop"])
@@ -167,7 +168,7 @@ def test_the_platform_writes_what_feast_writes_and_feast_reads_it(tmp_path):
 
 
 def test_an_older_interval_never_replaces_newer_online_values(tmp_path):
-    from pipelines.platform.lib.online_materialize import materialize_view
+    from pipelines.platform.lib.online_materialize import materialize_views
 
     _source(tmp_path / "source.parquet", hours=40, offset=0.5)
     store = _store(tmp_path / "ours", tmp_path / "source.parquet")
@@ -175,10 +176,8 @@ def test_an_older_interval_never_replaces_newer_online_values(tmp_path):
     materialize_up_to(store, end, ["driver_shop"])
     newest = _online(store)
     view = store.get_feature_view("driver_shop")
-    import duckdb
-
-    with duckdb.connect() as con:  # a late backfill of an older interval, written directly
-        written = materialize_view(store, con, view, EARLIEST, T0 + timedelta(hours=10))
+    # A late backfill of an older interval, written directly.
+    [written] = materialize_views(store, [(view, EARLIEST)], T0 + timedelta(hours=10)).writes
     assert written.entities == 3 and written.path == "sqlite"
     assert _online(store) == newest
     assert _served(store)["speed"][:3] == [39.5, 39.5, 39.5]

@@ -156,6 +156,10 @@ def features_defs(task: Task) -> dg.Definitions:
                 "views_materialized": dg.MetadataValue.json(result.materialized_views),
                 "views_already_fresher": dg.MetadataValue.json(result.skipped_views),
                 "seconds": round(result.seconds, 2),
+                "seconds_reading_offline": round(result.read_seconds, 2),
+                "seconds_writing_online": round(result.write_seconds, 2),
+                "online_rows_written": result.online_rows,
+                "writer_per_view": dg.MetadataValue.json(result.writers or {}),
                 "online_store": feast.location.online_store,
             }
         )

@@ -366,6 +366,10 @@ class MaterializationResult:
     skipped_views: list[str]
     materialized_views: list[str]
     seconds: float
+    online_rows: int = 0  # entity x feature rows written (Feast's own materialize: uncounted)
+    read_seconds: float = 0.0  # the offline store
+    write_seconds: float = 0.0  # encoding and the online store
+    writers: dict[str, str] | None = None  # view -> "sqlite" | "redis" | "feast"
 
 
 def materialize_up_to(
@@ -379,7 +383,7 @@ def materialize_up_to(
     already at or past `end` (a backfill of older days) is left alone: online values never move
     back in time. `views` limits it to one task's views.
     """
-    from pipelines.platform.lib.online_materialize import materialize_view
+    from pipelines.platform.lib.online_materialize import materialize_views
 
     started = time.perf_counter()
     behind, ahead, due = [], [], []
@@ -397,10 +401,16 @@ def materialize_up_to(
         else:
             start = EARLIEST
         due.append((view, start))
-    if due:
-        with duckdb_reading([v.batch_source.path for v, _ in due]) as con:
-            for view, start in due:
-                materialize_view(store, con, view, start, end)
-                behind.append(view.name)
-        store.registry.commit()
-    return MaterializationResult(end, ahead, behind, time.perf_counter() - started)
+    if not due:
+        return MaterializationResult(end, ahead, behind, time.perf_counter() - started)
+    done = materialize_views(store, due, end)
+    return MaterializationResult(
+        end,
+        ahead,
+        [w.view for w in done.writes],
+        time.perf_counter() - started,
+        online_rows=sum(max(w.rows, 0) for w in done.writes),
+        read_seconds=done.read_seconds,
+        write_seconds=done.write_seconds,
+        writers={w.view: w.path for w in done.writes},
+    )

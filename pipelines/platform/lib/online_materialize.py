@@ -16,6 +16,7 @@ kept.
 from __future__ import annotations
 
 import struct
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,9 +37,16 @@ _DOUBLE_TAG, _INT64_TAG, _STRING_TAG, _BOOL_TAG = b")", b" ", b"\x12", b"8"
 @dataclass(frozen=True)
 class ViewWrite:
     view: str
-    rows: int  # online rows written: entities x features
+    rows: int  # online rows written: entities x features (-1: Feast's materialize, uncounted)
     entities: int
     path: str  # "sqlite" | "redis" | "feast"
+
+
+@dataclass(frozen=True)
+class ViewWrites:
+    writes: list[ViewWrite]
+    read_seconds: float  # the offline store: the newest row per entity of each interval
+    write_seconds: float  # encoding and the online store's writes (and Feast's materialize)
 
 
 def _varint(value: int) -> bytes:
@@ -153,11 +161,21 @@ def newest_in_interval(con, view: FeatureView, start: datetime, end: datetime) -
     return con.execute(sql, {"start": _utc(start), "end": _utc(end)}).fetch_df()
 
 
-def _naive_utc(stamps: pd.Series) -> list[datetime | None]:
-    """The naive UTC datetimes Feast passes its SQLite store; Feast's own sqlite3 adapter
-    (registered when its store module is imported) turns them into what it stores."""
+def _sqlite_stamps(stamps: pd.Series) -> list[int | None]:
+    """What Feast's SQLite store keeps for an event time: its sqlite3 adapter's
+    `int(datetime.timestamp())` of the naive UTC datetime Feast passes (computed once per
+    distinct time, by that very expression)."""
     moments = pd.to_datetime(stamps, utc=True).dt.tz_localize(None)
-    return [None if pd.isna(m) else m.to_pydatetime() for m in moments]
+    seconds: dict = {}
+    out = []
+    for moment in moments:
+        if pd.isna(moment):
+            out.append(None)
+            continue
+        if moment not in seconds:
+            seconds[moment] = int(moment.to_pydatetime().timestamp())
+        out.append(seconds[moment])
+    return out
 
 
 def _value_types(view: FeatureView) -> dict[str, str]:
@@ -169,20 +187,16 @@ def _sqlite_path(store: FeatureStore) -> Path:
     return path if path.is_absolute() else Path(store.repo_path) / path
 
 
-def write_sqlite(store: FeatureStore, view: FeatureView, rows: pd.DataFrame) -> int:
-    """The rows into the view's table of Feast's SQLite online store, as Feast's own
-    `online_write_batch` would write them, except that a stored value with a later event time
-    is kept (newest wins)."""
-    import sqlite3
-
-    import feast.infra.online_stores.sqlite  # noqa: F401  (its datetime adapter: Feast's format)
+def sqlite_records(store: FeatureStore, view: FeatureView, rows: pd.DataFrame):
+    """The view's table in Feast's SQLite online store and the rows for it, as Feast's own
+    `online_write_batch` writes them."""
     from feast.infra.online_stores.helpers import compute_table_id
 
     types = _value_types(view)
     join_keys = {c.name: c.dtype.to_value_type().name for c in view.entity_columns}
     entity_keys = encode_entity_keys(rows, join_keys)
-    stamps = _naive_utc(rows[_STAMP])
-    created = _naive_utc(rows[_CREATED]) if _CREATED in rows else [None] * len(rows)
+    stamps = _sqlite_stamps(rows[_STAMP])
+    created = _sqlite_stamps(rows[_CREATED]) if _CREATED in rows else [None] * len(rows)
     records = []
     for feature, kind in types.items():
         values = encode_values(rows[feature], kind)
@@ -193,21 +207,36 @@ def write_sqlite(store: FeatureStore, view: FeatureView, rows: pd.DataFrame) -> 
     table = compute_table_id(
         store.config.project, view, store.config.registry.enable_online_feature_view_versioning
     )
-    quoted = '"' + table.replace('"', '""') + '"'
-    upsert = (
-        f"INSERT INTO {quoted} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
-        "value = excluded.value, value_text = excluded.value_text, "
-        "event_ts = excluded.event_ts, created_ts = excluded.created_ts "
-        f"WHERE excluded.event_ts > {quoted}.event_ts"
-    )
+    return table, records
+
+
+def write_sqlite(store: FeatureStore, tables: list[tuple[str, list]]) -> None:
+    """Rows into tables of Feast's SQLite online store, in one transaction, except that a stored
+    value with a later event time is kept (newest wins)."""
+    import sqlite3
+
     conn = sqlite3.connect(_sqlite_path(store), timeout=60)
     try:
         with conn:
-            conn.executemany(upsert, records)
+            for table, records in tables:
+                quoted = '"' + table.replace('"', '""') + '"'
+                insert = (
+                    f"INSERT INTO {quoted} (entity_key, feature_name, value, value_text, "
+                    "event_ts, created_ts) VALUES (?, ?, ?, ?, ?, ?)"
+                )
+                # An empty table (a first load) takes plain inserts: the batch holds one row
+                # per entity and feature, so nothing can conflict, and an upsert costs 2x.
+                if conn.execute(f"SELECT 1 FROM {quoted} LIMIT 1").fetchone() is not None:
+                    insert += (
+                        " ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
+                        "value = excluded.value, value_text = excluded.value_text, "
+                        "event_ts = excluded.event_ts, created_ts = excluded.created_ts "
+                        f"WHERE excluded.event_ts > {quoted}.event_ts"
+                    )
+                # In key order: B-tree inserts in order cost a third of inserts at random.
+                conn.executemany(insert, sorted(records, key=lambda r: (r[0], r[1])))
     finally:
         conn.close()
-    return len(records)
 
 
 def write_through_feast(store: FeatureStore, view: FeatureView, rows: pd.DataFrame) -> int:
@@ -262,24 +291,54 @@ def fast_path(store: FeatureStore, view: FeatureView) -> str | None:
     return None
 
 
-def materialize_view(
-    store: FeatureStore, con, view: FeatureView, start: datetime, end: datetime
-) -> ViewWrite:
-    """One view's interval into the online store, recorded in the registry as Feast records
-    it; through Feast's own materialize where this module has no writer for it."""
-    path = fast_path(store, view)
-    if path is None:
-        import contextlib
-        import io
+def materialize_views(
+    store: FeatureStore, due: list[tuple[FeatureView, datetime]], end: datetime
+) -> ViewWrites:
+    """Each view's interval [start, end] into the online store (SQLite: all views in one
+    transaction), recorded in the registry as Feast records it; through Feast's own
+    materialize where this module has no writer for a view."""
+    from pipelines.platform.lib.feature_store import duckdb_reading
 
-        store.registry.commit()  # Feast may reload the registry: keep what is recorded so far
-        with contextlib.redirect_stdout(io.StringIO()):  # Feast prints progress bars per view
-            store.materialize(start_date=start, end_date=end, feature_views=[view.name])
-        return ViewWrite(view.name, -1, -1, "feast")
-    rows = newest_in_interval(con, view, start, end)
-    writer = write_sqlite if path == "sqlite" else write_through_feast
-    written = writer(store, view, rows) if len(rows) else 0
-    # Recorded as Feast records it; committed once for all views by the caller (a crash
-    # before that only means the interval is written again: newest wins, nothing moves back).
-    store.registry.apply_materialization(view, store.project, _utc(start), _utc(end), commit=False)
-    return ViewWrite(view.name, written, len(rows), path)
+    done, sqlite_tables, recorded = [], [], []
+    reading = writing = 0.0
+    with duckdb_reading([view.batch_source.path for view, _ in due]) as con:
+        for view, start in due:
+            path = fast_path(store, view)
+            started = time.perf_counter()
+            if path is None:
+                _feast_materialize(store, view, start, end)
+                done.append(ViewWrite(view.name, -1, -1, "feast"))
+                writing += time.perf_counter() - started
+                continue
+            rows = newest_in_interval(con, view, start, end)
+            read = time.perf_counter()
+            reading += read - started
+            if path == "sqlite":
+                table, records = sqlite_records(store, view, rows)
+                sqlite_tables.append((table, records))
+                written = len(records)
+            else:
+                written = write_through_feast(store, view, rows) if len(rows) else 0
+            writing += time.perf_counter() - read
+            recorded.append((view, start))
+            done.append(ViewWrite(view.name, written, len(rows), path))
+    started = time.perf_counter()
+    if sqlite_tables:
+        write_sqlite(store, sqlite_tables)
+    writing += time.perf_counter() - started
+    # Recorded as Feast records it, once written, in one registry commit (a crash before it
+    # only means the interval is written again: newest wins, nothing moves back).
+    for view, start in recorded:
+        store.registry.apply_materialization(
+            view, store.project, _utc(start), _utc(end), commit=False
+        )
+    store.registry.commit()
+    return ViewWrites(done, reading, writing)
+
+
+def _feast_materialize(store: FeatureStore, view: FeatureView, start, end) -> None:
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # Feast prints progress bars per view
+        store.materialize(start_date=start, end_date=end, feature_views=[view.name])
