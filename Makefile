@@ -114,9 +114,10 @@ test: setup
 	$(UV) run --frozen pytest
 
 # The fast tier: plain-Python lib, definitions (both tasks, the import boundary, malformed
-# definitions) and cold start; a few minutes.
+# definitions) and cold start, less the tests marked slow (training, tuning, a storage server,
+# the cold-start benchmark): under 2 minutes. `make test` runs every test.
 test-fast: setup
-	$(UV) run --frozen pytest tests/lib tests/defs tests/platform
+	$(UV) run --frozen pytest -m "not slow" tests/lib tests/defs tests/platform
 
 # Kubernetes: build (once, ~6-8 min, cached in ~/.cache/flightline) a 1.20 control plane from
 # Debian's sources, start one on loopback by hand, or run only the Kubernetes tests.

@@ -89,6 +89,7 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
     return "\n".join(e.step_failure_data.error.to_string() for e in failures)
 
 
+@pytest.mark.slow
 def test_a_second_task_runs_through_the_same_factory(tmp_path):
     result, registry = _toy_run(tmp_path, toy_examples())
     assert result.success
@@ -110,6 +111,7 @@ def test_a_second_task_runs_through_the_same_factory(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_training_runs_wrap_the_work_and_carry_data_plots_and_no_unset_params(tmp_path):
     """Read back through MLflow's client: what a person finds in the MLflow UI."""
     result, registry = _toy_run(tmp_path, toy_examples())
@@ -141,6 +143,7 @@ def test_training_runs_wrap_the_work_and_carry_data_plots_and_no_unset_params(tm
         }
 
 
+@pytest.mark.slow
 def test_gate_refuses_a_first_challenger_that_does_not_beat_the_strongest_baseline(tmp_path):
     """Churn driven by tickets alone: "tickets now" as the score is as good as any model, so the
     challenger beats the rate-by-plan baseline but not the strongest declared one, and the gate
@@ -183,6 +186,7 @@ def test_unreachable_tracking_store_fails_clearly(tmp_path):
     assert "MLflow tracking store http://127.0.0.1:9 is unreachable" in message
 
 
+@pytest.mark.slow
 def test_single_class_training_set_fails_clearly_and_keeps_the_champion(tmp_path):
     result, registry = _toy_run(tmp_path, toy_examples())
     champion = registry.champion_version("toy_churn")
@@ -192,12 +196,14 @@ def test_single_class_training_set_fails_clearly_and_keeps_the_champion(tmp_path
     assert registry.champion_version("toy_churn") == champion
 
 
+@pytest.mark.slow
 def test_missing_feature_fails_clearly(tmp_path):
     result, registry = _toy_run(tmp_path, toy_examples().drop(columns=["tickets"]))
     assert "lacks columns ['tickets']" in _failure(result)
     assert registry.champion_version("toy_churn") is None
 
 
+@pytest.mark.slow
 def test_holdout_with_too_few_labels_fails_evaluation_before_any_promotion(tmp_path):
     config = {
         "ops": {
@@ -210,11 +216,13 @@ def test_holdout_with_too_few_labels_fails_evaluation_before_any_promotion(tmp_p
     assert registry.champion_version("toy_churn") is None
 
 
+@pytest.mark.slow
 def test_empty_training_set_fails_clearly(tmp_path):
     result, _ = _toy_run(tmp_path, toy_examples().iloc[0:0])
     assert "training table is empty" in _failure(result)
 
 
+@pytest.mark.slow
 def test_registry_refuses_a_promotion_decided_on_a_stale_champion(tmp_path):
     _, registry = _toy_run(tmp_path, toy_examples())
     champion = registry.champion_version("toy_churn")

@@ -25,6 +25,9 @@ from pipelines.platform.lib.tuning import parse_search
 from pipelines.platform.resources import LakeIOManager, MlflowResource
 from tests.defs.test_model_factory import TOY, toy_examples
 
+# Trains, tunes or starts a storage server: `make test` runs it, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 SEARCH = {
     "lightgbm": parse_search(
         family("lightgbm"),

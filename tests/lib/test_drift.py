@@ -123,6 +123,7 @@ def _assert_one_verdict(result, snapshot):
     assert verdict["share"] == pytest.approx(result.drift_share, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_evidently_report_is_the_cached_check(reference_frame, tmp_path):
     """Evidently on the reference sketch: the same distances, drifted columns and share."""
     current = _frame(np.random.default_rng(8), 1_000, shift=0.4, probs=(0.2, 0.3, 0.5))
@@ -140,6 +141,7 @@ def test_evidently_report_is_the_cached_check(reference_frame, tmp_path):
     assert (tmp_path / "report.html").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_evidently_and_the_cached_check_agree_on_a_real_day():
     """Real flights: the first three weeks of 2013 as the reference (calibrated on its days),
     January 28 as the current day; the prediction stood in by the scheduled hour."""
@@ -164,6 +166,7 @@ def test_evidently_and_the_cached_check_agree_on_a_real_day():
     assert len(verdict["distances"]) == len(numeric) + len(categorical) + 1
 
 
+@pytest.mark.slow
 def test_evidently_page_leaves_out_a_column_empty_on_one_side(reference_frame):
     current = _frame(np.random.default_rng(9), 500).assign(x=np.nan)
     snapshot = evidently_report(reference_frame.head(2_000), current, NUMERIC, CATEGORICAL)
@@ -173,6 +176,7 @@ def test_evidently_page_leaves_out_a_column_empty_on_one_side(reference_frame):
     assert not any("column=x," in name for name in shown) and len(shown) == 2
 
 
+@pytest.mark.slow  # Evidently's import alone is ~5 s
 def test_a_constant_reference_column_is_reported_not_measured_and_evidently_agrees(
     reference_frame,
 ):

@@ -21,6 +21,9 @@ from pipelines.platform.lib.settings import DataPaths
 from pipelines.tasks.flight_delay.replay import replay_days
 from tests.conftest import source_day
 
+# Trains, tunes or starts a storage server: `make test` runs it, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 TASK = "flight_delay"
 TABLES = ("flights", "weather")
 DAYS = ["2013-01-01", "2013-01-02"]

@@ -82,6 +82,7 @@ def _predictor(store, **kwargs):
     )
 
 
+@pytest.mark.slow
 def test_feed_clock_unavailable_views_and_withheld_from_the_clock_alone(wind_store):
     store, read = wind_store
     t = pd.Timestamp("2014-09-10T10:00Z")
@@ -160,6 +161,7 @@ def test_a_retrain_cut_at_an_instant_leaves_out_labels_known_later():
     assert len(SplitConfig(until="2013-01-01").window(table)) == 2
 
 
+@pytest.mark.slow
 def test_the_live_skew_check_finds_nothing_on_the_live_path_and_names_a_skewed_column(
     wind_store, tmp_path
 ):
@@ -189,6 +191,7 @@ def test_the_live_skew_check_finds_nothing_on_the_live_path_and_names_a_skewed_c
     assert shares == {"power_kw": pytest.approx(3 / len(marks))}
 
 
+@pytest.mark.slow
 def test_a_feed_over_several_days_writes_nothing_stamped_after_its_bound(wind_store, tmp_path):
     """`push-events --start .. --end .. --until`: the bound holds over the whole range, not
     only its last day."""

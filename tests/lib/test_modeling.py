@@ -66,6 +66,7 @@ def test_bad_training_tables_are_refused_with_the_reason(table, message):
         data.time_split(table, TOY)
 
 
+@pytest.mark.slow
 def test_both_families_learn_and_are_deterministic_for_a_seed():
     frames, args = _matrices(toy_examples())
     holdout_x, holdout_y = data.feature_frame(frames.holdout, TOY), data.labels(frames.holdout, TOY)
@@ -109,6 +110,7 @@ def _log_version(registry: ModelRegistry, result, frames):
     )
 
 
+@pytest.mark.slow
 def test_logged_model_predicts_what_the_trained_one_does(tmp_path):
     frames, args = _matrices(toy_examples())
     registry = ModelRegistry(f"sqlite:///{tmp_path}/m.db", str(tmp_path / "artifacts"))
@@ -125,6 +127,7 @@ def test_logged_model_predicts_what_the_trained_one_does(tmp_path):
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
+@pytest.mark.slow
 def test_two_registries_sharing_one_bentoml_store_never_swap_their_version_numbers(tmp_path):
     """Version 1 of one registry is not version 1 of another: packaging imports each into the
     (shared) BentoML store as its own model, found again by its run id."""

@@ -128,6 +128,7 @@ def test_a_missing_bucket_names_it(object_store, monkeypatch):
         ObjectStore.from_env().check()
 
 
+@pytest.mark.slow
 def test_failure_mid_write_leaves_nothing_half_written_and_a_rerun_succeeds(object_store):
     server, bucket = object_store
     lake = Lake(f"s3://{bucket}/lake")

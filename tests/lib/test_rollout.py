@@ -107,6 +107,7 @@ def test_an_inconclusive_challenger_waits_for_more_evidence_up_to_the_maximum():
     assert ended.verdict == "rollback" and "not a clear improvement" in "; ".join(ended.reasons)
 
 
+@pytest.mark.slow
 def test_the_live_ab_analysis_gives_intervals_that_separate_a_better_model():
     from pipelines.platform.lib.plots import live_ab_chart
     from pipelines.platform.lib.rollout import live_ab_analysis
@@ -144,6 +145,7 @@ def _registry_with_versions(tmp_path, count: int):
     return registry
 
 
+@pytest.mark.slow
 def test_the_registry_follows_a_rollout_through_its_stages(tmp_path):
     registry = _registry_with_versions(tmp_path, 2)
     state = RolloutState("shadow", "2", "1", 0.2, "passed the offline gate")
@@ -168,6 +170,7 @@ def test_the_registry_follows_a_rollout_through_its_stages(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_rollback_leaves_the_champion_and_a_newer_challenger_supersedes(tmp_path):
     registry = _registry_with_versions(tmp_path, 3)
     registry.start_rollout("toy", RolloutState("shadow", "2", "1", 0.2, "gate"), "run-1")

@@ -64,6 +64,7 @@ def _finished(storage_url: str) -> list:
     return study.get_trials(deepcopy=False, states=states)
 
 
+@pytest.mark.slow
 def test_a_killed_study_resumes_without_repeating_a_trial(tmp_path):
     url = f"sqlite:///{tmp_path}/optuna.db"
     worker = subprocess.Popen(
@@ -113,6 +114,7 @@ def test_a_killed_study_resumes_without_repeating_a_trial(tmp_path):
         time.sleep(0.5)
 
 
+@pytest.mark.slow
 def test_pruning_stops_poor_trials_on_the_validation_curve(tmp_path):
     """Trials of a hopeless learning rate are cut on LightGBM's validation AUC; the MLP's prune
     on its per-epoch curve."""
@@ -271,6 +273,7 @@ def test_a_worker_gets_the_same_search_and_its_pod_clones_the_steps():
 SPACE_TORCH = {"space": {"learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}}, "n_trials": 2}
 
 
+@pytest.mark.slow
 def test_a_worker_process_runs_trials_of_the_steps_study_from_the_handoff(tmp_path):
     """The worker pods' entry point, as a local process: it reads the hand-off and the arrays
     from the lake, and its trials join the study (counted against its budget, tagged with it)."""

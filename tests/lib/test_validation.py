@@ -22,6 +22,7 @@ def _failed(outcomes):
     return {name for name, outcome in outcomes.items() if not outcome.passed}
 
 
+@pytest.mark.slow
 def test_a_real_day_passes_every_check(flights_day):
     outcomes = v.validate(flights_day, FLIGHTS, [DAY])
     assert _failed(outcomes) == set()

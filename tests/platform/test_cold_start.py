@@ -272,6 +272,7 @@ def test_models_pickled_under_the_old_wrapper_path_still_load():
     assert pickle.loads(old_reference) is ClassifierPyfunc
 
 
+@pytest.mark.slow
 def test_cold_start_benchmark_smoke(tmp_path):
     # A benchmark that stops working must fail here, not rot: one repeat, its figures parsed.
     # No time bound: targets are measured by the benchmark, not asserted by timed tests.

@@ -76,9 +76,7 @@ def test_bento_pins_the_champion_and_is_rebuilt_only_when_it_changes(packaged):
     assert second["mlflow_model_version"] == first["mlflow_model_version"]
 
 
-def test_a_second_build_in_one_process_carries_its_own_model_not_the_first_builds(
-    client, packaged
-):
+def test_a_second_build_in_one_process_carries_its_own_model_not_the_first_builds(client, packaged):
     """BentoML imports the service only once per process: a build of another model after the
     service module was imported (here by the client) must still declare that other model."""
     import bentoml
@@ -95,7 +93,7 @@ def test_a_second_build_in_one_process_carries_its_own_model_not_the_first_build
     assert str(model.tag) != latest["model"]
     from serving import service as served_before
 
-    assert served_before.MODEL_TAG == latest["model"]
+    assert latest["model"] == served_before.MODEL_TAG
     bento = build_bento("flight_delay", str(model.tag), {})
     try:
         assert [str(m.tag) for m in bento.info.all_models] == [str(model.tag)]
@@ -105,7 +103,7 @@ def test_a_second_build_in_one_process_carries_its_own_model_not_the_first_build
     # The module others imported before (the client's service) is the one found afterwards.
     from serving import service as served_after
 
-    assert served_after is served_before and served_after.MODEL_TAG == latest["model"]
+    assert served_after is served_before and latest["model"] == served_after.MODEL_TAG
 
 
 def test_predicts_one_flight_with_model_version_and_feature_ages(client, packaged):

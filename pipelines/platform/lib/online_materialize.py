@@ -22,10 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pandas and numpy are imported where used: loading the platform stays light
+    import pandas as pd
     from feast import FeatureStore, FeatureView
 
 _STAMP = "_flightline_event_ts"
@@ -65,6 +63,8 @@ def _varint(value: int) -> bytes:
 def encode_values(values: pd.Series, value_type: str) -> list[bytes] | None:
     """Feast's serialized `Value` of each value (b"" for a missing one, as Feast writes it), or
     None for a type this module leaves to Feast."""
+    import numpy as np
+
     missing = values.isna().to_numpy()
     if value_type == "DOUBLE":
         packed = values.to_numpy(dtype="<f8", na_value=np.nan).tobytes()
@@ -103,6 +103,8 @@ def encode_values(values: pd.Series, value_type: str) -> list[bytes] | None:
 
 def _value_text(values: pd.Series, value_type: str) -> list[str | None]:
     """Feast's `value_text` column: the value as Python prints it (None where missing)."""
+    import pandas as pd
+
     kind = {"DOUBLE": float, "INT64": int, "STRING": str, "BOOL": bool}[value_type]
     return [None if pd.isna(v) else str(kind(v)) for v in values.tolist()]
 
@@ -165,6 +167,8 @@ def _sqlite_stamps(stamps: pd.Series) -> list[int | None]:
     """What Feast's SQLite store keeps for an event time: its sqlite3 adapter's
     `int(datetime.timestamp())` of the naive UTC datetime Feast passes (computed once per
     distinct time, by that very expression)."""
+    import pandas as pd
+
     moments = pd.to_datetime(stamps, utc=True).dt.tz_localize(None)
     seconds: dict = {}
     out = []
@@ -242,6 +246,7 @@ def write_sqlite(store: FeatureStore, tables: list[tuple[str, list]]) -> None:
 def write_through_feast(store: FeatureStore, view: FeatureView, rows: pd.DataFrame) -> int:
     """The rows through the online store's own `online_write_batch` (Redis: pipelined, newest
     wins there), skipping only Feast's read and per-row conversion."""
+    import pandas as pd
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
 
