@@ -48,15 +48,22 @@ def land_years(landing: Path, years: int, days_per_year: int = YEAR_DAYS) -> lis
     """Day files of `years` 364-day years (their first `days_per_year` days) into a landing
     folder; returns the days."""
     from pipelines.platform.lib.landing import land_file
+    from pipelines.tasks.flight_delay.contracts import FLIGHTS, WEATHER
     from pipelines.tasks.flight_delay.source import DAILY_TABLES, day_key, read_table
+
+    contracts = {"flights": FLIGHTS, "weather": WEATHER}
 
     last = FIRST + timedelta(days=days_per_year - 1)
     days = []
     for table in DAILY_TABLES:
         source = read_table(table)
         source = source[day_key(source) <= last.isoformat()]
+        unique = contracts[table].unique_together
         for k in range(years):
             frame = shifted(source, k * YEAR_DAYS) if k else source
+            # A fall-back day's repeated local hour, moved to a day without a clock change, is
+            # one instant twice: keep the first reading, as a station would report it.
+            frame = frame.drop_duplicates(subset=unique, keep="first")
             keys = day_key(frame)
             for day, rows in frame.groupby(keys, sort=True):
                 content = rows.to_csv(index=False, na_rep="NA").encode()
