@@ -146,7 +146,8 @@ def newest_in_interval(con, view: FeatureView, start: datetime, end: datetime) -
     (and created time as `_flightline_created_ts` where the source has one)."""
     source = view.batch_source
     keys = [c.name for c in view.entity_columns]
-    quote = lambda name: '"' + name.replace('"', '""') + '"'  # noqa: E731
+    from pipelines.platform.lib.feature_store import _quote as quote
+
     stamp = quote(source.timestamp_field)
     columns = [*map(quote, keys), *(quote(f.name) for f in view.features), f"{stamp} AS {_STAMP}"]
     order = f"{stamp} DESC"
