@@ -41,12 +41,14 @@ setup: .venv/.synced-bytecode $(DAGSTER_HOME)/dagster.yaml
 	@$(UV) sync --frozen --quiet --compile-bytecode
 	@touch $@
 
-# The instance follows the profile: dagster.yaml alone (SQLite under $DAGSTER_HOME), plus
-# dagster.production.yaml's PostgreSQL storage when FLIGHTLINE_POSTGRES_URL is set; the
-# production profile's databases are created here too. Rewritten only when it changes.
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml dagster.production.yaml FORCE
+# The instance follows the profile: dagster.yaml plus dagster.embedded.yaml (SQLite under
+# $DAGSTER_HOME), or plus dagster.production.yaml's PostgreSQL storage when
+# FLIGHTLINE_POSTGRES_URL is set; the production profile's databases are created here too.
+# Rewritten only when it changes.
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml dagster.embedded.yaml dagster.production.yaml FORCE
 	@mkdir -p $(DAGSTER_HOME)
-	@{ cat dagster.yaml; if [ -n "$$FLIGHTLINE_POSTGRES_URL" ]; then echo; cat dagster.production.yaml; fi; } > $@.new
+	@{ cat dagster.yaml; echo; if [ -n "$$FLIGHTLINE_POSTGRES_URL" ]; then cat dagster.production.yaml; \
+		else cat dagster.embedded.yaml; fi; } > $@.new
 	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; echo "installed $@"; fi
 	@if [ -n "$$FLIGHTLINE_POSTGRES_URL$$FLIGHTLINE_REDIS_URL" ]; then \
 		$(UV) run --frozen python -m pipelines.platform.lib.services provision; fi

@@ -45,16 +45,20 @@ SPEC = TASK.spec
 TUNING = {
     "lightgbm": {
         "space": {
-            "num_leaves": {"low": 15, "high": 255, "log": True},
-            "learning_rate": {"low": 0.02, "high": 0.15, "log": True},
-            "min_data_in_leaf": {"low": 20, "high": 1000, "log": True},
-            "feature_fraction": {"low": 0.4, "high": 1.0},
+            "num_leaves": {"low": 31, "high": 1023, "log": True},
+            "learning_rate": {"low": 0.015, "high": 0.1, "log": True},
+            "min_data_in_leaf": {"low": 50, "high": 2000, "log": True},
+            "feature_fraction": {"low": 0.3, "high": 1.0},
             "bagging_fraction": {"low": 0.5, "high": 1.0},
             "lambda_l2": {"low": 0.01, "high": 100.0, "log": True},
+            # Airports and carriers are high-cardinality categoricals: how much their splits are
+            # smoothed, and how many rows a category needs to split alone.
+            "cat_smooth": {"low": 1.0, "high": 100.0, "log": True},
+            "min_data_per_group": {"low": 20, "high": 1000, "log": True},
         },
         "n_trials": 200,
         "metric": "roc_auc",
-        "startup_trials": 6,
+        "startup_trials": 8,
     },
     "torch": {
         "space": {

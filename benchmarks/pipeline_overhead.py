@@ -34,6 +34,7 @@ from pipelines.platform.lib.feature_store import (
 from pipelines.platform.lib.lake import PARTITION_COLUMN, Lake
 from pipelines.platform.lib.landing import archive_landed_file, read_landed_day
 from pipelines.platform.lib.settings import DataPaths
+from pipelines.platform.sqlite_event_log import embedded_overrides
 
 TASK = "flight_delay"
 
@@ -132,7 +133,9 @@ def data_half() -> set[str]:
 
 def dagster_pipeline(start: date, end: date, root: Path) -> None:
     (root / "dagster_home").mkdir(exist_ok=True)
-    with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+    with dg.instance_for_test(
+        temp_dir=str(root / "dagster_home"), overrides=embedded_overrides(root / "dagster_home")
+    ) as instance:
         results = materialize_window(start, end, instance, only=data_half())
         assert all(r.success for r in results), "the Dagster run failed"
 

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from pipelines.platform.lib.settings import DataPaths
+from pipelines.platform.sqlite_event_log import embedded_overrides
 from pipelines.tasks.flight_delay.replay import replay_days
 from pipelines.tasks.flight_delay.source import day_key, read_table
 
@@ -35,7 +36,7 @@ def data_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DataPaths:
 def instance(tmp_path: Path):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as inst:
+    with dg.instance_for_test(temp_dir=str(home), overrides=embedded_overrides(home)) as inst:
         yield inst
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from pipelines.platform.cli import materialize_window
 from pipelines.platform.lib.settings import DataPaths
+from pipelines.platform.sqlite_event_log import embedded_overrides
 from pipelines.tasks.flight_delay.replay import replay_days
 
 START, END = "2013-01-01", "2013-01-09"
@@ -36,7 +37,9 @@ def built(tmp_path_factory):
     (root / "dagster_home").mkdir()
     with (
         pytest.MonkeyPatch.context() as mp,
-        dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance,
+        dg.instance_for_test(
+            temp_dir=str(root / "dagster_home"), overrides=embedded_overrides(root / "dagster_home")
+        ) as instance,
     ):
         mp.setenv("FLIGHTLINE_DATA_ROOT", str(root / "data"))
         # Links and pictures in asset metadata point at an MLflow UI the UI tests can start.

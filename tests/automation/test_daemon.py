@@ -5,7 +5,6 @@ baseline)."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pipelines.platform.cli import materialize_window
 from pipelines.platform.lib.settings import PROJECT_ROOT, DataPaths
 from pipelines.platform.lib.tracking import ModelRegistry
 from pipelines.platform.live_operation import Daemon, ticks_since
+from pipelines.platform.sqlite_event_log import embedded_profile_yaml
 from pipelines.tasks.flight_delay.replay import replay_days
 from tests.conftest import source_day
 from tests.pipeline_fixture import MODEL_RUN_CONFIG
@@ -63,7 +63,7 @@ def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("daemon")
     home = root / "dagster_home"
     home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    (home / "dagster.yaml").write_text(embedded_profile_yaml())
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),

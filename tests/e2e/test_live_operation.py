@@ -6,7 +6,6 @@ Both real tasks, each after its `make run` equivalent: ten live days here (a few
 `make live DAYS=21 TASK=...` runs the three weeks the issue describes, for any task."""
 
 import os
-import shutil
 from dataclasses import dataclass
 from datetime import date
 
@@ -15,7 +14,7 @@ import pytest
 
 from pipelines.platform.cli import materialize_window
 from pipelines.platform.components.task import load_task
-from pipelines.platform.lib.settings import PROJECT_ROOT, DataPaths
+from pipelines.platform.lib.settings import DataPaths
 from pipelines.platform.live_operation import (
     Daemon,
     ScenarioConfig,
@@ -24,6 +23,7 @@ from pipelines.platform.live_operation import (
     settle,
     switch_on,
 )
+from pipelines.platform.sqlite_event_log import embedded_profile_yaml
 from tests.pipeline_fixture import MODEL_RUN_CONFIG
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -63,7 +63,7 @@ CHAMPIONS = {
 def test_ten_days_left_running_stay_right(name, tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    (home / "dagster.yaml").write_text(embedded_profile_yaml())
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),

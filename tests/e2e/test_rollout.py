@@ -11,7 +11,6 @@ During shadow every live request is answered by the champion and both scores are
 canary every request is answered by the model its aircraft's hash assigns."""
 
 import os
-import shutil
 import time
 from datetime import date, timedelta
 
@@ -34,6 +33,7 @@ from pipelines.platform.live_operation import (
     switch_on,
 )
 from pipelines.platform.resources_config import embedded_resources
+from pipelines.platform.sqlite_event_log import embedded_profile_yaml
 from tests.e2e.rollout_location import ROLLOUT, rollout_definitions, rollout_task
 from tests.pipeline_fixture import MODEL_RUN_CONFIG
 
@@ -92,7 +92,7 @@ def _logged(paths: DataPaths, day: str):
 def test_a_better_challenger_is_promoted_and_a_worse_one_rolled_back_on_live_evidence(tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    (home / "dagster.yaml").write_text(embedded_profile_yaml())
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(
         "load_from:\n  - python_module:\n      module_name: tests.e2e.rollout_location\n"

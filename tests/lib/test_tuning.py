@@ -21,6 +21,7 @@ from pipelines.platform.lib.tuning import (
     parse_search,
     spec_from_json,
     spec_to_json,
+    starting_point,
     suggest,
     tune,
 )
@@ -204,6 +205,27 @@ def test_int_parameters_are_searched_as_ints_and_tuples_round_trip():
         "hidden": (32, 16)
     }
     assert mlp.make_params({"hidden": (32, 16)}).hidden == (32, 16)
+
+
+def test_a_new_study_starts_from_the_tasks_own_parameters(tmp_path):
+    """Trial 0 is what the task trains today (its params over the family's defaults), so the best
+    trial is never worse on validation than no tuning; values outside the space are sampled."""
+    fam = family("lightgbm")
+    spec = parse_search(fam, {**SPACE, "n_trials": 2}, "t")
+    base = {**BASE, "num_leaves": 15, "min_data_in_leaf": 500}  # 500: outside [5, 60]
+    assert starting_point(fam, spec, base) == {"num_leaves": 15, "learning_rate": 0.05}
+    prepared = prepare(TOY, toy_examples(), TOY.split)
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    tune(fam, spec, prepared.args, base, storage=open_storage(url), study_name="s", seed=3)
+    first, second = optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False)
+    assert first.params["num_leaves"] == 15 and first.params["learning_rate"] == 0.05
+    assert 5 <= first.params["min_data_in_leaf"] <= 60
+    assert second.params != first.params
+    mlp = family("torch")
+    hidden = parse_search(
+        mlp, {"space": {"hidden": {"choices": [[16], [256, 128]]}}, "n_trials": 1}, "t"
+    )
+    assert starting_point(mlp, hidden, {}) == {"hidden": "[256, 128]"}  # MlpParams' default
 
 
 def test_a_worker_gets_the_same_search_and_its_pod_clones_the_steps():

@@ -177,6 +177,23 @@ def suggest(trial: "optuna.Trial", family: ModelFamily, spec: SearchSpec) -> dic
     return values
 
 
+def starting_point(family: ModelFamily, spec: SearchSpec, base_params: dict[str, Any]) -> dict:
+    """The task's own parameters (its defs.yaml values over the family's defaults), as the
+    study's first trial: the search starts from what trains today, so the best trial can only be
+    as good or better on validation. Values outside the space are left for the sampler."""
+    defaults = dataclasses.asdict(family.make_params(base_params))
+    point: dict[str, Any] = {}
+    for p in spec.space:
+        value = defaults[p.name]
+        if p.choices is not None:
+            choice = tuple(value) if isinstance(value, (list, tuple)) else value
+            if choice in p.choices:
+                point[p.name] = json.dumps(list(choice)) if isinstance(choice, tuple) else choice
+        elif p.low <= value <= p.high:
+            point[p.name] = value
+    return point
+
+
 def decode(params: dict[str, Any]) -> dict[str, Any]:
     """A trial's stored params -> hyper-parameter values (JSON-text tuples back to tuples)."""
     return {
@@ -306,6 +323,8 @@ def tune(
         pruner=pruner,
         load_if_exists=True,
     )
+    if done_before == 0 and worker == 0:
+        study.enqueue_trial(starting_point(family, spec, base_params), skip_if_exists=True)
     curve_key = family.curves[spec.metric]
     every = family.report_every
     train = family.train_fn()

@@ -14,6 +14,12 @@ class LgbmParams:
     feature_fraction: float = 0.8
     bagging_fraction: float = 0.8
     lambda_l2: float = 1.0
+    # Categorical splits (LightGBM's defaults): high-cardinality keys such as airports are
+    # smoothed toward the prior, and a category needs min_data_per_group rows to split alone.
+    cat_smooth: float = 10.0
+    cat_l2: float = 10.0
+    min_data_per_group: int = 100
+    max_cat_threshold: int = 32
     seed: int = 7
     num_threads: int = 0  # 0: LightGBM's default (all cores)
 
@@ -28,6 +34,10 @@ class LgbmParams:
             "bagging_fraction": self.bagging_fraction,
             "bagging_freq": 1,
             "lambda_l2": self.lambda_l2,
+            "cat_smooth": self.cat_smooth,
+            "cat_l2": self.cat_l2,
+            "min_data_per_group": self.min_data_per_group,
+            "max_cat_threshold": self.max_cat_threshold,
             "seed": self.seed,
             "deterministic": True,  # same seed and data -> the same trees
             "force_row_wise": True,
