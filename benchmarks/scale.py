@@ -5,6 +5,7 @@ years of flights. Prints wall time and peak memory (max RSS) of each, and rows p
 
     python benchmarks/scale.py                  # 1, 3 and 10 years
     python benchmarks/scale.py --years 1 3
+    python benchmarks/scale.py --years 10 --steps data   # ingestion -> training_set only
 
 Years after the first are synthesized from 2013: its 364 days 2013-01-01..2013-12-30 (the
 source has no weather for 12-31) shifted by whole 52-week years, so that every day keeps its
@@ -153,6 +154,9 @@ def main() -> None:
     parser.add_argument(
         "--days-per-year", type=int, default=YEAR_DAYS, help="a smoke run: the first N days"
     )
+    parser.add_argument(
+        "--steps", nargs="+", choices=["data", "training"], default=["data", "training"]
+    )
     parser.add_argument("--child", choices=["data", "training"])
     parser.add_argument("--root", type=Path)
     args = parser.parse_args()
@@ -164,6 +168,8 @@ def main() -> None:
     for years in args.years:
         with tempfile.TemporaryDirectory(prefix=f"bench-scale-{years}y-") as scratch:
             for step, label in (("data", "ingestion->training_set"), ("training", "training")):
+                if step not in args.steps:
+                    continue
                 r = child(step, Path(scratch), years, args.days_per_year)
                 print(
                     f"{years:>5} {label:<28} {r['rows']:>11,} {r['seconds']:>9.1f} "

@@ -1,5 +1,8 @@
 """Every use of a dependency's private API, in one place, each with why and what to re-check
-when the dependency moves. Nothing else in the project imports a private module.
+when the dependency moves. Nothing else in the project imports a private module, but for
+sqlite_event_log.py: the embedded profile's event log subclasses Dagster's SQLite event log (a
+class is configured by module path, so it cannot live here; its docstring says why and what to
+re-check).
 
 Re-check on each upgrade of dagster, feast or bentoml: `make test` covers each use below.
 """
