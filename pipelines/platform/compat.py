@@ -1,8 +1,5 @@
 """Every use of a dependency's private API, in one place, each with why and what to re-check
-when the dependency moves. Nothing else in the project imports a private module, but for
-sqlite_event_log.py: the embedded profile's event log subclasses Dagster's SQLite event log (a
-class is configured by module path, so it cannot live here; its docstring says why and what to
-re-check).
+when the dependency moves. Nothing else in the project imports a private module.
 
 Re-check on each upgrade of dagster, feast or bentoml: `make test` covers each use below.
 """
@@ -281,3 +278,18 @@ def check_evaluations(instance, check_key, limit: int = 1000) -> list:
         for record in sorted(records, key=lambda r: r.id)
         if record.event is not None and record.event.dagster_event is not None
     ]
+
+
+def dagster_sqlite_event_log():
+    """Dagster's SQLite event log class, the index shard's name and its busy timeout, for the
+    embedded profile's event log (sqlite_event_log.py), which subclasses it and overrides its
+    `_connect`: dagster 1.13 exports none of them, and `_connect` is the one place the storage
+    opens a database. Re-check: dagster._core.storage.event_log.sqlite.sqlite_event_log
+    (`_connect`, `_initdb`, `_initialized_dbs`, `_db_lock`, the watchdog's file pattern)."""
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+        INDEX_SHARD_NAME,
+        SQLITE_BUSY_TIMEOUT_SECONDS,
+        SqliteEventLogStorage,
+    )
+
+    return SqliteEventLogStorage, INDEX_SHARD_NAME, SQLITE_BUSY_TIMEOUT_SECONDS

@@ -12,8 +12,9 @@ durable against a crashed process, and only an OS crash or power loss may drop t
 
 `dagster.embedded.yaml` selects it (`make setup` writes it into $DAGSTER_HOME/dagster.yaml unless
 the production profile's PostgreSQL storage is configured). Private API: it overrides
-`SqliteEventLogStorage._connect`, the one place the storage opens a database; re-check on each
-dagster upgrade (`tests/platform/test_event_log.py` covers it, see also compat.py).
+`SqliteEventLogStorage._connect`, the one place the storage opens a database (the class comes
+from compat.py, which says what to re-check on each dagster upgrade;
+`tests/platform/test_event_log.py` covers it).
 """
 
 from __future__ import annotations
@@ -29,13 +30,11 @@ from pathlib import Path
 import sqlalchemy as db
 import yaml
 from dagster import Field, StringSource
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
-    INDEX_SHARD_NAME,
-    SQLITE_BUSY_TIMEOUT_SECONDS,
-    SqliteEventLogStorage,
-)
 
+from pipelines.platform.compat import dagster_sqlite_event_log
 from pipelines.platform.lib.settings import PROJECT_ROOT
+
+SqliteEventLogStorage, INDEX_SHARD_NAME, SQLITE_BUSY_TIMEOUT_SECONDS = dagster_sqlite_event_log()
 
 # Shards with an open engine: the index shard and the runs being written or read. A long-lived
 # process (the webserver, the daemon) reads many runs: the least recently used is closed.
