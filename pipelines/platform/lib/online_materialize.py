@@ -244,6 +244,15 @@ def write_sqlite(store: FeatureStore, tables: list[tuple[str, list]]) -> None:
         conn.close()
 
 
+# Value type -> the protobuf field that holds it, and the Python type it takes.
+_PROTO_FIELDS = {
+    "DOUBLE": ("double_val", float),
+    "INT64": ("int64_val", int),
+    "STRING": ("string_val", str),
+    "BOOL": ("bool_val", bool),
+}
+
+
 def write_through_feast(store: FeatureStore, view: FeatureView, rows: pd.DataFrame) -> int:
     """The rows through the online store's own `online_write_batch` (Redis: pipelined, newest
     wins there), skipping only Feast's read and per-row conversion."""
@@ -253,18 +262,24 @@ def write_through_feast(store: FeatureStore, view: FeatureView, rows: pd.DataFra
 
     from pipelines.platform.compat import online_store_impl
 
+    def protos(column: pd.Series, kind: str) -> list[Value]:
+        """Each value as the protobuf Feast serializes (an empty Value where missing)."""
+        field, cast = _PROTO_FIELDS[kind]
+        return [
+            Value() if gone else Value(**{field: cast(v)})
+            for v, gone in zip(column.tolist(), column.isna().to_numpy(), strict=True)
+        ]
+
     types = _value_types(view)
     join_keys = {c.name: c.dtype.to_value_type().name for c in view.entity_columns}
     names = sorted(join_keys)
-    key_values = {n: encode_values(rows[n], join_keys[n]) for n in names}
-    values = {f: encode_values(rows[f], kind) for f, kind in types.items()}
+    key_values = {n: protos(rows[n], join_keys[n]) for n in names}
+    values = {f: protos(rows[f], kind) for f, kind in types.items()}
     stamps = pd.to_datetime(rows[_STAMP], utc=True)
     data = [
         (
-            EntityKey(
-                join_keys=names, entity_values=[Value.FromString(key_values[n][i]) for n in names]
-            ),
-            {f: Value.FromString(values[f][i]) for f in types},
+            EntityKey(join_keys=names, entity_values=[key_values[n][i] for n in names]),
+            {f: values[f][i] for f in types},
             stamps.iloc[i].to_pydatetime(),
             None,
         )
