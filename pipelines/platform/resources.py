@@ -23,6 +23,28 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 
+# Up to a month, a ranged run lists each day's row count. Dagster copies a ranged run's metadata
+# into every partition's materialization: a year's list would be stored 364 times per asset.
+ROWS_LISTED_UP_TO_DAYS = 31
+
+
+def ranged_row_counts(rows: dict[str, int]) -> dict:
+    """A ranged run's row counts: the total, and each day's count (a month or less) or the
+    spread of the days' counts and the five smallest days (longer ranges)."""
+    counts = sorted(rows.values())
+    meta: dict = {"rows_in_run": sum(counts)}
+    if len(rows) <= ROWS_LISTED_UP_TO_DAYS:
+        return meta | {"rows_by_day": dg.MetadataValue.json(rows)}
+    smallest = sorted(rows.items(), key=lambda kv: (kv[1], kv[0]))[:5]
+    return meta | {
+        "days": len(rows),
+        "rows_per_day": dg.MetadataValue.json(
+            {"min": counts[0], "median": counts[len(counts) // 2], "max": counts[-1]}
+        ),
+        "smallest_days": dg.MetadataValue.json(dict(smallest)),
+    }
+
+
 class LakeIOManager(dg.ConfigurableIOManager):
     """Stores each asset as Parquet under the lake root, one file per partition (day).
 
@@ -61,12 +83,8 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 raise ValueError(f"{table}: rows for days outside this run: {sorted(stray)[:5]}")
             rows = self.lake.write_partitions(table, obj, keys)
             # Metadata of a ranged run is shared by all its partitions: a per-partition row count
-            # would be wrong there, so ranges record the total and the count of each day.
-            counts = (
-                {"dagster/row_count": len(obj)}
-                if len(keys) == 1
-                else {"rows_in_run": len(obj), "rows_by_day": dg.MetadataValue.json(rows)}
-            )
+            # would be wrong there, so ranges record the total and the days' counts.
+            counts = {"dagster/row_count": len(obj)} if len(keys) == 1 else ranged_row_counts(rows)
             context.add_output_metadata(
                 {
                     **counts,
