@@ -3,7 +3,7 @@ readers), with its connections kept open and commits that do not wait on the dis
 
 Why: Dagster's `SqliteEventLogStorage` builds a SQLAlchemy engine, opens a connection, commits
 with a full fsync and disposes the engine for every event, and an asset event writes twice (its
-run's shard and the index shard). A ranged run of a year stores ~9,500 events (a planned event
+run's shard and the index shard). A ranged run of a year stores ~14,000 events (a planned event
 and a materialization per partition and asset, a check evaluation per partition and check):
 ~20-35 ms each, most of the Dagster side of `benchmarks/pipeline_overhead.py`. Here each shard keeps one engine and its pool,
 and each connection runs with `synchronous=NORMAL`: in WAL mode (Dagster sets it) a commit is then
