@@ -39,6 +39,14 @@ from pipelines.platform.sqlite_event_log import embedded_overrides
 TASK = "flight_delay"
 
 
+def _with_window(task: Task, lake: Lake, source, days: list[str]) -> list[str]:
+    """The days an input is read for, with its window before them (`windows:` in defs.yaml) as
+    far as the lake holds it: what the IO manager loads for the asset."""
+    before = task.previous_partitions(min(days), source.window) if source.window else []
+    table = task.table(source.table)
+    return [d for d in before if d not in days and lake.exists(table, d)] + days
+
+
 def bare_feature_tables(paths: DataPaths, days: list[str], task: Task) -> dict[str, bool]:
     """The ingestion and features groups, called directly from the task definition: read,
     archive, validate, build each feature table, store. Returns each feature table written and
@@ -66,7 +74,7 @@ def bare_feature_tables(paths: DataPaths, days: list[str], task: Task) -> dict[s
     for table in task.definition.feature_tables:
         inputs = table.table_inputs()
         frames = [
-            lake.read_partitions(task.table(i.table), days)
+            lake.read_partitions(task.table(i.table), _with_window(task, lake, i, days))
             if i.table in partitioned
             else lake.read(task.table(i.table))
             for i in inputs

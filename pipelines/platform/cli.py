@@ -21,6 +21,7 @@ import dagster as dg
 from pipelines.platform.console import quiet_console
 from pipelines.platform.launch import ProgressPrinter, RunResult, materialized_rows, run_job
 from pipelines.platform.lib.settings import DataPaths
+from pipelines.platform.partitions import MAX_PARTITIONS_PER_RUN
 
 DEFAULT_START = "2013-01-01"
 DEFAULT_END = "2013-02-07"
@@ -231,17 +232,19 @@ def _partitions_between(partitions_def, start: date, end: date) -> list[str]:
 def _runnable_ranges(
     partitions_def, start: date, end: date, blocked: set[str]
 ) -> list[tuple[str, str]]:
-    """Contiguous runs of the window's partitions around the blocked ones."""
+    """Contiguous runs of the window's partitions around the blocked ones, each of at most
+    MAX_PARTITIONS_PER_RUN partitions (as the assets' backfill policy cuts a UI backfill)."""
     ranges: list[tuple[str, str]] = []
-    previous_ok = False
+    length = 0
     for key in _partitions_between(partitions_def, start, end):
         if key in blocked:
-            previous_ok = False
-        elif previous_ok:
+            length = 0
+        elif 0 < length < MAX_PARTITIONS_PER_RUN:
             ranges[-1] = (ranges[-1][0], key)
+            length += 1
         else:
             ranges.append((key, key))
-            previous_ok = True
+            length = 1
     return ranges
 
 

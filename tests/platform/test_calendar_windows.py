@@ -109,3 +109,26 @@ def test_a_window_too_short_to_train_runs_its_days_and_says_why(graph):
     calls = _ranges(graph, "flight_delay", start, end, train=False)
     assert [c["stage"] for c in calls] == ["reference", "partitions"]  # no models phase
     assert too_short_to_train(task, date(2013, 3, 1), date(2013, 3, 15)) is None
+
+
+def test_a_long_window_runs_as_one_run_per_year_of_days_around_blocked_ones():
+    """Memory stays bounded: at most MAX_PARTITIONS_PER_RUN days a run, as the assets'
+    backfill policy cuts a backfill launched from the UI."""
+    from pipelines.platform.partitions import MAX_PARTITIONS_PER_RUN, ranged_backfill
+
+    daily = _daily("America/New_York")
+    ranges = _runnable_ranges(daily, date(2013, 1, 1), date(2015, 12, 31), {"2014-06-01"})
+    assert ranges == [
+        ("2013-01-01", "2014-01-01"),  # 366 days
+        ("2014-01-02", "2014-05-31"),  # the blocked day ends a run
+        ("2014-06-02", "2015-06-02"),  # 366 days
+        ("2015-06-03", "2015-12-31"),
+    ]
+    lengths = [
+        len(_partitions_between(daily, date.fromisoformat(a), date.fromisoformat(b)))
+        for a, b in ranges
+    ]
+    assert (
+        max(lengths) == MAX_PARTITIONS_PER_RUN and sum(lengths) == 3 * 365 - 1
+    )  # all but the blocked day
+    assert ranged_backfill.max_partitions_per_run == MAX_PARTITIONS_PER_RUN

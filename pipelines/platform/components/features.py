@@ -10,7 +10,7 @@ from pipelines.platform.components.guard import assert_partitions_validated
 from pipelines.platform.frame_type import DataFrame
 from pipelines.platform.lib.feature_store import apply_definitions, materialize_up_to
 from pipelines.platform.lib.lake import PARTITION_COLUMN
-from pipelines.platform.partitions import partition_keys, single_run_backfill
+from pipelines.platform.partitions import partition_keys, ranged_backfill
 from pipelines.platform.resources import FeastResource
 
 # pandas is imported inside the functions that use it: the code location imports
@@ -63,7 +63,7 @@ def _feature_asset(
         key=task.key(table.name),
         ins=ins,
         partitions_def=task.partitions_def if is_partitioned else None,
-        backfill_policy=single_run_backfill if is_partitioned else None,
+        backfill_policy=ranged_backfill if is_partitioned else None,
         group_name=task.group("features"),
         kinds={"pandas", "feast"} if table.feast_source else {"pandas"},
         code_version="1",
@@ -136,7 +136,7 @@ def features_defs(task: Task) -> dg.Definitions:
     @dg.asset(
         key=task.key("online_features"),
         partitions_def=task.partitions_def,
-        backfill_policy=single_run_backfill,
+        backfill_policy=ranged_backfill,
         group_name=task.group("features"),
         kinds={"feast", "sqlite"},
         code_version="1",

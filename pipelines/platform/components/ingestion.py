@@ -16,7 +16,7 @@ from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.landing import LandingError, archive_landed_file, read_landed_day
 from pipelines.platform.lib.landing_watch import LANDED_SHA256
 from pipelines.platform.lib.object_store import under
-from pipelines.platform.partitions import partition_keys, single_run_backfill
+from pipelines.platform.partitions import partition_keys, ranged_backfill
 from pipelines.platform.resources import LakeResource, LandingZone
 
 # pandas is imported inside the functions that use it: the code location imports
@@ -97,7 +97,7 @@ def _raw_asset(task: Task, table: str, description: str) -> dg.AssetsDefinition:
     @dg.asset(
         key=task.key(f"raw_{table}"),
         partitions_def=task.partitions_def,
-        backfill_policy=single_run_backfill,
+        backfill_policy=ranged_backfill,
         group_name=task.group("ingestion"),
         kinds={"pandas", "parquet"},
         code_version="1",

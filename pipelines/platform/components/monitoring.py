@@ -34,7 +34,7 @@ from pipelines.platform.lib.monitoring import (
 from pipelines.platform.lib.plots import daily_metric_chart, drift_chart
 from pipelines.platform.lib.retrain_policy import live_degraded, live_floor
 from pipelines.platform.metadata import metric_table, picture
-from pipelines.platform.partitions import partition_keys, single_run_backfill
+from pipelines.platform.partitions import partition_keys, ranged_backfill
 from pipelines.platform.resources import LakeResource, MlflowResource, RetrainPolicy
 
 # numpy and pandas are imported inside the functions that use them: the code location imports
@@ -370,7 +370,7 @@ def monitoring_defs(task: Task) -> dg.Definitions:
     @dg.asset(
         key=task.key("drift_report"),
         partitions_def=task.partitions_def,
-        backfill_policy=single_run_backfill,
+        backfill_policy=ranged_backfill,
         deps=[drift_reference.key],
         ins={
             "training_set": dg.AssetIn(task.key("training_set")),
@@ -487,7 +487,7 @@ def monitoring_defs(task: Task) -> dg.Definitions:
     @dg.asset(
         key=task.key("live_performance"),
         partitions_def=task.partitions_def,
-        backfill_policy=single_run_backfill,
+        backfill_policy=ranged_backfill,
         deps=[drift_reference.key],
         ins={"training_set": dg.AssetIn(task.key("training_set"))},
         group_name=task.group("monitoring"),

@@ -21,7 +21,7 @@ from pipelines.platform.lib.prediction_log import read_day
 from pipelines.platform.lib.settings import DataPaths
 from pipelines.platform.lib.skew import feature_skew
 from pipelines.platform.metadata import metric_table
-from pipelines.platform.partitions import partition_keys, single_run_backfill
+from pipelines.platform.partitions import partition_keys, ranged_backfill
 from pipelines.platform.resources import (
     BentoResource,
     FeastResource,
@@ -233,7 +233,7 @@ def serving_defs(task: Task) -> dg.Definitions:
         # drift_report / live_performance -> retrain is one path in the lineage.
         deps=[task.key("deployment")],
         partitions_def=task.partitions_def,
-        backfill_policy=single_run_backfill,
+        backfill_policy=ranged_backfill,
         group_name=task.group("serving"),
         kinds={"pandas"},
         code_version="1",

@@ -13,7 +13,7 @@ from pipelines.platform.lib.labels import LABEL_KNOWN_AT
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.plots import training_set_summary
 from pipelines.platform.metadata import metric_table, picture
-from pipelines.platform.partitions import single_run_backfill
+from pipelines.platform.partitions import ranged_backfill
 from pipelines.platform.resources import FeastResource, MlflowResource
 
 # pandas is imported inside the functions that use it: the code location imports
@@ -104,7 +104,7 @@ def training_defs(task: Task) -> dg.Definitions:
         key=task.key("training_set"),
         ins={"examples": dg.AssetIn(task.key(ex.table))},
         partitions_def=task.partitions_def,
-        backfill_policy=single_run_backfill,
+        backfill_policy=ranged_backfill,
         group_name=task.group("training"),
         kinds={"pandas", "feast"},
         code_version="1",
