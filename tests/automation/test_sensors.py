@@ -91,6 +91,26 @@ def test_a_queued_run_is_not_requested_again(definitions, instance, data_paths):
     assert "1 partition(s) already in a queued or running run" in skip_message(waiting)
 
 
+def test_a_day_waits_for_an_earlier_day_in_flight_that_its_windows_read(
+    definitions, instance, data_paths
+):
+    """Days run in order: a day whose windowed features read the days before waits while one of
+    them is still in a queued run (or a backfill being submitted), else its features would be
+    computed without that day, for good (the live path had it: live skew)."""
+    replay_days(data_paths.landing_for("flight_delay"), date(2013, 1, 1), date(2013, 1, 2))
+    job = definitions.resolve_job_def(DAILY_JOB)
+    run = instance.create_run_for_job(
+        job, tags={"dagster/partition": "2013-01-01", "flightline/task": TASK}
+    )
+    waiting = landing_tick(definitions, instance, TASK, data_paths)
+    assert not waiting.run_requests
+    assert "waiting for earlier days in flight: 2013-01-02" in skip_message(waiting)
+    instance.delete_run(run.run_id)
+    _ingest(instance, "2013-01-01")  # the earlier day done: the next tick runs the later one
+    tick = landing_tick(definitions, instance, TASK, data_paths)
+    assert [r.partition_key for r in tick.run_requests] == ["2013-01-02"]
+
+
 def test_stray_files_are_reported_and_valid_days_still_run(definitions, instance, data_paths):
     landing = Path(data_paths.landing_for("flight_delay"))
     replay_days(str(landing), date(2013, 1, 1), date(2013, 1, 1))

@@ -174,6 +174,7 @@ def _landing_sensor(task: Task, selection: dg.AssetSelection) -> dg.SensorDefini
     )
     def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone):
         instance = context.instance
+        busy = in_flight_days(instance, task)
         # Decided from the instance (what was ingested, what is in flight), not from the cursor:
         # the cursor only caches file hashes, so an empty one re-runs nothing.
         changes = scan_landing(
@@ -182,7 +183,7 @@ def _landing_sensor(task: Task, selection: dg.AssetSelection) -> dg.SensorDefini
             tables,
             ingested=lambda days: ingested_fingerprints(instance, task, tables, days),
             is_partition=is_partition_of(task),
-            in_flight=in_flight_days(instance, task),
+            in_flight=busy,
         )
         notes = [
             f"stray file {key}: not a partition of {task.name}; ignored" for key in changes.stray
@@ -204,7 +205,15 @@ def _landing_sensor(task: Task, selection: dg.AssetSelection) -> dg.SensorDefini
         graph = context.repository_def.asset_graph
         keys = selection.resolve(graph)
         requests: list[dg.RunRequest] = []
+        waiting: list[str] = []
         for start, end in changes.new_ranges(task.next_partition):
+            if earlier := _earlier_in_flight(task, busy, start):
+                waiting.append(f"{start}..{end}" if start != end else start)
+                context.log.info(
+                    f"{waiting[-1]}: waiting for {', '.join(earlier)} (in flight), which its "
+                    "windows read"
+                )
+                continue
             if start == end:
                 requests.append(
                     dg.RunRequest(
@@ -231,6 +240,10 @@ def _landing_sensor(task: Task, selection: dg.AssetSelection) -> dg.SensorDefini
                 )
             )
         for key in changes.replaced_days:
+            if earlier := _earlier_in_flight(task, busy, key):
+                waiting.append(key)
+                context.log.info(f"{key}: changed, waiting for {', '.join(earlier)} (in flight)")
+                continue
             context.log.info(f"{key}: the landed content changed; re-running its partition")
             requests.append(
                 dg.RunRequest(
@@ -242,9 +255,24 @@ def _landing_sensor(task: Task, selection: dg.AssetSelection) -> dg.SensorDefini
                     tags={"flightline/trigger": "replaced", **task.tags},
                 )
             )
+        if not requests:
+            return dg.SensorResult(
+                skip_reason=f"waiting for earlier days in flight: {', '.join(waiting)}",
+                cursor=dump_state(changes.state),
+            )
         return dg.SensorResult(run_requests=requests, cursor=dump_state(changes.state))
 
     return landing_sensor
+
+
+def _earlier_in_flight(task: Task, busy: set[str], start: str) -> list[str]:
+    """Days before `start` within its runs' windows that a queued or running run (or a
+    backfill not yet submitted) still covers. A run of `start` now would read their partitions
+    before they are written, and compute its windowed features without them, for good: it waits
+    (a later tick requests it; nothing is recorded until it runs)."""
+    if not busy or not task.window_lookback:
+        return []
+    return sorted(set(task.previous_partitions(start, task.window_lookback)) & busy)
 
 
 def rejudge_config(task: Task) -> dict:

@@ -397,6 +397,13 @@ class Task:
             )
         return keys
 
+    @cached_property
+    def window_lookback(self) -> int:
+        """How many partitions before its own a run reads (the longest feature-table window)."""
+        return max(
+            (w for t in self.definition.feature_tables for w in t.windows.values()), default=0
+        )
+
     def partition_end(self, key: str):
         """The instant a partition ends (UTC): its data is complete up to here."""
         return self.partitions_def.time_window_for_partition_key(key).end
