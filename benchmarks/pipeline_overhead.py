@@ -42,9 +42,11 @@ TASK = "flight_delay"
 def _with_window(task: Task, lake: Lake, source, days: list[str]) -> list[str]:
     """The days an input is read for, with its window before them (`windows:` in defs.yaml) as
     far as the lake holds it: what the IO manager loads for the asset."""
-    before = task.previous_partitions(min(days), source.window) if source.window else []
-    table = task.table(source.table)
-    return [d for d in before if d not in days and lake.exists(table, d)] + days
+    if not source.window:
+        return days
+    stored = set(lake.partitions(task.table(source.table)))  # one listing, not one per day
+    before = task.previous_partitions(min(days), source.window)
+    return [d for d in before if d in stored and d not in days] + days
 
 
 def bare_feature_tables(paths: DataPaths, days: list[str], task: Task) -> dict[str, bool]:

@@ -157,13 +157,18 @@ def worker_name() -> str:
     return os.environ.get("HOSTNAME") or f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _stored_choice(choice: Any) -> Any:
+    """A choice as Optuna stores it: scalars as they are, a tuple (hidden layers) as JSON text."""
+    return json.dumps(list(choice)) if isinstance(choice, tuple) else choice
+
+
 def suggest(trial: "optuna.Trial", family: ModelFamily, spec: SearchSpec) -> dict[str, Any]:
     hints = typing.get_type_hints(family.params_type())
     values: dict[str, Any] = {}
     for p in spec.space:
         if p.choices is not None:
             # Optuna stores only scalars: a tuple choice (hidden layers) travels as JSON text.
-            encoded = [json.dumps(list(c)) if isinstance(c, tuple) else c for c in p.choices]
+            encoded = [_stored_choice(c) for c in p.choices]
             picked = trial.suggest_categorical(p.name, encoded)
             values[p.name] = (
                 tuple(json.loads(picked))
@@ -188,7 +193,7 @@ def starting_point(family: ModelFamily, spec: SearchSpec, base_params: dict[str,
         if p.choices is not None:
             choice = tuple(value) if isinstance(value, (list, tuple)) else value
             if choice in p.choices:
-                point[p.name] = json.dumps(list(choice)) if isinstance(choice, tuple) else choice
+                point[p.name] = _stored_choice(choice)
         elif p.low <= value <= p.high:
             point[p.name] = value
     return point
