@@ -97,8 +97,13 @@ def test_a_forked_process_writes_through_connections_of_its_own(tmp_path):
         assert storage._engines  # the parent holds open connections when it forks
         parent_records = len(instance.get_records_for_run(result.run_id).records)
 
+        inherited = {id(engine) for engine in storage._engines.values()}
+
         def child() -> None:  # inherits the parent's storage object, pool and all
             instance.report_engine_event("from the child", instance.get_run_by_id(result.run_id))
+            # It wrote through engines of its own, none of the parent's.
+            if {id(engine) for engine in storage._engines.values()} & inherited:
+                raise SystemExit(3)
 
         process = multiprocessing.get_context("fork").Process(target=child)
         process.start()
