@@ -65,6 +65,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         self._engines: OrderedDict[str, db.Engine] = OrderedDict()
         self._engines_pid = os.getpid()
         self._engines_lock = threading.Lock()
+        self._tables_present: set[str] = set()
         super().__init__(base_dir, inst_data)
 
     @classmethod
@@ -114,6 +115,18 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         if wrote and shard != INDEX_SHARD_NAME:
             self._signal_watchers(shard)
 
+    def has_table(self, table_name: str) -> bool:
+        """Dagster's asks through a new engine on every asset event (whether the tags table
+        exists). Tables are only ever added (by `upgrade`): a table once seen is remembered. Not
+        through `_connect`: it is asked inside an index transaction, which holds `_db_lock`."""
+        if table_name in self._tables_present:
+            return True
+        with self._engine(INDEX_SHARD_NAME).connect() as conn:
+            present = bool(conn.dialect.has_table(conn, table_name))
+        if present:
+            self._tables_present.add(table_name)
+        return present
+
     def _signal_watchers(self, run_id: str) -> None:
         """Dagster's run watchers (the UI's live run log) wait for the run's .db file to change.
         With a closing connection, SQLite checkpoints its WAL into the file at once; an open one
@@ -133,6 +146,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def _close_all(self) -> None:
         with self._engines_lock:
             engines, self._engines = list(self._engines.values()), OrderedDict()
+            self._tables_present = set()
         for engine in engines:
             engine.dispose()
 

@@ -115,3 +115,19 @@ def test_a_forked_process_writes_through_connections_of_its_own(tmp_path):
             for r in instance.get_records_for_run(result.run_id).records[parent_records:]
         ]
         assert messages == ["from the child", "from the parent"]
+
+
+def test_a_table_is_remembered_once_present_never_while_absent(tmp_path):
+    """`has_table` is asked on every asset event: a present table is remembered, an absent one is
+    asked again (an upgrade may add it)."""
+    import sqlite3
+
+    storage = PooledSqliteEventLogStorage(str(tmp_path / "runs"))
+    try:
+        assert storage.has_table("asset_event_tags")  # Dagster's own table, made at init
+        assert not storage.has_table("added_later")
+        with sqlite3.connect(storage.path_for_shard("index")) as conn:
+            conn.execute("create table added_later (id integer)")
+        assert storage.has_table("added_later")
+    finally:
+        storage.dispose()
