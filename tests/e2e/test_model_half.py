@@ -85,7 +85,7 @@ def test_model_versions_carry_lineage_in_mlflow(first_champion):
         assert tags["dagster.job"] == "flight_delay_retrain"  # a job of the code location
         assert tags["dagster.asset"] in ("flight_delay/lgbm_model", "flight_delay/torch_model")
         assert tags["data.partitions"] == f"{START}..{END} (9 days)"
-        assert tags["feature_service"] == "flight_delay_v1"
+        assert tags["feature_service"] == "flight_delay_v2"
         assert tags["code_version"] and tags["code_version"] != "unknown"
     assert run.data.params["holdout_days"] == str(SPLIT["holdout_days"])
     curve = "valid_binary_logloss" if run.data.tags["model_family"] == "lightgbm" else "valid_loss"

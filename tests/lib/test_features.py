@@ -132,6 +132,30 @@ def test_recent_departures_are_stamped_at_the_departure_and_look_back_two_hours(
     assert list(recent["origin_dep_delay_mean_2h"]) == [10.0, 20.0, 50.0]
 
 
+def test_destination_arrivals_are_stamped_at_the_landing_and_look_back_three_hours():
+    # JFK-MIA: scheduled three hours, so each lands three hours after it departs (plus delays)
+    raw = _raw(
+        [
+            {"day": 2, "sched_dep_time": 700, "dep_delay": 0.0, "arr_delay": 10.0},
+            {"day": 2, "sched_dep_time": 900, "dep_delay": 0.0, "arr_delay": 30.0},
+            {"day": 2, "sched_dep_time": 1100, "dep_delay": 0.0, "arr_delay": 50.0},
+            {"day": 2, "sched_dep_time": 1200, "dep_delay": 0.0, "arr_delay": float("nan")},
+        ]
+    )
+    timeline = flight_timeline(raw)
+    recent = F.dest_recent_arrivals(timeline)
+    landed = timeline["arr_known_at"].dropna()
+    assert len(landed) == 3  # a flight with no arrival (diverted) never lands here
+    assert list(recent[F.EVENT_TIMESTAMP]) == list(landed)
+    assert list(recent["dest"]) == ["MIA"] * 3
+    # 10:10 sees itself; 12:30 sees 10:10 too; 14:50 no longer sees 10:10 (over 3 hours before)
+    assert list(recent["dest_arrivals_3h"]) == [1, 2, 2]
+    assert list(recent["dest_arr_delay_mean_3h"]) == [10.0, 20.0, 40.0]
+    assert list(recent["dest_arr_delayed_share_3h"]) == [0.0, 0.5, 1.0]
+    # a row depends on the landings up to its own only: later ones change nothing of it
+    assert F.dest_recent_arrivals(timeline.iloc[:2]).equals(recent.iloc[:2].reset_index(drop=True))
+
+
 def test_aircraft_state_is_stamped_at_its_departure_and_at_its_landing():
     raw = _raw(
         [
@@ -250,7 +274,12 @@ def test_an_aircraft_carries_its_last_arrival_delay_only_within_a_day():
 
 @pytest.mark.parametrize(
     "table",
-    ["origin_recent_departures", "aircraft_last_arrival", "carrier_delay_stats"],
+    [
+        "origin_recent_departures",
+        "dest_recent_arrivals",
+        "aircraft_last_arrival",
+        "carrier_delay_stats",
+    ],
 )
 def test_a_days_rows_from_its_window_equal_the_rows_from_all_history(table):
     """What the batch asset computes for a day from its `windows` is what the live path, reading

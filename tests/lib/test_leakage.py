@@ -1,6 +1,6 @@
 """Leakage guard: nothing known only after departure is a feature."""
 
-from pipelines.tasks.flight_delay.feast_declarations import feature_definitions
+from pipelines.tasks.flight_delay.feast_declarations import FEATURE_SERVICE, feature_definitions
 from pipelines.tasks.flight_delay.features import POST_DEPARTURE_COLUMNS, request_features
 from pipelines.tasks.flight_delay.flights import flight_timeline
 from tests.lib.test_features import _raw
@@ -21,9 +21,14 @@ FORBIDDEN = {
 
 
 def _service_features():
+    """Every feature of every declared version of the service (a model of each may serve)."""
     objects = feature_definitions(lambda table: f"/tmp/lake/{table}")
-    service = objects["flight_delay_v1"]
-    return [(proj.name, f.name) for proj in service.feature_view_projections for f in proj.features]
+    return [
+        (proj.name, f.name)
+        for service in (objects["flight_delay_v1"], objects[FEATURE_SERVICE])
+        for proj in service.feature_view_projections
+        for f in proj.features
+    ]
 
 
 def test_no_post_departure_column_is_a_feature():

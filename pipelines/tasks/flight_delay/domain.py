@@ -44,6 +44,7 @@ def entity_keys(flights: pd.DataFrame) -> pd.DataFrame:
             "tailnum": flights["tailnum"].astype(str),
             "carrier": flights["carrier"].astype(str),
             "route": flights["route"].astype(str),
+            "dest": flights["dest"].astype(str),
             "dep_hour": departure_hour_key(flights["sched_dep_ts"]),
         }
     ).reset_index(drop=True)
@@ -69,6 +70,7 @@ def request_row(flight: dict) -> tuple[dict, dict]:
         "tailnum": str(tailnum),
         "carrier": carrier,
         "route": f"{origin}-{dest}",
+        "dest": dest,
         "dep_hour": local.strftime("%Y-%m-%dT%H"),
     }
     features = {

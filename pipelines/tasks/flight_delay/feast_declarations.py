@@ -16,7 +16,9 @@ from datetime import timedelta
 from pipelines.tasks.flight_delay.features import TODAY_COLUMNS, WEATHER_COLUMNS
 
 TIMESTAMP = "event_timestamp"
-FEATURE_SERVICE = "flight_delay_v1"
+# v2 added the destination's recent arrivals; v1 stays declared: a model trained on it is still
+# served by it (each model version records the service it was trained on).
+FEATURE_SERVICE = "flight_delay_v2"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ ENTITIES = (
     EntityDecl("plane", "tailnum", "Aircraft tail number"),
     EntityDecl("carrier", "carrier", "Two-letter carrier code"),
     EntityDecl("route", "route", "ORIGIN-DEST"),
+    EntityDecl("destination_airport", "dest", "Arrival airport (FAA code)"),
     EntityDecl("departure_hour", "dep_hour", "Local scheduled departure hour, YYYY-MM-DDTHH"),
 )
 
@@ -137,14 +140,29 @@ VIEWS = (
         push_source="arrivals_push",
     ),
     *(_delay_stats_view(_ENTITY[name]) for name in ("carrier", "route", "origin_airport")),
+    ViewDecl(
+        name="dest_recent_arrivals",
+        table="dest_recent_arrivals",
+        entities=("destination_airport",),
+        ttl=timedelta(hours=3),
+        schema=_floats("dest_arr_delay_mean_3h", "dest_arr_delayed_share_3h", "dest_arrivals_3h"),
+        description="Arrival delays of New York flights at the destination over the 3 hours "
+        "before; stamped when each landed",
+        push_source="dest_arrivals_push",
+    ),
 )
+_V1_VIEWS = tuple(view.name for view in VIEWS if view.name != "dest_recent_arrivals")
 
 # Service name -> (its views in order, description).
 SERVICES = {
+    "flight_delay_v1": (
+        _V1_VIEWS,
+        "Flight delay features as known one hour before scheduled departure (v1)",
+    ),
     FEATURE_SERVICE: (
         tuple(view.name for view in VIEWS),
-        "Flight delay features as known one hour before scheduled departure (v1)",
-    )
+        "v1 and the destination's arrival delays of the 3 hours before (v2)",
+    ),
 }
 
 # Lake table -> the push source that feeds it.

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 EVENT_TIMESTAMP = "event_timestamp"
 STATIC_FEATURES_SINCE = datetime(2000, 1, 1, tzinfo=UTC)
 RECENT_DEPARTURES_WINDOW = "2h"
+RECENT_ARRIVALS_WINDOW = "3h"
 PREVIOUS_LANDING_WITHIN = timedelta(hours=24)  # aircraft_last_arrival's TTL
 TRAILING_WINDOWS_DAYS = (7, 28)
 # Delays of the entity's flights of the same day known so far (carrier, route, origin).
@@ -133,27 +134,65 @@ def origin_recent_departures(
     row at or before its own time. A row belongs to the day it is stamped on (see
     `_rows_of_days`), so that yesterday's late departures count in this morning's window.
     """
+    return _recent_delays(
+        timeline,
+        partition_keys,
+        key="origin",
+        known_at="dep_known_at",
+        delay="dep_delay",
+        window=RECENT_DEPARTURES_WINDOW,
+        columns=("origin_dep_delay_mean_2h", "origin_dep_delayed_share_2h", "origin_departures_2h"),
+    )
+
+
+def dest_recent_arrivals(
+    timeline: pd.DataFrame, partition_keys: list[str] | None = None
+) -> pd.DataFrame:
+    """At each landing at a destination: arrival delays of New York flights that landed there in
+    the 3 hours before (congestion or a ground delay programme at the destination shows in them
+    before it shows in the departures).
+
+    Stamped at the landing, when its delay became known; as `origin_recent_departures` otherwise.
+    """
+    return _recent_delays(
+        timeline,
+        partition_keys,
+        key="dest",
+        known_at="arr_known_at",
+        delay="arr_delay",
+        window=RECENT_ARRIVALS_WINDOW,
+        columns=("dest_arr_delay_mean_3h", "dest_arr_delayed_share_3h", "dest_arrivals_3h"),
+    )
+
+
+def _recent_delays(
+    timeline: pd.DataFrame,
+    partition_keys: list[str] | None,
+    *,
+    key: str,
+    known_at: str,
+    delay: str,
+    window: str,
+    columns: tuple[str, str, str],
+) -> pd.DataFrame:
+    """Per `key`, at each event (`known_at`): the mean `delay`, the share over 15 minutes and the
+    count of the events in the `window` up to and including it."""
     import pandas as pd
 
-    departed = timeline.loc[
-        timeline["dep_known_at"].notna(), ["origin", "dep_known_at", "dep_delay", PARTITION_COLUMN]
-    ]
-    departed = departed.sort_values(["origin", "dep_known_at"], kind="stable")
+    mean, share, count = columns
+    events = timeline.loc[timeline[known_at].notna(), [key, known_at, delay, PARTITION_COLUMN]]
+    events = events.sort_values([key, known_at], kind="stable")
     rows = []
-    for origin, group in departed.groupby("origin", sort=False):
-        series = group.set_index("dep_known_at")
-        rolling = series["dep_delay"].rolling(RECENT_DEPARTURES_WINDOW)
+    for value, group in events.groupby(key, sort=False):
+        series = group.set_index(known_at)[delay]
+        rolling = series.rolling(window)
         stats = pd.DataFrame(
             {
-                "origin": origin,
-                EVENT_TIMESTAMP: group["dep_known_at"].values,
-                "origin_dep_delay_mean_2h": rolling.mean().values,
-                "origin_dep_delayed_share_2h": (series["dep_delay"] > 15)
-                .astype("float64")
-                .rolling(RECENT_DEPARTURES_WINDOW)
-                .mean()
-                .values,
-                "origin_departures_2h": rolling.count().values,
+                key: value,
+                EVENT_TIMESTAMP: group[known_at].values,
+                mean: rolling.mean().values,
+                share: (series > 15).astype("float64").rolling(window).mean().values,
+                count: rolling.count().values,
                 PARTITION_COLUMN: group[PARTITION_COLUMN].values,
             }
         )
@@ -161,20 +200,11 @@ def origin_recent_departures(
     out = (
         pd.concat(rows, ignore_index=True)
         if rows
-        else _empty(
-            [
-                "origin",
-                EVENT_TIMESTAMP,
-                "origin_dep_delay_mean_2h",
-                "origin_dep_delayed_share_2h",
-                "origin_departures_2h",
-                PARTITION_COLUMN,
-            ]
-        )
+        else _empty([key, EVENT_TIMESTAMP, *columns, PARTITION_COLUMN])
     )
     out[EVENT_TIMESTAMP] = _utc(out[EVENT_TIMESTAMP])
-    # Several departures in the same minute: the last row of that minute holds them all.
-    out = out.drop_duplicates(["origin", EVENT_TIMESTAMP], keep="last")
+    # Several events in the same minute: the last row of that minute holds them all.
+    out = out.drop_duplicates([key, EVENT_TIMESTAMP], keep="last")
     return _rows_of_days(out, partition_keys)
 
 
@@ -411,7 +441,7 @@ def request_features(timeline: pd.DataFrame) -> pd.DataFrame:
 def _empty(columns: list[str]) -> pd.DataFrame:
     import pandas as pd
 
-    text = {"origin", "tailnum", "carrier", "route", "dep_hour", PARTITION_COLUMN}
+    text = {"origin", "dest", "tailnum", "carrier", "route", "dep_hour", PARTITION_COLUMN}
     frame = pd.DataFrame({c: pd.Series(dtype=object if c in text else "float64") for c in columns})
     if EVENT_TIMESTAMP in frame:
         frame[EVENT_TIMESTAMP] = frame[EVENT_TIMESTAMP].astype("datetime64[us, UTC]")

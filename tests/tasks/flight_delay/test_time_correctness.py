@@ -122,6 +122,7 @@ def feature_tables(flights: pd.DataFrame, weather: pd.DataFrame) -> dict[str, pd
         "scheduled_traffic": F.scheduled_traffic(timeline),
         "origin_recent_departures": F.origin_recent_departures(timeline),
         "aircraft_last_arrival": F.aircraft_last_arrival(timeline),
+        "dest_recent_arrivals": F.dest_recent_arrivals(timeline),
     }
     for entity in ("carrier", "route", "origin"):
         tables[f"{entity}_delay_stats"] = F.trailing_delay_stats(timeline, DAYS, entity, entity)
