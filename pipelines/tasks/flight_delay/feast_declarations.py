@@ -16,8 +16,8 @@ from datetime import timedelta
 from pipelines.tasks.flight_delay.features import TODAY_COLUMNS, WEATHER_COLUMNS
 
 TIMESTAMP = "event_timestamp"
-# v2 added the destination's recent arrivals; v1 stays declared: a model trained on it is still
-# served by it (each model version records the service it was trained on).
+# v2 added the destination's recent arrivals. A model trained on v1 still answers (it picks its
+# own features, recorded with it, from v2's); v1 stays declared: the service its record names.
 FEATURE_SERVICE = "flight_delay_v2"
 
 
