@@ -158,6 +158,7 @@ def test_a_better_challenger_is_promoted_and_a_worse_one_rolled_back_on_live_evi
         rollout_key = task.key("rollout")
         day = END
         stages: dict[str, list[str]] = {}
+        decisions: dict[str, list[dict]] = {}  # the rollout's record after each day, by version
 
         def live_until_over(version: str, max_days: int) -> list[str]:
             """Serve and land days until the rollout of `version` ends; its stage after each."""
@@ -187,9 +188,11 @@ def test_a_better_challenger_is_promoted_and_a_worse_one_rolled_back_on_live_evi
                     return run.status == dg.DagsterRunStatus.SUCCESS
 
                 _wait(decision_done, 900, f"the rollout decision after {key}", daemon_log)
-                stage = _rollouts(instance, rollout_key)[-1]["stage"]
+                record = _rollouts(instance, rollout_key)[-1]
+                stage = record["stage"]
                 print(f"{key}: {served} live requests, rollout of v{version}: {stage}")
                 seen.append(stage)
+                decisions.setdefault(version, []).append(record)
                 if stage in ("champion", "rollback"):
                     return seen
             return seen
@@ -209,7 +212,15 @@ def test_a_better_challenger_is_promoted_and_a_worse_one_rolled_back_on_live_evi
     # The better one: shadow, then canary, then champion, each on the live gate's verdict.
     assert stages["better"][-1] == "champion", stages
     assert "canary" in stages["better"], stages
-    assert stages["better"].index("canary") > 0  # shadow lasted until the evidence sufficed
+    # Shadow lasted until the evidence sufficed (one day or several, as the live labels go): it
+    # was left on the live gate's own verdict, with at least the labelled rows it asks for.
+    [left_shadow] = [
+        r for r in decisions[better] if r["previous_stage"] == "shadow" and r["stage"] != "shadow"
+    ]
+    assert left_shadow["stage"] == "canary" and left_shadow["live_gate"] == "advance", left_shadow
+    assert left_shadow["labelled_rows"] >= ROLLOUT["min_labelled_rows"], left_shadow
+    waited = [r for r in decisions[better] if r["stage"] == "shadow"]
+    assert all(r["live_gate"] == "wait" for r in waited), waited
     # The worse one: rolled back during shadow, the champion unchanged, the reason recorded.
     assert stages["worse"][-1] == "rollback" and "canary" not in stages["worse"], stages
     assert registry.champion_version(TASK) == better
