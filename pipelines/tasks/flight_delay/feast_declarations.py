@@ -146,7 +146,7 @@ VIEWS = (
         entities=("destination_airport",),
         # The state at the last landing there, for a day: with a 3 h TTL a third of the rows
         # found none (a destination lands a few New York flights a day) and the model lost most
-        # of what the view adds (ROC AUC +0.003 instead of +0.005, benchmarks/model_quality.py).
+        # of what the view adds (ROC AUC +0.003 instead of +0.005 on model_quality.py's split).
         ttl=timedelta(hours=24),
         schema=_floats("dest_arr_delay_mean_3h", "dest_arr_delayed_share_3h", "dest_arrivals_3h"),
         description="Arrival delays of New York flights at the destination over the 3 hours "
