@@ -203,3 +203,78 @@ def test_redis_gets_the_values_sqlite_gets(tmp_path, redis_scratch_url):
         materialize_up_to(store, end, ["driver_shop"])
     assert _served(redis_store) == _served(sqlite_store)
     assert _served(redis_store)["trips"][:3] == [35, 70, 105]
+
+
+def _partitioned_source(folder, hours: int, per_file: int = 8, offset: float = 0.0):
+    """The hourly rows of `_source`, cut into files of `per_file` hours (as the lake keeps one
+    file per day) under `folder`; returns the source glob."""
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = _source(folder.parent / "whole.parquet", hours, offset)
+    for first in range(0, hours, per_file):
+        block = frame[(frame["event_timestamp"] >= T0 + timedelta(hours=first))
+                      & (frame["event_timestamp"] < T0 + timedelta(hours=first + per_file))]
+        block.to_parquet(folder / f"part-{first:03d}.parquet")
+    (folder.parent / "whole.parquet").unlink()
+    return f"{folder}/*.parquet"
+
+
+def test_only_the_partitions_holding_the_interval_are_read_and_rows_equal_feasts(tmp_path):
+    from pipelines.platform.lib.event_time_index import INDEX_NAME, files_with_events_in
+
+    glob = _partitioned_source(tmp_path / "table", hours=40)
+    end = T0 + timedelta(hours=36)
+    start = end - timedelta(hours=30)
+    chosen = files_with_events_in(glob, "event_timestamp", start, end)
+    # Hours 6..36 lie in the files starting at hours 0, 8, 16, 24 and 32.
+    assert [p.rsplit("/", 1)[1] for p in chosen] == [
+        f"part-{h:03d}.parquet" for h in (0, 8, 16, 24, 32)
+    ]
+    assert [p.rsplit("/", 1)[1] for p in files_with_events_in(
+        glob, "event_timestamp", T0 + timedelta(hours=17), T0 + timedelta(hours=18)
+    )] == ["part-016.parquet"]
+    assert files_with_events_in(glob, "event_timestamp", T0 + timedelta(days=9), T0 + timedelta(days=10)) == []
+    assert (tmp_path / "table" / INDEX_NAME).exists()
+
+    ours = _store(tmp_path / "ours", glob)
+    feast = _store(tmp_path / "feast", glob)
+    materialize_up_to(ours, end, ["driver_shop"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        feast.materialize(start_date=start, end_date=end, feature_views=["driver_shop"])
+    assert len(_online(ours)) == 3 * 4 and _online(ours) == _online(feast)
+    assert _served(ours) == _served(feast)
+
+
+def test_a_rewritten_partition_is_read_again_never_from_a_stale_index(tmp_path):
+    import os
+
+    from pipelines.platform.lib.event_time_index import INDEX_NAME, files_with_events_in
+
+    glob = _partitioned_source(tmp_path / "table", hours=40)
+    late = (T0 + timedelta(hours=38), T0 + timedelta(hours=39))
+    assert [p.rsplit("/", 1)[1] for p in files_with_events_in(glob, "event_timestamp", *late)] == [
+        "part-032.parquet"
+    ]
+    # A partition rewritten (a backfill with corrected facts) now holds a row stamped late.
+    block = pd.read_parquet(tmp_path / "table" / "part-008.parquet")
+    block.loc[block.index[0], "event_timestamp"] = late[1]
+    block.to_parquet(tmp_path / "table" / "part-008.parquet")
+    assert [p.rsplit("/", 1)[1] for p in files_with_events_in(glob, "event_timestamp", *late)] == [
+        "part-008.parquet", "part-032.parquet"
+    ]
+    # A torn index is rebuilt from the footers; an empty partition holds nothing to read; a file
+    # whose footer cannot tell (no such column) is always read.
+    (tmp_path / "table" / INDEX_NAME).write_text("{not json")
+    block.iloc[0:0].to_parquet(tmp_path / "table" / "part-016.parquet")
+    block.drop(columns=["event_timestamp"]).to_parquet(tmp_path / "table" / "part-024.parquet")
+    assert [p.rsplit("/", 1)[1] for p in files_with_events_in(glob, "event_timestamp", *late)] == [
+        "part-008.parquet", "part-024.parquet", "part-032.parquet"
+    ]
+    early = (T0 + timedelta(hours=16), T0 + timedelta(hours=23))
+    assert "part-016.parquet" not in str(files_with_events_in(glob, "event_timestamp", *early))
+    os.remove(tmp_path / "table" / "part-032.parquet")  # a deleted partition leaves the index
+    assert [p.rsplit("/", 1)[1] for p in files_with_events_in(glob, "event_timestamp", *late)] == [
+        "part-008.parquet", "part-024.parquet"
+    ]
+    # Where files cannot be told apart (the object store, another pattern) the whole source is read.
+    assert files_with_events_in("s3://bucket/t/*.parquet", "event_timestamp", *late) is None
+    assert files_with_events_in(str(tmp_path / "whole.parquet"), "event_timestamp", *late) is None

@@ -63,50 +63,55 @@ def _varint(value: int) -> bytes:
 def encode_values(values: pd.Series, value_type: str) -> list[bytes] | None:
     """Feast's serialized `Value` of each value (b"" for a missing one, as Feast writes it), or
     None for a type this module leaves to Feast."""
+    encoded = encode_column(values, value_type)
+    return None if encoded is None else encoded[0]
+
+
+def encode_column(
+    values: pd.Series, value_type: str
+) -> tuple[list[bytes], list[str | None]] | None:
+    """In one pass: Feast's serialized `Value` of each value (b"" where missing) and its
+    `value_text` column (the value as Python prints it, None where missing); None for a type
+    this module leaves to Feast."""
     import numpy as np
 
-    missing = values.isna().to_numpy()
+    missing = values.isna().to_numpy().tolist()
     if value_type == "DOUBLE":
         packed = values.to_numpy(dtype="<f8", na_value=np.nan).tobytes()
-        return [
-            b"" if missing[i] else _DOUBLE_TAG + packed[8 * i : 8 * i + 8]
-            for i in range(len(values))
-        ]
-    if value_type == "INT64":
-        cache: dict[int, bytes] = {}
-        out = []
-        for value, gone in zip(values.tolist(), missing, strict=True):
+        floats = values.to_numpy(dtype="float64", na_value=np.nan).tolist()
+        encoded, texts = [], []
+        for i, gone in enumerate(missing):
             if gone:
-                out.append(b"")
-                continue
-            value = int(value)
-            if value not in cache:
-                cache[value] = _INT64_TAG + _varint(value)
-            out.append(cache[value])
-        return out
-    if value_type == "STRING":
-        out = []
-        for value, gone in zip(values.tolist(), missing, strict=True):
-            if gone:
-                out.append(b"")
-                continue
-            raw = str(value).encode("utf-8")
-            out.append(_STRING_TAG + _varint(len(raw)) + raw)
-        return out
-    if value_type == "BOOL":
-        return [
-            b"" if gone else _BOOL_TAG + (b"\x01" if v else b"\x00")
-            for v, gone in zip(values.tolist(), missing, strict=True)
-        ]
-    return None
-
-
-def _value_text(values: pd.Series, value_type: str) -> list[str | None]:
-    """Feast's `value_text` column: the value as Python prints it (None where missing)."""
-    import pandas as pd
-
-    kind = {"DOUBLE": float, "INT64": int, "STRING": str, "BOOL": bool}[value_type]
-    return [None if pd.isna(v) else str(kind(v)) for v in values.tolist()]
+                encoded.append(b"")
+                texts.append(None)
+            else:
+                encoded.append(_DOUBLE_TAG + packed[8 * i : 8 * i + 8])
+                texts.append(str(floats[i]))
+        return encoded, texts
+    kind = {"INT64": int, "STRING": str, "BOOL": bool}.get(value_type)
+    if kind is None:
+        return None
+    cache: dict = {}  # value -> (bytes, text): features repeat few distinct values
+    encoded, texts = [], []
+    for value, gone in zip(values.tolist(), missing, strict=True):
+        if gone:
+            encoded.append(b"")
+            texts.append(None)
+            continue
+        value = kind(value)
+        pair = cache.get(value)
+        if pair is None:
+            if value_type == "INT64":
+                raw = _INT64_TAG + _varint(value)
+            elif value_type == "STRING":
+                text = value.encode("utf-8")
+                raw = _STRING_TAG + _varint(len(text)) + text
+            else:
+                raw = _BOOL_TAG + (b"\x01" if value else b"\x00")
+            pair = cache[value] = (raw, str(value))
+        encoded.append(pair[0])
+        texts.append(pair[1])
+    return encoded, texts
 
 
 def encode_entity_keys(frame: pd.DataFrame, join_keys: dict[str, str]) -> list[bytes]:
@@ -144,9 +149,13 @@ def newest_in_interval(con, view: FeatureView, start: datetime, end: datetime) -
     """The view's newest source row per entity with an event time in [start, end] (Feast's
     materialization interval, both ends included), with its event time as `_flightline_event_ts`
     (and created time as `_flightline_created_ts` where the source has one)."""
+    import pandas as pd
+
+    from pipelines.platform.lib.event_time_index import files_with_events_in
+    from pipelines.platform.lib.feature_store import _quote as quote
+
     source = view.batch_source
     keys = [c.name for c in view.entity_columns]
-    from pipelines.platform.lib.feature_store import _quote as quote
 
     stamp = quote(source.timestamp_field)
     columns = [*map(quote, keys), *(quote(f.name) for f in view.features), f"{stamp} AS {_STAMP}"]
@@ -155,13 +164,23 @@ def newest_in_interval(con, view: FeatureView, start: datetime, end: datetime) -
         created = quote(source.created_timestamp_column)
         columns.append(f"{created} AS {_CREATED}")
         order += f", {created} DESC"
-    path = "'" + source.path.replace("'", "''") + "'"
+    path = _literal(source.path)
+    files = files_with_events_in(source.path, source.timestamp_field, _utc(start), _utc(end))
+    if files:  # only the partitions whose footers show rows in the interval
+        path = "[" + ", ".join(map(_literal, files)) + "]"
+    elif files is not None:  # no file holds a row in the interval: none is read
+        extra = [_CREATED] if source.created_timestamp_column else []
+        return pd.DataFrame(columns=[*keys, *(f.name for f in view.features), _STAMP, *extra])
     sql = (
         f"SELECT {', '.join(columns)} FROM read_parquet({path}, union_by_name = true) "
         f"WHERE {stamp} >= $start AND {stamp} <= $end "
         f"QUALIFY row_number() OVER (PARTITION BY {', '.join(map(quote, keys))} ORDER BY {order}) = 1"
     )
     return con.execute(sql, {"start": _utc(start), "end": _utc(end)}).fetch_df()
+
+
+def _literal(path: str) -> str:
+    return "'" + path.replace("'", "''") + "'"
 
 
 def _sqlite_stamps(stamps: pd.Series) -> list[int | None]:
@@ -171,16 +190,9 @@ def _sqlite_stamps(stamps: pd.Series) -> list[int | None]:
     import pandas as pd
 
     moments = pd.to_datetime(stamps, utc=True).dt.tz_localize(None)
-    seconds: dict = {}
-    out = []
-    for moment in moments:
-        if pd.isna(moment):
-            out.append(None)
-            continue
-        if moment not in seconds:
-            seconds[moment] = int(moment.to_pydatetime().timestamp())
-        out.append(seconds[moment])
-    return out
+    codes, distinct = pd.factorize(moments)  # a missing time: code -1
+    seconds = [int(moment.to_pydatetime().timestamp()) for moment in distinct]
+    return [seconds[code] if code >= 0 else None for code in codes.tolist()]
 
 
 def _value_types(view: FeatureView) -> dict[str, str]:
@@ -204,8 +216,7 @@ def sqlite_records(store: FeatureStore, view: FeatureView, rows: pd.DataFrame):
     created = _sqlite_stamps(rows[_CREATED]) if _CREATED in rows else [None] * len(rows)
     records = []
     for feature, kind in types.items():
-        values = encode_values(rows[feature], kind)
-        texts = _value_text(rows[feature], kind)
+        values, texts = encode_column(rows[feature], kind)
         records.extend(
             zip(entity_keys, [feature] * len(rows), values, texts, stamps, created, strict=True)
         )
