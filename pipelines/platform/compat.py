@@ -65,6 +65,13 @@ def online_store_impl(store: "FeatureStore") -> Any:
     return store._get_provider().online_store
 
 
+def feast_redis_client(store: "FeatureStore") -> Any:
+    """The Redis client Feast's Redis online store writes and reads through (its connection
+    string, or the one `open_store` gives it): Feast has no public accessor. Re-check:
+    RedisOnlineStore._get_client(config.online_store)."""
+    return online_store_impl(store)._get_client(store.config.online_store)
+
+
 def workspace_job_origin(workspace_yaml: str, location_name: str, job_name: str):
     """The origin a job of the workspace's code location carries when the UI launches it, so
     that a run started from the command line is the same job of the same location to the UI

@@ -211,8 +211,10 @@ def _partitioned_source(folder, hours: int, per_file: int = 8, offset: float = 0
     folder.mkdir(parents=True, exist_ok=True)
     frame = _source(folder.parent / "whole.parquet", hours, offset)
     for first in range(0, hours, per_file):
-        block = frame[(frame["event_timestamp"] >= T0 + timedelta(hours=first))
-                      & (frame["event_timestamp"] < T0 + timedelta(hours=first + per_file))]
+        block = frame[
+            (frame["event_timestamp"] >= T0 + timedelta(hours=first))
+            & (frame["event_timestamp"] < T0 + timedelta(hours=first + per_file))
+        ]
         block.to_parquet(folder / f"part-{first:03d}.parquet")
     (folder.parent / "whole.parquet").unlink()
     return f"{folder}/*.parquet"
@@ -229,10 +231,18 @@ def test_only_the_partitions_holding_the_interval_are_read_and_rows_equal_feasts
     assert [p.rsplit("/", 1)[1] for p in chosen] == [
         f"part-{h:03d}.parquet" for h in (0, 8, 16, 24, 32)
     ]
-    assert [p.rsplit("/", 1)[1] for p in files_with_events_in(
-        glob, "event_timestamp", T0 + timedelta(hours=17), T0 + timedelta(hours=18)
-    )] == ["part-016.parquet"]
-    assert files_with_events_in(glob, "event_timestamp", T0 + timedelta(days=9), T0 + timedelta(days=10)) == []
+    assert [
+        p.rsplit("/", 1)[1]
+        for p in files_with_events_in(
+            glob, "event_timestamp", T0 + timedelta(hours=17), T0 + timedelta(hours=18)
+        )
+    ] == ["part-016.parquet"]
+    assert (
+        files_with_events_in(
+            glob, "event_timestamp", T0 + timedelta(days=9), T0 + timedelta(days=10)
+        )
+        == []
+    )
     assert (tmp_path / "table" / INDEX_NAME).exists()
 
     ours = _store(tmp_path / "ours", glob)
@@ -259,7 +269,8 @@ def test_a_rewritten_partition_is_read_again_never_from_a_stale_index(tmp_path):
     block.loc[block.index[0], "event_timestamp"] = late[1]
     block.to_parquet(tmp_path / "table" / "part-008.parquet")
     assert [p.rsplit("/", 1)[1] for p in files_with_events_in(glob, "event_timestamp", *late)] == [
-        "part-008.parquet", "part-032.parquet"
+        "part-008.parquet",
+        "part-032.parquet",
     ]
     # A torn index is rebuilt from the footers; an empty partition holds nothing to read; a file
     # whose footer cannot tell (no such column) is always read.
@@ -267,14 +278,64 @@ def test_a_rewritten_partition_is_read_again_never_from_a_stale_index(tmp_path):
     block.iloc[0:0].to_parquet(tmp_path / "table" / "part-016.parquet")
     block.drop(columns=["event_timestamp"]).to_parquet(tmp_path / "table" / "part-024.parquet")
     assert [p.rsplit("/", 1)[1] for p in files_with_events_in(glob, "event_timestamp", *late)] == [
-        "part-008.parquet", "part-024.parquet", "part-032.parquet"
+        "part-008.parquet",
+        "part-024.parquet",
+        "part-032.parquet",
     ]
     early = (T0 + timedelta(hours=16), T0 + timedelta(hours=23))
     assert "part-016.parquet" not in str(files_with_events_in(glob, "event_timestamp", *early))
     os.remove(tmp_path / "table" / "part-032.parquet")  # a deleted partition leaves the index
     assert [p.rsplit("/", 1)[1] for p in files_with_events_in(glob, "event_timestamp", *late)] == [
-        "part-008.parquet", "part-024.parquet"
+        "part-008.parquet",
+        "part-024.parquet",
     ]
     # Where files cannot be told apart (the object store, another pattern) the whole source is read.
     assert files_with_events_in("s3://bucket/t/*.parquet", "event_timestamp", *late) is None
     assert files_with_events_in(str(tmp_path / "whole.parquet"), "event_timestamp", *late) is None
+
+
+def _redis_contents(url: str) -> dict:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    return {key: client.hgetall(key) for key in client.keys("*")}
+
+
+def test_redis_holds_the_very_bytes_feasts_own_materialize_writes(tmp_path, redis_scratch_url):
+    """Every hash (entity key, `_ts:` field, each feature's field and value bytes) equals what
+    Feast's `materialize` writes into another database of the same Redis; an older interval
+    written later moves nothing; Feast serves what is stored."""
+    import redis
+
+    _source(tmp_path / "source.parquet", hours=40)
+    end = T0 + timedelta(hours=36)
+    ours = _store(tmp_path / "ours", tmp_path / "source.parquet", redis_scratch_url)
+    materialize_up_to(ours, end, ["driver_shop"])
+    theirs_url = (
+        redis_scratch_url.rsplit("/", 1)[0]
+        + "/"
+        + str(int(redis_scratch_url.rsplit("/", 1)[1]) - 1)
+    )
+    theirs_client = redis.Redis.from_url(theirs_url)
+    if theirs_client.dbsize():
+        pytest.skip(f"{theirs_url} is not empty")
+    try:
+        feast = _store(tmp_path / "feast", tmp_path / "source.parquet", theirs_url)
+        view = feast.get_feature_view("driver_shop")
+        with contextlib.redirect_stdout(io.StringIO()):
+            feast.materialize(
+                start_date=end - view.ttl, end_date=end, feature_views=["driver_shop"]
+            )
+        contents = _redis_contents(redis_scratch_url)
+        assert len(contents) == 3 and contents == _redis_contents(theirs_url)
+    finally:
+        theirs_client.flushdb()
+
+    from pipelines.platform.lib.online_materialize import materialize_views
+
+    [written] = materialize_views(
+        ours, [(ours.get_feature_view("driver_shop"), EARLIEST)], T0 + timedelta(hours=10)
+    ).writes
+    assert written.path == "redis" and written.entities == 3 and written.rows == 0
+    assert _redis_contents(redis_scratch_url) == contents
+    assert _served(ours)["trips"][:3] == [35, 70, 105]
