@@ -45,6 +45,30 @@ def column_schema(frame: pd.DataFrame, descriptions: dict[str, str] | None = Non
     )
 
 
+def add_run_metadata(context: dg.AssetExecutionContext | dg.OutputContext, metadata: dict) -> None:
+    """Metadata about what a whole run built (its column schema, its landed files, its feature
+    coverage): on a ranged run, on its newest partition only, the one the asset page shows.
+
+    Dagster copies an output's metadata into the materialization of every partition of a ranged
+    run: these values (5-26 KB an event) were most of a year's event log, ~39 MB of JSON
+    serialized and written twice (issue 27). A one-partition run carries them as before."""
+    if isinstance(context, dg.OutputContext):
+        keys = list(context.asset_partition_keys) if context.has_asset_partitions else []
+        if len(keys) > 1:
+            context.step_context.add_asset_metadata(
+                metadata, asset_key=context.asset_key, partition_key=max(keys)
+            )
+            return
+    else:
+        from pipelines.platform.partitions import partition_keys
+
+        keys = partition_keys(context)
+        if len(keys) > 1:
+            context.add_asset_metadata(metadata, partition_key=max(keys))
+            return
+    context.add_output_metadata(metadata)
+
+
 def table_metadata(frame: pd.DataFrame) -> dict:
     """Row count and column schema of a table asset, under Dagster's reserved keys."""
     return {"dagster/row_count": len(frame), "dagster/column_schema": column_schema(frame)}

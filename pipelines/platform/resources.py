@@ -14,7 +14,7 @@ from pipelines.platform.lib.object_store import store_for
 from pipelines.platform.lib.retrain_policy import Thresholds
 from pipelines.platform.lib.services import check_uri
 from pipelines.platform.lib.tracking import ModelRegistry
-from pipelines.platform.metadata import column_schema, table_metadata
+from pipelines.platform.metadata import add_run_metadata, column_schema, table_metadata
 
 # Feast is imported when a step opens the store (FeastResource.store), not when the code location
 # loads: it costs seconds in every process, step pods included. pandas: by the lake's methods.
@@ -85,12 +85,10 @@ class LakeIOManager(dg.ConfigurableIOManager):
             # Metadata of a ranged run is shared by all its partitions: a per-partition row count
             # would be wrong there, so ranges record the total and the days' counts.
             counts = {"dagster/row_count": len(obj)} if len(keys) == 1 else ranged_row_counts(rows)
-            context.add_output_metadata(
-                {
-                    **counts,
-                    "dagster/column_schema": column_schema(obj),
-                    "path": self.lake.glob(table),
-                }
+            context.add_output_metadata(counts)
+            add_run_metadata(
+                context,
+                {"dagster/column_schema": column_schema(obj), "path": self.lake.glob(table)},
             )
         else:
             path = self.lake.write(table, obj)

@@ -16,6 +16,7 @@ from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.landing import LandingError, archive_landed_file, read_landed_day
 from pipelines.platform.lib.landing_watch import LANDED_SHA256
 from pipelines.platform.lib.object_store import under
+from pipelines.platform.metadata import add_run_metadata
 from pipelines.platform.partitions import partition_keys, ranged_backfill
 from pipelines.platform.resources import LakeResource, LandingZone
 
@@ -83,12 +84,13 @@ def _ingest(
         )
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     shown = files if len(files) <= 31 else [*files[:15], *files[-15:]]
-    context.add_output_metadata(
+    add_run_metadata(
+        context,
         {
             "partitions": len(files),
             "landed_files": dg.MetadataValue.md(pd.DataFrame(shown).to_markdown(index=False)),
             "columns": dg.MetadataValue.json({c: str(t) for c, t in frame.dtypes.items()}),
-        }
+        },
     )
     return frame
 

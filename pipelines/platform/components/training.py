@@ -12,7 +12,7 @@ from pipelines.platform.lib.feature_store import historical_features
 from pipelines.platform.lib.labels import LABEL_KNOWN_AT
 from pipelines.platform.lib.lake import PARTITION_COLUMN
 from pipelines.platform.lib.plots import training_set_summary
-from pipelines.platform.metadata import metric_table, picture
+from pipelines.platform.metadata import add_run_metadata, metric_table, picture
 from pipelines.platform.partitions import ranged_backfill
 from pipelines.platform.resources import FeastResource, MlflowResource
 
@@ -132,15 +132,17 @@ def training_defs(task: Task) -> dg.Definitions:
                 "positive_rate": positive_rate,
                 "feature_service": config.feature_service,
                 "lead_minutes": config.lead_minutes,
-                "feature_coverage": metric_table(
-                    coverage.rename("non_null_share").to_frame(), digits=3, index="feature"
-                ),
             }
         )
+        coverage_table = metric_table(
+            coverage.rename("non_null_share").to_frame(), digits=3, index="feature"
+        )
+        add_run_metadata(context, {"feature_coverage": coverage_table})
         if len(table):
             chart = training_set_summary(table, stored, PARTITION_COLUMN, ex.label)
-            context.add_output_metadata(
-                {"summary_chart": _summary_picture(context, chart, table, positive_rate, mlflow)}
+            add_run_metadata(
+                context,
+                {"summary_chart": _summary_picture(context, chart, table, positive_rate, mlflow)},
             )
         return table
 
