@@ -206,13 +206,21 @@ def _landing_sensor(task: Task, selection: dg.AssetSelection) -> dg.SensorDefini
         keys = selection.resolve(graph)
         requests: list[dg.RunRequest] = []
         waiting: list[str] = []
-        for start, end in changes.new_ranges(task.next_partition):
-            if earlier := _earlier_in_flight(task, busy, start):
-                waiting.append(f"{start}..{end}" if start != end else start)
+
+        def held_back(label: str, first: str, what: str = "") -> bool:
+            """Whether days from `first` wait for an earlier day in a queued or running run,
+            which their windows read (logged, and listed in the skip reason)."""
+            earlier = _earlier_in_flight(task, busy, first)
+            if earlier:
+                waiting.append(label)
                 context.log.info(
-                    f"{waiting[-1]}: waiting for {', '.join(earlier)} (in flight), which its "
+                    f"{label}: {what}waiting for {', '.join(earlier)} (in flight), which its "
                     "windows read"
                 )
+            return bool(earlier)
+
+        for start, end in changes.new_ranges(task.next_partition):
+            if held_back(f"{start}..{end}" if start != end else start, start):
                 continue
             if start == end:
                 requests.append(
@@ -240,9 +248,7 @@ def _landing_sensor(task: Task, selection: dg.AssetSelection) -> dg.SensorDefini
                 )
             )
         for key in changes.replaced_days:
-            if earlier := _earlier_in_flight(task, busy, key):
-                waiting.append(key)
-                context.log.info(f"{key}: changed, waiting for {', '.join(earlier)} (in flight)")
+            if held_back(key, key, "changed, "):
                 continue
             context.log.info(f"{key}: the landed content changed; re-running its partition")
             requests.append(
