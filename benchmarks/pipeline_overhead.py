@@ -3,15 +3,23 @@ a bare script, in one process and one run. Prints both and the ratio (target: ov
 
     python benchmarks/pipeline_overhead.py                      # 2013-01-01..2013-12-30
     python benchmarks/pipeline_overhead.py --end 2013-01-31 --repeat 3
+    python benchmarks/pipeline_overhead.py --storage postgres   # the production profile's storage
+
+`--storage postgres`: Dagster's runs and event log in a scratch database of the PostgreSQL server
+that --postgres-url names (default: FLIGHTLINE_POSTGRES_URL, else the local server), created for
+the run and dropped after it; the lake stays local, as on the embedded side.
 
 The default range stops on 2013-12-30: the source has no weather for 2013-12-31, so that day's
 raw_weather fails (as it should) and the run would stop there.
 """
 
+import os
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from datetime import date, datetime
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
 import pandas as pd
@@ -141,17 +149,50 @@ def data_half() -> set[str]:
     }
 
 
-def dagster_pipeline(start: date, end: date, root: Path) -> None:
+def dagster_pipeline(start: date, end: date, root: Path, postgres_url: str | None = None) -> None:
     (root / "dagster_home").mkdir(exist_ok=True)
-    with dg.instance_for_test(
-        temp_dir=str(root / "dagster_home"), overrides=embedded_overrides(root / "dagster_home")
-    ) as instance:
+    overrides = (
+        {"storage": {"postgres": {"postgres_url": postgres_url}}}
+        if postgres_url
+        else embedded_overrides(root / "dagster_home")
+    )
+    with dg.instance_for_test(temp_dir=str(root / "dagster_home"), overrides=overrides) as instance:
         results = materialize_window(start, end, instance, only=data_half())
         assert all(r.success for r in results), "the Dagster run failed"
 
 
+@contextmanager
+def scratch_postgres(server_url: str):
+    """A database of its own on the server, dropped afterwards: its URL."""
+    import psycopg2
+    from psycopg2 import sql
+
+    name = f"flightline_bench_overhead_{os.getpid()}"
+    parts = urlsplit(server_url)
+    admin = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
+    conn = psycopg2.connect(admin)
+    conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        yield urlunsplit(parts._replace(scheme="postgresql+psycopg2", path=f"/{name}"))
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+            )
+        conn.close()
+
+
 def main() -> None:
     parser = window_parser(__doc__)
+    parser.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(
+            "FLIGHTLINE_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432"
+        ),
+    )
     args = parser.parse_args()
     start, end = date.fromisoformat(args.start), date.fromisoformat(args.end)
     days = [d.strftime("%Y-%m-%d") for d in pd.date_range(start, end)]
@@ -177,7 +218,15 @@ def main() -> None:
                         timed(lambda p=paths: rows_holder.append(bare_pipeline(p, days)))
                     )
                 else:
-                    dagster_times.append(timed(lambda r=root: dagster_pipeline(start, end, r)))
+                    scratch = (
+                        scratch_postgres(args.postgres_url)
+                        if args.storage == "postgres"
+                        else nullcontext(None)
+                    )
+                    with scratch as url:
+                        dagster_times.append(
+                            timed(lambda r=root, u=url: dagster_pipeline(start, end, r, u))
+                        )
         print(
             f"run {i + 1}: bare {bare_times[-1]:.1f}s, dagster {dagster_times[-1]:.1f}s", flush=True
         )
@@ -185,7 +234,7 @@ def main() -> None:
     b, d = median(bare_times), median(dagster_times)
     print(f"\n{len(days)} days, {rows:,} training rows, {args.repeat} run(s) each, medians:")
     print(f"  bare script (lib functions): {b:7.1f} s")
-    print(f"  through Dagster:             {d:7.1f} s")
+    print(f"  through Dagster ({args.storage}):{' ' * (10 - len(args.storage))}{d:7.1f} s")
     print(f"  ratio dagster / bare:        {d / b:7.3f}  (overhead {100 * (d / b - 1):+.1f}%)")
 
 
