@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -71,7 +72,8 @@ def _load(index_path: Path) -> dict:
 
 
 def _save(index_path: Path, index: dict) -> None:
-    temporary = index_path.with_name(f".{index_path.name}.{os.getpid()}.tmp")
+    writer = f"{os.getpid()}.{threading.get_ident()}"  # two writers never share a temporary
+    temporary = index_path.with_name(f".{index_path.name}.{writer}.tmp")
     try:
         temporary.write_text(json.dumps(index, separators=(",", ":")))
         os.replace(temporary, index_path)  # readers see the old index or the new one
