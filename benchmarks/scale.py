@@ -1,7 +1,8 @@
 """How the batch side grows with the data: ingestion -> training_set (the bare lib pipeline of
 pipeline_overhead.py: landing files, validation, feature tables, Feast registration,
 materialization, point-in-time join, lake) and LightGBM training on the result (a fixed 200
-rounds at every size), over 1, 3 and 10 years of flights. Prints wall time and peak memory (max RSS) of each, and rows per second.
+rounds at every size), over 1, 3 and 10 years of flights. Prints wall time and peak memory (max
+RSS) of each, and rows per second.
 
     python benchmarks/scale.py                  # 1, 3 and 10 years
     python benchmarks/scale.py --years 1 3

@@ -6,9 +6,9 @@ rows (issue 27). Here one DuckDB query keeps the newest row per entity in the in
 rule: event time within [start, end], newest event then created time wins), values are encoded to
 Feast's exact bytes in bulk, and the write is one `executemany` (SQLite) or two pipelined round
 trips of the hashes Feast's `online_write_batch` writes (Redis). Only the partition files whose
-footers hold the interval are read (event_time_index.py). Feast reads what is written with its own `get_online_features`; the
-interval is recorded in the registry as Feast records it. Stores and types not handled here go
-through Feast's `materialize`.
+footers hold the interval are read (event_time_index.py). Feast reads what is written with its
+own `get_online_features`; the interval is recorded in the registry as Feast records it. Stores
+and types not handled here go through Feast's `materialize`.
 
 Newest wins, as everywhere online (online_writes.py): a stored value with a later event time is
 kept.
