@@ -232,9 +232,12 @@ def main() -> None:
         )
     rows = rows_holder[-1]
     b, d = median(bare_times), median(dagster_times)
-    print(f"\n{len(days)} days, {rows:,} training rows, {args.repeat} run(s) each, medians:")
+    print(
+        f"\n{len(days)} days, {rows:,} training rows, {args.repeat} run(s) each, "
+        f"Dagster's storage on {args.storage}, medians:"
+    )
     print(f"  bare script (lib functions): {b:7.1f} s")
-    print(f"  through Dagster ({args.storage}):{' ' * (10 - len(args.storage))}{d:7.1f} s")
+    print(f"  through Dagster:             {d:7.1f} s")
     print(f"  ratio dagster / bare:        {d / b:7.3f}  (overhead {100 * (d / b - 1):+.1f}%)")
 
 

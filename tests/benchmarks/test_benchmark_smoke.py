@@ -54,6 +54,25 @@ def test_pipeline_overhead_runs_both_sides_from_the_task_definition():
     assert figure(rf"ratio dagster / bare:\s+{NUMBER}", out) > 0
 
 
+def test_pipeline_overhead_measures_the_postgres_profile_and_drops_its_database():
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"no local PostgreSQL (.ci/run starts one): {exc}")
+    out = run_benchmark(
+        "pipeline_overhead.py", "--end", "2013-01-02", "--storage", "postgres",
+        "--postgres-url", "postgresql+psycopg2://postgres@127.0.0.1:5432",
+    )  # fmt: skip
+    assert "Dagster's storage on postgres" in out
+    assert figure(rf"through Dagster:\s+{NUMBER} s", out) > 0
+    with conn, conn.cursor() as cur:  # the scratch database is gone
+        cur.execute("select datname from pg_database where datname like 'flightline_bench_%'")
+        assert cur.fetchall() == []
+    conn.close()
+
+
 def test_scale_measures_each_synthesized_year_count():
     """Two years of three days each: the second is 2013's days shifted by 52 weeks."""
     out = run_benchmark("scale.py", "--years", "1", "2", "--days-per-year", "3")
@@ -78,8 +97,10 @@ def test_online_materialization_runs_the_platform_feast_and_the_direct_floor():
     assert figure(rf"Feast's own materialize:\s+{NUMBER} s", out) > 0
     assert figure(rf"direct SQLite inserts:\s+{NUMBER} s", out) > 0
     assert figure(rf"ratio platform / direct:\s+{NUMBER}x", out) > 0
-    if redis_url != "none":
+    if redis_url != "none":  # the Redis hashes equal Feast's, else the benchmark exits non-zero
         assert figure(rf"platform -> Redis:\s+{NUMBER} s", out) > 0
+        assert figure(rf"direct Redis HSETs:\s+{NUMBER} s", out) > 0
+        assert figure(rf"ratio platform / direct \(Redis\):\s+{NUMBER}x", out) > 0
 
 
 @pytest.fixture(scope="module")
