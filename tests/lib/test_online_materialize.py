@@ -19,7 +19,7 @@ from pipelines.platform.lib.feature_store import (
     materialize_up_to,
     open_store,
 )
-from pipelines.platform.lib.online_materialize import encode_entity_keys, encode_values
+from pipelines.platform.lib.online_materialize import encode_column, encode_entity_keys
 from pipelines.platform.lib.settings import PROJECT_ROOT
 from tests.redis_scratch import empty_redis_url
 
@@ -43,8 +43,8 @@ def test_values_encode_to_feasts_own_bytes():
                 [None if pd.isna(v) else v for v in values.tolist()], ValueType[kind]
             )
         ]
-        assert encode_values(values, kind) == feast, kind
-    assert encode_values(pd.Series([b"x"]), "BYTES") is None  # left to Feast
+        assert encode_column(values, kind)[0] == feast, kind
+    assert encode_column(pd.Series([b"x"]), "BYTES") is None  # left to Feast
 
 
 def test_entity_keys_encode_to_feasts_own_bytes():

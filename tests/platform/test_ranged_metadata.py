@@ -36,18 +36,26 @@ def counts(context: dg.AssetExecutionContext) -> pd.DataFrame:
     return pd.DataFrame({"n": range(len(keys)), PARTITION_COLUMN: keys})
 
 
-def test_a_ranged_materialization_carries_the_summary(tmp_path):
+def _materialize_counts(tmp_path, **which) -> list:
+    """`counts` through the lake's IO manager; its materialization events."""
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             [counts],
             instance=instance,
             resources={"io_manager": LakeIOManager(lake_root=str(tmp_path))},
-            tags={
-                "dagster/asset_partition_range_start": "2013-01-01",
-                "dagster/asset_partition_range_end": "2013-02-09",
-            },
+            **which,
         )
-        events = result.asset_materializations_for_node("counts")
+        return result.asset_materializations_for_node("counts")
+
+
+def test_a_ranged_materialization_carries_the_summary(tmp_path):
+    events = _materialize_counts(
+        tmp_path,
+        tags={
+            "dagster/asset_partition_range_start": "2013-01-01",
+            "dagster/asset_partition_range_end": "2013-02-09",
+        },
+    )
     assert len(events) == 40
     assert all(e.metadata["days"].value == 40 for e in events)
     assert all("rows_by_day" not in e.metadata for e in events)
@@ -66,14 +74,7 @@ def test_a_ranged_materialization_carries_the_summary(tmp_path):
 
 
 def test_a_one_partition_run_carries_the_run_metadata_itself(tmp_path):
-    with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            [counts],
-            instance=instance,
-            resources={"io_manager": LakeIOManager(lake_root=str(tmp_path))},
-            partition_key="2013-01-05",
-        )
-        [event] = result.asset_materializations_for_node("counts")
+    [event] = _materialize_counts(tmp_path, partition_key="2013-01-05")
     assert event.metadata["dagster/row_count"].value == 1
     assert "dagster/column_schema" in event.metadata and "path" in event.metadata
     assert event.metadata["built_from"].value == "1 days"

@@ -321,6 +321,11 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _literal(text: str) -> str:
+    """A SQL string literal (a path DuckDB reads)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _asof_join(
     con, entities: pd.DataFrame, views: list[_ViewRead], timestamp: str, explain: bool = False
 ):
@@ -342,7 +347,7 @@ def _asof_join(
             + [f"{_quote(view.timestamp)} AS {_quote('_flightline_ts')}"]
             + [_quote(f) for f in view.features]
         )
-        source = "'" + view.source.replace("'", "''") + "'"
+        source = _literal(view.source)
         on = [f"e.{_quote(col)} = {alias}.{_quote(key)}" for key, col in view.keys.items()]
         on.append(f"e.{ts} >= {stamp}")
         joins.append(

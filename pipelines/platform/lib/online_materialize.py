@@ -61,13 +61,6 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def encode_values(values: pd.Series, value_type: str) -> list[bytes] | None:
-    """Feast's serialized `Value` of each value (b"" for a missing one, as Feast writes it), or
-    None for a type this module leaves to Feast."""
-    encoded = encode_column(values, value_type)
-    return None if encoded is None else encoded[0]
-
-
 def encode_column(
     values: pd.Series, value_type: str
 ) -> tuple[list[bytes], list[str | None]] | None:
@@ -153,6 +146,7 @@ def newest_in_interval(con, view: FeatureView, start: datetime, end: datetime) -
     import pandas as pd
 
     from pipelines.platform.lib.event_time_index import files_with_events_in
+    from pipelines.platform.lib.feature_store import _literal
     from pipelines.platform.lib.feature_store import _quote as quote
 
     source = view.batch_source
@@ -178,10 +172,6 @@ def newest_in_interval(con, view: FeatureView, start: datetime, end: datetime) -
         f"QUALIFY row_number() OVER (PARTITION BY {', '.join(map(quote, keys))} ORDER BY {order}) = 1"
     )
     return con.execute(sql, {"start": _utc(start), "end": _utc(end)}).fetch_df()
-
-
-def _literal(path: str) -> str:
-    return "'" + path.replace("'", "''") + "'"
 
 
 def _sqlite_stamps(stamps: pd.Series) -> list[int | None]:
